@@ -1,0 +1,37 @@
+# One-command set-up and jobs. Every target creates/updates the virtual environment first.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SAMPLE := resources/sample_scene.tif
+
+.PHONY: venv test lint run sample bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: a plain requirement would pull a several-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check rsvg_desktop tests benchmarks
+	$(BIN)/lint-imports
+
+test: lint
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+
+# Main job on the bundled sample scene.
+sample: $(STAMP)
+	$(BIN)/rsvg info $(SAMPLE)
+	$(BIN)/rsvg tiles $(SAMPLE) -o build/sample_tiles.gpkg --overwrite
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_tiling.py
+	$(BIN)/python benchmarks/bench_boxes.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

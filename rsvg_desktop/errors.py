@@ -1,0 +1,88 @@
+"""One exception hierarchy for the whole product.
+
+Every error a user can cause derives from :class:`RsvgError` and also from the builtin it resembles
+(``ValueError``, ``OSError``, ``FileNotFoundError`` ...), so callers can catch either. Messages name the
+file (and the window or key) and say what is wrong in one line: the CLI prints ``str(error)`` as is.
+"""
+
+from __future__ import annotations
+
+
+class RsvgError(Exception):
+    """Root of every error raised on purpose by rsvg-desktop."""
+
+
+# --- inputs: scenes and rasters ---------------------------------------------------------------
+class SceneError(RsvgError):
+    """A scene cannot be used."""
+
+
+class NotARasterError(SceneError, ValueError):
+    """The file exists but is not a raster GDAL can open."""
+
+
+class NoCRSError(SceneError, ValueError):
+    """The raster has no coordinate reference system (use pixel mode to work in pixel coordinates)."""
+
+
+class RasterReadError(SceneError, OSError):
+    """Reading pixels failed; the message names the file and the window."""
+
+
+class EmptySceneError(SceneError, ValueError):
+    """The scene has no valid (non-nodata) pixels."""
+
+
+class BandSelectionError(SceneError, ValueError):
+    """The requested display bands do not exist in the scene."""
+
+
+# --- configuration ----------------------------------------------------------------------------
+class ConfigError(RsvgError, ValueError):
+    """A setting or argument has an invalid value."""
+
+
+# --- outputs ----------------------------------------------------------------------------------
+class OutputExistsError(RsvgError, FileExistsError):
+    """The output exists and overwriting was not requested."""
+
+
+class ExportError(RsvgError, OSError):
+    """Writing a vector file failed."""
+
+
+class AnswerLogError(RsvgError, ValueError):
+    """An answer log (JSON Lines) is missing, unreadable or has a malformed record."""
+
+
+# --- model ------------------------------------------------------------------------------------
+class ModelError(RsvgError):
+    """Finding, converting or loading a model failed."""
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """No model could be found at any of the searched locations."""
+
+
+class CheckpointError(ModelError, ValueError):
+    """A checkpoint is malformed: missing shard, truncated file, wrong architecture, shape mismatch."""
+
+
+class TokenizerError(CheckpointError):
+    """The tokenizer files are missing or unreadable."""
+
+
+class PrecisionError(ModelError, ValueError):
+    """The requested precision or device is not available."""
+
+
+class GenerationError(ModelError, RuntimeError):
+    """Running the model failed (out of memory, device error)."""
+
+
+class OfflineError(ModelError, ConnectionError):
+    """A download was requested but the hub cannot be reached."""
+
+
+class CancelledError(RsvgError):
+    """A job was cancelled by the user; what finished before is kept."""
