@@ -86,3 +86,11 @@ class OfflineError(ModelError, ConnectionError):
 
 class CancelledError(RsvgError):
     """A job was cancelled by the user; what finished before is kept."""
+
+
+class AnswerLogNotFoundError(AnswerLogError, FileNotFoundError):
+    """The answer log to read does not exist (also a ``FileNotFoundError``)."""
+
+
+class SceneNotFoundError(NotARasterError, FileNotFoundError):
+    """The scene file does not exist (also a ``FileNotFoundError``)."""
