@@ -1,0 +1,170 @@
+"""Benchmark: GeoChat boxes → polygons → seam merge → GeoPackage, at scene scale.
+
+A synthetic scene of ``--grid`` × ``--grid`` tiles (504 px, 64 px overlap, 0.3 m pixels in UTM 18N)
+holds ``--n`` boxes written on the tiles' 0–100 integer grid, as GeoChat writes them; about
+``--dup`` of them are second copies of an object whose centre lies in the overlap of two tiles (the
+seam duplicates merging must remove). Prints the time of every stage; asserts nothing about time.
+
+    .venv/bin/python benchmarks/bench_boxes.py [--n 100000] [--grid 40] [--dup 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rsvg_desktop.core.geo.boxes import grid_boxes_to_polygons
+from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, tile_records
+from rsvg_desktop.core.geo.export import export_detections
+from rsvg_desktop.core.geo.merge import MergeConfig, merge_detections
+from rsvg_desktop.core.types import Tile
+
+log = logging.getLogger("bench_boxes")
+
+TILE, OVERLAP = 504, 64
+STRIDE = TILE - OVERLAP
+TRANSFORM = (0.3, 0.0, 580_000.0, 0.0, -0.3, 2_700_000.0)  # 0.3 m, north-up, UTM 18N
+CRS = 32618
+PHRASES = np.array(["airplane", "ship", "storage tank", "vehicle", None], dtype=object)
+
+
+def make_scene(n: int, grid: int, dup: float, rng: np.random.Generator):
+    """Boxes on the tiles' integer grid, with ``dup`` of them seam duplicates."""
+    side = (grid - 1) * STRIDE + TILE
+    n_dup = round(n * dup)
+    n_obj = n - n_dup
+    # Objects: centre, size 20–100 px, angle 90 (upright, as GeoChat mostly writes) or any 0–90.
+    cx, cy = rng.uniform(0, side, n_obj), rng.uniform(0, side, n_obj)
+    w, h = rng.uniform(20, 100, n_obj), rng.uniform(20, 100, n_obj)
+    angle = np.where(rng.random(n_obj) < 0.6, 90.0, rng.integers(0, 91, n_obj).astype(float))
+    phrase = PHRASES[rng.integers(0, len(PHRASES), n_obj)]
+
+    # Tiles whose window holds the centre: the last one along each axis, and the one before it when
+    # the centre is in their overlap.
+    def tiles_along(c):
+        last = np.minimum(np.floor(c / STRIDE), grid - 1).astype(np.int64)
+        prev = last - 1
+        in_prev = (prev >= 0) & (c < prev * STRIDE + TILE)
+        return last, prev, in_prev
+
+    col, pcol, in_pcol = tiles_along(cx)
+    row, prow, in_prow = tiles_along(cy)
+    seam = np.flatnonzero(in_pcol | in_prow)
+    if len(seam) < n_dup:
+        raise SystemExit(f"only {len(seam)} objects on seams for {n_dup} duplicates: lower --dup")
+    dup_of = rng.choice(seam, n_dup, replace=False)
+    # The duplicate comes from the neighbouring tile along an axis where the centre is in an overlap.
+    use_col = in_pcol[dup_of] & (~in_prow[dup_of] | (rng.random(n_dup) < 0.5))
+    d_col = np.where(use_col, pcol[dup_of], col[dup_of])
+    d_row = np.where(use_col, row[dup_of], prow[dup_of])
+
+    idx = np.r_[np.arange(n_obj), dup_of]
+    t_row = np.r_[row, d_row]
+    t_col = np.r_[col, d_col]
+    col_off, row_off = t_col * STRIDE, t_row * STRIDE
+    ocx, ocy, ow, oh, oa = cx[idx], cy[idx], w[idx], h[idx], angle[idx]
+    # What the tile sees of an upright object (angle 0 or 90): its extent clipped to the window.
+    ex0, ex1 = np.clip(ocx - ow / 2, col_off, col_off + TILE), np.clip(ocx + ow / 2, col_off, col_off + TILE)
+    ey0, ey1 = np.clip(ocy - oh / 2, row_off, row_off + TILE), np.clip(ocy + oh / 2, row_off, row_off + TILE)
+    upright = (oa == 0) | (oa == 90)
+    vcx = np.where(upright, (ex0 + ex1) / 2, ocx)
+    vcy = np.where(upright, (ey0 + ey1) / 2, ocy)
+    vw = np.where(upright, ex1 - ex0, ow)
+    vh = np.where(upright, ey1 - ey0, oh)
+    # At 90° the written rectangle is the turned one: its width is the visible height and vice versa.
+    # Where that written rectangle would leave the 0–100 grid (near a tile edge), write it at 0°.
+    off_x, off_y = vcx - col_off, vcy - row_off
+    leaves = (off_x - vh / 2 < 0) | (off_x + vh / 2 > TILE) | (off_y - vw / 2 < 0) | (off_y + vw / 2 > TILE)
+    oa = np.where((oa == 90) & leaves, 0.0, oa)
+    ww = np.where(oa == 90, vh, vw)
+    wh = np.where(oa == 90, vw, vh)
+
+    def g(v, off):  # scene pixels → the tile's integer 0–100 grid, as GeoChat writes it
+        return np.clip(np.rint((v - off) / TILE * 100), 0, 100)
+
+    x1, x2 = g(vcx - ww / 2, col_off), g(vcx + ww / 2, col_off)
+    y1, y2 = g(vcy - wh / 2, row_off), g(vcy + wh / 2, row_off)
+    boxes = np.column_stack([x1, y1, x2, y2, oa])
+    windows = np.column_stack([col_off, row_off, np.full(n, TILE), np.full(n, TILE)]).astype(float)
+    order = rng.permutation(n)  # answers arrive tile by tile, not object by object: shuffle anyway
+    return boxes[order], windows[order], phrase[idx][order], t_row[order], t_col[order], idx[order]
+
+
+def timed(label: str, fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    dt = time.perf_counter() - t0
+    print(f"  {label:<44s} {dt:8.3f} s")
+    return out, dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000, help="boxes in all (default 100000)")
+    ap.add_argument("--grid", type=int, default=40, help="tiles per side (default 40)")
+    ap.add_argument("--dup", type=float, default=0.2, help="fraction of seam duplicates (default 0.2)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="folder for the exports (default: a temp folder)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    rng = np.random.default_rng(args.seed)
+    boxes, windows, phrases, rows, cols, obj = make_scene(args.n, args.grid, args.dup, rng)
+    n_obj = len(np.unique(obj))
+    side = (args.grid - 1) * STRIDE + TILE
+    print(f"scene {side}×{side} px, {args.grid}×{args.grid} tiles of {TILE} px (overlap {OVERLAP}); "
+          f"{len(boxes)} boxes = {n_obj} objects + {len(boxes) - n_obj} seam duplicates")
+
+    print("stages:")
+    geoms, t_poly = timed("boxes → polygons (scene CRS, EPSG:32618)", grid_boxes_to_polygons,
+                          boxes, windows, TRANSFORM, CRS)
+    _, t_wgs = timed("boxes → polygons (reprojected to EPSG:4326)", grid_boxes_to_polygons,
+                     boxes, windows, TRANSFORM, CRS, 4326)
+    table, t_tab = timed("columnar DetectionTable", DetectionTable.from_columns,
+                         phrase=phrases, task="grounding", query="[grounding] describe the image",
+                         tile_row=rows, tile_col=cols, boxes=boxes, windows=windows, geometry=geoms,
+                         model="geochat-7b", precision="bf16", run_id="bench", scene="synthetic.tif")
+    res, t_merge = timed("merge (IoU 0.5 + IoS 0.8, STRtree)", merge_detections, table, MergeConfig())
+    kept = table.take(res.kept)
+    n_iou = int(np.count_nonzero(res.reason == 1))
+    n_ios = int(np.count_nonzero(res.reason == 2))
+    grid = range(args.grid)
+    tiles = [Tile(r, c, c * STRIDE, r * STRIDE, TILE, TILE) for r in grid for c in grid]
+    recs, t_tiles = timed("tile footprints", tile_records, tiles, TRANSFORM, CRS, skipped=[(0, 0)])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        run = RunInfo(run_id="bench", scene="synthetic.tif", model="geochat-7b", precision="bf16",
+                      device="CPU", overlap=OVERLAP, random_weights=True)
+        _, t_gpkg = timed(f"GeoPackage export ({len(kept)} detections + tiles)", export_detections,
+                          out / "bench.gpkg", kept, crs=CRS, tiles=recs, run=run, overwrite=True)
+        _, t_json = timed("GeoJSON export (RFC 7946, reprojected)", export_detections,
+                          out / "bench.geojson", kept, crs=CRS, run=run, overwrite=True)
+        _, t_shp = timed("Shapefile export", export_detections,
+                         out / "bench.shp", kept, crs=CRS, run=run, overwrite=True)
+        size = (out / "bench.gpkg").stat().st_size / 2**20
+
+    # Against the truth: a drop is right when the absorbing box shows the same object.
+    dropped = res.dropped
+    same_obj = obj[res.absorbed_by[dropped]] == obj[dropped]
+    objects_kept = len(np.unique(obj[res.kept]))
+    print("summary:")
+    print(f"  drops of a copy of the same object: {int(same_obj.sum())}; of a different object: "
+          f"{int((~same_obj).sum())}; objects with a survivor: {objects_kept} of {n_obj}; "
+          f"seam copies left: {len(res.kept) - objects_kept}")
+    print(f"  merge kept {len(res.kept)} of {len(boxes)} (dropped {n_iou} by IoU, {n_ios} by IoS); "
+          f"objects generated: {n_obj}")
+    print(f"  boxes→polygons→merge→GeoPackage: {t_poly + t_tab + t_merge + t_gpkg:.3f} s "
+          f"(GeoPackage {size:.1f} MiB)")
+    print(f"  other: WGS84 polygons {t_wgs:.3f} s, tiles {t_tiles:.3f} s, GeoJSON {t_json:.3f} s, "
+          f"Shapefile {t_shp:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Shared plumbing for the ``rsvg`` command line: logging set-up, error reporting, progress output."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from rsvg_desktop.errors import RsvgError
+
+log = logging.getLogger("rsvg_desktop.cli")
+
+EXIT_OK = 0
+EXIT_FAILED_INPUTS = 3  # some inputs of a batch failed (listed in the summary)
+EXIT_USAGE = 2  # bad arguments or bad input: argparse uses 2 as well
+EXIT_INTERNAL = 1  # a bug: unexpected exception
+
+
+def setup_logging(verbosity: int) -> None:
+    """-q → errors only, default → warnings, -v → info, -vv → debug. Log lines go to stderr; results and
+    progress are printed by the commands themselves."""
+    level = (logging.ERROR if verbosity < 0 else logging.WARNING if verbosity == 0
+             else logging.INFO if verbosity == 1 else logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    # Third-party libraries are chatty at INFO.
+    for name in ("rasterio", "fiona", "pyogrio", "urllib3", "httpx", "huggingface_hub", "transformers"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+def run_guarded(func: Callable[[], int], *, debug: bool = False) -> int:
+    """Run a command; turn errors into one line on stderr and an exit status (no traceback)."""
+    try:
+        return func()
+    except RsvgError as exc:
+        print(f"rsvg: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("rsvg: interrupted; finished results are kept", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"rsvg: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+class Progress:
+    """A one-line progress bar on a terminal (counts, rate, time left); silent when quiet or not a TTY
+    unless forced. Updates at most ten times a second."""
+
+    def __init__(self, total: int, *, label: str = "", stream: TextIO | None = None, enabled: bool = True):
+        self.total = max(total, 0)
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.done = 0
+        self._start = time.monotonic()
+        self._last = 0.0
+        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def update(self, done: int, *, extra: str = "") -> None:
+        self.done = done
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        final = done >= self.total
+        if not final and now - self._last < (0.1 if self._tty else 5.0):
+            return
+        self._last = now
+        self.stream.write(("\r" if self._tty else "") + self.line(extra) + ("" if self._tty else "\n"))
+        if final and self._tty:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def line(self, extra: str = "") -> str:
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        rate = self.done / elapsed
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        width = 24
+        filled = int(width * self.done / self.total) if self.total else width
+        bar = "#" * filled + "-" * (width - filled)
+        eta = "--:--" if left != left else f"{int(left // 60):02d}:{int(left % 60):02d}"
+        text = f"{self.label} [{bar}] {self.done}/{self.total} {rate:.2f}/s left {eta}"
+        return f"{text} {extra}".rstrip()

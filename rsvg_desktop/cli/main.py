@@ -1,0 +1,152 @@
+"""``rsvg``: the command line. Argument parsing and output only; each command calls one engine function.
+
+Exit status: 0 success; 2 bad arguments or bad input (one line on stderr, no traceback); 3 some inputs
+of a batch failed; 1 an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from rsvg_desktop import __version__
+from rsvg_desktop.cli._common import EXIT_OK, run_guarded, setup_logging
+from rsvg_desktop.cli.model_cmds import add_model_commands
+from rsvg_desktop.engine.events import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+
+log = logging.getLogger("rsvg_desktop.cli")
+
+
+def _add_grid_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, metavar="N",
+                   help=f"tile side in pixels sent to the model (default {DEFAULT_TILE_SIZE})")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
+                   help=f"overlap between neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
+    p.add_argument("--target-gsd", type=float, default=None, metavar="M",
+                   help="resample tiles to this ground sample distance in metres (default: native)")
+    p.add_argument("--max-nodata", type=float, default=1.0, metavar="F",
+                   help="skip tiles whose nodata fraction is at least F (default 1.0: only all-nodata tiles)")
+    p.add_argument("--pixel-mode", action="store_true",
+                   help="accept scenes without a CRS and work in pixel coordinates")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rsvg", description="Ask GeoChat about georeferenced scenes.")
+    parser.add_argument("--version", action="version", version=f"rsvg {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("info", help="describe a scene: CRS, size, bands, nodata, pixel size, tiles")
+    p.add_argument("scene")
+    _add_grid_options(p)
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("tiles", help="write the scene's tile footprints as a vector file")
+    p.add_argument("scene")
+    _add_grid_options(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help=".gpkg, .geojson or .shp")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_tiles)
+
+    p = sub.add_parser("export", help="rebuild merged polygons from an answer log (no model run)")
+    p.add_argument("answers", metavar="ANSWERS.jsonl")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help=".gpkg, .geojson or .shp")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--no-merge", action="store_true", help="keep every box (no seam merging)")
+    p.add_argument("--iou", type=float, default=0.5, help="rotated-IoU merge threshold (default 0.5)")
+    p.add_argument("--ios", type=float, default=0.8,
+                   help="intersection-over-smaller merge threshold (default 0.8)")
+    p.add_argument("--angle-convention", choices=("ccw", "cw"), default=None,
+                   help="direction of GeoChat's angle (default: as recorded in the log, else ccw)")
+    p.set_defaults(func=cmd_export)
+
+    add_model_commands(sub, _add_grid_options)
+    return parser
+
+
+def _fmt_size(n: float) -> str:
+    return f"{n:,.0f}" if abs(n) >= 100 else f"{n:.4g}"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from rsvg_desktop.engine.scenes import describe_scene
+
+    summary = describe_scene(args.scene, tile_size=args.tile_size, overlap=args.overlap,
+                             target_gsd=args.target_gsd, pixel_mode=args.pixel_mode,
+                             max_nodata_fraction=args.max_nodata)
+    info, plan = summary.info, summary.plan
+    data = {
+        "path": info.path, "driver": info.driver, "crs": info.crs_name or (info.crs_wkt and "custom"),
+        "pixel_mode": info.pixel_mode, "width": info.width, "height": info.height, "bands": info.count,
+        "dtype": info.dtype, "nodata": info.nodata, "mask": str(info.mask_kind),
+        "pixel_size": list(info.gsd), "pixel_size_m": list(info.gsd_m) if info.gsd_m else None,
+        "transform": list(info.transform), "bounds": list(info.bounds), "overviews": list(info.overviews),
+        "colorinterp": list(info.colorinterp), "display_bands": list(info.display_bands),
+        "tile_size": plan.tile_size, "overlap": plan.overlap, "grid": [plan.n_rows, plan.n_cols],
+        "tiles": plan.n_tiles, "tiles_kept": plan.n_kept, "tiles_skipped_nodata": plan.n_skipped,
+    }
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return EXIT_OK
+    gsd = f"{_fmt_size(info.gsd[0])} × {_fmt_size(info.gsd[1])}"
+    if info.gsd_m and info.crs_wkt:
+        gsd += f" (≈ {info.gsd_m[0]:.3g} m)"
+    lines = [
+        f"scene       {info.path}",
+        f"format      {info.driver}",
+        f"crs         {data['crs'] or 'none (pixel coordinates)'}",
+        f"size        {info.width} × {info.height} px, {info.count} band(s) of {info.dtype}",
+        f"nodata      {info.nodata if info.nodata is not None else '-'} (validity from {info.mask_kind})",
+        f"pixel size  {gsd}",
+        f"bounds      {', '.join(_fmt_size(v) for v in info.bounds)}",
+        f"overviews   {', '.join(map(str, info.overviews)) or 'none'}",
+        f"display     bands {', '.join(map(str, info.display_bands))} as R, G, B",
+        f"tiles       {plan.n_tiles} ({plan.n_rows} rows × {plan.n_cols} cols of {plan.tile_size} px, "
+        f"overlap {plan.overlap}): {plan.n_kept} to the model, {plan.n_skipped} skipped as nodata",
+    ]
+    if plan.n_kept == 0:
+        lines.append("warning     the scene has no valid pixels: nothing would be sent to the model")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_tiles(args: argparse.Namespace) -> int:
+    from rsvg_desktop.engine.scenes import write_tile_grid
+
+    summary, result = write_tile_grid(args.scene, args.output, tile_size=args.tile_size,
+                                      overlap=args.overlap, target_gsd=args.target_gsd,
+                                      pixel_mode=args.pixel_mode, max_nodata_fraction=args.max_nodata,
+                                      overwrite=args.overwrite)
+    plan = summary.plan
+    print(f"wrote {plan.n_tiles} tile footprints ({plan.n_kept} kept, {plan.n_skipped} skipped as nodata) "
+          f"to {result.path}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rsvg_desktop.core.geo.merge import MergeConfig
+    from rsvg_desktop.engine.results import export_answer_log
+
+    merge = None if args.no_merge else MergeConfig(iou_threshold=args.iou, ios_threshold=args.ios)
+    summary = export_answer_log(args.answers, args.output, overwrite=args.overwrite, merge=merge,
+                                angle_convention=args.angle_convention)
+    print(f"{summary.records} answered tiles, {summary.raw_detections} boxes, "
+          f"{summary.detections} after merging → {summary.result.path}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    return run_guarded(lambda: args.func(args), debug=args.debug)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

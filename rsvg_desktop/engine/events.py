@@ -1,0 +1,145 @@
+"""Run configuration and the events a scene job yields.
+
+A job is a generator: each yielded event is a progress report and a cancellation point. The CLI, the
+model worker process and the GUI all consume the same events. Everything here is a small frozen,
+picklable value so it can cross a process boundary (multiprocessing queues).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rsvg_desktop.core.types import GridBox, Tile
+
+DEFAULT_TILE_SIZE = 504
+DEFAULT_OVERLAP = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What model to load and how: folder, precision, device, quantization options."""
+
+    model_dir: str
+    precision: str = "nf4"
+    device: str = "auto"
+    int8_threshold: float = 6.0
+    double_quant: bool = True
+    use_cache: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """One question asked of one scene.
+
+    ``scope`` restricts the run to tiles that intersect a pixel window ``(col_off, row_off, width,
+    height)`` of the scene (the visible extent or a drawn rectangle); ``None`` means the whole scene.
+    ``output`` is the vector file the merged detections go to; the answer log is written next to it
+    (``out.gpkg`` → ``out.answers.jsonl``). ``history`` carries earlier (question, answer) turns for a
+    follow-up question on one tile.
+    """
+
+    scene: str
+    query: str
+    task: str = "refer"
+    output: str | None = None
+    overwrite: bool = False
+    tile_size: int = DEFAULT_TILE_SIZE
+    overlap: int = DEFAULT_OVERLAP
+    target_gsd: float | None = None
+    max_nodata_fraction: float = 1.0
+    scope: tuple[int, int, int, int] | None = None
+    pixel_mode: bool = False
+    bands: tuple[int, int, int] | None = None
+    batch_size: int | None = None
+    max_new_tokens: int = 256
+    classes: tuple[str, ...] = ()
+    region: GridBox | None = None
+    history: tuple[tuple[str, str], ...] = ()
+    angle_convention: str = "ccw"
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What is loaded, for the model panel."""
+
+    model_dir: str
+    precision: str
+    device: str
+    device_name: str
+    dtype: str
+    param_bytes: int
+    load_seconds: float
+    from_cache: bool
+    random_weights: bool
+    description: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLoaded:
+    info: ModelInfo
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    run_id: str
+    scene: str
+    total: int  # tiles that will be sent to the model
+    skipped: int  # tiles skipped as nodata
+    tiles: tuple[Tile, ...] = ()
+    skipped_tiles: tuple[Tile, ...] = ()
+    crs_wkt: str | None = None
+    transform: tuple[float, float, float, float, float, float] | None = None
+    answer_log: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TileStarted:
+    tiles: tuple[Tile, ...]  # the batch now in the model
+
+
+@dataclass(frozen=True, slots=True)
+class TileDone:
+    """One tile answered. ``polygons_wkb``: its detections' polygons (scene CRS) as WKB, in the order of
+    ``phrases``/``angles`` (WKB keeps the event cheap to pickle)."""
+
+    tile: Tile
+    answer: str
+    text: str
+    phrases: tuple[str | None, ...]
+    angles: tuple[float | None, ...]
+    polygons_wkb: tuple[bytes, ...]
+    done: int
+    total: int
+    seconds: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    run_id: str
+    done: int
+    total: int
+    skipped: int
+    failed: int
+    detections: int  # after merging
+    raw_detections: int  # before merging
+    seconds: float
+    cancelled: bool = False
+    output: str | None = None
+    answer_log: str | None = None
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed:
+    """The run stopped on an error; what finished before it is on disk (answer log, output)."""
+
+    message: str
+    done: int = 0
+    answer_log: str | None = None
+
+
+Event = RunStarted | TileStarted | TileDone | RunFinished | RunFailed

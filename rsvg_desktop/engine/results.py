@@ -1,0 +1,207 @@
+"""From model answers to merged geographic detections, and the answer-log re-export.
+
+One path serves live runs and re-exports: an :class:`~rsvg_desktop.core.answers.AnswerRecord` (the
+tile window plus the model's raw text) is parsed, its boxes become polygons in the scene CRS, and
+duplicates across tile seams are merged per (scene, task, query). ``rsvg export`` and the GUI's export
+dialog call :func:`export_answer_log`; a detect run calls :func:`detections_for_answer` per tile and
+:func:`merge_table` at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyproj import CRS
+
+from rsvg_desktop.core.answers import AnswerRecord, read_answer_log
+from rsvg_desktop.core.geo.boxes import AngleConvention
+from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, tile_records
+from rsvg_desktop.core.geo.export import ExportResult, export_detections, format_for_path
+from rsvg_desktop.core.geo.merge import MergeConfig, merge_detections
+from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.prompt.parser import parse_answer
+from rsvg_desktop.core.types import ParseResult, Tile
+from rsvg_desktop.errors import AnswerLogError, ConfigError, SceneError
+
+log = logging.getLogger(__name__)
+
+DetectionKey = tuple[int, int, int]  # (tile_row, tile_col, index of the box in the tile's answer)
+
+
+@dataclass(frozen=True, slots=True)
+class Georef:
+    """Where a scene's pixels are on the map: the full affine and the CRS (``None``: pixel mode)."""
+
+    transform: tuple[float, float, float, float, float, float] | None
+    crs_wkt: str | None
+
+
+def detections_for_answer(
+    record: AnswerRecord,
+    parsed: ParseResult,
+    georef: Georef,
+    *,
+    dst_crs: Any | None = None,
+    convention: AngleConvention | str = AngleConvention.CCW,
+) -> DetectionTable:
+    """The boxes of one answered tile as a table of polygons (scene CRS, or ``dst_crs``)."""
+    tile = record.tile or Tile(0, 0, record.col_off, record.row_off, record.width, record.height,
+                               record.tile_size)
+    return DetectionTable.from_tile_objects(
+        ((tile, obj) for obj in parsed.objects),
+        task=record.task, query=record.query, model=record.model or "", precision=record.precision or "",
+        run_id=record.run_id or "", scene=record.scene,
+        # Pixel mode: polygons stay in scene pixels (x right, y down), whatever the file's transform.
+        transform6=georef.transform if georef.crs_wkt is not None else None,
+        src_crs=georef.crs_wkt, dst_crs=dst_crs if georef.crs_wkt is not None else None,
+        angle_convention=AngleConvention(convention),
+    )
+
+
+def merge_table(table: DetectionTable, config: MergeConfig = MergeConfig()) -> np.ndarray:
+    """Indices of the detections that survive seam merging, merged per (scene, task, query) group
+    (pixel corners are only comparable inside one scene); ascending."""
+    if not len(table):
+        return np.empty(0, dtype=np.int64)
+    keys = np.asarray([f"{s}\x1f{t}\x1f{q}" for s, t, q in zip(table.scene, table.task, table.query,
+                                                               strict=True)], dtype=object)
+    kept: list[np.ndarray] = []
+    for key in dict.fromkeys(keys.tolist()):
+        idx = np.flatnonzero(keys == key)
+        result = merge_detections(table.take(idx), config)
+        kept.append(idx[result.kept])
+    return np.sort(np.concatenate(kept))
+
+
+class _GeorefCache:
+    """Georeferencing per scene path: from the record when it carries it, else read from the scene."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, bool], Georef] = {}
+
+    def get(self, record: AnswerRecord) -> Georef:
+        if record.transform is not None and (record.crs is not None or record.pixel_mode):
+            return Georef(record.transform, record.crs)
+        key = (record.scene, record.pixel_mode)
+        if key not in self._cache:
+            try:
+                with open_scene(record.scene, pixel_mode=record.pixel_mode) as scene:
+                    self._cache[key] = Georef(scene.info.transform, scene.info.crs_wkt)
+            except SceneError as exc:
+                raise AnswerLogError(
+                    f"the log has no georeferencing for {record.scene} and the scene cannot be read: {exc}"
+                ) from exc
+        return self._cache[key]
+
+
+def _latest_per_tile(records: Iterable[AnswerRecord]) -> list[AnswerRecord]:
+    """One record per (scene, run, window, task, query): a resumed run may have written a tile twice;
+    the last answer wins. Order of first appearance is kept."""
+    latest: dict[tuple[Any, ...], AnswerRecord] = {}
+    for rec in records:
+        latest[(rec.scene, rec.run_id, rec.window, rec.task, rec.query)] = rec
+    return list(latest.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSummary:
+    """What ``export_answer_log`` did: records read, tiles, raw and merged detections, the file."""
+
+    answer_log: str
+    records: int
+    raw_detections: int
+    detections: int
+    excluded: int
+    result: ExportResult
+
+
+def export_answer_log(
+    answer_log: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    fmt: str | None = None,
+    exclude: Iterable[DetectionKey] = (),
+    merge: MergeConfig | None = MergeConfig(),
+    angle_convention: str | None = None,
+    to_crs: Any | None = None,
+) -> ExportSummary:
+    """Rebuild polygons from an answer log and write them merged to ``output`` (.gpkg/.geojson/.shp).
+
+    The model is not run. Georeferencing comes from each record (``transform``/``crs``) or, when a
+    record lacks it, from opening its scene. ``exclude`` removes detections by (tile_row, tile_col,
+    index in the tile's answer), e.g. false positives deleted in the GUI. ``merge=None`` keeps every
+    box. ``angle_convention`` overrides the one recorded in the log. Scenes in different CRSs are
+    reprojected to the first scene's CRS.
+    """
+    log_path = Path(answer_log)
+    format_for_path(output, fmt)  # fail on a bad extension before reading anything
+    records = _latest_per_tile(read_answer_log(log_path))
+    if not records:
+        raise AnswerLogError(f"{log_path}: the answer log holds no records")
+    conventions = {angle_convention or r.angle_convention or "ccw" for r in records}
+    if len(conventions) > 1:
+        raise ConfigError(f"{log_path}: records use different angle conventions {sorted(conventions)}; "
+                          "choose one with the angle-convention option")
+    convention = AngleConvention(conventions.pop())
+
+    georefs = _GeorefCache()
+    out_crs: CRS | None = None
+    first = georefs.get(records[0])
+    if first.crs_wkt is not None:
+        out_crs = CRS.from_wkt(first.crs_wkt)
+    tables: list[DetectionTable] = []
+    keys: list[DetectionKey] = []
+    tiles: dict[tuple[str, int, int, int, int], tuple[Tile, Georef]] = {}
+    for rec in records:
+        georef = georefs.get(rec)
+        if (georef.crs_wkt is None) != (out_crs is None):
+            raise ConfigError(f"{log_path}: the log mixes georeferenced and pixel-mode scenes "
+                              f"({rec.scene}); export them separately")
+        parsed = parse_answer(rec.answer)
+        table = detections_for_answer(rec, parsed, georef, dst_crs=out_crs, convention=convention)
+        tables.append(table)
+        row, col = rec.tile_row or 0, rec.tile_col or 0
+        keys.extend((row, col, i) for i in range(len(table)))
+        tile = rec.tile or Tile(row, col, *rec.window, rec.tile_size)
+        tiles[(rec.scene, *rec.window)] = (tile, georef)
+    table = DetectionTable.concat(tables) if tables else DetectionTable.empty(convention)
+    raw = len(table)
+    excluded = set(exclude)
+    if excluded:
+        mask = np.asarray([k not in excluded for k in keys], dtype=bool)
+        table = table.take(np.flatnonzero(mask))
+    n_excluded = raw - len(table)
+    if merge is not None:
+        table = table.take(merge_table(table, merge))
+
+    tile_recs = []
+    for tile, georef in tiles.values():
+        tile_recs.extend(tile_records([tile], georef.transform, georef.crs_wkt, out_crs))
+    runs = _run_infos(records, convention, out_crs)
+    result = export_detections(output, table, crs=out_crs, tiles=tile_recs, run=runs,
+                               overwrite=overwrite, fmt=fmt)
+    log.info("%s: %d records, %d boxes, %d excluded, %d after merging → %s", log_path, len(records), raw,
+             n_excluded, len(table), result.path)
+    return ExportSummary(str(log_path), len(records), raw, len(table), n_excluded, result)
+
+
+def _run_infos(records: Sequence[AnswerRecord], convention: AngleConvention,
+               crs: CRS | None) -> list[RunInfo]:
+    runs: dict[str, RunInfo] = {}
+    for rec in records:
+        rid = rec.run_id or ""
+        if rid in runs:
+            continue
+        runs[rid] = RunInfo(
+            run_id=rid, scene=rec.scene, model=rec.model or "", precision=rec.precision or "",
+            device=rec.device or "", angle_convention=convention, tile_size=rec.tile_size,
+            task=rec.task, query=rec.query, random_weights=bool(rec.extra.get("random_weights", False)),
+        )
+    return list(runs.values())
