@@ -295,8 +295,8 @@ def _describe(ds: rasterio.io.DatasetReader, path: str, pixel_mode: bool,
                 if gcps else "")
         raise NoCRSError(
             f"{path}: the raster has no coordinate reference system{hint}, so results cannot be placed "
-            "on a map; open it in pixel mode (--pixel-mode, or pixel_mode=True) to work in the file's own pixel "
-            "coordinates")
+            "on a map; open it in pixel mode (--pixel-mode, or pixel_mode=True) to work in the file's "
+            "own pixel coordinates")
     colorinterp = tuple(ds.colorinterp)
     display = _choose_bands(path, colorinterp, ds.count, bands)
     gsd = pixel_size(transform)

@@ -1,0 +1,116 @@
+"""The ``rsvg`` command line: outputs, exit codes, one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import fiona
+import pytest
+
+from rsvg_desktop.cli.main import main
+from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rsvg_desktop.cli.main", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_info_reports_scene_and_tiles(data_dir, capsys):
+    assert main(["info", str(data_dir / "RGB.byte.tif"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["crs"] == "EPSG:32618"
+    assert (info["width"], info["height"], info["bands"], info["dtype"]) == (791, 718, 3, "uint8")
+    assert info["nodata"] == 0 and info["pixel_size"] == pytest.approx([300.04, 300.04], abs=0.01)
+    assert info["tiles"] == 4 and info["tile_size"] == 504
+
+
+def test_info_text_on_all_nodata_scene_warns(data_dir, capsys):
+    assert main(["info", str(data_dir / "all-nodata.tif")]) == 0
+    out = capsys.readouterr().out
+    assert "0 to the model" in out and "no valid pixels" in out
+
+
+@pytest.mark.parametrize(("name", "needle"), [
+    ("README.md", "not a raster"),
+    ("rotated.tif", "--pixel-mode"),
+    ("missing.tif", "missing.tif"),
+])
+def test_bad_input_gives_one_line_error(data_dir, name, needle):
+    proc = run_cli("info", str(data_dir / name))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rsvg: error:")
+    assert needle in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_tiles_writes_footprints_and_refuses_overwrite(data_dir, tmp_path, capsys):
+    out = tmp_path / "grid.gpkg"
+    assert main(["tiles", str(data_dir / "RGB.byte.tif"), "--tile-size", "128", "--overlap", "0",
+                 "-o", str(out)]) == 0
+    with fiona.open(out, layer="tiles") as src:
+        props = [f["properties"] for f in src]
+        assert src.crs.to_epsg() == 32618
+    assert len(props) == 42 and sum(p["skipped"] for p in props) == 2
+    assert main(["tiles", str(data_dir / "RGB.byte.tif"), "-o", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_tiles_pixel_mode_shapefile(data_dir, tmp_path):
+    out = tmp_path / "rot.shp"
+    assert main(["tiles", str(data_dir / "rotated.tif"), "--pixel-mode", "-o", str(out)]) == 0
+    assert out.exists() and (tmp_path / "rot.cpg").exists()
+
+
+def test_export_rebuilds_from_log_and_excludes_nothing_by_default(data_dir, tmp_path, capsys):
+    log = tmp_path / "a.answers.jsonl"
+    with AnswerLogWriter(log) as w:
+        # no transform/crs in the record: export reads the georeferencing from the scene itself
+        w.write(AnswerRecord(scene=str(data_dir / "RGB.byte.tif"), col_off=0, row_off=0, width=504,
+                             height=504, task="refer", query="boat",
+                             answer="<p>boat</p>{<10><10><20><20>|<90>}",
+                             tile_row=0, tile_col=0))
+    for ext in ("gpkg", "geojson", "shp"):
+        out = tmp_path / f"r.{ext}"
+        assert main(["export", str(log), "-o", str(out)]) == 0
+        with fiona.open(out) as src:
+            feats = list(src)
+        assert len(feats) == 1 and feats[0]["properties"]["phrase"] == "boat"
+    gj = json.loads((tmp_path / "r.geojson").read_text())
+    assert "crs" not in gj
+    lon, lat = gj["features"][0]["geometry"]["coordinates"][0][0]
+    assert -80 < lon < -75 and 20 < lat < 30  # the Bahamas
+
+
+def test_export_bad_log_names_file_and_line(tmp_path):
+    log = tmp_path / "bad.jsonl"
+    log.write_text('{"scene": "x"}\n{"also": 1}\n')
+    proc = run_cli("export", str(log), "-o", str(tmp_path / "o.gpkg"))
+    assert proc.returncode == 2
+    assert "bad.jsonl:1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_model_info_for_published_geochat(capsys):
+    assert main(["model", "info", "--precision", "bf16", "--precision", "int8", "--precision", "nf4"]) == 0
+    out = capsys.readouterr().out
+    sizes = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("bf16", "int8", "nf4"):
+            sizes[parts[0]] = float(parts[2])
+    assert 13 < sizes["bf16"] < 15.5 and 6.5 < sizes["int8"] < 8.5 and 3.5 < sizes["nf4"] < 5
+
+
+@pytest.mark.slow
+def test_detect_smoke_end_to_end(data_dir, tmp_path):
+    out = tmp_path / "d.gpkg"
+    proc = run_cli("detect", str(data_dir / "cogeo.tif"), "--query", "cars", "--smoke", "--precision", "nf4",
+                   "--device", "cpu", "--max-new-tokens", "4", "--tile-size", "504", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "RANDOM WEIGHTS" in proc.stderr
+    assert "9/9 tiles" in proc.stdout
+    assert (tmp_path / "d.answers.jsonl").read_text().count("\n") == 9
+    with fiona.open(out, layer="run") as src:
+        assert next(iter(src))["properties"]["precision"] == "nf4"
