@@ -24,14 +24,23 @@ lint: $(STAMP)
 test: lint
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
-# Main job on the bundled sample scene.
+# Main job: the app on the bundled sample scene.
+run: $(STAMP)
+	$(BIN)/rsvg-desktop $(SAMPLE)
+
+# Headless main job on the bundled sample scene (the test model has RANDOM WEIGHTS).
 sample: $(STAMP)
+	mkdir -p build
 	$(BIN)/rsvg info $(SAMPLE)
 	$(BIN)/rsvg tiles $(SAMPLE) -o build/sample_tiles.gpkg --overwrite
+	$(BIN)/rsvg detect $(SAMPLE) --query "cars" --smoke --precision nf4 --max-new-tokens 16 \
+		-o build/sample_detections.gpkg --overwrite
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tiling.py
 	$(BIN)/python benchmarks/bench_boxes.py
+	$(BIN)/python benchmarks/bench_convert.py
+	$(BIN)/python benchmarks/bench_model.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

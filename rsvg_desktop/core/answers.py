@@ -84,8 +84,8 @@ class AnswerRecord:
     """One answered tile: where it is, what was asked, what the model said, and how it ran.
 
     Required: ``scene`` (path of the scene file), ``col_off``, ``row_off``, ``width``, ``height`` (the
-    tile's window in scene pixels; GeoChat's 0–100 grid spans it), ``task``, ``query`` (the user text
-    as sent, task wording included) and ``answer`` (the model's raw text).
+    tile's window in scene pixels; GeoChat's 0–100 grid spans it), ``task``, ``query`` (the analyst's
+    text as typed, without task wording) and ``answer`` (the model's raw text).
 
     Optional: ``tile_row``/``tile_col`` (grid id), ``tile_size`` (side of the model's input image),
     ``run_id``, ``model``, ``precision``, ``device``, ``angle_convention`` (``"ccw"``/``"cw"``:
