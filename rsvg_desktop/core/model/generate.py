@@ -1,0 +1,388 @@
+"""Batched GeoChat generation: many tiles, same or different prompts, one forward pass per batch.
+
+:class:`GeoChatGenerator` is built once from a :class:`~rsvg_desktop.core.model.loader.LoadedModel`
+(processor, tokenizer, conversation template, generation settings, vision dtype are all fixed then)
+and answers :class:`GenerationRequest` values:
+
+* prompts come from :func:`rsvg_desktop.core.prompt.build_prompt` (``llava_v1`` template) and are
+  built for every request before the first batch runs, so a bad request fails before any model work;
+* a batch is tokenized with **left** padding (the open assistant turn of every row ends at the last
+  column, where decoding continues; transformers derives position ids from the attention mask);
+* decoding is greedy (``do_sample=False``, ``num_beams=1``) and stops at ``</s>`` (EOS) or after
+  ``max_new_tokens``; everything runs under ``torch.inference_mode()``;
+* non-square images are padded to a square with the CLIP mean colour (GeoChat's ``pad`` aspect
+  mode) before the processor resizes them to the model's input size.
+
+Batch size: ``batch_size=None`` uses :func:`auto_batch_size`: on the CPU :data:`CPU_BATCH_SIZE`; on
+CUDA ``(free − reserve) // per_tile`` where ``free`` comes from ``torch.cuda.mem_get_info``, the
+reserve is ``max(1 GiB, 5 % of the card)`` (allocator fragmentation, bitsandbytes' per-layer
+dequantization buffers, the vision tower's own peak) and ``per_tile`` is
+:func:`rsvg_desktop.core.model.memory.tile_bytes` (KV cache of 1296 image tokens + prompt +
+``max_new_tokens`` + prefill activations), clamped to ``[1, MAX_AUTO_BATCH]``.
+
+Out of memory on CUDA: the batch is split in two halves that are run one after the other (recursively);
+the smaller size is kept as the cap for later batches, and each result records the batch size it
+really ran with. Out of memory with a single tile, or any other failure of the model, raises
+:class:`~rsvg_desktop.errors.GenerationError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from rsvg_desktop.core.model.loader import LoadedModel
+from rsvg_desktop.core.model.memory import GIB, tile_bytes
+from rsvg_desktop.core.prompt import LLAVA_V1, build_prompt, parse_answer
+from rsvg_desktop.core.types import GridBox, ParseResult
+from rsvg_desktop.errors import ConfigError, GenerationError
+
+__all__ = [
+    "CLIP_MEAN_RGB",
+    "CPU_BATCH_SIZE",
+    "DEFAULT_MAX_NEW_TOKENS",
+    "MAX_AUTO_BATCH",
+    "GenerationRequest",
+    "GenerationResult",
+    "GeoChatGenerator",
+    "auto_batch_size",
+    "check_image",
+    "expand_to_square",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_NEW_TOKENS = 256
+CPU_BATCH_SIZE = 4
+MAX_AUTO_BATCH = 64
+#: Prompt tokens assumed per tile when sizing batches (system + task wording + a short query).
+PROMPT_TOKENS_GUESS = 128
+#: GeoChat's padding colour: the CLIP mean (0.48145466, 0.4578275, 0.40821073) × 255, rounded.
+CLIP_MEAN_RGB = (122, 116, 104)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One tile and its question.
+
+    ``image``: ``numpy.uint8`` array ``H×W×3`` (RGB) or a PIL image (compared by identity).
+    ``task``: a task name of :mod:`rsvg_desktop.core.prompt` (``grounding``, ``refer``, ``identify``,
+    ``classify``, ``vqa``, ``chat``). ``history``: earlier ``(user_text, answer)`` turns.
+    ``region``: the box for ``identify``; ``classes``: the class list for ``classify``.
+    """
+
+    image: Any = field(compare=False)
+    task: str = "grounding"
+    query: str = ""
+    history: tuple[tuple[str, str], ...] = ()
+    region: GridBox | None = None
+    classes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    """The answer to one request.
+
+    ``index``: the request's position in the sequence passed in. ``answer``: decoded text (special
+    tokens removed, stripped). ``parsed``: :func:`parse_answer` of it. ``input_tokens``: prompt tokens
+    incl. the image tokens (padding excluded). ``output_tokens``: generated tokens incl. the final
+    ``</s>``. ``finish_reason``: ``"stop"`` (``</s>``) or ``"length"`` (``max_new_tokens`` reached: the
+    answer may be cut off). ``seconds``: the batch's wall time divided by its size. ``batch_size``:
+    the size of the batch this request really ran in. ``prompt``: the text sent (image token once).
+    ``token_ids``: the generated token ids (up to and including ``</s>``).
+    """
+
+    index: int
+    answer: str
+    parsed: ParseResult
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str
+    seconds: float
+    batch_size: int
+    prompt: str
+    token_ids: tuple[int, ...] = ()
+
+
+def check_image(image: Any) -> None:
+    """ConfigError unless ``image`` is a ``uint8`` HxWx3 numpy array or a PIL image."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+            raise ConfigError(
+                f"tile image must be a uint8 array of shape HxWx3, got {image.dtype} {image.shape}"
+            )
+    elif not isinstance(image, Image.Image):
+        raise ConfigError(f"tile image must be a numpy array or a PIL image, not {type(image).__name__}")
+
+
+def expand_to_square(image: Any, fill: tuple[int, int, int] = CLIP_MEAN_RGB) -> Any:
+    """A PIL RGB image of ``image`` (numpy HxWx3 uint8 or PIL), centred on a square of ``fill``."""
+    from PIL import Image
+
+    check_image(image)
+    if isinstance(image, np.ndarray):
+        pil = Image.fromarray(np.ascontiguousarray(image))
+    else:
+        pil = image if image.mode == "RGB" else image.convert("RGB")
+    w, h = pil.size
+    if w == h:
+        return pil
+    side = max(w, h)
+    canvas = Image.new("RGB", (side, side), fill)
+    canvas.paste(pil, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def auto_batch_size(
+    loaded: LoadedModel,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    *,
+    prompt_tokens: int = PROMPT_TOKENS_GUESS,
+) -> int:
+    """A batch size that fits: :data:`CPU_BATCH_SIZE` on the CPU, from free memory on CUDA.
+
+    See the module doc for the CUDA formula.
+    """
+    if not loaded.device.startswith("cuda"):
+        return CPU_BATCH_SIZE
+    free, total = torch.cuda.mem_get_info(torch.device(loaded.device))
+    reserve = max(GIB, int(0.05 * total))
+    per_tile = tile_bytes(
+        loaded.model.config, prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, dtype=loaded.dtype
+    )
+    n = int((free - reserve) // per_tile)
+    size = max(1, min(MAX_AUTO_BATCH, n))
+    log.info(
+        "auto batch size %d (free %.1f GiB, reserve %.1f GiB, %.0f MiB per tile)",
+        size,
+        free / GIB,
+        reserve / GIB,
+        per_tile / 2**20,
+    )
+    return size
+
+
+class GeoChatGenerator:
+    """Answers GeoChat requests in batches with one loaded model (build once, call many times)."""
+
+    def __init__(self, loaded: LoadedModel, *, template: Any = LLAVA_V1) -> None:
+        from transformers import GenerationConfig
+
+        self.loaded = loaded
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.tokenizer = loaded.processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.template = template
+        self.image_token: str = getattr(self.processor, "image_token", "<image>")
+        eos = self.tokenizer.eos_token_id
+        if eos is None:
+            raise GenerationError("the tokenizer has no end-of-sequence token")
+        self.eos_token_id: int = int(eos)
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id: int = int(pad) if pad is not None else self.eos_token_id
+        self.device = torch.device(loaded.device)
+        vision = self.model.model.vision_tower
+        self.vision_dtype: torch.dtype = next(vision.parameters()).dtype
+        image_size = self.model.config.vision_config.image_size
+        self.image_size: int = int(image_size)
+        self.generation_config = GenerationConfig(
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+            use_cache=True,
+        )
+        self._configs: dict[tuple[int, int], Any] = {}
+        self._batch_cap: int | None = None  # lowered after an out-of-memory split
+
+    def _generation_config(self, max_new_tokens: int, min_new_tokens: int) -> Any:
+        """The generation settings for these lengths (built once per pair, then reused)."""
+        key = (max_new_tokens, min_new_tokens)
+        config = self._configs.get(key)
+        if config is None:
+            config = copy.deepcopy(self.generation_config)
+            config.max_new_tokens = max_new_tokens
+            config.min_new_tokens = min_new_tokens or None
+            self._configs[key] = config
+        return config
+
+    # --- prompts ------------------------------------------------------------------------------
+    def build_prompt(self, request: GenerationRequest) -> str:
+        """The prompt text of ``request`` (ConfigError for an invalid task/query/region/classes)."""
+        return build_prompt(
+            request.task,
+            request.query,
+            request.history,
+            classes=request.classes,
+            region=request.region,
+            image_token=self.image_token,
+            template=self.template,
+        )
+
+    # --- generation ---------------------------------------------------------------------------
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        batch_size: int | None = None,
+        min_new_tokens: int = 0,
+    ) -> list[GenerationResult]:
+        """Answer every request; results in request order (see :meth:`iter_generate`)."""
+        out: list[GenerationResult] = []
+        for batch in self.iter_generate(
+            requests, max_new_tokens=max_new_tokens, batch_size=batch_size, min_new_tokens=min_new_tokens
+        ):
+            out.extend(batch)
+        return out
+
+    def iter_generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        batch_size: int | None = None,
+        min_new_tokens: int = 0,
+    ) -> Iterator[list[GenerationResult]]:
+        """Yield the results of each batch as it finishes (a cancellation point between batches).
+
+        ``batch_size=None`` → :func:`auto_batch_size`. ``min_new_tokens`` > 0 suppresses ``</s>``
+        until that many tokens exist (for benchmarks that need fixed-length answers). Arguments,
+        prompts and images are checked here, when called (ConfigError), before any batch runs.
+        """
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        if min_new_tokens < 0 or min_new_tokens > max_new_tokens:
+            raise ConfigError(f"min_new_tokens must be in [0, max_new_tokens], got {min_new_tokens!r}")
+        if batch_size is None:
+            batch_size = auto_batch_size(self.loaded, max_new_tokens)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        requests = list(requests)
+        prompts = [self.build_prompt(r) for r in requests]
+        for r in requests:
+            check_image(r.image)
+        images = [r.image for r in requests]  # made square per batch, not all at once
+        return self._iter_batches(prompts, images, batch_size, max_new_tokens, min_new_tokens)
+
+    def _iter_batches(
+        self,
+        prompts: list[str],
+        images: list[Any],
+        batch_size: int,
+        max_new_tokens: int,
+        min_new_tokens: int,
+    ) -> Iterator[list[GenerationResult]]:
+        start = 0
+        while start < len(prompts):
+            size = min(batch_size, self._batch_cap or batch_size)
+            idx = list(range(start, min(start + size, len(prompts))))
+            start = idx[-1] + 1
+            yield self._run_with_oom_split(idx, prompts, images, max_new_tokens, min_new_tokens)
+
+    def _run_with_oom_split(
+        self,
+        idx: list[int],
+        prompts: list[str],
+        images: list[Any],
+        max_new_tokens: int,
+        min_new_tokens: int,
+    ) -> list[GenerationResult]:
+        try:
+            return self._run_batch(idx, prompts, images, max_new_tokens, min_new_tokens)
+        except torch.OutOfMemoryError as exc:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(idx) == 1:
+                raise GenerationError(
+                    f"out of memory on {self.loaded.device_name} with a single tile "
+                    f"(max_new_tokens={max_new_tokens}): {exc}"
+                ) from exc
+            half = (len(idx) + 1) // 2
+            self._batch_cap = half
+            log.warning("out of memory with a batch of %d: retrying as batches of %d", len(idx), half)
+            first = self._run_with_oom_split(idx[:half], prompts, images, max_new_tokens, min_new_tokens)
+            second = self._run_with_oom_split(idx[half:], prompts, images, max_new_tokens, min_new_tokens)
+            return first + second
+
+    def _run_batch(
+        self,
+        idx: list[int],
+        prompts: list[str],
+        images: list[Any],
+        max_new_tokens: int,
+        min_new_tokens: int,
+    ) -> list[GenerationResult]:
+        t0 = time.perf_counter()
+        batch_prompts = [prompts[i] for i in idx]
+        try:
+            inputs = self.processor(
+                images=[expand_to_square(images[i]) for i in idx],
+                text=batch_prompts,
+                padding=True,
+                return_tensors="pt",
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise GenerationError(f"preparing a batch of {len(idx)} tiles failed: {exc}") from exc
+        input_ids = inputs["input_ids"].to(self.device)
+        attention_mask = inputs["attention_mask"].to(self.device)
+        pixel_values = inputs["pixel_values"].to(self.device, dtype=self.vision_dtype)
+        try:
+            with torch.inference_mode():
+                sequences = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    pixel_values=pixel_values,
+                    generation_config=self._generation_config(max_new_tokens, min_new_tokens),
+                )
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
+            raise GenerationError(
+                f"generation failed on {self.loaded.device_name} for a batch of {len(idx)}: {exc}"
+            ) from exc
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = (time.perf_counter() - t0) / len(idx)
+
+        new_tokens = sequences[:, input_ids.shape[1] :].cpu()
+        n_inputs = attention_mask.sum(dim=1).tolist()
+        results = []
+        for row, i in enumerate(idx):
+            tokens = new_tokens[row].tolist()
+            if self.eos_token_id in tokens:
+                end = tokens.index(self.eos_token_id)
+                kept, n_out, reason = tokens[:end], end + 1, "stop"
+            else:
+                kept, n_out, reason = tokens, len(tokens), "length"
+            text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+            stop = self.template.stop_str
+            if stop and stop in text:
+                text = text.split(stop, 1)[0].rstrip()
+            results.append(
+                GenerationResult(
+                    index=i,
+                    answer=text,
+                    parsed=parse_answer(text),
+                    input_tokens=int(n_inputs[row]),
+                    output_tokens=n_out,
+                    finish_reason=reason,
+                    seconds=seconds,
+                    batch_size=len(idx),
+                    prompt=prompts[i],
+                    token_ids=tuple(tokens[:n_out]),
+                )
+            )
+        return results

@@ -1,0 +1,384 @@
+"""Precision and device: what the user asks for → how the model is loaded.
+
+One function, :func:`plan_precision`, turns a precision name and a device string into a
+:class:`PrecisionPlan`: the torch device, the dtype of every unquantized weight (vision tower, projector,
+embeddings, norms, ``lm_head``), the bitsandbytes settings of the quantized language-model layers, and
+the notes that explain any fallback. The loader (:mod:`rsvg_desktop.core.model.loader`) is the only user.
+
+Precisions
+    ``bf16``, ``fp16``, ``fp32``: every weight in that dtype.
+    ``int8``: LLM.int8 (bitsandbytes ``Linear8bitLt``), outlier threshold ``int8_threshold`` (6.0).
+    ``nf4``, ``fp4``: bitsandbytes 4-bit (``Linear4bit``), blocks of 64, double quantization on by
+    default.
+    The vision tower, the multimodal projector and ``lm_head`` are never quantized (only the language
+    model's linear layers are). ``q4cal`` (calibrated 4-bit) is reserved for later: asking for it raises
+    :class:`~rsvg_desktop.errors.PrecisionError`.
+
+Dtypes chosen per device (the *compute dtype*)
+    CUDA with bf16 support (Ampere and newer): ``bf16`` → bf16, ``fp16`` → fp16, ``nf4``/``fp4`` →
+    bf16, ``int8`` → fp16 (LLM.int8's matmul runs in fp16 and casts anything else to fp16 first).
+    Older CUDA: bf16 is replaced by fp16 (with a note), for ``bf16`` too.
+    CPU: ``bf16`` stays bf16 when a bf16 matmul works (it does in torch ≥ 2.1; a note says when the
+    CPU has no native bf16 and it is emulated, i.e. slow); ``fp16`` falls back to fp32 (fp16 kernels
+    on the CPU are slower than fp32 and some ops lack them; fp32 holds every fp16 value, so answers are
+    at least as exact); ``int8``/``nf4``/``fp4`` compute in fp32 (measured on an AVX2 CPU: 4-bit
+    generation was 3x faster with fp32 than with bf16 compute). Every fallback is logged as a warning
+    and listed in :attr:`PrecisionPlan.notes`.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rsvg_desktop.errors import PrecisionError
+
+__all__ = [
+    "DEFAULT_INT8_THRESHOLD",
+    "PLANNED_PRECISIONS",
+    "SKIP_MODULES",
+    "DeviceInfo",
+    "Precision",
+    "PrecisionPlan",
+    "bnb_config",
+    "cpu_bf16_native",
+    "cpu_matmul_works",
+    "dtype_name",
+    "parse_dtype",
+    "plan_precision",
+    "resolve_device",
+    "skip_module_patterns",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INT8_THRESHOLD = 6.0
+#: Module names (last path component) that are never quantized.
+SKIP_MODULES: tuple[str, ...] = ("vision_tower", "multi_modal_projector", "lm_head")
+#: Precisions that are planned but not implemented: asking for them raises PrecisionError.
+PLANNED_PRECISIONS: Mapping[str, str] = {
+    "q4cal": "calibrated 4-bit (q4cal) is not implemented yet",
+}
+
+
+class Precision(enum.StrEnum):
+    """The numeric formats a model can be loaded in."""
+
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+    INT8 = "int8"
+    NF4 = "nf4"
+    FP4 = "fp4"
+
+    @property
+    def quantized(self) -> bool:
+        return self in (Precision.INT8, Precision.NF4, Precision.FP4)
+
+    @property
+    def is_4bit(self) -> bool:
+        return self in (Precision.NF4, Precision.FP4)
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+    @classmethod
+    def parse(cls, value: str | Precision) -> Precision:
+        """``value`` as a Precision (case-insensitive, a few aliases); PrecisionError when unknown."""
+        if isinstance(value, Precision):
+            return value
+        if not isinstance(value, str):
+            raise PrecisionError(f"precision must be a string, not {type(value).__name__}")
+        key = value.strip().lower()
+        key = _ALIASES.get(key, key)
+        if key in PLANNED_PRECISIONS:
+            raise PrecisionError(PLANNED_PRECISIONS[key])
+        try:
+            return cls(key)
+        except ValueError:
+            valid = ", ".join(p.value for p in cls)
+            raise PrecisionError(f"unknown precision {value!r}; valid precisions: {valid}") from None
+
+
+_LABELS = {
+    Precision.BF16: "BF16",
+    Precision.FP16: "FP16",
+    Precision.FP32: "FP32",
+    Precision.INT8: "LLM.int8",
+    Precision.NF4: "NF4",
+    Precision.FP4: "FP4",
+}
+_ALIASES = {
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+    "float32": "fp32",
+    "float": "fp32",
+    "8bit": "int8",
+    "llm.int8": "int8",
+    "llm_int8": "int8",
+}
+
+_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
+
+
+def parse_dtype(value: str | torch.dtype) -> torch.dtype:
+    """A floating dtype from ``bf16``/``fp16``/``fp32`` (or torch's names); PrecisionError otherwise."""
+    if isinstance(value, torch.dtype):
+        if value not in (torch.bfloat16, torch.float16, torch.float32):
+            raise PrecisionError(f"unsupported compute dtype {value}")
+        return value
+    try:
+        return _DTYPES[str(value).strip().lower()]
+    except KeyError:
+        raise PrecisionError(f"unknown compute dtype {value!r}; valid: bf16, fp16, fp32") from None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``bf16``/``fp16``/``fp32`` for a floating dtype (``str(dtype)`` for anything else)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
+
+
+# --- devices ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """A resolved device: ``torch_device`` (``cpu`` or ``cuda:N``) and a name for the user."""
+
+    torch_device: str
+    name: str
+    bf16_supported: bool
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.torch_device.startswith("cuda")
+
+    @property
+    def index(self) -> int | None:
+        return int(self.torch_device.split(":")[1]) if self.is_cuda else None
+
+
+def resolve_device(device: str = "auto") -> DeviceInfo:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` → DeviceInfo; PrecisionError when unknown or absent.
+
+    ``auto`` picks the first CUDA device when there is one, else the CPU. ``name`` is the GPU's model
+    name (``torch.cuda.get_device_name``) or ``"CPU"``.
+    """
+    if not isinstance(device, str):
+        raise PrecisionError(f"device must be a string, not {type(device).__name__}")
+    key = device.strip().lower()
+    if key == "auto":
+        key = "cuda:0" if torch.cuda.is_available() else "cpu"
+    if key == "cpu":
+        return DeviceInfo("cpu", "CPU", cpu_matmul_works(torch.bfloat16))
+    if key == "cuda" or key.startswith("cuda:"):
+        index_text = key.partition(":")[2] or "0"
+        if not index_text.isdigit():
+            raise PrecisionError(f"bad device {device!r}: expected cuda:N with N a number")
+        if not torch.cuda.is_available():
+            raise PrecisionError(
+                f"device {device!r} requested but CUDA is not available (use 'cpu' or 'auto')"
+            )
+        index = int(index_text)
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise PrecisionError(f"device {device!r} requested but only {count} CUDA device(s) exist")
+        with torch.cuda.device(index):
+            bf16 = bool(torch.cuda.is_bf16_supported())
+        return DeviceInfo(f"cuda:{index}", torch.cuda.get_device_name(index), bf16)
+    raise PrecisionError(f"unknown device {device!r}; valid devices: auto, cpu, cuda, cuda:N")
+
+
+@functools.cache
+def cpu_matmul_works(dtype: torch.dtype) -> bool:
+    """True when a small matmul in ``dtype`` runs on the CPU and agrees with fp32."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(32, 48, generator=gen)
+    b = torch.randn(48, 16, generator=gen)
+    try:
+        got = (a.to(dtype) @ b.to(dtype)).float()
+        lin = torch.nn.functional.linear(a.to(dtype), b.t().to(dtype)).float()
+    except (RuntimeError, NotImplementedError) as exc:  # pragma: no cover - depends on the build
+        log.info("CPU matmul in %s unavailable: %s", dtype, exc)
+        return False
+    want = a @ b
+    tol = 0.05 * float(want.abs().max())
+    return bool((got - want).abs().max() <= tol and (lin - want).abs().max() <= tol)
+
+
+@functools.cache
+def cpu_bf16_native() -> bool:
+    """True when oneDNN reports native bf16 on this CPU (AVX512-BF16 or AMX); False when unknown."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - depends on the build
+        return False
+
+
+# --- the plan ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PrecisionPlan:
+    """How to load a model: device, dtype of unquantized weights, quantization settings, notes.
+
+    ``dtype`` is the dtype of every unquantized weight and of the activations (the 4-bit compute
+    dtype). ``quant`` holds the :class:`transformers.BitsAndBytesConfig` keyword arguments (empty for
+    unquantized precisions) except ``llm_int8_skip_modules``, which :func:`bnb_config` adds.
+    """
+
+    precision: Precision
+    device: DeviceInfo
+    dtype: torch.dtype
+    int8_threshold: float = DEFAULT_INT8_THRESHOLD
+    double_quant: bool = True
+    quant: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def quantized(self) -> bool:
+        return self.precision.quantized
+
+    def options(self) -> dict[str, Any]:
+        """The settings that change the loaded weights (what a quantization cache is keyed on)."""
+        out: dict[str, Any] = {
+            "precision": self.precision.value,
+            "dtype": dtype_name(self.dtype),
+            "device_type": "cuda" if self.device.is_cuda else "cpu",
+        }
+        if self.precision is Precision.INT8:
+            out["int8_threshold"] = float(self.int8_threshold)
+        if self.precision.is_4bit:
+            out["double_quant"] = bool(self.double_quant)
+            out["blocksize"] = 64
+        if self.quantized:
+            out["skip_modules"] = list(SKIP_MODULES)
+        return out
+
+
+def plan_precision(
+    precision: str | Precision,
+    device: str | DeviceInfo = "auto",
+    *,
+    int8_threshold: float = DEFAULT_INT8_THRESHOLD,
+    double_quant: bool = True,
+    compute_dtype: str | torch.dtype | None = None,
+) -> PrecisionPlan:
+    """Decide dtypes and quantization settings for ``precision`` on ``device`` (see the module doc).
+
+    ``compute_dtype`` overrides the automatic choice of the unquantized/compute dtype for the
+    quantized precisions (ignored, with a note, for bf16/fp16/fp32). Raises PrecisionError for an
+    unknown precision or device, an unusable threshold, or bitsandbytes missing.
+    """
+    prec = Precision.parse(precision)
+    dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
+    notes: list[str] = []
+
+    def note(text: str) -> None:
+        notes.append(text)
+        log.warning("%s", text)
+
+    if not isinstance(int8_threshold, int | float) or isinstance(int8_threshold, bool) or int8_threshold < 0:
+        raise PrecisionError(f"int8 outlier threshold must be a number >= 0, got {int8_threshold!r}")
+
+    if prec.quantized:
+        _require_bitsandbytes(prec)
+        if compute_dtype is not None:
+            dtype = parse_dtype(compute_dtype)
+        elif dev.is_cuda:
+            if prec is Precision.INT8:
+                dtype = torch.float16
+            else:
+                dtype = torch.bfloat16 if dev.bf16_supported else torch.float16
+        else:
+            dtype = torch.float32
+        if dev.is_cuda and dtype is torch.bfloat16 and not dev.bf16_supported:
+            note(f"{dev.name} has no bf16 support: compute dtype fp16 instead of bf16")
+            dtype = torch.float16
+        cpu_unusable = dtype is torch.float16 or (dtype is torch.bfloat16 and not dev.bf16_supported)
+        if not dev.is_cuda and cpu_unusable:
+            note(f"compute dtype {dtype_name(dtype)} is not usable on this CPU: using fp32")
+            dtype = torch.float32
+        quant: dict[str, Any]
+        if prec is Precision.INT8:
+            quant = {"load_in_8bit": True, "llm_int8_threshold": float(int8_threshold)}
+        else:
+            quant = {
+                "load_in_4bit": True,
+                "bnb_4bit_quant_type": prec.value,
+                "bnb_4bit_use_double_quant": bool(double_quant),
+                "bnb_4bit_compute_dtype": dtype,
+                "bnb_4bit_quant_storage": torch.uint8,
+            }
+        if not dev.is_cuda:
+            notes.append(f"{prec.label} on the CPU runs bitsandbytes' CPU kernels (correct but slow)")
+        return PrecisionPlan(prec, dev, dtype, float(int8_threshold), bool(double_quant), quant, tuple(notes))
+
+    if compute_dtype is not None:
+        note(f"compute_dtype={compute_dtype!r} ignored: precision {prec.value} fixes the dtype")
+    dtype = _UNQUANTIZED_DTYPES[prec]
+    if dev.is_cuda:
+        if dtype is torch.bfloat16 and not dev.bf16_supported:
+            note(f"{dev.name} has no bf16 support: loading in fp16 instead of bf16")
+            dtype = torch.float16
+    elif dtype is torch.float16:
+        note("fp16 on the CPU falls back to fp32 (CPU fp16 kernels are slow or missing; fp32 is exact)")
+        dtype = torch.float32
+    elif dtype is torch.bfloat16:
+        if not dev.bf16_supported:
+            note("bf16 matmul does not work on this CPU: loading in fp32 instead of bf16")
+            dtype = torch.float32
+        elif not cpu_bf16_native():
+            note("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and slower than fp32")
+    return PrecisionPlan(prec, dev, dtype, float(int8_threshold), bool(double_quant), {}, tuple(notes))
+
+
+_UNQUANTIZED_DTYPES = {
+    Precision.BF16: torch.bfloat16,
+    Precision.FP16: torch.float16,
+    Precision.FP32: torch.float32,
+}
+
+
+def _require_bitsandbytes(prec: Precision) -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - the package is a dependency
+        raise PrecisionError(f"precision {prec.value} needs the bitsandbytes package: {exc}") from exc
+
+
+def skip_module_patterns(module_names: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """``llm_int8_skip_modules`` for a model whose module names are ``module_names``.
+
+    A custom list replaces transformers' default skips, so it names ``lm_head`` itself. Transformers 5
+    matches a pattern as a prefix of the full module name (or a suffix), so the bare component names
+    (``vision_tower``) would not match ``model.vision_tower.encoder…``: the full paths of the modules
+    whose last component is a skipped name are added, and the bare names are kept for transformers
+    versions that match components.
+    """
+    patterns = list(SKIP_MODULES)
+    for name in module_names:
+        last = name.rsplit(".", 1)[-1]
+        if last in SKIP_MODULES and name not in patterns:
+            patterns.append(name)
+    return patterns
+
+
+def bnb_config(plan: PrecisionPlan, module_names: list[str] | tuple[str, ...] = ()) -> Any:
+    """The :class:`transformers.BitsAndBytesConfig` of a quantized plan (None when unquantized)."""
+    if not plan.quantized:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(**plan.quant, llm_int8_skip_modules=skip_module_patterns(module_names))
