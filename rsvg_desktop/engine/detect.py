@@ -40,7 +40,7 @@ from rsvg_desktop.engine.events import (
     TileStarted,
 )
 from rsvg_desktop.engine.results import Georef, detections_for_answer, merge_table
-from rsvg_desktop.errors import ConfigError, OutputExistsError, RsvgError
+from rsvg_desktop.errors import CancelledError, ConfigError, OutputExistsError, RsvgError
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ def run_scene(
         except GeneratorExit:
             cancelled = True
             raise
+        except CancelledError:  # cancelled inside a batch: that batch is dropped, the rest is kept
+            cancelled = True
         except RsvgError as exc:
             failed += 1
             errors.append(str(exc))

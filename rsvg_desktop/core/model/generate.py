@@ -31,18 +31,19 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from rsvg_desktop.core.model.loader import LoadedModel
 from rsvg_desktop.core.model.memory import GIB, tile_bytes
 from rsvg_desktop.core.prompt import LLAVA_V1, build_prompt, parse_answer
 from rsvg_desktop.core.types import GridBox, ParseResult
-from rsvg_desktop.errors import ConfigError, GenerationError
+from rsvg_desktop.errors import CancelledError, ConfigError, GenerationError
 
 __all__ = [
     "CLIP_MEAN_RGB",
@@ -171,6 +172,21 @@ def auto_batch_size(
     return size
 
 
+class _CancelCriteria(StoppingCriteria):
+    """A transformers stopping criterion that ends generation when the generator's ``should_stop``
+    says so (checked once per generated token, so a cancel takes effect within one decoding step)."""
+
+    def __init__(self, owner: GeoChatGenerator) -> None:
+        super().__init__()
+        self.owner = owner
+        self.fired = False
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        stop = bool(self.owner.should_stop and self.owner.should_stop())
+        self.fired = self.fired or stop
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
 class GeoChatGenerator:
     """Answers GeoChat requests in batches with one loaded model (build once, call many times)."""
 
@@ -206,6 +222,10 @@ class GeoChatGenerator:
         )
         self._configs: dict[tuple[int, int], Any] = {}
         self._batch_cap: int | None = None  # lowered after an out-of-memory split
+        #: Polled between generated tokens; when it returns true the batch in flight is abandoned and
+        #: :class:`~rsvg_desktop.errors.CancelledError` raised (finished batches are unaffected).
+        self.should_stop: Callable[[], bool] | None = None
+        self._stopping = _CancelCriteria(self)
 
     def _generation_config(self, max_new_tokens: int, min_new_tokens: int) -> Any:
         """The generation settings for these lengths (built once per pair, then reused)."""
@@ -346,6 +366,7 @@ class GeoChatGenerator:
                     attention_mask=attention_mask,
                     pixel_values=pixel_values,
                     generation_config=self._generation_config(max_new_tokens, min_new_tokens),
+                    stopping_criteria=StoppingCriteriaList([self._stopping]) if self.should_stop else None,
                 )
         except torch.OutOfMemoryError:
             raise
@@ -355,6 +376,9 @@ class GeoChatGenerator:
             ) from exc
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        if self._stopping.fired:
+            self._stopping.fired = False
+            raise CancelledError(f"cancelled during a batch of {len(idx)} tiles")
         seconds = (time.perf_counter() - t0) / len(idx)
 
         new_tokens = sequences[:, input_ids.shape[1] :].cpu()

@@ -298,3 +298,29 @@ def test_stops_at_eos_and_counts_tokens(generators, monkeypatch: pytest.MonkeyPa
     assert stopped.parsed.objects[0].box == GridBox(10, 20, 30, 40, 90)
     assert cut.finish_reason == "length"
     assert cut.output_tokens == len(words) + 2
+
+
+def test_should_stop_abandons_the_batch_in_flight(tiny_converted_dir):
+    """A cancel is seen between generated tokens: the batch stops early and raises CancelledError;
+    the next call (cancel cleared) generates normally."""
+    import numpy as np
+
+    from rsvg_desktop.core.model.generate import GenerationRequest, GeoChatGenerator
+    from rsvg_desktop.core.model.loader import LoadSpec, load_model
+    from rsvg_desktop.errors import CancelledError
+
+    gen = GeoChatGenerator(load_model(LoadSpec(tiny_converted_dir, "fp32", "cpu")))
+    calls = {"n": 0}
+
+    def stop_after_three() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 3
+
+    gen.should_stop = stop_after_three
+    req = [GenerationRequest(np.zeros((504, 504, 3), np.uint8), "vqa", "what is this?")]
+    with pytest.raises(CancelledError):
+        gen.generate(req, max_new_tokens=64, min_new_tokens=64, batch_size=1)
+    assert calls["n"] == 3  # stopped at the third token, not after 64
+    gen.should_stop = lambda: False
+    (res,) = gen.generate(req, max_new_tokens=5, min_new_tokens=5, batch_size=1)
+    assert res.output_tokens == 5
