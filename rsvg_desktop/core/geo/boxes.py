@@ -49,6 +49,7 @@ import numpy as np
 import shapely
 from pyproj import CRS, Transformer
 
+from rsvg_desktop.core.geo.transform import pixel_to_map
 from rsvg_desktop.core.types import GridBox, Tile
 from rsvg_desktop.errors import ConfigError
 
@@ -212,10 +213,9 @@ def windows_to_corners(windows: Any) -> np.ndarray:
 
 def apply_affine(transform6: Any, xy: np.ndarray) -> np.ndarray:
     """Apply ``(a, b, c, d, e, f)`` to pixel coordinates ``(..., 2)`` → map coordinates ``(..., 2)``."""
-    a, b, c, d, e, f = _as_transform6(transform6)
     xy = np.asarray(xy, dtype=np.float64)
-    x, y = xy[..., 0], xy[..., 1]
-    return np.stack([a * x + b * y + c, d * x + e * y + f], axis=-1)
+    big_x, big_y = pixel_to_map(_as_transform6(transform6), xy[..., 0], xy[..., 1])
+    return np.stack([big_x, big_y], axis=-1)
 
 
 def reproject_xy(xy: np.ndarray, src_crs: Any, dst_crs: Any) -> np.ndarray:
