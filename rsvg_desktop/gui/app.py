@@ -1,0 +1,72 @@
+"""``rsvg-desktop [SCENE]``: start the desktop application.
+
+Options: ``--settings-file FILE`` keeps the settings in an INI file instead of the user's native store
+(also ``$RSVG_DESKTOP_SETTINGS``); ``--test-model`` selects the test model (random weights) in the model
+panel; ``--load`` loads the chosen model at start; ``-v`` more log output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from rsvg_desktop import __version__
+
+__all__ = ["build_parser", "create_window", "main"]
+
+log = logging.getLogger("rsvg_desktop.gui")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rsvg-desktop", description="Ask GeoChat about georeferenced scenes.")
+    p.add_argument("scene", nargs="?", help="a raster to open (GeoTIFF or anything GDAL reads)")
+    p.add_argument("--settings-file", metavar="FILE", default=None,
+                   help="keep settings in this INI file (default: the user's settings; "
+                        "env RSVG_DESKTOP_SETTINGS)")
+    p.add_argument("--test-model", action="store_true",
+                   help="choose the test model (RANDOM WEIGHTS) in the model panel")
+    p.add_argument("--load", action="store_true", help="load the chosen model at start")
+    p.add_argument("--pixel-mode", action="store_true", help="open a scene without CRS in pixel coordinates")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug log output")
+    p.add_argument("--version", action="version", version=f"rsvg-desktop {__version__}")
+    return p
+
+
+def create_window(args: argparse.Namespace) -> object:
+    """Build the main window for parsed ``args`` (a QApplication must exist)."""
+    from rsvg_desktop.gui.main_window import MainWindow
+    from rsvg_desktop.gui.settings import Settings, open_qsettings
+
+    settings = Settings(open_qsettings(args.settings_file))
+    window = MainWindow(settings)
+    if args.test_model:
+        window.model_panel.test_radio.setChecked(True)
+    if args.scene:
+        window.open_scene(args.scene, pixel_mode=args.pixel_mode)
+    if args.load and window.model_panel.can_load():
+        window.model_panel.load_button.click()
+    return window
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from PySide6.QtWidgets import QApplication
+
+    from rsvg_desktop.gui.settings import APP_NAME, ORG_NAME
+
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "rsvg-desktop"])
+    app.setOrganizationName(ORG_NAME)
+    app.setApplicationName(APP_NAME)
+    app.setApplicationVersion(__version__)
+    window = create_window(args)
+    window.show()  # type: ignore[attr-defined]
+    return int(app.exec())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

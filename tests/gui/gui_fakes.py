@@ -1,0 +1,222 @@
+"""An in-process stand-in for the engine's ``ModelWorker``: the same methods and messages, no model.
+
+It plans the real tile grid of the scene, answers each tile with a scripted GeoChat-like answer, turns
+the boxes into polygons with the engine's own code and writes a real answer log, so everything after
+the model (map, table, transcript, export) is exercised for real. Messages are released by ``poll``
+one tile per ``tile_seconds``, so tests are deterministic and need no process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import shapely
+
+from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord
+from rsvg_desktop.core.geo.grid import plan_tiles
+from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.prompt.parser import parse_answer
+from rsvg_desktop.core.types import Tile
+from rsvg_desktop.engine.detect import answer_log_path, tiles_in_scope
+from rsvg_desktop.engine.events import (
+    ModelInfo,
+    ModelLoaded,
+    ModelSpec,
+    RunConfig,
+    RunFinished,
+    RunStarted,
+    TileDone,
+    TileStarted,
+)
+from rsvg_desktop.engine.results import Georef, detections_for_answer
+from rsvg_desktop.engine.worker import ModelLoading, ModelUnloaded, WorkerDied, WorkerError, WorkerReady
+
+
+def scripted_answer(config: RunConfig, tile: Tile) -> str:
+    """A plausible GeoChat answer per task (two boxes for box tasks, text otherwise)."""
+    if config.task in ("refer", "grounding"):
+        phrase = config.query or "building"
+        text = "A tile with two objects. " if config.task == "grounding" else ""
+        return (f"{text}<p>{phrase}</p> {{<10><10><30><25>|<90>}}"
+                f"{{<55><60><80><72>|<30>}}")
+    if config.task == "classify":
+        return "forest" if (tile.row + tile.col) % 2 else "residential"
+    if config.task == "vqa":
+        return "yes"
+    if config.task == "identify":
+        return "a white storage tank"
+    return f"answer {len(config.history) + 1} about tile {tile.id}"
+
+
+class FakeWorker:
+    """See module doc. ``answer(config, tile)`` scripts the answers."""
+
+    def __init__(self, *, tile_seconds: float = 0.01, load_seconds: float = 0.02,
+                 answer: Callable[[RunConfig, Tile], str] = scripted_answer, random_weights: bool = True,
+                 fail_load: str | None = None) -> None:
+        self.tile_seconds = tile_seconds
+        self.load_seconds = load_seconds
+        self.answer = answer
+        self.random_weights = random_weights
+        self.fail_load = fail_load
+        self.alive = False
+        self.pid: int | None = None
+        self.exitcode: int | None = None
+        self.specs: list[ModelSpec] = []
+        self.configs: list[RunConfig] = []
+        self.cancel_calls = 0
+        self.started = 0
+        self._queue: list[tuple[float, object]] = []
+        self._run: Iterator[object] | None = None
+        self._next = 0.0
+        self._cancel = False
+        self._died_reported = True
+        self.hold = False  # True: the run makes no progress (a tile "takes forever")
+
+    # lifecycle
+    def start(self) -> None:
+        self.alive = True
+        self.started += 1
+        self.pid = os.getpid()
+        self.exitcode = None
+        self._died_reported = False
+        self._queue.append((time.monotonic(), WorkerReady(os.getpid())))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.alive = False
+        self._died_reported = True
+        self._run = None
+
+    def kill(self) -> None:
+        if self.alive:
+            self.alive = False
+            self.exitcode = -9
+        if self._run is not None:
+            close = getattr(self._run, "close", None)
+            if close is not None:
+                close()
+        self._run = None
+
+    # commands
+    def load(self, spec: ModelSpec) -> None:
+        self.specs.append(spec)
+        now = time.monotonic()
+        self._queue.append((now, ModelLoading("weights", 0.5)))
+        if self.fail_load:
+            self._queue.append((now + self.load_seconds, WorkerError(self.fail_load, fatal=False)))
+            return
+        info = ModelInfo(model_dir=spec.model_dir, precision=spec.precision, device="cpu", device_name="CPU",
+                         dtype="float32", param_bytes=12_345_678, load_seconds=self.load_seconds,
+                         from_cache=False, random_weights=self.random_weights,
+                         description=f"{spec.precision} on CPU", notes=("fake worker",))
+        self._queue.append((now + self.load_seconds, ModelLoaded(info)))
+
+    def unload(self) -> None:
+        self._queue.append((time.monotonic(), ModelUnloaded()))
+
+    def run(self, config: RunConfig) -> None:
+        self.configs.append(config)
+        self._cancel = False
+        self._run = self._job(config)
+        self._next = time.monotonic()
+
+    def cancel(self) -> None:
+        self.cancel_calls += 1
+        self._cancel = True
+
+    # messages
+    def poll(self, timeout: float = 0.0) -> list[Any]:
+        now = time.monotonic()
+        out = [m for due, m in self._queue if due <= now]
+        self._queue = [(due, m) for due, m in self._queue if due > now]
+        if self.alive and self._run is not None and not self.hold and now >= self._next:
+            for _ in range(2):  # TileStarted + TileDone, or the run's last event
+                try:
+                    out.append(next(self._run))
+                except StopIteration:
+                    self._run = None
+                    break
+                if type(out[-1]).__name__ == "TileDone":
+                    break
+            self._next = now + self.tile_seconds
+        if not self.alive and not self._died_reported:
+            self._died_reported = True
+            out.append(WorkerDied(self.exitcode))
+        return out
+
+    # the job
+    def _job(self, config: RunConfig) -> Iterator[object]:
+        with open_scene(config.scene, pixel_mode=config.pixel_mode) as scene:
+            info = scene.info
+            plan = plan_tiles(scene, tile_size=config.tile_size, overlap=config.overlap)
+        todo = tiles_in_scope(plan.kept, config.scope)
+        skipped = tiles_in_scope(plan.skipped, config.scope)
+        assert config.output is not None
+        log_path = answer_log_path(config.output)
+        run_id = f"fake-{len(self.configs)}"
+        started = time.monotonic()
+        yield RunStarted(run_id=run_id, scene=info.path, total=len(todo), skipped=len(skipped), tiles=todo,
+                         skipped_tiles=skipped, crs_wkt=info.crs_wkt, transform=info.transform,
+                         answer_log=str(log_path))
+        georef = Georef(info.transform if info.crs_wkt is not None else None, info.crs_wkt)
+        done = raw = 0
+        cancelled = False
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        with AnswerLogWriter(log_path) as writer:
+            for tile in todo:
+                if self._cancel:
+                    cancelled = True
+                    break
+                yield TileStarted((tile,))
+                answer = self.answer(config, tile)
+                record = writer.write(AnswerRecord.for_tile(
+                    info.path, tile, config.task, config.query, answer, run_id=run_id, model="fake",
+                    precision="fp32", device="CPU", angle_convention="ccw", crs=info.crs_wkt,
+                    transform=info.transform, pixel_mode=info.crs_wkt is None,
+                    extra={"random_weights": True}))
+                parsed = parse_answer(answer)
+                table = detections_for_answer(record, parsed, georef)
+                done += 1
+                raw += len(table)
+                wkb = tuple(shapely.to_wkb(table.geometry).tolist()) if len(table) else ()
+                yield TileDone(tile=tile, answer=answer, text=parsed.text,
+                               phrases=tuple(table.phrase.tolist()),
+                               angles=tuple(float(a) for a in table.angle), polygons_wkb=wkb,
+                               done=done, total=len(todo), seconds=self.tile_seconds)
+        yield RunFinished(run_id=run_id, done=done, total=len(todo), skipped=len(skipped), failed=0,
+                          detections=raw, raw_detections=raw, seconds=time.monotonic() - started,
+                          cancelled=cancelled, output=str(config.output), answer_log=str(log_path))
+
+
+class LagProbe:
+    """Measures how late a 10 ms QTimer fires while the event loop runs (``max_lag`` in seconds)."""
+
+    def __init__(self, interval_ms: int = 10) -> None:
+        from PySide6.QtCore import QTimer
+
+        self.interval = interval_ms / 1000.0
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.max_lag = 0.0
+        self.ticks = 0
+        self._last = 0.0
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self.ticks:
+            self.max_lag = max(self.max_lag, now - self._last - self.interval)
+        self._last = now
+        self.ticks += 1
+
+    def __enter__(self) -> LagProbe:
+        self._last = time.perf_counter()
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.stop()
