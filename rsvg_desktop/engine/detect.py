@@ -69,6 +69,19 @@ def tiles_in_scope(tiles: tuple[Tile, ...], scope: tuple[int, int, int, int] | N
                  and t.row_off < r0 + h and t.row_off + t.height > r0)
 
 
+def _prompt_extras(config: RunConfig, random_weights: bool) -> dict[str, object]:
+    """What the answer log needs beyond task and query to rebuild the exact prompt."""
+    extra: dict[str, object] = {"random_weights": random_weights}
+    if config.classes:
+        extra["classes"] = list(config.classes)
+    if config.region is not None:
+        r = config.region
+        extra["region"] = [r.x1, r.y1, r.x2, r.y2, r.angle]
+    if config.history:
+        extra["history"] = [list(turn) for turn in config.history]
+    return extra
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -119,7 +132,7 @@ def run_scene(
         batch_size = max(1, config.batch_size or 4)
         common = dict(run_id=run_id, model=model, precision=precision, device=device,
                       angle_convention=convention.value, crs=info.crs_wkt, transform=info.transform,
-                      pixel_mode=info.crs_wkt is None, extra={"random_weights": random_weights})
+                      pixel_mode=info.crs_wkt is None, extra=_prompt_extras(config, random_weights))
         try:
             with AnswerLogWriter(log_path) as writer:
                 images = iter_tile_images(scene, todo)

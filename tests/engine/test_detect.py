@@ -212,3 +212,19 @@ def test_tiny_model_runs_the_whole_flow(data_dir, tmp_path, test_model_dir):
         assert len(skipped) == started.skipped
     json.dumps([r.to_dict() for r in recs])  # every record is plain JSON
     assert np.isfinite([r.seconds for r in recs]).all()
+
+
+def test_log_keeps_what_rebuilds_the_prompt(data_dir, tmp_path):
+    from rsvg_desktop.core.types import GridBox
+
+    gen = ScriptedGenerator(lambda r: "urban")
+    out = tmp_path / "cls.gpkg"
+    _events(RunConfig(scene=str(data_dir / "cogeo.tif"), query="what scene is this?", task="classify",
+                      classes=("rural", "urban"), output=str(out), scope=(0, 0, 10, 10)), gen)
+    (rec,) = read_answer_log(answer_log_path(out))
+    assert rec.extra["classes"] == ["rural", "urban"] and rec.answer == "urban"
+    out2 = tmp_path / "idf.gpkg"
+    _events(RunConfig(scene=str(data_dir / "cogeo.tif"), query="", task="identify",
+                      region=GridBox(10, 20, 30, 40, 90), output=str(out2), scope=(0, 0, 10, 10)), gen)
+    (rec,) = read_answer_log(answer_log_path(out2))
+    assert rec.extra["region"] == [10, 20, 30, 40, 90]
