@@ -359,6 +359,9 @@ class GeoChatGenerator:
         input_ids = inputs["input_ids"].to(self.device)
         attention_mask = inputs["attention_mask"].to(self.device)
         pixel_values = inputs["pixel_values"].to(self.device, dtype=self.vision_dtype)
+        extra: dict[str, Any] = {}
+        if self.should_stop is not None:
+            extra["stopping_criteria"] = StoppingCriteriaList([self._stopping])
         try:
             with torch.inference_mode():
                 sequences = self.model.generate(
@@ -366,7 +369,7 @@ class GeoChatGenerator:
                     attention_mask=attention_mask,
                     pixel_values=pixel_values,
                     generation_config=self._generation_config(max_new_tokens, min_new_tokens),
-                    stopping_criteria=StoppingCriteriaList([self._stopping]) if self.should_stop else None,
+                    **extra,
                 )
         except torch.OutOfMemoryError:
             raise
