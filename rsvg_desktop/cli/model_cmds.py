@@ -23,6 +23,21 @@ log = logging.getLogger("rsvg_desktop.cli")
 TASK_CHOICES = ("grounding", "refer", "identify", "classify", "vqa", "chat")
 
 
+def add_model_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that run the model (``detect``, ``batch``)."""
+    p.add_argument("--classes", default=None, help="comma-separated class list for --task classify")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="converted model folder (default: $RSVG_MODEL_DIR, then the HF cache)")
+    p.add_argument("--smoke", action="store_true",
+                   help="use the built-in tiny test model with RANDOM WEIGHTS (answers are noise)")
+    p.add_argument("--precision", choices=PRECISIONS, default="nf4")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per model batch (default: automatic)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default 256)")
+    p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw",
+                   help="direction of GeoChat's box angle (default ccw, as seen on screen)")
+
+
 def add_model_commands(sub: argparse._SubParsersAction, grid_options) -> None:
     model = sub.add_parser("model", help="download, convert and size GeoChat")
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
@@ -55,16 +70,7 @@ def add_model_commands(sub: argparse._SubParsersAction, grid_options) -> None:
     p.add_argument("--query", required=True, help="the question or object description")
     p.add_argument("--task", choices=TASK_CHOICES, default="refer",
                    help="grounding, refer (locate an object, default), identify, classify, vqa, chat")
-    p.add_argument("--classes", default=None, help="comma-separated class list for --task classify")
-    p.add_argument("--model", default=None, metavar="DIR",
-                   help="converted model folder (default: $RSVG_MODEL_DIR, then the HF cache)")
-    p.add_argument("--smoke", action="store_true",
-                   help="use the built-in tiny test model with RANDOM WEIGHTS (answers are noise)")
-    p.add_argument("--precision", choices=PRECISIONS, default="nf4")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=None, help="tiles per batch (default: automatic)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw")
+    add_model_run_options(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help=".gpkg, .geojson or .shp")
     p.add_argument("--overwrite", action="store_true")
     grid_options(p)

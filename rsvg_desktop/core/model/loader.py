@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from rsvg_desktop.core.model.memory import load_llava_config, meta_model, quant_state_bytes
 from rsvg_desktop.core.model.precision import (
@@ -335,7 +336,7 @@ def _from_pretrained(path: Path, plan: PrecisionPlan, spec: LoadSpec, quantizati
         raise PrecisionError(
             f"{path}: not enough memory on {plan.device.name} for {plan.precision.value}: {exc}"
         ) from exc
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         raise CheckpointError(f"{path}: cannot load the model: {exc}") from exc
     model.eval()
     return model

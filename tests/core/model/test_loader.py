@@ -271,3 +271,18 @@ def test_progress_and_describe(tiny_converted_dir: Path) -> None:
     assert seen[-1] == ("ready", 1.0)
     text = loaded.describe()
     assert "BF16" in text and "CPU" in text and "RANDOM" in text
+
+
+def test_truncated_weights_give_checkpoint_error(tiny_converted_dir, tmp_path):
+    """A damaged safetensors shard is a CheckpointError naming the folder, not a raw library error."""
+    import shutil
+
+    from rsvg_desktop.core.model.loader import LoadSpec, load_model
+    from rsvg_desktop.errors import CheckpointError
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_converted_dir, model)
+    shard = sorted(model.glob("*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=str(model)):
+        load_model(LoadSpec(model, "fp32", "cpu", use_cache=False))

@@ -1,0 +1,176 @@
+"""``rsvg batch``: GeoChat over folders of scenes or tiles into a resumable GeoPackage run store.
+
+Argument parsing and output only; the work is :func:`rsvg_desktop.engine.batch.batch_detect`.
+
+Exit status: 0 every input done; 3 some inputs failed (listed in the summary; rerun to retry them);
+2 bad arguments or bad input (nothing run; a model that cannot be found or loaded included); 1 the
+run stopped early (the model kept failing, the
+store could not be written, or an internal error); 130 interrupted. Rerunning the same command
+resumes in every case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from rsvg_desktop.cli._common import EXIT_FAILED_INPUTS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Progress
+from rsvg_desktop.cli.model_cmds import TASK_CHOICES, add_model_run_options
+from rsvg_desktop.engine.events import ModelLoaded, ModelSpec
+from rsvg_desktop.errors import ConfigError, GenerationError, ModelError, RsvgError
+
+log = logging.getLogger("rsvg_desktop.cli")
+
+EXIT_INTERRUPTED = 130
+_EXIT_FOR_STATUS = {"complete": EXIT_OK, "partial": EXIT_FAILED_INPUTS, "aborted": EXIT_INTERNAL,
+                    "cancelled": EXIT_INTERRUPTED, "interrupted": EXIT_INTERRUPTED}
+
+
+def add_batch_command(sub: argparse._SubParsersAction, grid_options) -> None:
+    p = sub.add_parser(
+        "batch", help="ask GeoChat about every tile of many scenes/tiles; resumable GeoPackage output",
+        description="Run GeoChat over scenes, folders of scenes or pre-cut tiles (searched recursively) "
+                    "and globs. Results go into a GeoPackage run store tile by tile; rerunning the same "
+                    "command resumes where it stopped. Exit status: 0 all done, 3 some inputs failed, "
+                    "2 bad arguments, 1 stopped early, 130 interrupted.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="scene or tile files, folders (searched recursively) or glob patterns")
+    p.add_argument("--query", action="append", default=[],
+                   help="the question or object description (repeat for several)")
+    p.add_argument("--task", choices=TASK_CHOICES, default="refer",
+                   help="task of --query and of plain lines in --queries (default refer)")
+    p.add_argument("--queries", metavar="FILE", default=None,
+                   help='questions, one per line, or JSON Lines {"task": ..., "query": ..., '
+                        '"classes": [...]}')
+    add_model_run_options(p)
+    p.add_argument("--assume-crs", default=None, metavar="CRS",
+                   help="CRS (e.g. EPSG:32633) of inputs that have a world file but no CRS (default: such "
+                        "inputs are processed in pixel coordinates)")
+    p.add_argument("--crs", default=None, metavar="CRS",
+                   help="output CRS of a new store (default: the CRS of the first georeferenced input)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.gpkg", help="the run store (GeoPackage)")
+    p.add_argument("--overwrite", action="store_true", help="start a new store instead of resuming")
+    p.add_argument("--json", action="store_true", help="print the summary as one line of JSON on stdout")
+    p.add_argument("--summary", default=None, metavar="FILE", help="also write the JSON summary to FILE")
+    p.add_argument("--quiet", dest="batch_quiet", action="store_true", help="no progress bar")
+    grid_options(p)
+    for action in p._actions:
+        if action.dest == "pixel_mode":
+            action.help = "accepted for symmetry: a batch always processes inputs without CRS in pixel mode"
+    p.set_defaults(func=cmd_batch)
+
+
+def _queries(args: argparse.Namespace):
+    from rsvg_desktop.engine.inputs import Query, read_queries, unique_queries
+
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else ()
+    found = [Query(args.task, q, classes) for q in args.query]
+    if args.queries:
+        found.extend(read_queries(args.queries, args.task))
+    if not found:
+        raise ConfigError("no question: give --query Q or --queries FILE")
+    return unique_queries(found)
+
+
+def _write_summary(path: str, text: str) -> None:
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or None)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    os.replace(tmp, target)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from rsvg_desktop.engine.batch import (
+        BatchConfig,
+        BatchFinished,
+        BatchProgress,
+        BatchStarted,
+        InputFinished,
+        batch_detect,
+        summary_json,
+    )
+    from rsvg_desktop.engine.modelops import resolve_model_dir
+
+    quiet = args.quiet or args.batch_quiet
+    if args.summary and not Path(args.summary).resolve().parent.is_dir():
+        raise ConfigError(f"the folder of --summary {args.summary} does not exist")
+    model_dir = resolve_model_dir(args.model, smoke=args.smoke)
+    config = BatchConfig(
+        inputs=tuple(args.inputs), queries=_queries(args), output=args.output, overwrite=args.overwrite,
+        tile_size=args.tile_size, overlap=args.overlap, target_gsd=args.target_gsd,
+        max_nodata_fraction=args.max_nodata, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        angle_convention=args.angle_convention, assume_crs=args.assume_crs, crs=args.crs,
+        command=shlex.join(["rsvg", *sys.argv[1:]]))
+    spec = ModelSpec(str(model_dir), args.precision, args.device)
+    events = batch_detect(config, spec)
+    bar: Progress | None = None
+    started = False
+    finished = None
+    try:
+        for event in events:
+            if isinstance(event, BatchStarted):
+                started = True
+                print(f"batch: {event.inputs} inputs, {len(event.runs)} question(s) → {event.output} "
+                      f"(answers: {event.answer_log})", file=sys.stderr)
+                for run_id, task, query in event.runs:
+                    print(f"batch: run {run_id}: {task} {query!r}", file=sys.stderr)
+                bar = Progress(1, label="tiles", enabled=not quiet)
+            elif isinstance(event, ModelLoaded):
+                info = event.info
+                print(f"model: {info.description}, loaded in {info.load_seconds:.1f} s", file=sys.stderr)
+                if info.random_weights:
+                    print("model: RANDOM WEIGHTS (test model): answers are noise", file=sys.stderr)
+                for note in info.notes:
+                    print(f"model: {note}", file=sys.stderr)
+            elif isinstance(event, BatchProgress) and bar is not None:
+                bar.total = max(event.tiles_expected, 1)
+                bar.update(event.tiles_done, extra=f"inputs {event.inputs_finished}/{event.inputs_total}, "
+                                                   f"{event.raw_detections} boxes")
+            elif isinstance(event, InputFinished) and event.status == "failed":
+                log.info("%s failed (%s): %s", event.path, event.stage, event.reason)
+            elif isinstance(event, BatchFinished):
+                finished = event.summary
+                if bar is not None and finished.tiles_done:
+                    bar.total = finished.tiles_done
+                    bar.update(finished.tiles_done, extra=f"{finished.raw_detections} boxes")
+    except KeyboardInterrupt:
+        events.close()  # finished batches are in the store; the session is recorded as cancelled
+        raise
+    except RsvgError as exc:
+        if not started:
+            raise  # bad arguments or input: exit status 2
+        print(f"rsvg: error: {exc} (finished results are kept; rerun the same command to resume)",
+              file=sys.stderr)
+        # The model is loaded when the first batch needs it: a model that cannot be loaded (at this
+        # precision, on this device) is a bad argument, like one that cannot be found.
+        loading = isinstance(exc, ModelError) and not isinstance(exc, GenerationError)
+        return EXIT_USAGE if loading else EXIT_INTERNAL
+    if finished is None:  # pragma: no cover - the engine always ends with BatchFinished
+        return EXIT_INTERNAL
+    code = _EXIT_FOR_STATUS.get(finished.status, EXIT_INTERNAL)
+    text = summary_json(finished, exit_code=code)
+    if args.summary:
+        _write_summary(args.summary, text)
+    if args.json:
+        print(text)
+    else:
+        s = finished
+        print(f"{s.status}: {s.inputs_done} inputs done, {s.inputs_already_done} already done, "
+              f"{s.inputs_failed} failed ({s.inputs_pixel_mode} in pixel coordinates); {s.tiles_done} tiles "
+              f"answered ({s.tiles_per_second:.2f}/s), {s.tiles_already_done} done before, "
+              f"{s.tiles_skipped_nodata} skipped as nodata; {s.raw_detections} boxes, {s.detections} "
+              f"detections in the store → {s.output}")
+        for f in s.failures:
+            print(f"failed: {f.input} ({f.stage}): {f.reason}")
+        if s.message:
+            print(f"note: {s.message}")
+    if finished.status == "aborted":
+        print(f"rsvg: error: {finished.message}", file=sys.stderr)
+    return code
+
