@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from rsvg_desktop.cli._common import EXIT_FAILED_INPUTS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Progress
-from rsvg_desktop.cli.model_cmds import TASK_CHOICES, add_model_run_options
+from rsvg_desktop.cli.model_cmds import TASK_CHOICES, add_model_run_options, report_model_loaded
 from rsvg_desktop.engine.events import ModelLoaded, ModelSpec
 from rsvg_desktop.errors import ConfigError, GenerationError, ModelError, RsvgError
 
@@ -122,12 +122,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                     print(f"batch: run {run_id}: {task} {query!r}", file=sys.stderr)
                 bar = Progress(1, label="tiles", enabled=not quiet)
             elif isinstance(event, ModelLoaded):
-                info = event.info
-                print(f"model: {info.description}, loaded in {info.load_seconds:.1f} s", file=sys.stderr)
-                if info.random_weights:
-                    print("model: RANDOM WEIGHTS (test model): answers are noise", file=sys.stderr)
-                for note in info.notes:
-                    print(f"model: {note}", file=sys.stderr)
+                report_model_loaded(event)
             elif isinstance(event, BatchProgress) and bar is not None:
                 bar.total = max(event.tiles_expected, 1)
                 bar.update(event.tiles_done, extra=f"inputs {event.inputs_finished}/{event.inputs_total}, "

@@ -77,6 +77,16 @@ def add_model_commands(sub: argparse._SubParsersAction, grid_options) -> None:
     p.set_defaults(func=cmd_detect)
 
 
+def report_model_loaded(event: ModelLoaded) -> None:
+    """What was loaded, on stderr: precision, device, memory, load time, random-weights warning, notes."""
+    info = event.info
+    print(f"model: {info.description}, loaded in {info.load_seconds:.1f} s", file=sys.stderr)
+    if info.random_weights:
+        print("model: RANDOM WEIGHTS (test model): answers are noise", file=sys.stderr)
+    for note in info.notes:
+        print(f"model: {note}", file=sys.stderr)
+
+
 def cmd_model_info(args: argparse.Namespace) -> int:
     from rsvg_desktop.engine.modelops import memory_estimates
 
@@ -141,12 +151,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     try:
         for event in events:
             if isinstance(event, ModelLoaded):
-                info = event.info
-                print(f"model: {info.description}, loaded in {info.load_seconds:.1f} s", file=sys.stderr)
-                if info.random_weights:
-                    print("model: RANDOM WEIGHTS (test model): answers are noise", file=sys.stderr)
-                for note in info.notes:
-                    print(f"model: {note}", file=sys.stderr)
+                report_model_loaded(event)
             elif isinstance(event, RunStarted):
                 print(f"{event.scene}: {event.total} tiles to answer, {event.skipped} skipped as nodata; "
                       f"answer log {event.answer_log}", file=sys.stderr)
