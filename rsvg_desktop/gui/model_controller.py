@@ -35,6 +35,17 @@ def default_test_model() -> Path:
     return Path(ensure_test_model())
 
 
+def discover_model() -> str | None:
+    """The model folder the command line would use ($RSVG_MODEL_DIR, the HF cache), or None."""
+    from rsvg_desktop.core.model.locate import find_model
+    from rsvg_desktop.errors import ModelError
+
+    try:
+        return str(find_model().path)
+    except ModelError:
+        return None
+
+
 def explain_exit(code: int | None) -> str:
     """A few words on a worker's exit code."""
     if code is None:
@@ -80,10 +91,18 @@ class ModelController(QObject):
         bridge.workerDied.connect(self._on_died)
 
     def restore(self) -> None:
-        """Fill the panel from the settings."""
+        """Fill the panel from the settings; with no folder set there, look for a model the way the CLI
+        does ($RSVG_MODEL_DIR, then the Hugging Face cache, offline) in the background."""
         s = self.settings
         self.panel.set_choice(folder=s.model_dir, use_test=s.use_test_model, precision=s.precision,
                               device=s.device)
+        if not s.model_dir:
+            run_in_background(discover_model, self._discovered, lambda exc: None, name="discover model")
+
+    def _discovered(self, folder: str | None) -> None:
+        if folder and not self.panel.folder_edit.text():
+            log.info("found a model at %s", folder)
+            self.panel.folder_edit.setText(folder)
 
     def _save_choice(self) -> None:
         choice = self.panel.choice()

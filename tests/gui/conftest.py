@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from gui_fakes import FakeWorker
 
-import rsvg_desktop.gui  # noqa: F401 - applies the PySide6 6.12 / Python 3.11 reference-count fix
-
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "resources" / "sample_scene.tif"
 

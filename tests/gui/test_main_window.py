@@ -467,3 +467,16 @@ def test_app_main_opens_the_scene_and_quits(tmp_path: Path, sample_scene: Path) 
     title, source = result.stdout.strip().splitlines()[-1].split("|")
     assert title.startswith("sample_scene.tif") and source == "test"
     assert "sample_scene.tif" in settings_file.read_text()
+
+
+def test_model_folder_discovered_like_the_cli(qtbot, settings, fake_factory, fake_test_model, test_model_dir,
+                                              monkeypatch):
+    """With no folder in the settings, $RSVG_MODEL_DIR (then the HF cache) fills the model panel."""
+    from rsvg_desktop.gui.main_window import MainWindow
+
+    model = test_model_dir
+    monkeypatch.setenv("RSVG_MODEL_DIR", str(model))
+    settings.model_dir = ""
+    win = MainWindow(settings, worker_factory=fake_factory, test_model=fake_test_model)
+    qtbot.addWidget(win)
+    qtbot.waitUntil(lambda: win.model_panel.folder_edit.text() == str(model), timeout=20000)
