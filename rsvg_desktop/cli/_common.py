@@ -34,7 +34,8 @@ def run_guarded(func: Callable[[], int], *, debug: bool = False) -> int:
     try:
         return func()
     except RsvgError as exc:
-        print(f"rsvg: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever a library put in the message
+        print(f"rsvg: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("rsvg: interrupted; finished results are kept", file=sys.stderr)

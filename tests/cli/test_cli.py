@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -114,3 +115,13 @@ def test_detect_smoke_end_to_end(data_dir, tmp_path):
     assert (tmp_path / "d.answers.jsonl").read_text().count("\n") == 9
     with fiona.open(out, layer="run") as src:
         assert next(iter(src))["properties"]["precision"] == "nf4"
+
+
+def test_download_offline_is_one_clear_line(tmp_path):
+    env_proc = subprocess.run(
+        [sys.executable, "-m", "rsvg_desktop.cli.main", "model", "download", "-o", str(tmp_path / "m")],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert env_proc.returncode == 2
+    lines = env_proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "geochat-7B" in lines[0] and "Traceback" not in env_proc.stderr

@@ -181,6 +181,12 @@ def _is_connection_problem(exc: BaseException) -> bool:
     return False
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of a library's (often multi-line) error message."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def download_geochat(
     dest: str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -223,15 +229,16 @@ def download_geochat(
             max_workers=2,
         )
     except RepositoryNotFoundError as exc:
-        raise ModelError(f"{repo_id}: repository not found on {url} ({exc})") from None
+        raise ModelError(f"{repo_id}: repository not found on {url} ({_first_line(exc)})") from None
     except Exception as exc:
         if _is_connection_problem(exc):
             raise OfflineError(
-                f"cannot download {repo_id}: {url} is not reachable ({type(exc).__name__}: {exc}). "
+                f"cannot download {repo_id}: {url} is not reachable "
+                f"({type(exc).__name__}: {_first_line(exc)}). "
                 "Check the network or proxy, or copy the model folder to this machine."
             ) from None
         if isinstance(exc, HfHubHTTPError):
-            raise ModelError(f"cannot download {repo_id} from {url}: {exc}") from None
+            raise ModelError(f"cannot download {repo_id} from {url}: {_first_line(exc)}") from None
         raise
     finally:
         if not progress and not was_disabled:
