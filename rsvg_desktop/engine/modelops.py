@@ -69,6 +69,23 @@ def model_info(loaded: Any) -> ModelInfo:
         random_weights=loaded.random_weights, description=loaded.describe(), notes=tuple(loaded.notes))
 
 
+def _check_scene(config: RunConfig) -> None:
+    """Open the scene and lay its grid once: raises the scene's own error (no CRS, not a raster, no
+    valid pixels, existing output) without touching the model."""
+    from rsvg_desktop.core.geo.grid import plan_tiles
+    from rsvg_desktop.core.geo.scene import open_scene
+    from rsvg_desktop.engine.detect import answer_log_path
+    from rsvg_desktop.errors import OutputExistsError
+
+    if config.output is not None and not config.overwrite:
+        for path in (Path(config.output), answer_log_path(config.output)):
+            if path.exists():
+                raise OutputExistsError(f"{path} exists (use --overwrite to replace the run's outputs)")
+    with open_scene(config.scene, pixel_mode=config.pixel_mode, bands=config.bands) as scene:
+        plan_tiles(scene, tile_size=config.tile_size, overlap=config.overlap, target_gsd=config.target_gsd,
+                   max_nodata_fraction=config.max_nodata_fraction)
+
+
 def detect(config: RunConfig, spec: ModelSpec, *, cancel: Callable[[], bool] | None = None,
            batch_size: int | None = None) -> Iterator[Any]:
     """Load the model in this process, then run the scene job; yields :class:`ModelLoaded` first, then
@@ -77,6 +94,7 @@ def detect(config: RunConfig, spec: ModelSpec, *, cancel: Callable[[], bool] | N
     from rsvg_desktop.core.model.loader import LoadSpec, load_model
     from rsvg_desktop.engine.detect import run_scene
 
+    _check_scene(config)  # a scene that cannot run fails before the (slow) model load
     loaded = load_model(LoadSpec(spec.model_dir, spec.precision, spec.device,
                                  int8_threshold=spec.int8_threshold, double_quant=spec.double_quant,
                                  use_cache=spec.use_cache))

@@ -125,3 +125,11 @@ def test_download_offline_is_one_clear_line(tmp_path):
     assert env_proc.returncode == 2
     lines = env_proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "geochat-7B" in lines[0] and "Traceback" not in env_proc.stderr
+
+
+def test_detect_on_empty_scene_fails_before_loading_the_model(data_dir, tmp_path):
+    proc = run_cli("detect", str(data_dir / "all-nodata.tif"), "--query", "x", "--smoke", "--precision",
+                   "fp32", "-o", str(tmp_path / "n.gpkg"))
+    assert proc.returncode == 2
+    assert "no valid pixels" in proc.stderr and "model:" not in proc.stderr
+    assert not (tmp_path / "n.gpkg").exists()
