@@ -200,6 +200,62 @@ def bench_overhead(work: Path, tiles: Path, scene: Path, boxes: int) -> list[dic
     return rows
 
 
+# --- 2b. read-ahead ----------------------------------------------------------------------------------
+class _SlowStub(StubGenerator):
+    """The stub, plus a sleep per tile standing in for a GPU's model time (the CPU stays free)."""
+
+    def __init__(self, boxes: int, model_ms: float) -> None:
+        super().__init__(boxes)
+        self.model_ms = model_ms
+
+    def generate(self, requests, *, max_new_tokens, batch_size):
+        time.sleep(self.model_ms / 1000 * len(requests))
+        return super().generate(requests, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+class _Inline:
+    """Baseline without read-ahead: the same interface as Prefetch, reading in the caller's thread."""
+
+    def __init__(self, source, depth=0, **_kw) -> None:
+        self._it = iter(source)
+        self.dropped: list = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._it)
+
+    def close(self) -> None:
+        pass
+
+
+def bench_read_ahead(work: Path, tiles: Path, scene: Path, boxes: int, model_ms: float) -> list[dict]:
+    """Wall time per tile with a simulated model of ``model_ms`` per tile, reads inline vs read ahead."""
+    import rsvg_desktop.engine.batch as batch_mod
+    from rsvg_desktop.engine.batch import ModelIdentity
+
+    identity = ModelIdentity("stub", "0" * 16, "fp32")
+    rows = []
+    real = batch_mod.Prefetch
+    try:
+        cases = [(what, inputs, label, cls)
+                 for what, inputs in (("single-tile GeoTIFFs", [tiles]), ("one large scene", [scene]))
+                 for label, cls in (("inline reads", _Inline), ("read ahead", real))]
+        for what, inputs, label, cls in cases:
+            batch_mod.Prefetch = cls
+            s = _run(_config(inputs, work / "ahead.gpkg", batch_size=8, max_new_tokens=64),
+                     _SlowStub(boxes, model_ms), identity)
+            n = s.tiles_done
+            rows.append({"input": what, "mode": label, "tiles": n, "model_ms_per_tile": model_ms,
+                         "ms_per_tile": 1000 * s.seconds / n,
+                         "read_wait_ms_per_tile": 1000 * s.timings["read"] / n})
+            log.info("%s, %s: %.1f ms per tile", what, label, rows[-1]["ms_per_tile"])
+    finally:
+        batch_mod.Prefetch = real
+    return rows
+
+
 # --- 3. store scaling ----------------------------------------------------------------------------
 def bench_store(work: Path, n_detections: int) -> dict:
     import pyogrio
@@ -302,7 +358,9 @@ def main() -> int:
     p.add_argument("--store-detections", type=int, default=1_000_000)
     p.add_argument("--memory-tiles", type=int, default=300)
     p.add_argument("--repeat", type=int, default=3, help="tiny-model runs per batch size (fastest kept)")
-    p.add_argument("--parts", default="model,overhead,store,memory", help="which measurements to run")
+    p.add_argument("--model-ms", type=float, default=50.0,
+                   help="simulated model time per tile in the read-ahead run (default 50)")
+    p.add_argument("--parts", default="model,overhead,ahead,store,memory", help="which measurements to run")
     p.add_argument("--skip-model", action="store_true")
     p.add_argument("--json", default=None, metavar="FILE")
     args = p.parse_args()
@@ -355,6 +413,16 @@ def main() -> int:
             worst = max(r["ms_per_tile"] for r in rows)
             print(f"\nvs GeoChat-7B on an H200 at batch 8 (bench_model.py): {worst:.1f} ms of ~470 ms (bf16) "
                   f"= {100 * worst / 470:.1f} %, of ~560 ms (nf4) = {100 * worst / 560:.1f} %")
+
+        if "ahead" in parts:
+            rows = bench_read_ahead(work, over_tiles, scene, args.boxes, args.model_ms)
+            results["read_ahead"] = rows
+            print(f"\n### Read-ahead (simulated model {args.model_ms:.0f} ms/tile, batch 8)\n")
+            print("| input | tiles | reads | ms/tile | opening + waiting for reads, ms/tile |")
+            print("|---|---|---|---|---|")
+            for r in rows:
+                print(f"| {r['input']} | {r['tiles']} | {r['mode']} | {r['ms_per_tile']:.1f} | "
+                      f"{r['read_wait_ms_per_tile']:.1f} |")
 
         if args.store_detections and "store" in parts:
             r = results["store"] = bench_store(work, args.store_detections)

@@ -54,6 +54,7 @@ from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.detect import answer_log_path
 from rsvg_desktop.engine.events import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, ModelInfo, ModelLoaded, ModelSpec
 from rsvg_desktop.engine.inputs import Georeferencing, Query, expand_inputs, georeference, parse_crs
+from rsvg_desktop.engine.prefetch import Prefetch
 from rsvg_desktop.engine.results import Georef, detections_for_answer
 from rsvg_desktop.engine.store import BatchStore, InputRecord, RunRecord, TileAnswer
 from rsvg_desktop.errors import ConfigError, GenerationError, SceneError
@@ -363,6 +364,15 @@ class _Abort(Exception):
 
 
 # --- the job -------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Opened:
+    """An input opened ahead: the scene and its grid, or the failure of either step."""
+
+    scene: Any
+    plan: Any
+    failure: Failure | None
+
+
 class BatchJob:
     """A prepared batch: the configuration checked, the inputs listed, the run store open.
 
@@ -472,20 +482,51 @@ class BatchJob:
     # --- inputs → items -------------------------------------------------------------------------
     def _produce(self) -> Iterator[_Item | InputStarted | InputFinished | BatchProgress]:
         c = self._c
+        # The store says which inputs still have work (main thread: the store is not shared); those
+        # are opened and their grids laid one or two inputs ahead in a background thread, so opening
+        # many small files overlaps with the model too.
+        pending: list[tuple[int, str, tuple[int, ...] | None]] = []
         for index, path in enumerate(self.paths):
             input_id = self.store.input_id(path)
             open_runs = tuple(range(len(self.runs)))
             if input_id is not None:
                 status = self.store.input_status(input_id, self.run_ids)
                 open_runs = tuple(i for i, r in enumerate(self.run_ids) if status.get(r) != "done")
-                if not open_runs:
+            pending.append((index, path, open_runs or None))
+        opened = Prefetch(self._open(path) for _, path, runs in pending if runs is not None)
+        try:
+            for index, path, open_runs in pending:
+                if open_runs is None:
+                    input_id = self.store.input_id(path)
                     c.inputs_already_done += 1
                     c.inputs_finished += 1
                     c.tiles_already_done += self.store.input_tiles_done(input_id, self.run_ids)
                     self._warn_if_changed(path, input_id)
                     yield InputFinished(path, "already_done")
                     continue
-            yield from self._produce_input(index, path, open_runs)
+                t0 = time.perf_counter()
+                item = next(opened)
+                c.t_read += time.perf_counter() - t0
+                yield from self._produce_input(index, path, open_runs, item)
+        finally:
+            opened.close()
+            for left in opened.dropped:
+                if left.scene is not None:
+                    left.scene.close()
+
+    def _open(self, path: str) -> _Opened:
+        """Open an input and lay its grid (runs in the read-ahead thread; touches no store)."""
+        cfg = self.config
+        try:
+            scene = open_scene(path, pixel_mode=True)
+        except SceneError as exc:
+            return _Opened(None, None, Failure(path, "open", str(exc)))
+        try:
+            plan = plan_tiles(scene, tile_size=cfg.tile_size, overlap=cfg.overlap, target_gsd=cfg.target_gsd,
+                              max_nodata_fraction=cfg.max_nodata_fraction, allow_empty=True)
+        except SceneError as exc:
+            return _Opened(scene, None, Failure(path, "plan", str(exc)))
+        return _Opened(scene, plan, None)
 
     def _warn_if_changed(self, path: str, input_id: int) -> None:
         try:
@@ -505,21 +546,17 @@ class BatchJob:
             size = mtime = None
         return InputRecord(path=path, size_bytes=size, mtime_ns=mtime, **kw)
 
-    def _produce_input(self, index: int, path: str, open_runs: tuple[int, ...]) -> Iterator[Any]:
+    def _produce_input(self, index: int, path: str, open_runs: tuple[int, ...],
+                       opened: _Opened) -> Iterator[Any]:
         c, cfg = self._c, self.config
         c.inputs_started += 1
-        t0 = time.perf_counter()
-        try:
-            scene = open_scene(path, pixel_mode=True)
-        except SceneError as exc:
-            c.t_read += time.perf_counter() - t0
+        if opened.scene is None:
             input_id = self.store.add_input(self._file_record(path))
             nothing = Georeferencing(None, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "none", False)
-            state = _Input(path, input_id, nothing, None, open_runs, read_done=True,
-                           failed=Failure(path, "open", str(exc)))
+            state = _Input(path, input_id, nothing, None, open_runs, read_done=True, failed=opened.failure)
             yield from self._finish(state)
             return
-        with scene:
+        with opened.scene as scene:
             info = scene.info
             georef = georeference(info, self.assume_crs)
             input_id = self.store.add_input(self._file_record(
@@ -536,16 +573,11 @@ class BatchJob:
                     self.store.set_output_crs(georef.crs_wkt)  # type: ignore[arg-type]
                 dst_crs = _output_crs_if_different(georef.crs_wkt, self.store.output_crs_wkt)
             state = _Input(path, input_id, georef, dst_crs, open_runs)
-            try:
-                plan = plan_tiles(scene, tile_size=cfg.tile_size, overlap=cfg.overlap,
-                                  target_gsd=cfg.target_gsd, max_nodata_fraction=cfg.max_nodata_fraction,
-                                  allow_empty=True)
-            except SceneError as exc:
-                c.t_read += time.perf_counter() - t0
-                state.read_done, state.failed = True, Failure(path, "plan", str(exc))
+            plan = opened.plan
+            if plan is None:
+                state.read_done, state.failed = True, opened.failure
                 yield from self._finish(state)
                 return
-            c.t_read += time.perf_counter() - t0
             state.tiles_planned, state.skipped = plan.n_kept, plan.skipped
             done = self.store.done_windows(input_id, [self.run_ids[i] for i in open_runs])
             work = [(t, tuple(i for i in open_runs if (self.run_ids[i], t.window) not in done))
@@ -562,22 +594,29 @@ class BatchJob:
                 state.read_done = True
                 yield from self._finish(state)
                 return
-            for k, (tile, rs) in enumerate(work):
-                if state.failed is not None:
-                    break
-                t0 = time.perf_counter()
-                try:
-                    image, _valid = scene.read_tile(tile)
-                except SceneError as exc:
+            # Reads run one batch ahead in a background thread, overlapping with the model; t_read
+            # counts only the time spent waiting for them.
+            reads = Prefetch((scene.read_tile(t) for t, _ in work),
+                             depth=self.batch_size or cfg.batch_size or CPU_BATCH_SIZE)
+            try:
+                for k, (tile, rs) in enumerate(work):
+                    if state.failed is not None:
+                        break
+                    t0 = time.perf_counter()
+                    try:
+                        image, _valid = next(reads)
+                    except SceneError as exc:
+                        c.t_read += time.perf_counter() - t0
+                        state.failed = Failure(path, "read", str(exc))
+                        break
                     c.t_read += time.perf_counter() - t0
-                    state.failed = Failure(path, "read", str(exc))
-                    break
-                c.t_read += time.perf_counter() - t0
-                for j, run in enumerate(rs):
-                    state.outstanding += 1
-                    if k == len(work) - 1 and j == len(rs) - 1:
-                        state.read_done = True
-                    yield _Item(state, tile, image, run)
+                    for j, run in enumerate(rs):
+                        state.outstanding += 1
+                        if k == len(work) - 1 and j == len(rs) - 1:
+                            state.read_done = True
+                        yield _Item(state, tile, image, run)
+            finally:
+                reads.close()
             state.read_done = True
             if state.ready:  # a read failure with nothing in flight
                 yield from self._finish(state)

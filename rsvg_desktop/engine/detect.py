@@ -7,8 +7,9 @@ answered so far (one line per tile, flushed as it finishes), and the export at t
 the tiles that finished. The CLI (``rsvg detect``), the model worker process and the GUI drive it.
 
 Per-tile work outside the model is kept small: the prompt template, the processor and the generation
-config are built once (in :class:`GeoChatGenerator`); tiles are read one batch at a time with windowed
-reads; polygons are built vectorised per tile; merging runs once at the end.
+config are built once (in :class:`GeoChatGenerator`); tiles are read with windowed reads one batch ahead
+in a background thread (:class:`~rsvg_desktop.engine.prefetch.Prefetch`), so reading overlaps with the
+model; polygons are built vectorised per tile; merging runs once at the end.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from rsvg_desktop.engine.events import (
     TileDone,
     TileStarted,
 )
+from rsvg_desktop.engine.prefetch import Prefetch
 from rsvg_desktop.engine.results import Georef, detections_for_answer, merge_table
 from rsvg_desktop.errors import CancelledError, ConfigError, OutputExistsError, RsvgError
 
@@ -133,9 +135,10 @@ def run_scene(
         common = dict(run_id=run_id, model=model, precision=precision, device=device,
                       angle_convention=convention.value, crs=info.crs_wkt, transform=info.transform,
                       pixel_mode=info.crs_wkt is None, extra=_prompt_extras(config, random_weights))
+        # Tiles are read one batch ahead in a background thread, overlapping reads with the model.
+        images = Prefetch(iter_tile_images(scene, todo), depth=batch_size)
         try:
             with AnswerLogWriter(log_path) as writer:
-                images = iter_tile_images(scene, todo)
                 while done < len(todo):
                     if cancel is not None and cancel():
                         cancelled = True
@@ -172,6 +175,7 @@ def run_scene(
             errors.append(str(exc))
             yield RunFailed(message=str(exc), done=done, answer_log=str(log_path))
         finally:
+            images.close()
             table = DetectionTable.concat(tables) if tables else DetectionTable.empty(convention)
             kept = table.take(merge_table(table)) if len(table) else table
             answered = {(t.row, t.col) for t in todo[:done]}
