@@ -58,6 +58,7 @@ import torch
 from rsvg_desktop.core.model.checkpoint import (
     STALE_CLIP_PREFIX,
     GeoChatCheckpoint,
+    TextDims,
     VisionDims,
     clip_vision_shapes,
     load_sentencepiece,
@@ -472,10 +473,13 @@ class _Planner:
 # --------------------------------------------------------------------------------------------------
 # config, processor, manifest
 # --------------------------------------------------------------------------------------------------
-def _llava_config(ckpt: GeoChatCheckpoint, vision: VisionDims, dtype: torch.dtype) -> Any:
+def llava_config(t: TextDims, vision: VisionDims, dtype: torch.dtype | None = None, *,
+                 vision_feature_layer: int = -2, vision_feature_select_strategy: str = "default") -> Any:
+    """The converted ``LlavaConfig`` for GeoChat's text and vision dimensions: ``<image>`` and ``<pad>``
+    appended to the vocabulary, the vision tower at 504 px, layer −2 features. The one definition of the
+    converted layout: the conversion writes it, the memory estimate instantiates it on the meta device."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
-    t = ckpt.text
     text_config = LlamaConfig(
         vocab_size=t.vocab_size + 2,
         hidden_size=t.hidden_size,
@@ -511,13 +515,14 @@ def _llava_config(ckpt: GeoChatCheckpoint, vision: VisionDims, dtype: torch.dtyp
         image_token_index=t.vocab_size,
         image_seq_length=grid * grid,
         projector_hidden_act="gelu",
-        vision_feature_layer=ckpt.vision_feature_layer,
-        vision_feature_select_strategy=ckpt.vision_feature_select_strategy,
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision_feature_select_strategy,
         multimodal_projector_bias=True,
         tie_word_embeddings=False,
     )
     config.architectures = ["LlavaForConditionalGeneration"]
-    config.dtype = str(dtype).removeprefix("torch.")
+    if dtype is not None:
+        config.dtype = str(dtype).removeprefix("torch.")
     return config
 
 
@@ -791,7 +796,8 @@ def _write_json(path: Path, data: Mapping[str, Any], *, sort_keys: bool = False)
 
 
 def _write_config(ckpt: GeoChatCheckpoint, vision: VisionDims, dtype: torch.dtype, out: Path) -> None:
-    _llava_config(ckpt, vision, dtype).save_pretrained(out)
+    llava_config(ckpt.text, vision, dtype, vision_feature_layer=ckpt.vision_feature_layer,
+                 vision_feature_select_strategy=ckpt.vision_feature_select_strategy).save_pretrained(out)
     path = out / "config.json"
     cfg = json.loads(path.read_text(encoding="utf-8"))
     if ckpt.random_weights:

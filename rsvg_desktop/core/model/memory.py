@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from rsvg_desktop.core.model.checkpoint import TextDims
 from rsvg_desktop.core.model.precision import SKIP_MODULES, Precision, dtype_name, parse_dtype
 from rsvg_desktop.errors import CheckpointError, ModelNotFoundError
 
@@ -96,6 +97,11 @@ class MemoryEstimate:
 
 
 # --- configurations ---------------------------------------------------------------------------
+#: GeoChat-7B's language model as its published ``config.json`` gives it (LLaMA-7B).
+GEOCHAT_7B_TEXT = TextDims(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                           num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096)
+
+
 def geochat7b_config() -> Any:
     """The converted ``LlavaConfig`` of GeoChat-7B (LLaMA-7B + CLIP ViT-L/14 at 504 px), no weights.
 
@@ -104,45 +110,10 @@ def geochat7b_config() -> Any:
     intermediate 4096, patch 14, 504 px (1297 positions), quick-GELU. Projector 1024 → 4096 → 4096 GELU,
     features of layer −2 without CLS: 1296 image tokens.
     """
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from rsvg_desktop.core.model.checkpoint import CLIP_L14_336
+    from rsvg_desktop.core.model.convert import llava_config
 
-    vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=504,
-        patch_size=14,
-        projection_dim=768,
-        hidden_act="quick_gelu",
-        layer_norm_eps=1e-5,
-    )
-    text = LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=32002,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        hidden_act="silu",
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=32001,
-        tie_word_embeddings=False,
-    )
-    return LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=32000,
-        image_seq_length=1296,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-        multimodal_projector_bias=True,
-        tie_word_embeddings=False,
-    )
+    return llava_config(GEOCHAT_7B_TEXT, CLIP_L14_336)
 
 
 def load_llava_config(config_or_model_dir: Any) -> Any:
