@@ -19,6 +19,7 @@ venv: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check rsvg_desktop tests benchmarks
+	$(BIN)/ruff format --check rsvg_desktop tests benchmarks
 	$(BIN)/lint-imports
 
 test: lint

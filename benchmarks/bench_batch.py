@@ -70,8 +70,15 @@ def make_tiles(folder: Path, n: int, size: int = 504) -> list[Path]:
             k = i % (per_row * per_col)
             win = Window((k % per_row) * size, (k // per_row) * size, size, size)
             data = src.read(window=win)
-            profile = dict(driver="GTiff", width=size, height=size, count=src.count, dtype=src.dtypes[0],
-                           crs=src.crs, transform=src.window_transform(win))
+            profile = dict(
+                driver="GTiff",
+                width=size,
+                height=size,
+                count=src.count,
+                dtype=src.dtypes[0],
+                crs=src.crs,
+                transform=src.window_transform(win),
+            )
             path = folder / f"tile_{i:05d}.tif"
             with rasterio.open(path, "w", **profile) as dst:
                 dst.write(data)
@@ -89,17 +96,29 @@ def make_scene(path: Path, n_side: int, tile: int = 504, overlap: int = 64) -> P
         data = src.read(window=Window(0, 0, min(side, src.width), min(side, src.height)))
         reps = (1, -(-side // data.shape[1]), -(-side // data.shape[2]))
         big = np.tile(data, reps)[:, :side, :side]
-        profile = dict(driver="GTiff", width=side, height=side, count=src.count, dtype=src.dtypes[0],
-                       crs=src.crs, transform=src.transform, tiled=True, blockxsize=512, blockysize=512)
+        profile = dict(
+            driver="GTiff",
+            width=side,
+            height=side,
+            count=src.count,
+            dtype=src.dtypes[0],
+            crs=src.crs,
+            transform=src.transform,
+            tiled=True,
+            blockxsize=512,
+            blockysize=512,
+        )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(big)
     return path
 
 
 # --- a stub generator: the pipeline without the model -------------------------------------------------
-FIXED_ANSWER = ("<p>car</p> {<10><12><22><20>|<30>}{<40><40><52><47>|<0>}{<70><15><80><30>|<90>}"
-                "{<5><80><15><95>|<15>}{<60><60><75><70>|<45>}{<30><75><45><88>|<60>}"
-                "{<85><85><97><97>|<0>}{<20><40><28><60>|<10>}")
+FIXED_ANSWER = (
+    "<p>car</p> {<10><12><22><20>|<30>}{<40><40><52><47>|<0>}{<70><15><80><30>|<90>}"
+    "{<5><80><15><95>|<15>}{<60><60><75><70>|<45>}{<30><75><45><88>|<60>}"
+    "{<85><85><97><97>|<0>}{<20><40><28><60>|<10>}"
+)
 
 
 class StubGenerator:
@@ -108,8 +127,9 @@ class StubGenerator:
     def __init__(self, boxes: int) -> None:
         parsed = parse_answer(FIXED_ANSWER)
         keep = parsed.objects[:boxes]
-        text = "<p>car</p> " + "".join(FIXED_ANSWER.split("</p> ", 1)[1].split("}")[i] + "}"
-                                       for i in range(len(keep)))
+        text = "<p>car</p> " + "".join(
+            FIXED_ANSWER.split("</p> ", 1)[1].split("}")[i] + "}" for i in range(len(keep))
+        )
         self.answer = text
 
     def generate(self, requests, *, max_new_tokens, batch_size):
@@ -141,13 +161,19 @@ def _config(inputs, out, **kw):
     from rsvg_desktop.engine.batch import BatchConfig
     from rsvg_desktop.engine.inputs import Query
 
-    return BatchConfig(inputs=tuple(str(i) for i in inputs), queries=(Query("refer", "cars"),),
-                       output=str(out), overwrite=True, **kw)
+    return BatchConfig(
+        inputs=tuple(str(i) for i in inputs),
+        queries=(Query("refer", "cars"),),
+        output=str(out),
+        overwrite=True,
+        **kw,
+    )
 
 
 # --- 1. tiny model ---------------------------------------------------------------------------------
-def bench_model(work: Path, tiles: Path, batch_sizes: list[int], max_new_tokens: int,
-                repeat: int) -> list[dict]:
+def bench_model(
+    work: Path, tiles: Path, batch_sizes: list[int], max_new_tokens: int, repeat: int
+) -> list[dict]:
     from rsvg_desktop.core.model.generate import GeoChatGenerator
     from rsvg_desktop.core.model.loader import LoadSpec, load_model
     from rsvg_desktop.engine.batch import ModelIdentity, model_fingerprint
@@ -162,17 +188,27 @@ def bench_model(work: Path, tiles: Path, batch_sizes: list[int], max_new_tokens:
     best: dict[int, Any] = {}
     for _ in range(repeat):  # interleaved, fastest kept: the shared CPU's load changes by the minute
         for bs in batch_sizes:
-            s = _run(_config([tiles], work / f"model_b{bs}.gpkg", batch_size=bs,
-                             max_new_tokens=max_new_tokens), gen, identity)
+            s = _run(
+                _config([tiles], work / f"model_b{bs}.gpkg", batch_size=bs, max_new_tokens=max_new_tokens),
+                gen,
+                identity,
+            )
             if bs not in best or s.seconds < best[bs].seconds:
                 best[bs] = s
     rows = []
     for bs in batch_sizes:
         s = best[bs]
-        rows.append({"batch_size": bs, "tiles": s.tiles_done, "seconds": s.seconds,
-                     "tiles_per_s": s.tiles_done / s.seconds, "model_s": s.timings["model"],
-                     "model_tiles_per_s": s.tiles_done / s.timings["model"],
-                     "outside_model_ms_per_tile": 1000 * (s.seconds - s.timings["model"]) / s.tiles_done})
+        rows.append(
+            {
+                "batch_size": bs,
+                "tiles": s.tiles_done,
+                "seconds": s.seconds,
+                "tiles_per_s": s.tiles_done / s.seconds,
+                "model_s": s.timings["model"],
+                "model_tiles_per_s": s.tiles_done / s.timings["model"],
+                "outside_model_ms_per_tile": 1000 * (s.seconds - s.timings["model"]) / s.tiles_done,
+            }
+        )
         log.info("tiny model batch %d: %.2f tiles/s", bs, rows[-1]["tiles_per_s"])
     return rows
 
@@ -187,15 +223,27 @@ def bench_overhead(work: Path, tiles: Path, scene: Path, boxes: int) -> list[dic
     for label, inputs in cases:
         best = None
         for _ in range(2):
-            s = _run(_config(inputs, work / "overhead.gpkg", batch_size=8, max_new_tokens=64),
-                     StubGenerator(boxes), identity)
+            s = _run(
+                _config(inputs, work / "overhead.gpkg", batch_size=8, max_new_tokens=64),
+                StubGenerator(boxes),
+                identity,
+            )
             if best is None or s.seconds < best.seconds:
                 best = s
         s = best
         n = s.tiles_done
-        rows.append({"input": label, "tiles": n, "boxes_per_tile": boxes, "raw_detections": s.raw_detections,
-                     "detections": s.detections, "seconds": s.seconds, "ms_per_tile": 1000 * s.seconds / n,
-                     **{f"{k}_ms_per_tile": 1000 * v / n for k, v in s.timings.items()}})
+        rows.append(
+            {
+                "input": label,
+                "tiles": n,
+                "boxes_per_tile": boxes,
+                "raw_detections": s.raw_detections,
+                "detections": s.detections,
+                "seconds": s.seconds,
+                "ms_per_tile": 1000 * s.seconds / n,
+                **{f"{k}_ms_per_tile": 1000 * v / n for k, v in s.timings.items()},
+            }
+        )
         log.info("%s: %.2f ms per tile", label, rows[-1]["ms_per_tile"])
     return rows
 
@@ -239,17 +287,29 @@ def bench_read_ahead(work: Path, tiles: Path, scene: Path, boxes: int, model_ms:
     rows = []
     real = batch_mod.Prefetch
     try:
-        cases = [(what, inputs, label, cls)
-                 for what, inputs in (("single-tile GeoTIFFs", [tiles]), ("one large scene", [scene]))
-                 for label, cls in (("inline reads", _Inline), ("read ahead", real))]
+        cases = [
+            (what, inputs, label, cls)
+            for what, inputs in (("single-tile GeoTIFFs", [tiles]), ("one large scene", [scene]))
+            for label, cls in (("inline reads", _Inline), ("read ahead", real))
+        ]
         for what, inputs, label, cls in cases:
             batch_mod.Prefetch = cls
-            s = _run(_config(inputs, work / "ahead.gpkg", batch_size=8, max_new_tokens=64),
-                     _SlowStub(boxes, model_ms), identity)
+            s = _run(
+                _config(inputs, work / "ahead.gpkg", batch_size=8, max_new_tokens=64),
+                _SlowStub(boxes, model_ms),
+                identity,
+            )
             n = s.tiles_done
-            rows.append({"input": what, "mode": label, "tiles": n, "model_ms_per_tile": model_ms,
-                         "ms_per_tile": 1000 * s.seconds / n,
-                         "read_wait_ms_per_tile": 1000 * s.timings["read"] / n})
+            rows.append(
+                {
+                    "input": what,
+                    "mode": label,
+                    "tiles": n,
+                    "model_ms_per_tile": model_ms,
+                    "ms_per_tile": 1000 * s.seconds / n,
+                    "read_wait_ms_per_tile": 1000 * s.timings["read"] / n,
+                }
+            )
             log.info("%s, %s: %.1f ms per tile", what, label, rows[-1]["ms_per_tile"])
     finally:
         batch_mod.Prefetch = real
@@ -271,8 +331,9 @@ def bench_store(work: Path, n_detections: int) -> dict:
     per_tile, per_input, per_txn = 50, 20, 8
     n_tiles = n_detections // per_tile
     rng = np.random.default_rng(0)
-    run = RunRecord("refer-bench", "refer", "cars", (), "p", "s", "m", "id", "fp32", "ccw", 504, 64, None, 64,
-                    None, False)
+    run = RunRecord(
+        "refer-bench", "refer", "cars", (), "p", "s", "m", "id", "fp32", "ccw", 504, 64, None, 64, None, False
+    )
     t_build = t_write = t_finish = 0.0
     t0 = time.perf_counter()
     with BatchStore.open(path, work / "store.answers.jsonl", overwrite=True, crs_wkt=utm) as store:
@@ -287,19 +348,38 @@ def bench_store(work: Path, n_detections: int) -> dict:
             transform = (0.3, 0.0, 500000.0 + 700.0 * gx, 0.0, -0.3, 4650000.0 - 700.0 * gy)
             iid = store.add_input(InputRecord(scene, crs_wkt=utm, transform=transform))
             tiles = [Tile(r, c, c * 440, r * 440, 504, 504, 504) for r in range(4) for c in range(5)]
-            tiles = tiles[:min(per_input, n_tiles - done)]
+            tiles = tiles[: min(per_input, n_tiles - done)]
             for start in range(0, len(tiles), per_txn):
                 tb = time.perf_counter()
                 answers = []
-                for t in tiles[start:start + per_txn]:
+                for t in tiles[start : start + per_txn]:
                     xy = rng.uniform(0, 92, size=(per_tile, 2))
-                    objs = [(t, ParsedObject("car", GridBox(x, y, x + 6, y + 4, 30.0)))
-                            for x, y in xy.tolist()]
-                    table = DetectionTable.from_tile_objects(objs, task="refer", query="cars", model="m",
-                                                             precision="fp32", run_id=run.run_id, scene=scene,
-                                                             transform6=transform, src_crs=utm)
-                    answers.append(TileAnswer(run.run_id, iid, scene, t, "<answer>", table, False,
-                                              footprint=tile_records([t], transform, utm)[0].geometry))
+                    objs = [
+                        (t, ParsedObject("car", GridBox(x, y, x + 6, y + 4, 30.0))) for x, y in xy.tolist()
+                    ]
+                    table = DetectionTable.from_tile_objects(
+                        objs,
+                        task="refer",
+                        query="cars",
+                        model="m",
+                        precision="fp32",
+                        run_id=run.run_id,
+                        scene=scene,
+                        transform6=transform,
+                        src_crs=utm,
+                    )
+                    answers.append(
+                        TileAnswer(
+                            run.run_id,
+                            iid,
+                            scene,
+                            t,
+                            "<answer>",
+                            table,
+                            False,
+                            footprint=tile_records([t], transform, utm)[0].geometry,
+                        )
+                    )
                 tw = time.perf_counter()
                 t_build += tw - tb
                 with store.transaction():
@@ -318,11 +398,22 @@ def bench_store(work: Path, n_detections: int) -> dict:
     tq = time.perf_counter()
     hit = pyogrio.read_dataframe(path, layer="tile_detections", bbox=(500000, 4649850, 500150, 4650000))
     t_bbox = time.perf_counter() - tq
-    return {"detections": totals.raw_detections, "merged": totals.detections, "tiles": n_tiles,
-            "inputs": input_no, "build_s": t_build, "write_s": t_write, "finish_merge_s": t_finish,
-            "total_s": total, "write_per_s": totals.raw_detections / t_write,
-            "file_mb": path.stat().st_size / 2**20, "gdal_count": info["features"], "gdal_count_s": t_info,
-            "bbox_hits": len(hit), "bbox_s": t_bbox}
+    return {
+        "detections": totals.raw_detections,
+        "merged": totals.detections,
+        "tiles": n_tiles,
+        "inputs": input_no,
+        "build_s": t_build,
+        "write_s": t_write,
+        "finish_merge_s": t_finish,
+        "total_s": total,
+        "write_per_s": totals.raw_detections / t_write,
+        "file_mb": path.stat().st_size / 2**20,
+        "gdal_count": info["features"],
+        "gdal_count_s": t_info,
+        "bbox_hits": len(hit),
+        "bbox_s": t_bbox,
+    }
 
 
 # --- 4. memory ---------------------------------------------------------------------------------
@@ -336,8 +427,9 @@ def bench_memory(work: Path, n_small: int) -> list[dict]:
         if not folder.exists():
             make_tiles(folder, n, size=128)
         tracemalloc.start()
-        config = _config([folder], work / "mem.gpkg", batch_size=8, max_new_tokens=64, tile_size=128,
-                         overlap=16)
+        config = _config(
+            [folder], work / "mem.gpkg", batch_size=8, max_new_tokens=64, tile_size=128, overlap=16
+        )
         s = _run(config, StubGenerator(8), identity)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
@@ -358,8 +450,12 @@ def main() -> int:
     p.add_argument("--store-detections", type=int, default=1_000_000)
     p.add_argument("--memory-tiles", type=int, default=300)
     p.add_argument("--repeat", type=int, default=3, help="tiny-model runs per batch size (fastest kept)")
-    p.add_argument("--model-ms", type=float, default=50.0,
-                   help="simulated model time per tile in the read-ahead run (default 50)")
+    p.add_argument(
+        "--model-ms",
+        type=float,
+        default=50.0,
+        help="simulated model time per tile in the read-ahead run (default 50)",
+    )
     p.add_argument("--parts", default="model,overhead,ahead,store,memory", help="which measurements to run")
     p.add_argument("--skip-model", action="store_true")
     p.add_argument("--json", default=None, metavar="FILE")
@@ -388,17 +484,22 @@ def main() -> int:
             parts.discard("model")
         if "model" in parts:
             sizes = [int(b) for b in args.batch_sizes.split(",")]
-            rows = results["tiny_model"] = bench_model(work, model_tiles, sizes, args.max_new_tokens,
-                                                       args.repeat)
+            rows = results["tiny_model"] = bench_model(
+                work, model_tiles, sizes, args.max_new_tokens, args.repeat
+            )
             best = max(rows, key=lambda r: r["tiles_per_s"])
             print(f"\n### Tiny model, CPU, {args.tiles} tiles × {args.max_new_tokens} new tokens\n")
             print("| batch | tiles/s (whole batch) | tiles/s (model only) | outside the model, ms/tile |")
             print("|---|---|---|---|")
             for r in rows:
-                print(f"| {r['batch_size']} | {r['tiles_per_s']:.2f} | {r['model_tiles_per_s']:.2f} | "
-                      f"{r['outside_model_ms_per_tile']:.1f} |")
-            print(f"\nbest: batch {best['batch_size']}, ×{best['tiles_per_s'] / rows[0]['tiles_per_s']:.2f} "
-                  "over batch 1")
+                print(
+                    f"| {r['batch_size']} | {r['tiles_per_s']:.2f} | {r['model_tiles_per_s']:.2f} | "
+                    f"{r['outside_model_ms_per_tile']:.1f} |"
+                )
+            print(
+                f"\nbest: batch {best['batch_size']}, ×{best['tiles_per_s'] / rows[0]['tiles_per_s']:.2f} "
+                "over batch 1"
+            )
 
         if "overhead" in parts:
             rows = results["overhead"] = bench_overhead(work, over_tiles, scene, args.boxes)
@@ -406,13 +507,17 @@ def main() -> int:
             print("| input | tiles | ms/tile | read | polygons | store+merge+log | raw → merged boxes |")
             print("|---|---|---|---|---|---|---|")
             for r in rows:
-                print(f"| {r['input']} | {r['tiles']} | {r['ms_per_tile']:.1f} | "
-                      f"{r['read_ms_per_tile']:.1f} | {r['polygons_ms_per_tile']:.1f} | "
-                      f"{r['store_ms_per_tile']:.1f} | "
-                      f"{r['raw_detections']} → {r['detections']} |")
+                print(
+                    f"| {r['input']} | {r['tiles']} | {r['ms_per_tile']:.1f} | "
+                    f"{r['read_ms_per_tile']:.1f} | {r['polygons_ms_per_tile']:.1f} | "
+                    f"{r['store_ms_per_tile']:.1f} | "
+                    f"{r['raw_detections']} → {r['detections']} |"
+                )
             worst = max(r["ms_per_tile"] for r in rows)
-            print(f"\nvs GeoChat-7B on an H200 at batch 8 (bench_model.py): {worst:.1f} ms of ~470 ms (bf16) "
-                  f"= {100 * worst / 470:.1f} %, of ~560 ms (nf4) = {100 * worst / 560:.1f} %")
+            print(
+                f"\nvs GeoChat-7B on an H200 at batch 8 (bench_model.py): {worst:.1f} ms of ~470 ms (bf16) "
+                f"= {100 * worst / 470:.1f} %, of ~560 ms (nf4) = {100 * worst / 560:.1f} %"
+            )
 
         if "ahead" in parts:
             rows = bench_read_ahead(work, over_tiles, scene, args.boxes, args.model_ms)
@@ -421,19 +526,26 @@ def main() -> int:
             print("| input | tiles | reads | ms/tile | opening + waiting for reads, ms/tile |")
             print("|---|---|---|---|---|")
             for r in rows:
-                print(f"| {r['input']} | {r['tiles']} | {r['mode']} | {r['ms_per_tile']:.1f} | "
-                      f"{r['read_wait_ms_per_tile']:.1f} |")
+                print(
+                    f"| {r['input']} | {r['tiles']} | {r['mode']} | {r['ms_per_tile']:.1f} | "
+                    f"{r['read_wait_ms_per_tile']:.1f} |"
+                )
 
         if args.store_detections and "store" in parts:
             r = results["store"] = bench_store(work, args.store_detections)
-            print(f"\n### Store: {r['detections']:,} detections ({r['tiles']:,} tiles, "
-                  f"{r['inputs']} inputs)\n")
-            print("| write (s) | detections/s | merge at input end (s) | total (s) | file | GDAL count | "
-                  "bbox query |")
+            print(
+                f"\n### Store: {r['detections']:,} detections ({r['tiles']:,} tiles, {r['inputs']} inputs)\n"
+            )
+            print(
+                "| write (s) | detections/s | merge at input end (s) | total (s) | file | GDAL count | "
+                "bbox query |"
+            )
             print("|---|---|---|---|---|---|---|")
-            print(f"| {r['write_s']:.1f} | {r['write_per_s']:,.0f} | {r['finish_merge_s']:.1f} | "
-                  f"{r['total_s']:.1f} | {r['file_mb']:.0f} MiB | {r['gdal_count']:,} in "
-                  f"{r['gdal_count_s']:.2f} s | {r['bbox_hits']} hits in {r['bbox_s']:.2f} s |")
+            print(
+                f"| {r['write_s']:.1f} | {r['write_per_s']:,.0f} | {r['finish_merge_s']:.1f} | "
+                f"{r['total_s']:.1f} | {r['file_mb']:.0f} MiB | {r['gdal_count']:,} in "
+                f"{r['gdal_count_s']:.2f} s | {r['bbox_hits']} hits in {r['bbox_s']:.2f} s |"
+            )
 
         if "memory" in parts:
             rows = results["memory"] = bench_memory(work, args.memory_tiles)

@@ -117,18 +117,40 @@ def main() -> None:
     boxes, windows, phrases, rows, cols, obj = make_scene(args.n, args.grid, args.dup, rng)
     n_obj = len(np.unique(obj))
     side = (args.grid - 1) * STRIDE + TILE
-    print(f"scene {side}×{side} px, {args.grid}×{args.grid} tiles of {TILE} px (overlap {OVERLAP}); "
-          f"{len(boxes)} boxes = {n_obj} objects + {len(boxes) - n_obj} seam duplicates")
+    print(
+        f"scene {side}×{side} px, {args.grid}×{args.grid} tiles of {TILE} px (overlap {OVERLAP}); "
+        f"{len(boxes)} boxes = {n_obj} objects + {len(boxes) - n_obj} seam duplicates"
+    )
 
     print("stages:")
-    geoms, t_poly = timed("boxes → polygons (scene CRS, EPSG:32618)", grid_boxes_to_polygons,
-                          boxes, windows, TRANSFORM, CRS)
-    _, t_wgs = timed("boxes → polygons (reprojected to EPSG:4326)", grid_boxes_to_polygons,
-                     boxes, windows, TRANSFORM, CRS, 4326)
-    table, t_tab = timed("columnar DetectionTable", DetectionTable.from_columns,
-                         phrase=phrases, task="grounding", query="[grounding] describe the image",
-                         tile_row=rows, tile_col=cols, boxes=boxes, windows=windows, geometry=geoms,
-                         model="geochat-7b", precision="bf16", run_id="bench", scene="synthetic.tif")
+    geoms, t_poly = timed(
+        "boxes → polygons (scene CRS, EPSG:32618)", grid_boxes_to_polygons, boxes, windows, TRANSFORM, CRS
+    )
+    _, t_wgs = timed(
+        "boxes → polygons (reprojected to EPSG:4326)",
+        grid_boxes_to_polygons,
+        boxes,
+        windows,
+        TRANSFORM,
+        CRS,
+        4326,
+    )
+    table, t_tab = timed(
+        "columnar DetectionTable",
+        DetectionTable.from_columns,
+        phrase=phrases,
+        task="grounding",
+        query="[grounding] describe the image",
+        tile_row=rows,
+        tile_col=cols,
+        boxes=boxes,
+        windows=windows,
+        geometry=geoms,
+        model="geochat-7b",
+        precision="bf16",
+        run_id="bench",
+        scene="synthetic.tif",
+    )
     res, t_merge = timed("merge (IoU 0.5 + IoS 0.8, STRtree)", merge_detections, table, MergeConfig())
     kept = table.take(res.kept)
     n_iou = int(np.count_nonzero(res.reason == 1))
@@ -140,14 +162,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
-        run = RunInfo(run_id="bench", scene="synthetic.tif", model="geochat-7b", precision="bf16",
-                      device="CPU", overlap=OVERLAP, random_weights=True)
-        _, t_gpkg = timed(f"GeoPackage export ({len(kept)} detections + tiles)", export_detections,
-                          out / "bench.gpkg", kept, crs=CRS, tiles=recs, run=run, overwrite=True)
-        _, t_json = timed("GeoJSON export (RFC 7946, reprojected)", export_detections,
-                          out / "bench.geojson", kept, crs=CRS, run=run, overwrite=True)
-        _, t_shp = timed("Shapefile export", export_detections,
-                         out / "bench.shp", kept, crs=CRS, run=run, overwrite=True)
+        run = RunInfo(
+            run_id="bench",
+            scene="synthetic.tif",
+            model="geochat-7b",
+            precision="bf16",
+            device="CPU",
+            overlap=OVERLAP,
+            random_weights=True,
+        )
+        _, t_gpkg = timed(
+            f"GeoPackage export ({len(kept)} detections + tiles)",
+            export_detections,
+            out / "bench.gpkg",
+            kept,
+            crs=CRS,
+            tiles=recs,
+            run=run,
+            overwrite=True,
+        )
+        _, t_json = timed(
+            "GeoJSON export (RFC 7946, reprojected)",
+            export_detections,
+            out / "bench.geojson",
+            kept,
+            crs=CRS,
+            run=run,
+            overwrite=True,
+        )
+        _, t_shp = timed(
+            "Shapefile export", export_detections, out / "bench.shp", kept, crs=CRS, run=run, overwrite=True
+        )
         size = (out / "bench.gpkg").stat().st_size / 2**20
 
     # Against the truth: a drop is right when the absorbing box shows the same object.
@@ -155,15 +200,23 @@ def main() -> None:
     same_obj = obj[res.absorbed_by[dropped]] == obj[dropped]
     objects_kept = len(np.unique(obj[res.kept]))
     print("summary:")
-    print(f"  drops of a copy of the same object: {int(same_obj.sum())}; of a different object: "
-          f"{int((~same_obj).sum())}; objects with a survivor: {objects_kept} of {n_obj}; "
-          f"seam copies left: {len(res.kept) - objects_kept}")
-    print(f"  merge kept {len(res.kept)} of {len(boxes)} (dropped {n_iou} by IoU, {n_ios} by IoS); "
-          f"objects generated: {n_obj}")
-    print(f"  boxes→polygons→merge→GeoPackage: {t_poly + t_tab + t_merge + t_gpkg:.3f} s "
-          f"(GeoPackage {size:.1f} MiB)")
-    print(f"  other: WGS84 polygons {t_wgs:.3f} s, tiles {t_tiles:.3f} s, GeoJSON {t_json:.3f} s, "
-          f"Shapefile {t_shp:.3f} s")
+    print(
+        f"  drops of a copy of the same object: {int(same_obj.sum())}; of a different object: "
+        f"{int((~same_obj).sum())}; objects with a survivor: {objects_kept} of {n_obj}; "
+        f"seam copies left: {len(res.kept) - objects_kept}"
+    )
+    print(
+        f"  merge kept {len(res.kept)} of {len(boxes)} (dropped {n_iou} by IoU, {n_ios} by IoS); "
+        f"objects generated: {n_obj}"
+    )
+    print(
+        f"  boxes→polygons→merge→GeoPackage: {t_poly + t_tab + t_merge + t_gpkg:.3f} s "
+        f"(GeoPackage {size:.1f} MiB)"
+    )
+    print(
+        f"  other: WGS84 polygons {t_wgs:.3f} s, tiles {t_tiles:.3f} s, GeoJSON {t_json:.3f} s, "
+        f"Shapefile {t_shp:.3f} s"
+    )
 
 
 if __name__ == "__main__":

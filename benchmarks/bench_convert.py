@@ -105,22 +105,35 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-convert-"))
     try:
         src = write_tiny_geochat(
-            work / "geochat-medium", overwrite=True, vocab_size=args.vocab, hidden_size=args.hidden,
-            intermediate_size=args.intermediate, num_hidden_layers=args.layers,
+            work / "geochat-medium",
+            overwrite=True,
+            vocab_size=args.vocab,
+            hidden_size=args.hidden,
+            intermediate_size=args.intermediate,
+            num_hidden_layers=args.layers,
             num_attention_heads=args.heads,
-            vision_hidden_size=args.vision_hidden, vision_intermediate_size=4 * args.vision_hidden,
-            vision_num_hidden_layers=args.vision_layers, vision_num_attention_heads=16,
+            vision_hidden_size=args.vision_hidden,
+            vision_intermediate_size=4 * args.vision_hidden,
+            vision_num_hidden_layers=args.vision_layers,
+            vision_num_attention_heads=16,
         )
         shards = sorted(src.glob("pytorch_model-*.bin"))
         total = sum(p.stat().st_size for p in shards)
         from rsvg_desktop.core.model.checkpoint import scan_weights
 
         largest_tensor = max(i.nbytes for p in shards for i in _tensor_infos(scan_weights(p)))
-        log.info("checkpoint: %s, %d shards, %.1f MB (largest shard %.1f MB)", src, len(shards), total / 1e6,
-                 max(p.stat().st_size for p in shards) / 1e6)
+        log.info(
+            "checkpoint: %s, %d shards, %.1f MB (largest shard %.1f MB)",
+            src,
+            len(shards),
+            total / 1e6,
+            max(p.stat().st_size for p in shards) / 1e6,
+        )
         proc = subprocess.run(
             [sys.executable, __file__, "--_measure", str(src), str(work / "converted")],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         mb = 1e6
@@ -128,12 +141,18 @@ def main() -> int:
         print(f"converted size (safetensors)        : {r['bytes_written'] / mb:8.1f} MB")
         print(f"conversion time                     : {r['seconds']:8.2f} s")
         print(f"RSS before conversion (imports)     : {r['rss_before'] / mb:8.1f} MB")
-        print(f"peak RSS delta (VmHWM - RSS before) : {r['peak_delta'] / mb:8.1f} MB"
-              f"  = {100 * r['peak_delta'] / total:.1f} % of the checkpoint")
-        print(f"  of which anonymous (allocations)  : {r['peak_anon_delta'] / mb:8.1f} MB"
-              f"  = {100 * r['peak_anon_delta'] / total:.1f} %  (sampled every 5 ms)")
-        print(f"  of which file-backed (mmap input) : {r['peak_file_delta'] / mb:8.1f} MB"
-              f"  = {100 * r['peak_file_delta'] / total:.1f} %  (reclaimable page cache)")
+        print(
+            f"peak RSS delta (VmHWM - RSS before) : {r['peak_delta'] / mb:8.1f} MB"
+            f"  = {100 * r['peak_delta'] / total:.1f} % of the checkpoint"
+        )
+        print(
+            f"  of which anonymous (allocations)  : {r['peak_anon_delta'] / mb:8.1f} MB"
+            f"  = {100 * r['peak_anon_delta'] / total:.1f} %  (sampled every 5 ms)"
+        )
+        print(
+            f"  of which file-backed (mmap input) : {r['peak_file_delta'] / mb:8.1f} MB"
+            f"  = {100 * r['peak_file_delta'] / total:.1f} %  (reclaimable page cache)"
+        )
         print(f"largest single tensor (for scale)   : {largest_tensor / mb:8.1f} MB")
     finally:
         if args.workdir is None:

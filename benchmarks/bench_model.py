@@ -52,10 +52,20 @@ if str(ROOT) not in sys.path:
 
 logger = logging.getLogger("bench_model")
 
-TINY_DEFAULTS = {"precisions": "bf16,fp16,fp32,int8,nf4,fp4", "tiles": 8, "max_new_tokens": 16,
-                 "batch_sizes": "1,2,4,8", "repeat": 3}
-BIG_DEFAULTS = {"precisions": "bf16,int8,nf4", "tiles": 8, "max_new_tokens": 32, "batch_sizes": "1,8",
-                "repeat": 1}
+TINY_DEFAULTS = {
+    "precisions": "bf16,fp16,fp32,int8,nf4,fp4",
+    "tiles": 8,
+    "max_new_tokens": 16,
+    "batch_sizes": "1,2,4,8",
+    "repeat": 3,
+}
+BIG_DEFAULTS = {
+    "precisions": "bf16,int8,nf4",
+    "tiles": 8,
+    "max_new_tokens": 32,
+    "batch_sizes": "1,8",
+    "repeat": 1,
+}
 QUERY = "airplanes"  # task "refer": the prompt a scene job sends to every tile
 
 
@@ -105,8 +115,11 @@ def ensure_geochat7b_random(workdir: Path, device: str) -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     for f in tiny.iterdir():  # tokenizer, processor, chat template: everything but weights/config
-        if f.is_file() and not (f.suffix == ".safetensors" or f.name.endswith(".index.json")
-                                or f.name in ("config.json", "generation_config.json", "rsvg_manifest.json")):
+        if f.is_file() and not (
+            f.suffix == ".safetensors"
+            or f.name.endswith(".index.json")
+            or f.name in ("config.json", "generation_config.json", "rsvg_manifest.json")
+        ):
             shutil.copy2(f, tmp / f.name)
     tiny_cfg = json.loads((tiny / "config.json").read_text())
     config = geochat7b_config()
@@ -132,11 +145,16 @@ def ensure_geochat7b_random(workdir: Path, device: str) -> Path:
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    (tmp / "rsvg_manifest.json").write_text(json.dumps({
-        "format": "rsvg-geochat-llava/1",
-        "random_weights": True,
-        "note": "GeoChat-7B-shaped model with RANDOM weights for benchmarks (tiny tokenizer)",
-    }, indent=2))
+    (tmp / "rsvg_manifest.json").write_text(
+        json.dumps(
+            {
+                "format": "rsvg-geochat-llava/1",
+                "random_weights": True,
+                "note": "GeoChat-7B-shaped model with RANDOM weights for benchmarks (tiny tokenizer)",
+            },
+            indent=2,
+        )
+    )
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
@@ -144,8 +162,16 @@ def ensure_geochat7b_random(workdir: Path, device: str) -> Path:
 
 
 # --- one precision (child process) ----------------------------------------------------------------
-def measure(model_dir: Path, precision: str, device: str, cache_dir: Path, tiles: int, max_new: int,
-            batch_sizes: list[int], repeat: int = 1) -> dict[str, Any]:
+def measure(
+    model_dir: Path,
+    precision: str,
+    device: str,
+    cache_dir: Path,
+    tiles: int,
+    max_new: int,
+    batch_sizes: list[int],
+    repeat: int = 1,
+) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -173,8 +199,13 @@ def measure(model_dir: Path, precision: str, device: str, cache_dir: Path, tiles
     out["load_total_s"] = time.perf_counter() - t0
     out["load_s"] = loaded.load_seconds
     out["cache_write_s"] = out["load_total_s"] - loaded.load_seconds if plan.quantized else None
-    out.update(device_name=loaded.device_name, dtype=str(loaded.dtype).replace("torch.", ""),
-               weight_bytes=loaded.weight_bytes, param_bytes=loaded.param_bytes, notes=list(loaded.notes))
+    out.update(
+        device_name=loaded.device_name,
+        dtype=str(loaded.dtype).replace("torch.", ""),
+        weight_bytes=loaded.weight_bytes,
+        param_bytes=loaded.param_bytes,
+        notes=list(loaded.notes),
+    )
     est = estimate_weight_bytes(model_dir, precision, compute_dtype=loaded.dtype)
     out["estimate_bytes"] = est.total_bytes
     if cuda:
@@ -210,8 +241,13 @@ def measure(model_dir: Path, precision: str, device: str, cache_dir: Path, tiles
             sync()
             seconds = min(seconds, time.perf_counter() - t0)
         n_out = sum(r.output_tokens for r in results)
-        run = {"batch_size": bs, "seconds": seconds, "tiles_s": tiles / seconds, "tokens_s": n_out / seconds,
-               "input_tokens": results[0].input_tokens}
+        run = {
+            "batch_size": bs,
+            "seconds": seconds,
+            "tiles_s": tiles / seconds,
+            "tokens_s": n_out / seconds,
+            "input_tokens": results[0].input_tokens,
+        }
         if cuda:
             run["peak_bytes"] = torch.cuda.max_memory_allocated()
         runs.append(run)
@@ -224,10 +260,28 @@ def measure(model_dir: Path, precision: str, device: str, cache_dir: Path, tiles
 def run_child(args: argparse.Namespace, model_dir: Path, precision: str) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as tmp:
         result_path = Path(tmp.name)
-    cmd = [sys.executable, __file__, "--child", precision, "--model-dir", str(model_dir),
-           "--device", args.device, "--tiles", str(args.tiles), "--max-new-tokens", str(args.max_new_tokens),
-           "--batch-sizes", args.batch_sizes, "--repeat", str(args.repeat), "--workdir", str(args.workdir),
-           "--result", str(result_path)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        precision,
+        "--model-dir",
+        str(model_dir),
+        "--device",
+        args.device,
+        "--tiles",
+        str(args.tiles),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--batch-sizes",
+        args.batch_sizes,
+        "--repeat",
+        str(args.repeat),
+        "--workdir",
+        str(args.workdir),
+        "--result",
+        str(result_path),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, check=False)
     try:
@@ -252,8 +306,20 @@ def _sec(x: float | None) -> str:
 
 
 def table(results: list[dict[str, Any]], cuda: bool) -> str:
-    head = ["precision", "dtype", "weights", "estimate", "load 16-bit (s)", "cache write (s)",
-            "load cache (s)", "tiles/s b=1", "tok/s b=1", "best tiles/s (b)", "best tok/s", "peak memory"]
+    head = [
+        "precision",
+        "dtype",
+        "weights",
+        "estimate",
+        "load 16-bit (s)",
+        "cache write (s)",
+        "load cache (s)",
+        "tiles/s b=1",
+        "tok/s b=1",
+        "best tiles/s (b)",
+        "best tok/s",
+        "peak memory",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         if "error" in r:
@@ -267,12 +333,26 @@ def table(results: list[dict[str, Any]], cuda: bool) -> str:
             peak_text = f"{_size(peak)} (load {_size(r.get('load_peak_bytes'))})"
         else:
             peak_text = f"{r['peak_rss_mib']:.0f} MiB RSS"
-        lines.append("| " + " | ".join([
-            r["precision"], r["dtype"], _size(r["weight_bytes"]), _size(r["estimate_bytes"]),
-            _sec(r["load_s"]), _sec(r["cache_write_s"]), _sec(r["load_cache_s"]),
-            f"{one['tiles_s']:.2f}" if one else "–", f"{one['tokens_s']:.1f}" if one else "–",
-            f"{best['tiles_s']:.2f} ({best['batch_size']})", f"{best['tokens_s']:.1f}", peak_text,
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["precision"],
+                    r["dtype"],
+                    _size(r["weight_bytes"]),
+                    _size(r["estimate_bytes"]),
+                    _sec(r["load_s"]),
+                    _sec(r["cache_write_s"]),
+                    _sec(r["load_cache_s"]),
+                    f"{one['tiles_s']:.2f}" if one else "–",
+                    f"{one['tokens_s']:.1f}" if one else "–",
+                    f"{best['tiles_s']:.2f} ({best['batch_size']})",
+                    f"{best['tokens_s']:.1f}",
+                    peak_text,
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -283,8 +363,9 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, help="tiles per run (default 8)")
     parser.add_argument("--max-new-tokens", type=int, help="tokens generated per tile (16; 32 for 7B)")
     parser.add_argument("--batch-sizes", help="comma-separated batch sizes (1,2,4,8; 1,8 for 7B)")
-    parser.add_argument("--geochat7b-random", action="store_true",
-                        help="GeoChat-7B shape, random weights (GPU)")
+    parser.add_argument(
+        "--geochat7b-random", action="store_true", help="GeoChat-7B shape, random weights (GPU)"
+    )
     parser.add_argument("--repeat", type=int, help="runs per batch size, the fastest counts (3; 1 for 7B)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench" / "model")
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
@@ -296,13 +377,22 @@ def main() -> None:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr
+    )
     batch_sizes = [int(b) for b in str(args.batch_sizes).split(",") if b.strip()]
 
     if args.child:
-        result = measure(args.model_dir, args.child, args.device, args.workdir / "cache", args.tiles,
-                         args.max_new_tokens, batch_sizes, args.repeat)
+        result = measure(
+            args.model_dir,
+            args.child,
+            args.device,
+            args.workdir / "cache",
+            args.tiles,
+            args.max_new_tokens,
+            batch_sizes,
+            args.repeat,
+        )
         args.result.write_text(json.dumps(result))
         return
 
@@ -316,8 +406,11 @@ def main() -> None:
         parser.error("--geochat7b-random needs --device cuda (a random 7B on the CPU is not worth measuring)")
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model_dir = ensure_geochat7b_random(args.workdir, args.device) if args.geochat7b_random \
+    model_dir = (
+        ensure_geochat7b_random(args.workdir, args.device)
+        if args.geochat7b_random
         else ensure_tiny(args.workdir)
+    )
     prepare_s = time.perf_counter() - t0
     results = []
     for precision in [p.strip() for p in args.precisions.split(",") if p.strip()]:
@@ -331,20 +424,33 @@ def main() -> None:
         bnb_version = bitsandbytes.__version__
     except ImportError:
         bnb_version = "missing"
-    device_name = torch.cuda.get_device_name(torch.device(args.device)) if cuda else (
-        platform.processor() or platform.machine())
+    device_name = (
+        torch.cuda.get_device_name(torch.device(args.device))
+        if cuda
+        else (platform.processor() or platform.machine())
+    )
     info = {
         "model": "GeoChat-7B shape, random weights" if args.geochat7b_random else "tiny random GeoChat",
-        "model_dir": str(model_dir), "prepare_s": prepare_s, "device": args.device,
+        "model_dir": str(model_dir),
+        "prepare_s": prepare_s,
+        "device": args.device,
         "device_name": device_name,
-        "cpu_count": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "bitsandbytes": bnb_version, "tiles": args.tiles, "max_new_tokens": args.max_new_tokens,
-        "batch_sizes": batch_sizes, "repeat": args.repeat, "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "bitsandbytes": bnb_version,
+        "tiles": args.tiles,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_sizes": batch_sizes,
+        "repeat": args.repeat,
+        "python": platform.python_version(),
     }
-    print(f"\n{info['model']} on {args.device} ({device_name}); torch {torch.__version__}, transformers "
-          f"{transformers.__version__}, bitsandbytes {bnb_version}; {args.tiles} tiles x "
-          f"{args.max_new_tokens} new tokens, batch sizes {batch_sizes}; "
-          f"model prepared in {prepare_s:.1f} s\n")
+    print(
+        f"\n{info['model']} on {args.device} ({device_name}); torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, bitsandbytes {bnb_version}; {args.tiles} tiles x "
+        f"{args.max_new_tokens} new tokens, batch sizes {batch_sizes}; "
+        f"model prepared in {prepare_s:.1f} s\n"
+    )
     print(table(results, cuda))
     for r in results:
         for note in r.get("notes", []):

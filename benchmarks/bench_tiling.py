@@ -73,18 +73,30 @@ def build_scene(size: int) -> Path:
         crs = src.crs
     n = chip.shape[1]
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": crs,
-        "transform": transform, "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "JPEG",
-        "photometric": "YCBCR", "jpeg_quality": 85, "interleave": "pixel", "BIGTIFF": "IF_SAFER",
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": transform,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "JPEG",
+        "photometric": "YCBCR",
+        "jpeg_quality": 85,
+        "interleave": "pixel",
+        "BIGTIFF": "IF_SAFER",
     }
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
         for row in range(0, size, n):
             for col in range(0, size, n):
                 h, w = min(n, size - row), min(n, size - col)
-                flipped = chip[:, ::-1 if (row // n) % 2 else 1, ::-1 if (col // n) % 2 else 1]
+                flipped = chip[:, :: -1 if (row // n) % 2 else 1, :: -1 if (col // n) % 2 else 1]
                 dst.write(flipped[:, :h, :w], window=Window(col, row, w, h))
                 # nodata corner: the triangle x + y < 0.6 * size (18 % of the scene)
-                yy, xx = np.mgrid[row:row + h, col:col + w]
+                yy, xx = np.mgrid[row : row + h, col : col + w]
                 mask = np.where(xx + yy < 0.6 * size, 0, 255).astype(np.uint8)
                 dst.write_mask(mask, window=Window(col, row, w, h))
         factors = [f for f in (2, 4, 8, 16, 32, 64) if size // f >= 256]
@@ -112,9 +124,16 @@ def measure_plain(path: Path) -> dict:
         pixels = ds.width * ds.height
     seconds = time.perf_counter() - t0
     cpu = time.process_time() - c0
-    return {"mode": "plain", "seconds": seconds, "mpix_s": pixels / seconds / 1e6, "cpu_seconds": cpu,
-            "cpu_mpix_s": pixels / cpu / 1e6, "base_rss_mb": base,
-            "peak_rss_mb": peak_rss_mb(), "checksum": checksum}
+    return {
+        "mode": "plain",
+        "seconds": seconds,
+        "mpix_s": pixels / seconds / 1e6,
+        "cpu_seconds": cpu,
+        "cpu_mpix_s": pixels / cpu / 1e6,
+        "base_rss_mb": base,
+        "peak_rss_mb": peak_rss_mb(),
+        "checksum": checksum,
+    }
 
 
 def measure_tiles(path: Path) -> dict:
@@ -148,19 +167,35 @@ def measure_tiles(path: Path) -> dict:
         cpu = time.process_time() - c1
         pixels = scene.info.width * scene.info.height
     total = t_plan + t_tiles
-    return {"mode": "tiles", "seconds": t_tiles, "plan_seconds": t_plan, "mpix_s": pixels / t_tiles / 1e6,
-            "cpu_seconds": cpu, "cpu_mpix_s": pixels / cpu / 1e6,
-            "mpix_s_with_plan": pixels / total / 1e6, "tiles": plan.n_tiles, "kept": plan.n_kept,
-            "skipped": plan.n_skipped, "tile_mpix_s": n * plan.tile_size ** 2 / t_tiles / 1e6,
-            "base_rss_mb": base, "peak_rss_mb": peak_rss_mb(), "checksum": checksum,
-            "traced_peak_mb": tracemalloc.get_traced_memory()[1] / 2**20 if trace else None,
-            "plan_traced_peak_mb": plan_peak}
+    return {
+        "mode": "tiles",
+        "seconds": t_tiles,
+        "plan_seconds": t_plan,
+        "mpix_s": pixels / t_tiles / 1e6,
+        "cpu_seconds": cpu,
+        "cpu_mpix_s": pixels / cpu / 1e6,
+        "mpix_s_with_plan": pixels / total / 1e6,
+        "tiles": plan.n_tiles,
+        "kept": plan.n_kept,
+        "skipped": plan.n_skipped,
+        "tile_mpix_s": n * plan.tile_size**2 / t_tiles / 1e6,
+        "base_rss_mb": base,
+        "peak_rss_mb": peak_rss_mb(),
+        "checksum": checksum,
+        "traced_peak_mb": tracemalloc.get_traced_memory()[1] / 2**20 if trace else None,
+        "plan_traced_peak_mb": plan_peak,
+    }
 
 
 def run_child(mode: str, path: Path, cache_mb: int, trace: bool = False) -> dict:
     env = dict(os.environ, GDAL_CACHEMAX=str(cache_mb), BENCH_TRACEMALLOC="1" if trace else "0")
-    out = subprocess.run([sys.executable, __file__, "--measure", mode, str(path)], env=env, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", mode, str(path)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -182,14 +217,18 @@ def main() -> None:
 
     import rasterio
 
-    print(f"rasterio {rasterio.__version__}, GDAL {rasterio.__gdal_version__}, {os.cpu_count()} CPU(s), "
-          f"GDAL_CACHEMAX={args.cache_mb} MB")
+    print(
+        f"rasterio {rasterio.__version__}, GDAL {rasterio.__gdal_version__}, {os.cpu_count()} CPU(s), "
+        f"GDAL_CACHEMAX={args.cache_mb} MB"
+    )
     for size in (args.small, args.size):
         path = build_scene(size)
         with rasterio.open(path) as ds:
-            print(f"\nscene {path.name}: {ds.width}x{ds.height} px = {ds.width * ds.height / 1e6:.0f} MPix, "
-                  f"3x uint8, {ds.compression.name} {ds.block_shapes[0]} blocks, "
-                  f"overviews {ds.overviews(1)}, {path.stat().st_size / 1e6:.0f} MB on disk")
+            print(
+                f"\nscene {path.name}: {ds.width}x{ds.height} px = {ds.width * ds.height / 1e6:.0f} MPix, "
+                f"3x uint8, {ds.compression.name} {ds.block_shapes[0]} blocks, "
+                f"overviews {ds.overviews(1)}, {path.stat().st_size / 1e6:.0f} MB on disk"
+            )
         runs: dict[str, list[dict]] = {"plain": [], "tiles": []}
         for _ in range(args.repeat):
             for mode in ("plain", "tiles"):
@@ -198,24 +237,40 @@ def main() -> None:
         tiles = max(runs["tiles"], key=lambda r: r["mpix_s"])
         plain_cpu = max(r["cpu_mpix_s"] for r in runs["plain"])
         tiles_cpu = max(r["cpu_mpix_s"] for r in runs["tiles"])
-        print(f"  plain sequential read : {plain['mpix_s']:7.1f} MPix/s ({plain['seconds']:.2f} s), "
-              f"peak RSS {plain['peak_rss_mb']:.0f} MB (after imports {plain['base_rss_mb']:.0f} MB)")
-        print(f"  plan_tiles            : {tiles['plan_seconds']:.2f} s -> {tiles['tiles']} tiles, "
-              f"{tiles['kept']} kept, {tiles['skipped']} skipped as nodata")
-        print(f"  iter_tile_images      : {tiles['mpix_s']:7.1f} MPix/s of scene ({tiles['seconds']:.2f} s; "
-              f"{tiles['tile_mpix_s']:.1f} MPix/s of 504x504 tile images), "
-              f"peak RSS {tiles['peak_rss_mb']:.0f} MB (after imports {tiles['base_rss_mb']:.0f} MB)")
-        print(f"  ratio tiles / plain   : {tiles['mpix_s'] / plain['mpix_s']:.2f} "
-              f"(with planning: {tiles['mpix_s_with_plan'] / plain['mpix_s']:.2f})")
-        print(f"  on CPU time           : plain {plain_cpu:.1f} MPix/s, tiles {tiles_cpu:.1f} MPix/s, "
-              f"ratio {tiles_cpu / plain_cpu:.2f} (robust to other processes sharing the cores)")
-        print("  all runs MPix/s       : plain " + ", ".join(f"{r['mpix_s']:.1f}" for r in runs["plain"])
-              + "; tiles " + ", ".join(f"{r['mpix_s']:.1f}" for r in runs["tiles"]))
+        print(
+            f"  plain sequential read : {plain['mpix_s']:7.1f} MPix/s ({plain['seconds']:.2f} s), "
+            f"peak RSS {plain['peak_rss_mb']:.0f} MB (after imports {plain['base_rss_mb']:.0f} MB)"
+        )
+        print(
+            f"  plan_tiles            : {tiles['plan_seconds']:.2f} s -> {tiles['tiles']} tiles, "
+            f"{tiles['kept']} kept, {tiles['skipped']} skipped as nodata"
+        )
+        print(
+            f"  iter_tile_images      : {tiles['mpix_s']:7.1f} MPix/s of scene ({tiles['seconds']:.2f} s; "
+            f"{tiles['tile_mpix_s']:.1f} MPix/s of 504x504 tile images), "
+            f"peak RSS {tiles['peak_rss_mb']:.0f} MB (after imports {tiles['base_rss_mb']:.0f} MB)"
+        )
+        print(
+            f"  ratio tiles / plain   : {tiles['mpix_s'] / plain['mpix_s']:.2f} "
+            f"(with planning: {tiles['mpix_s_with_plan'] / plain['mpix_s']:.2f})"
+        )
+        print(
+            f"  on CPU time           : plain {plain_cpu:.1f} MPix/s, tiles {tiles_cpu:.1f} MPix/s, "
+            f"ratio {tiles_cpu / plain_cpu:.2f} (robust to other processes sharing the cores)"
+        )
+        print(
+            "  all runs MPix/s       : plain "
+            + ", ".join(f"{r['mpix_s']:.1f}" for r in runs["plain"])
+            + "; tiles "
+            + ", ".join(f"{r['mpix_s']:.1f}" for r in runs["tiles"])
+        )
         mem = run_child("tiles", path, args.mem_cache_mb, trace=True)
-        print(f"  memory run (GDAL_CACHEMAX={args.mem_cache_mb} MB, tracemalloc): peak RSS "
-              f"{mem['peak_rss_mb']:.0f} MB (after imports {mem['base_rss_mb']:.0f} MB); Python/numpy peak "
-              f"{mem['plan_traced_peak_mb']:.1f} MB while planning, {mem['traced_peak_mb']:.1f} MB while "
-              f"tiling ({mem['mpix_s']:.1f} MPix/s under tracemalloc)")
+        print(
+            f"  memory run (GDAL_CACHEMAX={args.mem_cache_mb} MB, tracemalloc): peak RSS "
+            f"{mem['peak_rss_mb']:.0f} MB (after imports {mem['base_rss_mb']:.0f} MB); Python/numpy peak "
+            f"{mem['plan_traced_peak_mb']:.1f} MB while planning, {mem['traced_peak_mb']:.1f} MB while "
+            f"tiling ({mem['mpix_s']:.1f} MPix/s under tracemalloc)"
+        )
 
 
 if __name__ == "__main__":

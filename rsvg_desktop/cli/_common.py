@@ -21,8 +21,15 @@ EXIT_INTERNAL = 1  # a bug: unexpected exception
 def setup_logging(verbosity: int) -> None:
     """-q → errors only, default → warnings, -v → info, -vv → debug. Log lines go to stderr; results and
     progress are printed by the commands themselves."""
-    level = (logging.ERROR if verbosity < 0 else logging.WARNING if verbosity == 0
-             else logging.INFO if verbosity == 1 else logging.DEBUG)
+    level = (
+        logging.ERROR
+        if verbosity < 0
+        else logging.WARNING
+        if verbosity == 0
+        else logging.INFO
+        if verbosity == 1
+        else logging.DEBUG
+    )
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     # Third-party libraries are chatty at INFO.
     for name in ("rasterio", "fiona", "pyogrio", "urllib3", "httpx", "huggingface_hub", "transformers"):
@@ -43,8 +50,10 @@ def run_guarded(func: Callable[[], int], *, debug: bool = False) -> int:
     except Exception as exc:
         if debug:
             raise
-        print(f"rsvg: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
-              file=sys.stderr)
+        print(
+            f"rsvg: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

@@ -27,32 +27,59 @@ from rsvg_desktop.errors import ConfigError, GenerationError, ModelError, RsvgEr
 log = logging.getLogger("rsvg_desktop.cli")
 
 EXIT_INTERRUPTED = 130
-_EXIT_FOR_STATUS = {"complete": EXIT_OK, "partial": EXIT_FAILED_INPUTS, "aborted": EXIT_INTERNAL,
-                    "cancelled": EXIT_INTERRUPTED, "interrupted": EXIT_INTERRUPTED}
+_EXIT_FOR_STATUS = {
+    "complete": EXIT_OK,
+    "partial": EXIT_FAILED_INPUTS,
+    "aborted": EXIT_INTERNAL,
+    "cancelled": EXIT_INTERRUPTED,
+    "interrupted": EXIT_INTERRUPTED,
+}
 
 
 def add_batch_command(sub: argparse._SubParsersAction, grid_options) -> None:
     p = sub.add_parser(
-        "batch", help="ask GeoChat about every tile of many scenes/tiles; resumable GeoPackage output",
+        "batch",
+        help="ask GeoChat about every tile of many scenes/tiles; resumable GeoPackage output",
         description="Run GeoChat over scenes, folders of scenes or pre-cut tiles (searched recursively) "
-                    "and globs. Results go into a GeoPackage run store tile by tile; rerunning the same "
-                    "command resumes where it stopped. Exit status: 0 all done, 3 some inputs failed, "
-                    "2 bad arguments, 1 stopped early, 130 interrupted.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="scene or tile files, folders (searched recursively) or glob patterns")
-    p.add_argument("--query", action="append", default=[],
-                   help="the question or object description (repeat for several)")
-    p.add_argument("--task", choices=TASK_CHOICES, default="refer",
-                   help="task of --query and of plain lines in --queries (default refer)")
-    p.add_argument("--queries", metavar="FILE", default=None,
-                   help='questions, one per line, or JSON Lines {"task": ..., "query": ..., '
-                        '"classes": [...]}')
+        "and globs. Results go into a GeoPackage run store tile by tile; rerunning the same "
+        "command resumes where it stopped. Exit status: 0 all done, 3 some inputs failed, "
+        "2 bad arguments, 1 stopped early, 130 interrupted.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="scene or tile files, folders (searched recursively) or glob patterns",
+    )
+    p.add_argument(
+        "--query", action="append", default=[], help="the question or object description (repeat for several)"
+    )
+    p.add_argument(
+        "--task",
+        choices=TASK_CHOICES,
+        default="refer",
+        help="task of --query and of plain lines in --queries (default refer)",
+    )
+    p.add_argument(
+        "--queries",
+        metavar="FILE",
+        default=None,
+        help='questions, one per line, or JSON Lines {"task": ..., "query": ..., "classes": [...]}',
+    )
     add_model_run_options(p)
-    p.add_argument("--assume-crs", default=None, metavar="CRS",
-                   help="CRS (e.g. EPSG:32633) of inputs that have a world file but no CRS (default: such "
-                        "inputs are processed in pixel coordinates)")
-    p.add_argument("--crs", default=None, metavar="CRS",
-                   help="output CRS of a new store (default: the CRS of the first georeferenced input)")
+    p.add_argument(
+        "--assume-crs",
+        default=None,
+        metavar="CRS",
+        help="CRS (e.g. EPSG:32633) of inputs that have a world file but no CRS (default: such "
+        "inputs are processed in pixel coordinates)",
+    )
+    p.add_argument(
+        "--crs",
+        default=None,
+        metavar="CRS",
+        help="output CRS of a new store (default: the CRS of the first georeferenced input)",
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT.gpkg", help="the run store (GeoPackage)")
     p.add_argument("--overwrite", action="store_true", help="start a new store instead of resuming")
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON on stdout")
@@ -102,11 +129,21 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise ConfigError(f"the folder of --summary {args.summary} does not exist")
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     config = BatchConfig(
-        inputs=tuple(args.inputs), queries=_queries(args), output=args.output, overwrite=args.overwrite,
-        tile_size=args.tile_size, overlap=args.overlap, target_gsd=args.target_gsd,
-        max_nodata_fraction=args.max_nodata, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        angle_convention=args.angle_convention, assume_crs=args.assume_crs, crs=args.crs,
-        command=shlex.join(["rsvg", *sys.argv[1:]]))
+        inputs=tuple(args.inputs),
+        queries=_queries(args),
+        output=args.output,
+        overwrite=args.overwrite,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        target_gsd=args.target_gsd,
+        max_nodata_fraction=args.max_nodata,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        angle_convention=args.angle_convention,
+        assume_crs=args.assume_crs,
+        crs=args.crs,
+        command=shlex.join(["rsvg", *sys.argv[1:]]),
+    )
     spec = ModelSpec(str(model_dir), args.precision, args.device)
     events = batch_detect(config, spec)
     bar: Progress | None = None
@@ -116,8 +153,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
         for event in events:
             if isinstance(event, BatchStarted):
                 started = True
-                print(f"batch: {event.inputs} inputs, {len(event.runs)} question(s) → {event.output} "
-                      f"(answers: {event.answer_log})", file=sys.stderr)
+                print(
+                    f"batch: {event.inputs} inputs, {len(event.runs)} question(s) → {event.output} "
+                    f"(answers: {event.answer_log})",
+                    file=sys.stderr,
+                )
                 for run_id, task, query in event.runs:
                     print(f"batch: run {run_id}: {task} {query!r}", file=sys.stderr)
                 bar = Progress(1, label="tiles", enabled=not quiet)
@@ -125,8 +165,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 report_model_loaded(event)
             elif isinstance(event, BatchProgress) and bar is not None:
                 bar.total = max(event.tiles_expected, 1)
-                bar.update(event.tiles_done, extra=f"inputs {event.inputs_finished}/{event.inputs_total}, "
-                                                   f"{event.raw_detections} boxes")
+                bar.update(
+                    event.tiles_done,
+                    extra=f"inputs {event.inputs_finished}/{event.inputs_total}, "
+                    f"{event.raw_detections} boxes",
+                )
             elif isinstance(event, InputFinished) and event.status == "failed":
                 log.info("%s failed (%s): %s", event.path, event.stage, event.reason)
             elif isinstance(event, BatchFinished):
@@ -140,8 +183,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except RsvgError as exc:
         if not started:
             raise  # bad arguments or input: exit status 2
-        print(f"rsvg: error: {exc} (finished results are kept; rerun the same command to resume)",
-              file=sys.stderr)
+        print(
+            f"rsvg: error: {exc} (finished results are kept; rerun the same command to resume)",
+            file=sys.stderr,
+        )
         # The model is loaded when the first batch needs it: a model that cannot be loaded (at this
         # precision, on this device) is a bad argument, like one that cannot be found.
         loading = isinstance(exc, ModelError) and not isinstance(exc, GenerationError)
@@ -156,11 +201,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print(text)
     else:
         s = finished
-        print(f"{s.status}: {s.inputs_done} inputs done, {s.inputs_already_done} already done, "
-              f"{s.inputs_failed} failed ({s.inputs_pixel_mode} in pixel coordinates); {s.tiles_done} tiles "
-              f"answered ({s.tiles_per_second:.2f}/s), {s.tiles_already_done} done before, "
-              f"{s.tiles_skipped_nodata} skipped as nodata; {s.raw_detections} boxes, {s.detections} "
-              f"detections in the store → {s.output}")
+        print(
+            f"{s.status}: {s.inputs_done} inputs done, {s.inputs_already_done} already done, "
+            f"{s.inputs_failed} failed ({s.inputs_pixel_mode} in pixel coordinates); {s.tiles_done} tiles "
+            f"answered ({s.tiles_per_second:.2f}/s), {s.tiles_already_done} done before, "
+            f"{s.tiles_skipped_nodata} skipped as nodata; {s.raw_detections} boxes, {s.detections} "
+            f"detections in the store → {s.output}"
+        )
         for f in s.failures:
             print(f"failed: {f.input} ({f.stage}): {f.reason}")
         if s.message:
@@ -168,4 +215,3 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if finished.status == "aborted":
         print(f"rsvg: error: {finished.message}", file=sys.stderr)
     return code
-

@@ -22,16 +22,37 @@ log = logging.getLogger("rsvg_desktop.cli")
 
 
 def _add_grid_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, metavar="N",
-                   help=f"tile side in pixels sent to the model (default {DEFAULT_TILE_SIZE})")
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
-                   help=f"overlap between neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
-    p.add_argument("--target-gsd", type=float, default=None, metavar="M",
-                   help="resample tiles to this ground sample distance in metres (default: native)")
-    p.add_argument("--max-nodata", type=float, default=1.0, metavar="F",
-                   help="skip tiles whose nodata fraction is at least F (default 1.0: only all-nodata tiles)")
-    p.add_argument("--pixel-mode", action="store_true",
-                   help="accept scenes without a CRS and work in pixel coordinates")
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        default=DEFAULT_TILE_SIZE,
+        metavar="N",
+        help=f"tile side in pixels sent to the model (default {DEFAULT_TILE_SIZE})",
+    )
+    p.add_argument(
+        "--overlap",
+        type=int,
+        default=DEFAULT_OVERLAP,
+        metavar="N",
+        help=f"overlap between neighbouring tiles in pixels (default {DEFAULT_OVERLAP})",
+    )
+    p.add_argument(
+        "--target-gsd",
+        type=float,
+        default=None,
+        metavar="M",
+        help="resample tiles to this ground sample distance in metres (default: native)",
+    )
+    p.add_argument(
+        "--max-nodata",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="skip tiles whose nodata fraction is at least F (default 1.0: only all-nodata tiles)",
+    )
+    p.add_argument(
+        "--pixel-mode", action="store_true", help="accept scenes without a CRS and work in pixel coordinates"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,10 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--no-merge", action="store_true", help="keep every box (no seam merging)")
     p.add_argument("--iou", type=float, default=0.5, help="rotated-IoU merge threshold (default 0.5)")
-    p.add_argument("--ios", type=float, default=0.8,
-                   help="intersection-over-smaller merge threshold (default 0.8)")
-    p.add_argument("--angle-convention", choices=("ccw", "cw"), default=None,
-                   help="direction of GeoChat's angle (default: as recorded in the log, else ccw)")
+    p.add_argument(
+        "--ios", type=float, default=0.8, help="intersection-over-smaller merge threshold (default 0.8)"
+    )
+    p.add_argument(
+        "--angle-convention",
+        choices=("ccw", "cw"),
+        default=None,
+        help="direction of GeoChat's angle (default: as recorded in the log, else ccw)",
+    )
     p.set_defaults(func=cmd_export)
 
     add_model_commands(sub, _add_grid_options)
@@ -79,19 +105,39 @@ def _fmt_size(n: float) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     from rsvg_desktop.engine.scenes import describe_scene
 
-    summary = describe_scene(args.scene, tile_size=args.tile_size, overlap=args.overlap,
-                             target_gsd=args.target_gsd, pixel_mode=args.pixel_mode,
-                             max_nodata_fraction=args.max_nodata)
+    summary = describe_scene(
+        args.scene,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        target_gsd=args.target_gsd,
+        pixel_mode=args.pixel_mode,
+        max_nodata_fraction=args.max_nodata,
+    )
     info, plan = summary.info, summary.plan
     data = {
-        "path": info.path, "driver": info.driver, "crs": info.crs_name or (info.crs_wkt and "custom"),
-        "pixel_mode": info.pixel_mode, "width": info.width, "height": info.height, "bands": info.count,
-        "dtype": info.dtype, "nodata": info.nodata, "mask": str(info.mask_kind),
-        "pixel_size": list(info.gsd), "pixel_size_m": list(info.gsd_m) if info.gsd_m else None,
-        "transform": list(info.transform), "bounds": list(info.bounds), "overviews": list(info.overviews),
-        "colorinterp": list(info.colorinterp), "display_bands": list(info.display_bands),
-        "tile_size": plan.tile_size, "overlap": plan.overlap, "grid": [plan.n_rows, plan.n_cols],
-        "tiles": plan.n_tiles, "tiles_kept": plan.n_kept, "tiles_skipped_nodata": plan.n_skipped,
+        "path": info.path,
+        "driver": info.driver,
+        "crs": info.crs_name or (info.crs_wkt and "custom"),
+        "pixel_mode": info.pixel_mode,
+        "width": info.width,
+        "height": info.height,
+        "bands": info.count,
+        "dtype": info.dtype,
+        "nodata": info.nodata,
+        "mask": str(info.mask_kind),
+        "pixel_size": list(info.gsd),
+        "pixel_size_m": list(info.gsd_m) if info.gsd_m else None,
+        "transform": list(info.transform),
+        "bounds": list(info.bounds),
+        "overviews": list(info.overviews),
+        "colorinterp": list(info.colorinterp),
+        "display_bands": list(info.display_bands),
+        "tile_size": plan.tile_size,
+        "overlap": plan.overlap,
+        "grid": [plan.n_rows, plan.n_cols],
+        "tiles": plan.n_tiles,
+        "tiles_kept": plan.n_kept,
+        "tiles_skipped_nodata": plan.n_skipped,
     }
     if args.json:
         print(json.dumps(data, indent=2, default=str))
@@ -121,13 +167,21 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_tiles(args: argparse.Namespace) -> int:
     from rsvg_desktop.engine.scenes import write_tile_grid
 
-    summary, result = write_tile_grid(args.scene, args.output, tile_size=args.tile_size,
-                                      overlap=args.overlap, target_gsd=args.target_gsd,
-                                      pixel_mode=args.pixel_mode, max_nodata_fraction=args.max_nodata,
-                                      overwrite=args.overwrite)
+    summary, result = write_tile_grid(
+        args.scene,
+        args.output,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        target_gsd=args.target_gsd,
+        pixel_mode=args.pixel_mode,
+        max_nodata_fraction=args.max_nodata,
+        overwrite=args.overwrite,
+    )
     plan = summary.plan
-    print(f"wrote {plan.n_tiles} tile footprints ({plan.n_kept} kept, {plan.n_skipped} skipped as nodata) "
-          f"to {result.path}")
+    print(
+        f"wrote {plan.n_tiles} tile footprints ({plan.n_kept} kept, {plan.n_skipped} skipped as nodata) "
+        f"to {result.path}"
+    )
     return EXIT_OK
 
 
@@ -136,10 +190,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rsvg_desktop.engine.results import export_answer_log
 
     merge = None if args.no_merge else MergeConfig(iou_threshold=args.iou, ios_threshold=args.ios)
-    summary = export_answer_log(args.answers, args.output, overwrite=args.overwrite, merge=merge,
-                                angle_convention=args.angle_convention)
-    print(f"{summary.records} answered tiles, {summary.raw_detections} boxes, "
-          f"{summary.detections} after merging → {summary.result.path}")
+    summary = export_answer_log(
+        args.answers,
+        args.output,
+        overwrite=args.overwrite,
+        merge=merge,
+        angle_convention=args.angle_convention,
+    )
+    print(
+        f"{summary.records} answered tiles, {summary.raw_detections} boxes, "
+        f"{summary.detections} after merging → {summary.result.path}"
+    )
     return EXIT_OK
 
 

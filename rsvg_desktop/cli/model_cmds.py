@@ -26,16 +26,27 @@ TASK_CHOICES = ("grounding", "refer", "identify", "classify", "vqa", "chat")
 def add_model_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the commands that run the model (``detect``, ``batch``)."""
     p.add_argument("--classes", default=None, help="comma-separated class list for --task classify")
-    p.add_argument("--model", default=None, metavar="DIR",
-                   help="converted model folder (default: $RSVG_MODEL_DIR, then the HF cache)")
-    p.add_argument("--smoke", action="store_true",
-                   help="use the built-in tiny test model with RANDOM WEIGHTS (answers are noise)")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="DIR",
+        help="converted model folder (default: $RSVG_MODEL_DIR, then the HF cache)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="use the built-in tiny test model with RANDOM WEIGHTS (answers are noise)",
+    )
     p.add_argument("--precision", choices=PRECISIONS, default="nf4")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per model batch (default: automatic)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default 256)")
-    p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw",
-                   help="direction of GeoChat's box angle (default ccw, as seen on screen)")
+    p.add_argument(
+        "--angle-convention",
+        choices=("ccw", "cw"),
+        default="ccw",
+        help="direction of GeoChat's box angle (default ccw, as seen on screen)",
+    )
 
 
 def add_model_commands(sub: argparse._SubParsersAction, grid_options) -> None:
@@ -43,18 +54,27 @@ def add_model_commands(sub: argparse._SubParsersAction, grid_options) -> None:
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
 
     p = msub.add_parser("info", help="memory the weights take at each precision (no weights read)")
-    p.add_argument("model_dir", nargs="?", default=None,
-                   help="a converted model folder (default: the published GeoChat-7B configuration)")
-    p.add_argument("--precision", choices=PRECISIONS, action="append",
-                   help="precision(s) to report (default: all)")
+    p.add_argument(
+        "model_dir",
+        nargs="?",
+        default=None,
+        help="a converted model folder (default: the published GeoChat-7B configuration)",
+    )
+    p.add_argument(
+        "--precision", choices=PRECISIONS, action="append", help="precision(s) to report (default: all)"
+    )
     p.add_argument("--no-double-quant", action="store_true", help="4-bit without double quantization")
     p.set_defaults(func=cmd_model_info)
 
     p = msub.add_parser("convert", help="convert a GeoChat checkpoint to a transformers Llava folder")
     p.add_argument("geochat_dir")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
-    p.add_argument("--clip", default=None, metavar="CLIP_DIR",
-                   help="a CLIP ViT-L/14-336 folder for the vision tower (default: GeoChat's own copy)")
+    p.add_argument(
+        "--clip",
+        default=None,
+        metavar="CLIP_DIR",
+        help="a CLIP ViT-L/14-336 folder for the vision tower (default: GeoChat's own copy)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_model_convert)
 
@@ -68,8 +88,12 @@ def add_model_commands(sub: argparse._SubParsersAction, grid_options) -> None:
     p = sub.add_parser("detect", help="ask GeoChat about every tile of a scene; write polygons")
     p.add_argument("scene")
     p.add_argument("--query", required=True, help="the question or object description")
-    p.add_argument("--task", choices=TASK_CHOICES, default="refer",
-                   help="grounding, refer (locate an object, default), identify, classify, vqa, chat")
+    p.add_argument(
+        "--task",
+        choices=TASK_CHOICES,
+        default="refer",
+        help="grounding, refer (locate an object, default), identify, classify, vqa, chat",
+    )
     add_model_run_options(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help=".gpkg, .geojson or .shp")
     p.add_argument("--overwrite", action="store_true")
@@ -95,11 +119,15 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     what = args.model_dir or "GeoChat-7B (published configuration, computed without weights)"
     print(f"weights of {what}:")
     for est in ests:
-        print(f"  {est.precision.value:5s} ≈ {est.total_gb:6.2f} GB ({est.total_gib:6.2f} GiB), "
-              f"compute dtype {est.dtype}")
+        print(
+            f"  {est.precision.value:5s} ≈ {est.total_gb:6.2f} GB ({est.total_gib:6.2f} GiB), "
+            f"compute dtype {est.dtype}"
+        )
     kv = ests[0].kv_cache_bytes_per_token
-    print(f"  + KV cache ≈ {kv / 2**20:.2f} MiB per token per tile "
-          f"(a 504 px tile is 1296 image tokens ≈ {1296 * kv / 2**30:.2f} GiB before the question)")
+    print(
+        f"  + KV cache ≈ {kv / 2**20:.2f} MiB per token per tile "
+        f"(a 504 px tile is 1296 image tokens ≈ {1296 * kv / 2**30:.2f} GiB before the question)"
+    )
     return EXIT_OK
 
 
@@ -112,8 +140,9 @@ def cmd_model_convert(args: argparse.Namespace) -> int:
         bar.total = 1000
         bar.update(int(p.fraction * 1000))
 
-    report = convert_model(args.geochat_dir, args.output, clip=args.clip, overwrite=args.overwrite,
-                           progress=progress)
+    report = convert_model(
+        args.geochat_dir, args.output, clip=args.clip, overwrite=args.overwrite, progress=progress
+    )
     print(f"converted {args.geochat_dir} → {report.out_dir}")
     return EXIT_OK
 
@@ -139,10 +168,21 @@ def cmd_detect(args: argparse.Namespace) -> int:
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else ()
     config = RunConfig(
-        scene=args.scene, query=args.query, task=args.task, output=args.output, overwrite=args.overwrite,
-        tile_size=args.tile_size, overlap=args.overlap, target_gsd=args.target_gsd,
-        max_nodata_fraction=args.max_nodata, pixel_mode=args.pixel_mode, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, classes=classes, angle_convention=args.angle_convention)
+        scene=args.scene,
+        query=args.query,
+        task=args.task,
+        output=args.output,
+        overwrite=args.overwrite,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        target_gsd=args.target_gsd,
+        max_nodata_fraction=args.max_nodata,
+        pixel_mode=args.pixel_mode,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        classes=classes,
+        angle_convention=args.angle_convention,
+    )
     spec = ModelSpec(str(model_dir), args.precision, args.device)
     bar: Progress | None = None
     finished: RunFinished | None = None
@@ -153,8 +193,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
             if isinstance(event, ModelLoaded):
                 report_model_loaded(event)
             elif isinstance(event, RunStarted):
-                print(f"{event.scene}: {event.total} tiles to answer, {event.skipped} skipped as nodata; "
-                      f"answer log {event.answer_log}", file=sys.stderr)
+                print(
+                    f"{event.scene}: {event.total} tiles to answer, {event.skipped} skipped as nodata; "
+                    f"answer log {event.answer_log}",
+                    file=sys.stderr,
+                )
                 bar = Progress(event.total, label="tiles", enabled=not args.quiet)
                 bar.update(0)
             elif isinstance(event, TileDone) and bar is not None:
@@ -168,8 +211,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise
     if finished is None:
         return 1
-    print(f"{finished.done}/{finished.total} tiles, {finished.raw_detections} boxes, "
-          f"{finished.detections} after merging → {finished.output} (answers: {finished.answer_log})")
+    print(
+        f"{finished.done}/{finished.total} tiles, {finished.raw_detections} boxes, "
+        f"{finished.detections} after merging → {finished.output} (answers: {finished.answer_log})"
+    )
     if failed is not None:
         print(f"rsvg: error: {failed.message}", file=sys.stderr)
         return 2

@@ -183,24 +183,45 @@ def model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
 
 def run_identity(query: Query, model: ModelIdentity, config: BatchConfig) -> RunRecord:
     """The run of one question: its deterministic id and everything that went into it."""
-    prompt = build_prompt(query.task, query.query, classes=query.classes or None, image_token=IMAGE_TOKEN,
-                          template=LLAVA_V1)
+    prompt = build_prompt(
+        query.task, query.query, classes=query.classes or None, image_token=IMAGE_TOKEN, template=LLAVA_V1
+    )
     prompt_sha = hashlib.sha256(prompt.encode()).hexdigest()
     assume = parse_crs(config.assume_crs) if config.assume_crs else None
     key = {
-        "model_id": model.model_id, "precision": model.precision, "task": query.task, "query": query.query,
-        "classes": list(query.classes), "prompt_sha256": prompt_sha, "prompt_version": PROMPT_VERSION,
-        "tile_size": config.tile_size, "overlap": config.overlap, "target_gsd": config.target_gsd,
-        "angle_convention": config.angle_convention, "max_new_tokens": config.max_new_tokens,
+        "model_id": model.model_id,
+        "precision": model.precision,
+        "task": query.task,
+        "query": query.query,
+        "classes": list(query.classes),
+        "prompt_sha256": prompt_sha,
+        "prompt_version": PROMPT_VERSION,
+        "tile_size": config.tile_size,
+        "overlap": config.overlap,
+        "target_gsd": config.target_gsd,
+        "angle_convention": config.angle_convention,
+        "max_new_tokens": config.max_new_tokens,
         "assume_crs": assume,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return RunRecord(
-        run_id=f"{query.task}-{digest}", task=query.task, query=query.query, classes=query.classes,
-        prompt=prompt, prompt_sha256=prompt_sha, model=model.model, model_id=model.model_id,
-        precision=model.precision, angle_convention=config.angle_convention, tile_size=config.tile_size,
-        overlap=config.overlap, target_gsd=config.target_gsd, max_new_tokens=config.max_new_tokens,
-        assume_crs=config.assume_crs, random_weights=model.random_weights)
+        run_id=f"{query.task}-{digest}",
+        task=query.task,
+        query=query.query,
+        classes=query.classes,
+        prompt=prompt,
+        prompt_sha256=prompt_sha,
+        model=model.model,
+        model_id=model.model_id,
+        precision=model.precision,
+        angle_convention=config.angle_convention,
+        tile_size=config.tile_size,
+        overlap=config.overlap,
+        target_gsd=config.target_gsd,
+        max_new_tokens=config.max_new_tokens,
+        assume_crs=config.assume_crs,
+        random_weights=model.random_weights,
+    )
 
 
 # --- events and summary --------------------------------------------------------------------------
@@ -391,8 +412,9 @@ class BatchJob:
         self.assume_crs = parse_crs(config.assume_crs) if config.assume_crs else None
         out_crs = parse_crs(config.crs) if config.crs else None
         self.output = Path(config.output)
-        self.store = BatchStore.open(self.output, answer_log_path(self.output), overwrite=config.overwrite,
-                                     crs_wkt=out_crs)
+        self.store = BatchStore.open(
+            self.output, answer_log_path(self.output), overwrite=config.overwrite, crs_wkt=out_crs
+        )
         try:
             for run in self.runs:
                 self.store.add_run(run)
@@ -413,8 +435,12 @@ class BatchJob:
         self.close()
 
     # --- driving --------------------------------------------------------------------------------
-    def run(self, generator: Generator | Callable[[], LoadedGenerator], *,
-            cancel: Callable[[], bool] | None = None) -> Iterator[BatchEvent]:
+    def run(
+        self,
+        generator: Generator | Callable[[], LoadedGenerator],
+        *,
+        cancel: Callable[[], bool] | None = None,
+    ) -> Iterator[BatchEvent]:
         """Answer every open (tile, question) pair; yields events, the last one :class:`BatchFinished`.
 
         ``generator`` is a ready generator, or a function returning a :class:`LoadedGenerator`, called
@@ -423,8 +449,12 @@ class BatchJob:
         c = self._c
         started = time.monotonic()
         session = self.store.start_session(self.config.command)
-        yield BatchStarted(str(self.output), str(self.store.answer_log),
-                           tuple((r.run_id, r.task, r.query) for r in self.runs), len(self.paths))
+        yield BatchStarted(
+            str(self.output),
+            str(self.store.answer_log),
+            tuple((r.run_id, r.task, r.query) for r in self.runs),
+            len(self.paths),
+        )
         gen: Any = generator if hasattr(generator, "generate") else None
         status, message = "complete", ""
         buffer: list[_Item] = []
@@ -475,8 +505,9 @@ class BatchJob:
             status = "partial"
         summary = self._summary(status, message, time.monotonic() - started)
         self.store.finish_session(session, status, summary.to_dict())
-        log.info("batch %s: %s, %d pairs answered in %.1f s", self.output, status, c.tiles_done,
-                 summary.seconds)
+        log.info(
+            "batch %s: %s, %d pairs answered in %.1f s", self.output, status, c.tiles_done, summary.seconds
+        )
         yield BatchFinished(summary)
 
     # --- inputs → items -------------------------------------------------------------------------
@@ -522,8 +553,14 @@ class BatchJob:
         except SceneError as exc:
             return _Opened(None, None, Failure(path, "open", str(exc)))
         try:
-            plan = plan_tiles(scene, tile_size=cfg.tile_size, overlap=cfg.overlap, target_gsd=cfg.target_gsd,
-                              max_nodata_fraction=cfg.max_nodata_fraction, allow_empty=True)
+            plan = plan_tiles(
+                scene,
+                tile_size=cfg.tile_size,
+                overlap=cfg.overlap,
+                target_gsd=cfg.target_gsd,
+                max_nodata_fraction=cfg.max_nodata_fraction,
+                allow_empty=True,
+            )
         except SceneError as exc:
             return _Opened(scene, None, Failure(path, "plan", str(exc)))
         return _Opened(scene, plan, None)
@@ -535,8 +572,11 @@ class BatchJob:
             return
         size, mtime = self.store.input_fingerprint(input_id)
         if size is not None and (size, mtime) != (st.st_size, st.st_mtime_ns):
-            log.warning("%s changed since it was processed; its stored results are kept (use another output "
-                        "or --overwrite to redo it)", path)
+            log.warning(
+                "%s changed since it was processed; its stored results are kept (use another output "
+                "or --overwrite to redo it)",
+                path,
+            )
 
     def _file_record(self, path: str, **kw: Any) -> InputRecord:
         try:
@@ -546,8 +586,9 @@ class BatchJob:
             size = mtime = None
         return InputRecord(path=path, size_bytes=size, mtime_ns=mtime, **kw)
 
-    def _produce_input(self, index: int, path: str, open_runs: tuple[int, ...],
-                       opened: _Opened) -> Iterator[Any]:
+    def _produce_input(
+        self, index: int, path: str, open_runs: tuple[int, ...], opened: _Opened
+    ) -> Iterator[Any]:
         c, cfg = self._c, self.config
         c.inputs_started += 1
         if opened.scene is None:
@@ -559,11 +600,21 @@ class BatchJob:
         with opened.scene as scene:
             info = scene.info
             georef = georeference(info, self.assume_crs)
-            input_id = self.store.add_input(self._file_record(
-                path, driver=info.driver, width=info.width, height=info.height, bands=info.count,
-                dtype=info.dtype, crs=info.crs_name or (georef.source if georef.crs_wkt else None),
-                crs_wkt=georef.crs_wkt, transform=georef.transform, georef_source=georef.source,
-                pixel_mode=georef.pixel_mode))
+            input_id = self.store.add_input(
+                self._file_record(
+                    path,
+                    driver=info.driver,
+                    width=info.width,
+                    height=info.height,
+                    bands=info.count,
+                    dtype=info.dtype,
+                    crs=info.crs_name or (georef.source if georef.crs_wkt else None),
+                    crs_wkt=georef.crs_wkt,
+                    transform=georef.transform,
+                    georef_source=georef.source,
+                    pixel_mode=georef.pixel_mode,
+                )
+            )
             dst_crs = None
             if georef.pixel_mode:
                 self.store.prepare_pixel_layers()
@@ -580,8 +631,9 @@ class BatchJob:
                 return
             state.tiles_planned, state.skipped = plan.n_kept, plan.skipped
             done = self.store.done_windows(input_id, [self.run_ids[i] for i in open_runs])
-            work = [(t, tuple(i for i in open_runs if (self.run_ids[i], t.window) not in done))
-                    for t in plan.kept]
+            work = [
+                (t, tuple(i for i in open_runs if (self.run_ids[i], t.window) not in done)) for t in plan.kept
+            ]
             work = [(t, rs) for t, rs in work if rs]
             n_pairs = sum(len(rs) for _, rs in work)
             state.pairs = n_pairs
@@ -596,8 +648,10 @@ class BatchJob:
                 return
             # Reads run one batch ahead in a background thread, overlapping with the model; t_read
             # counts only the time spent waiting for them.
-            reads = Prefetch((scene.read_tile(t) for t, _ in work),
-                             depth=self.batch_size or cfg.batch_size or CPU_BATCH_SIZE)
+            reads = Prefetch(
+                (scene.read_tile(t) for t, _ in work),
+                depth=self.batch_size or cfg.batch_size or CPU_BATCH_SIZE,
+            )
             try:
                 for k, (tile, rs) in enumerate(work):
                     if state.failed is not None:
@@ -629,8 +683,9 @@ class BatchJob:
         requests = []
         for it in items:
             run = self.runs[it.run]
-            requests.append(GenerationRequest(image=it.image, task=run.task, query=run.query,
-                                              classes=run.classes or None))
+            requests.append(
+                GenerationRequest(image=it.image, task=run.task, query=run.query, classes=run.classes or None)
+            )
         t0 = time.perf_counter()
         try:
             results = gen.generate(requests, max_new_tokens=cfg.max_new_tokens, batch_size=len(requests))
@@ -647,19 +702,43 @@ class BatchJob:
         for it, res in zip(items, results, strict=True):
             state, run = it.state, self.runs[it.run]
             g = state.georef
-            record = AnswerRecord.for_tile(state.path, it.tile, run.task, run.query, res.answer,
-                                           run_id=run.run_id, model=self.model.model,
-                                           precision=self.model.precision)
-            table = detections_for_answer(record, res.parsed, Georef(g.transform, g.crs_wkt),
-                                          dst_crs=state.dst_crs, convention=convention)
+            record = AnswerRecord.for_tile(
+                state.path,
+                it.tile,
+                run.task,
+                run.query,
+                res.answer,
+                run_id=run.run_id,
+                model=self.model.model,
+                precision=self.model.precision,
+            )
+            table = detections_for_answer(
+                record,
+                res.parsed,
+                Georef(g.transform, g.crs_wkt),
+                dst_crs=state.dst_crs,
+                convention=convention,
+            )
             footprint = None
             if not g.pixel_mode:
                 footprint = tile_records([it.tile], g.transform, g.crs_wkt, state.dst_crs)[0].geometry
-            answers.append(TileAnswer(
-                run_id=run.run_id, input_id=state.input_id, scene=state.path, tile=it.tile, answer=res.answer,
-                detections=table, pixel_mode=g.pixel_mode, input_tokens=res.input_tokens,
-                output_tokens=res.output_tokens, seconds=res.seconds,
-                batch_size=getattr(res, "batch_size", len(items)), device=self.device, footprint=footprint))
+            answers.append(
+                TileAnswer(
+                    run_id=run.run_id,
+                    input_id=state.input_id,
+                    scene=state.path,
+                    tile=it.tile,
+                    answer=res.answer,
+                    detections=table,
+                    pixel_mode=g.pixel_mode,
+                    input_tokens=res.input_tokens,
+                    output_tokens=res.output_tokens,
+                    seconds=res.seconds,
+                    batch_size=getattr(res, "batch_size", len(items)),
+                    device=self.device,
+                    footprint=footprint,
+                )
+            )
         c.t_polygons += time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -694,8 +773,10 @@ class BatchJob:
             if state.ready:
                 yield from self._finish(state)
         if c.model_failures_in_a_row >= MAX_CONSECUTIVE_MODEL_FAILURES:
-            raise _Abort(f"the model failed on {c.model_failures_in_a_row} batches in a row (last: {exc}); "
-                         "rerun the same command to resume")
+            raise _Abort(
+                f"the model failed on {c.model_failures_in_a_row} batches in a row (last: {exc}); "
+                "rerun the same command to resume"
+            )
 
     def _finish(self, state: _Input) -> Iterator[Any]:
         t0 = time.perf_counter()
@@ -714,16 +795,28 @@ class BatchJob:
         if state.skipped:
             g = state.georef
             reasons = dict.fromkeys(((t.row, t.col) for t in state.skipped), "nodata")
-            skipped = tile_records(list(state.skipped), None if g.pixel_mode else g.transform, g.crs_wkt,
-                                   state.dst_crs, skipped=reasons)
+            skipped = tile_records(
+                list(state.skipped),
+                None if g.pixel_mode else g.transform,
+                g.crs_wkt,
+                state.dst_crs,
+                skipped=reasons,
+            )
         status = "failed" if state.failed is not None else "done"
         f = state.failed
         for i in state.runs:
             self.store.finish_input(
-                self.run_ids[i], state.input_id, state.path, status=status,
+                self.run_ids[i],
+                state.input_id,
+                state.path,
+                status=status,
                 pixel_mode=state.georef.pixel_mode,
-                tiles_planned=state.tiles_planned, skipped=skipped, stage=f and f.stage,
-                reason=f and f.reason, angle_convention=self.config.angle_convention)
+                tiles_planned=state.tiles_planned,
+                skipped=skipped,
+                stage=f and f.stage,
+                reason=f and f.reason,
+                angle_convention=self.config.angle_convention,
+            )
         c.inputs_finished += 1
         c.tiles_skipped += len(state.skipped) * len(state.runs)
         if f is not None:
@@ -736,8 +829,14 @@ class BatchJob:
 
     def _finished_event(self, state: _Input) -> InputFinished:
         f = state.failed
-        return InputFinished(state.path, "failed" if f else "done", state.tiles_done, state.detections,
-                             f and f.stage, f and f.reason)
+        return InputFinished(
+            state.path,
+            "failed" if f else "done",
+            state.tiles_done,
+            state.detections,
+            f and f.stage,
+            f and f.reason,
+        )
 
     def _progress(self, path: str) -> BatchProgress:
         """Progress, with the pairs still to come estimated from the inputs tiled so far."""
@@ -745,27 +844,52 @@ class BatchJob:
         remaining = len(self.paths) - c.inputs_already_done - c.inputs_started
         per_input = c.tiles_known / c.inputs_planned if c.inputs_planned else 1.0
         expected = c.tiles_known + round(max(remaining, 0) * per_input)
-        return BatchProgress(c.tiles_done, max(expected, c.tiles_done), c.inputs_finished, len(self.paths),
-                             c.raw_detections, path)
+        return BatchProgress(
+            c.tiles_done,
+            max(expected, c.tiles_done),
+            c.inputs_finished,
+            len(self.paths),
+            c.raw_detections,
+            path,
+        )
 
     def _summary(self, status: str, message: str, seconds: float) -> BatchSummary:
         c = self._c
         working = seconds - c.t_load
         totals = self.store.totals(self.run_ids)
         return BatchSummary(
-            status=status, output=str(self.output), answer_log=str(self.store.answer_log),
+            status=status,
+            output=str(self.output),
+            answer_log=str(self.store.answer_log),
             runs=tuple({"run_id": r.run_id, "task": r.task, "query": r.query} for r in self.runs),
-            model=self.model.model, precision=self.model.precision, device=self.device,
-            batch_size=self.batch_size, inputs_total=len(self.paths), inputs_done=c.inputs_done,
-            inputs_already_done=c.inputs_already_done, inputs_failed=c.inputs_failed,
-            inputs_pixel_mode=c.inputs_pixel, tiles_done=c.tiles_done,
-            tiles_already_done=c.tiles_already_done, tiles_skipped_nodata=c.tiles_skipped,
-            tiles_failed=c.tiles_failed, raw_detections=c.raw_detections, detections=totals.detections,
-            store_tiles_done=totals.tiles_done, failures=tuple(c.failures), seconds=round(seconds, 3),
+            model=self.model.model,
+            precision=self.model.precision,
+            device=self.device,
+            batch_size=self.batch_size,
+            inputs_total=len(self.paths),
+            inputs_done=c.inputs_done,
+            inputs_already_done=c.inputs_already_done,
+            inputs_failed=c.inputs_failed,
+            inputs_pixel_mode=c.inputs_pixel,
+            tiles_done=c.tiles_done,
+            tiles_already_done=c.tiles_already_done,
+            tiles_skipped_nodata=c.tiles_skipped,
+            tiles_failed=c.tiles_failed,
+            raw_detections=c.raw_detections,
+            detections=totals.detections,
+            store_tiles_done=totals.tiles_done,
+            failures=tuple(c.failures),
+            seconds=round(seconds, 3),
             tiles_per_second=round(c.tiles_done / working, 3) if working > 0 else 0.0,
-            timings={"load": round(c.t_load, 3), "read": round(c.t_read, 3), "model": round(c.t_model, 3),
-                     "polygons": round(c.t_polygons, 3), "store": round(c.t_store, 3)},
-            message=message)
+            timings={
+                "load": round(c.t_load, 3),
+                "read": round(c.t_read, 3),
+                "model": round(c.t_model, 3),
+                "polygons": round(c.t_polygons, 3),
+                "store": round(c.t_store, 3),
+            },
+            message=message,
+        )
 
 
 @functools.lru_cache(maxsize=64)
@@ -781,8 +905,13 @@ def _output_crs_if_different(src_wkt: str | None, out_wkt: str | None) -> Any | 
 
 
 # --- entry points --------------------------------------------------------------------------------
-def run_batch(config: BatchConfig, generator: Generator | Callable[[], LoadedGenerator], *,
-              model: ModelIdentity, cancel: Callable[[], bool] | None = None) -> Iterator[BatchEvent]:
+def run_batch(
+    config: BatchConfig,
+    generator: Generator | Callable[[], LoadedGenerator],
+    *,
+    model: ModelIdentity,
+    cancel: Callable[[], bool] | None = None,
+) -> Iterator[BatchEvent]:
     """Prepare and run a batch with a given generator (see :class:`BatchJob`); yields its events."""
     job = BatchJob(config, model)
     try:
@@ -791,25 +920,36 @@ def run_batch(config: BatchConfig, generator: Generator | Callable[[], LoadedGen
         job.close()
 
 
-def batch_detect(config: BatchConfig, spec: ModelSpec, *,
-                 cancel: Callable[[], bool] | None = None) -> Iterator[BatchEvent]:
+def batch_detect(
+    config: BatchConfig, spec: ModelSpec, *, cancel: Callable[[], bool] | None = None
+) -> Iterator[BatchEvent]:
     """``rsvg batch``: check the arguments and open the store, then load the model (only when some
     pair is still open) and run; yields :class:`ModelLoaded` before the first batch."""
     from rsvg_desktop.core.model.loader import read_random_weights_flag
 
     model_dir = Path(spec.model_dir)
-    identity = ModelIdentity(model=str(model_dir), model_id=model_fingerprint(model_dir),
-                             precision=str(spec.precision),
-                             random_weights=read_random_weights_flag(model_dir))
+    identity = ModelIdentity(
+        model=str(model_dir),
+        model_id=model_fingerprint(model_dir),
+        precision=str(spec.precision),
+        random_weights=read_random_weights_flag(model_dir),
+    )
 
     def load() -> LoadedGenerator:
         from rsvg_desktop.core.model.generate import GeoChatGenerator, auto_batch_size
         from rsvg_desktop.core.model.loader import LoadSpec, load_model
         from rsvg_desktop.engine.modelops import model_info
 
-        loaded = load_model(LoadSpec(spec.model_dir, spec.precision, spec.device,
-                                     int8_threshold=spec.int8_threshold, double_quant=spec.double_quant,
-                                     use_cache=spec.use_cache))
+        loaded = load_model(
+            LoadSpec(
+                spec.model_dir,
+                spec.precision,
+                spec.device,
+                int8_threshold=spec.int8_threshold,
+                double_quant=spec.double_quant,
+                use_cache=spec.use_cache,
+            )
+        )
         gen = GeoChatGenerator(loaded)
         if cancel is not None:
             gen.should_stop = cancel
@@ -822,4 +962,3 @@ def batch_detect(config: BatchConfig, spec: ModelSpec, *,
 def summary_json(summary: BatchSummary, **extra: Any) -> str:
     """The summary as one line of JSON (``extra`` keys added, e.g. the exit status)."""
     return json.dumps({**summary.to_dict(), **extra}, ensure_ascii=False)
-

@@ -67,8 +67,14 @@ def tiles_in_scope(tiles: tuple[Tile, ...], scope: tuple[int, int, int, int] | N
     c0, r0, w, h = scope
     if w <= 0 or h <= 0:
         raise ConfigError(f"the scope window must have a positive size, got {scope}")
-    return tuple(t for t in tiles if t.col_off < c0 + w and t.col_off + t.width > c0
-                 and t.row_off < r0 + h and t.row_off + t.height > r0)
+    return tuple(
+        t
+        for t in tiles
+        if t.col_off < c0 + w
+        and t.col_off + t.width > c0
+        and t.row_off < r0 + h
+        and t.row_off + t.height > r0
+    )
 
 
 def _prompt_extras(config: RunConfig, random_weights: bool) -> dict[str, object]:
@@ -113,17 +119,30 @@ def run_scene(
 
     with open_scene(config.scene, pixel_mode=config.pixel_mode, bands=config.bands) as scene:
         info = scene.info
-        plan = plan_tiles(scene, tile_size=config.tile_size, overlap=config.overlap,
-                          target_gsd=config.target_gsd, max_nodata_fraction=config.max_nodata_fraction)
+        plan = plan_tiles(
+            scene,
+            tile_size=config.tile_size,
+            overlap=config.overlap,
+            target_gsd=config.target_gsd,
+            max_nodata_fraction=config.max_nodata_fraction,
+        )
         todo = tiles_in_scope(plan.kept, config.scope)
         skipped = tiles_in_scope(plan.skipped, config.scope)
         georef = Georef(info.transform if info.crs_wkt is not None else None, info.crs_wkt)
         output.parent.mkdir(parents=True, exist_ok=True)
         if config.overwrite and log_path.exists():
             log_path.unlink()
-        yield RunStarted(run_id=run_id, scene=info.path, total=len(todo), skipped=len(skipped),
-                         tiles=todo, skipped_tiles=skipped, crs_wkt=info.crs_wkt,
-                         transform=info.transform, answer_log=str(log_path))
+        yield RunStarted(
+            run_id=run_id,
+            scene=info.path,
+            total=len(todo),
+            skipped=len(skipped),
+            tiles=todo,
+            skipped_tiles=skipped,
+            crs_wkt=info.crs_wkt,
+            transform=info.transform,
+            answer_log=str(log_path),
+        )
 
         from rsvg_desktop.core.model.generate import GenerationRequest  # torch only when running
 
@@ -132,9 +151,17 @@ def run_scene(
         errors: list[str] = []
         cancelled = False
         batch_size = max(1, config.batch_size or 4)
-        common = dict(run_id=run_id, model=model, precision=precision, device=device,
-                      angle_convention=convention.value, crs=info.crs_wkt, transform=info.transform,
-                      pixel_mode=info.crs_wkt is None, extra=_prompt_extras(config, random_weights))
+        common = dict(
+            run_id=run_id,
+            model=model,
+            precision=precision,
+            device=device,
+            angle_convention=convention.value,
+            crs=info.crs_wkt,
+            transform=info.transform,
+            pixel_mode=info.crs_wkt is None,
+            extra=_prompt_extras(config, random_weights),
+        )
         # Tiles are read one batch ahead in a background thread, overlapping reads with the model.
         images = Prefetch(iter_tile_images(scene, todo), depth=batch_size)
         try:
@@ -145,26 +172,50 @@ def run_scene(
                         break
                     batch = [next(images) for _ in range(min(batch_size, len(todo) - done))]
                     yield TileStarted(tuple(t for t, _, _ in batch))
-                    requests = [GenerationRequest(image=img, task=config.task, query=config.query,
-                                                  history=config.history, region=config.region,
-                                                  classes=config.classes or None) for _, img, _ in batch]
-                    results = generator.generate(requests, max_new_tokens=config.max_new_tokens,
-                                                 batch_size=len(requests))
+                    requests = [
+                        GenerationRequest(
+                            image=img,
+                            task=config.task,
+                            query=config.query,
+                            history=config.history,
+                            region=config.region,
+                            classes=config.classes or None,
+                        )
+                        for _, img, _ in batch
+                    ]
+                    results = generator.generate(
+                        requests, max_new_tokens=config.max_new_tokens, batch_size=len(requests)
+                    )
                     for (tile, _, _), res in zip(batch, results, strict=True):
-                        record = writer.write(AnswerRecord.for_tile(
-                            info.path, tile, config.task, config.query, res.answer,
-                            input_tokens=res.input_tokens,
-                            output_tokens=res.output_tokens, seconds=res.seconds, **common))
+                        record = writer.write(
+                            AnswerRecord.for_tile(
+                                info.path,
+                                tile,
+                                config.task,
+                                config.query,
+                                res.answer,
+                                input_tokens=res.input_tokens,
+                                output_tokens=res.output_tokens,
+                                seconds=res.seconds,
+                                **common,
+                            )
+                        )
                         table = detections_for_answer(record, res.parsed, georef, convention=convention)
                         tables.append(table)
                         done += 1
                         yield TileDone(
-                            tile=tile, answer=res.answer, text=res.parsed.text,
+                            tile=tile,
+                            answer=res.answer,
+                            text=res.parsed.text,
                             phrases=tuple(table.phrase.tolist()),
                             angles=tuple(None if np.isnan(a) else float(a) for a in table.angle),
                             polygons_wkb=tuple(shapely.to_wkb(table.geometry).tolist()) if len(table) else (),
-                            done=done, total=len(todo), seconds=res.seconds,
-                            input_tokens=res.input_tokens, output_tokens=res.output_tokens)
+                            done=done,
+                            total=len(todo),
+                            seconds=res.seconds,
+                            input_tokens=res.input_tokens,
+                            output_tokens=res.output_tokens,
+                        )
         except GeneratorExit:
             cancelled = True
             raise
@@ -181,22 +232,61 @@ def run_scene(
             answered = {(t.row, t.col) for t in todo[:done]}
             tile_recs = tile_records(
                 [t for t in todo if (t.row, t.col) in answered] + list(skipped),
-                georef.transform, info.crs_wkt,
-                skipped={(t.row, t.col): "nodata" for t in skipped}, run_id=run_id)
-            run = RunInfo(run_id=run_id, scene=info.path, model=model, precision=precision, device=device,
-                          angle_convention=convention, tile_size=config.tile_size, overlap=config.overlap,
-                          random_weights=random_weights, task=config.task, query=config.query,
-                          extra=(("tiles_done", str(done)), ("tiles_total", str(len(todo))),
-                                 ("cancelled", str(cancelled))))
+                georef.transform,
+                info.crs_wkt,
+                skipped={(t.row, t.col): "nodata" for t in skipped},
+                run_id=run_id,
+            )
+            run = RunInfo(
+                run_id=run_id,
+                scene=info.path,
+                model=model,
+                precision=precision,
+                device=device,
+                angle_convention=convention,
+                tile_size=config.tile_size,
+                overlap=config.overlap,
+                random_weights=random_weights,
+                task=config.task,
+                query=config.query,
+                extra=(
+                    ("tiles_done", str(done)),
+                    ("tiles_total", str(len(todo))),
+                    ("cancelled", str(cancelled)),
+                ),
+            )
             try:
                 export_detections(output, kept, crs=info.crs_wkt, tiles=tile_recs, run=run, overwrite=True)
             except RsvgError as exc:  # the answer log still holds everything: `rsvg export` rebuilds it
-                log.error("run %s: writing %s failed (%s); rebuild it with: rsvg export %s -o %s",
-                          run_id, output, exc, log_path, output)
+                log.error(
+                    "run %s: writing %s failed (%s); rebuild it with: rsvg export %s -o %s",
+                    run_id,
+                    output,
+                    exc,
+                    log_path,
+                    output,
+                )
                 errors.append(str(exc))
-            log.info("run %s: %d/%d tiles, %d boxes, %d after merging → %s", run_id, done, len(todo),
-                     len(table), len(kept), output)
-    yield RunFinished(run_id=run_id, done=done, total=len(todo), skipped=len(skipped), failed=failed,
-                      detections=len(kept), raw_detections=len(table),
-                      seconds=time.monotonic() - started, cancelled=cancelled, output=str(output),
-                      answer_log=str(log_path), errors=tuple(errors))
+            log.info(
+                "run %s: %d/%d tiles, %d boxes, %d after merging → %s",
+                run_id,
+                done,
+                len(todo),
+                len(table),
+                len(kept),
+                output,
+            )
+    yield RunFinished(
+        run_id=run_id,
+        done=done,
+        total=len(todo),
+        skipped=len(skipped),
+        failed=failed,
+        detections=len(kept),
+        raw_detections=len(table),
+        seconds=time.monotonic() - started,
+        cancelled=cancelled,
+        output=str(output),
+        answer_log=str(log_path),
+        errors=tuple(errors),
+    )

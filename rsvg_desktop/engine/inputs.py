@@ -59,9 +59,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: File name endings recognised as rasters when a folder or glob is searched (lower case).
-RASTER_SUFFIXES: frozenset[str] = frozenset({
-    ".tif", ".tiff", ".gtif", ".png", ".jpg", ".jpeg", ".jp2", ".j2k", ".img", ".vrt", ".bmp", ".webp",
-})
+RASTER_SUFFIXES: frozenset[str] = frozenset(
+    {
+        ".tif",
+        ".tiff",
+        ".gtif",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".jp2",
+        ".j2k",
+        ".img",
+        ".vrt",
+        ".bmp",
+        ".webp",
+    }
+)
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -98,8 +111,9 @@ def expand_inputs(args: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
         if os.path.isdir(arg):
             files = _walk(arg)
             if not files:
-                raise ConfigError(f"{arg}: the folder holds no raster files "
-                                  f"({', '.join(sorted(RASTER_SUFFIXES))})")
+                raise ConfigError(
+                    f"{arg}: the folder holds no raster files ({', '.join(sorted(RASTER_SUFFIXES))})"
+                )
         elif os.path.exists(arg):
             files = [arg]
         elif _is_glob(arg):
@@ -212,8 +226,11 @@ def _query_from_json(obj: object, default_task: str) -> Query:
     classes = obj.get("classes", ())
     if not isinstance(task, str) or not isinstance(query, str):
         raise ConfigError("'task' and 'query' must be strings")
-    if isinstance(classes, str) or not isinstance(classes, list | tuple) \
-            or not all(isinstance(c, str) for c in classes):
+    if (
+        isinstance(classes, str)
+        or not isinstance(classes, list | tuple)
+        or not all(isinstance(c, str) for c in classes)
+    ):
         raise ConfigError("'classes' must be a list of strings")
     return Query(task, query, tuple(classes))
 

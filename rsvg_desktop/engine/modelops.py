@@ -16,8 +16,12 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("bf16", "fp16", "fp32", "int8", "nf4", "fp4")
 
 
-def memory_estimates(model_dir: str | os.PathLike[str] | None, precisions: Sequence[str] = PRECISIONS,
-                     *, double_quant: bool = True) -> list[Any]:
+def memory_estimates(
+    model_dir: str | os.PathLike[str] | None,
+    precisions: Sequence[str] = PRECISIONS,
+    *,
+    double_quant: bool = True,
+) -> list[Any]:
     """Exact weight memory per precision, computed on the meta device (no weights read). ``model_dir``
     ``None`` → the published GeoChat-7B configuration, so a user can size it before downloading."""
     from rsvg_desktop.core.model.memory import estimate_weight_bytes, geochat7b_config
@@ -26,9 +30,14 @@ def memory_estimates(model_dir: str | os.PathLike[str] | None, precisions: Seque
     return [estimate_weight_bytes(config, p, double_quant=double_quant) for p in precisions]
 
 
-def convert_model(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                  clip: str | os.PathLike[str] | None = None, overwrite: bool = False,
-                  progress: Callable[[Any], None] | None = None) -> Any:
+def convert_model(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    clip: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    progress: Callable[[Any], None] | None = None,
+) -> Any:
     from rsvg_desktop.core.model.convert import convert_geochat
 
     return convert_geochat(src, out, clip_dir=clip, overwrite=overwrite, progress=progress)
@@ -54,7 +63,8 @@ def resolve_model_dir(explicit: str | os.PathLike[str] | None, *, smoke: bool = 
     if found.needs_conversion:
         raise ModelNotFoundError(
             f"{found.path} is an original GeoChat checkpoint: convert it once with "
-            f"`rsvg model convert {found.path} -o CONVERTED_DIR`, then pass --model CONVERTED_DIR")
+            f"`rsvg model convert {found.path} -o CONVERTED_DIR`, then pass --model CONVERTED_DIR"
+        )
     return found.path
 
 
@@ -63,10 +73,18 @@ def model_info(loaded: Any) -> ModelInfo:
     from rsvg_desktop.core.model.precision import dtype_name
 
     return ModelInfo(
-        model_dir=str(loaded.spec.model_dir), precision=str(loaded.precision), device=loaded.device,
-        device_name=loaded.device_name, dtype=dtype_name(loaded.dtype), param_bytes=loaded.weight_bytes,
-        load_seconds=loaded.load_seconds, from_cache=loaded.from_cache,
-        random_weights=loaded.random_weights, description=loaded.describe(), notes=tuple(loaded.notes))
+        model_dir=str(loaded.spec.model_dir),
+        precision=str(loaded.precision),
+        device=loaded.device,
+        device_name=loaded.device_name,
+        dtype=dtype_name(loaded.dtype),
+        param_bytes=loaded.weight_bytes,
+        load_seconds=loaded.load_seconds,
+        from_cache=loaded.from_cache,
+        random_weights=loaded.random_weights,
+        description=loaded.describe(),
+        notes=tuple(loaded.notes),
+    )
 
 
 def _check_scene(config: RunConfig) -> None:
@@ -82,12 +100,22 @@ def _check_scene(config: RunConfig) -> None:
             if path.exists():
                 raise OutputExistsError(f"{path} exists (use --overwrite to replace the run's outputs)")
     with open_scene(config.scene, pixel_mode=config.pixel_mode, bands=config.bands) as scene:
-        plan_tiles(scene, tile_size=config.tile_size, overlap=config.overlap, target_gsd=config.target_gsd,
-                   max_nodata_fraction=config.max_nodata_fraction)
+        plan_tiles(
+            scene,
+            tile_size=config.tile_size,
+            overlap=config.overlap,
+            target_gsd=config.target_gsd,
+            max_nodata_fraction=config.max_nodata_fraction,
+        )
 
 
-def detect(config: RunConfig, spec: ModelSpec, *, cancel: Callable[[], bool] | None = None,
-           batch_size: int | None = None) -> Iterator[Any]:
+def detect(
+    config: RunConfig,
+    spec: ModelSpec,
+    *,
+    cancel: Callable[[], bool] | None = None,
+    batch_size: int | None = None,
+) -> Iterator[Any]:
     """Load the model in this process, then run the scene job; yields :class:`ModelLoaded` first, then
     the job's events (see :func:`rsvg_desktop.engine.detect.run_scene`)."""
     from rsvg_desktop.core.model.generate import GeoChatGenerator, auto_batch_size
@@ -95,9 +123,16 @@ def detect(config: RunConfig, spec: ModelSpec, *, cancel: Callable[[], bool] | N
     from rsvg_desktop.engine.detect import run_scene
 
     _check_scene(config)  # a scene that cannot run fails before the (slow) model load
-    loaded = load_model(LoadSpec(spec.model_dir, spec.precision, spec.device,
-                                 int8_threshold=spec.int8_threshold, double_quant=spec.double_quant,
-                                 use_cache=spec.use_cache))
+    loaded = load_model(
+        LoadSpec(
+            spec.model_dir,
+            spec.precision,
+            spec.device,
+            int8_threshold=spec.int8_threshold,
+            double_quant=spec.double_quant,
+            use_cache=spec.use_cache,
+        )
+    )
     yield ModelLoaded(model_info(loaded))
     generator = GeoChatGenerator(loaded)
     if cancel is not None:
@@ -106,7 +141,13 @@ def detect(config: RunConfig, spec: ModelSpec, *, cancel: Callable[[], bool] | N
         from dataclasses import replace
 
         config = replace(config, batch_size=batch_size or auto_batch_size(loaded, config.max_new_tokens))
-    events: Iterator[Event] = run_scene(config, generator, model=str(spec.model_dir),
-                                        precision=str(loaded.precision), device=loaded.device_name,
-                                        random_weights=loaded.random_weights, cancel=cancel)
+    events: Iterator[Event] = run_scene(
+        config,
+        generator,
+        model=str(spec.model_dir),
+        precision=str(loaded.precision),
+        device=loaded.device_name,
+        random_weights=loaded.random_weights,
+        cancel=cancel,
+    )
     yield from events

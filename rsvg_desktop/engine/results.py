@@ -51,15 +51,21 @@ def detections_for_answer(
     convention: AngleConvention | str = AngleConvention.CCW,
 ) -> DetectionTable:
     """The boxes of one answered tile as a table of polygons (scene CRS, or ``dst_crs``)."""
-    tile = record.tile or Tile(0, 0, record.col_off, record.row_off, record.width, record.height,
-                               record.tile_size)
+    tile = record.tile or Tile(
+        0, 0, record.col_off, record.row_off, record.width, record.height, record.tile_size
+    )
     return DetectionTable.from_tile_objects(
         ((tile, obj) for obj in parsed.objects),
-        task=record.task, query=record.query, model=record.model or "", precision=record.precision or "",
-        run_id=record.run_id or "", scene=record.scene,
+        task=record.task,
+        query=record.query,
+        model=record.model or "",
+        precision=record.precision or "",
+        run_id=record.run_id or "",
+        scene=record.scene,
         # Pixel mode: polygons stay in scene pixels (x right, y down), whatever the file's transform.
         transform6=georef.transform if georef.crs_wkt is not None else None,
-        src_crs=georef.crs_wkt, dst_crs=dst_crs if georef.crs_wkt is not None else None,
+        src_crs=georef.crs_wkt,
+        dst_crs=dst_crs if georef.crs_wkt is not None else None,
         angle_convention=AngleConvention(convention),
     )
 
@@ -69,8 +75,10 @@ def merge_table(table: DetectionTable, config: MergeConfig = MergeConfig()) -> n
     (pixel corners are only comparable inside one scene); ascending."""
     if not len(table):
         return np.empty(0, dtype=np.int64)
-    keys = np.asarray([f"{s}\x1f{t}\x1f{q}" for s, t, q in zip(table.scene, table.task, table.query,
-                                                               strict=True)], dtype=object)
+    keys = np.asarray(
+        [f"{s}\x1f{t}\x1f{q}" for s, t, q in zip(table.scene, table.task, table.query, strict=True)],
+        dtype=object,
+    )
     kept: list[np.ndarray] = []
     for key in dict.fromkeys(keys.tolist()):
         idx = np.flatnonzero(keys == key)
@@ -147,8 +155,10 @@ def export_answer_log(
         raise AnswerLogError(f"{log_path}: the answer log holds no records")
     conventions = {angle_convention or r.angle_convention or "ccw" for r in records}
     if len(conventions) > 1:
-        raise ConfigError(f"{log_path}: records use different angle conventions {sorted(conventions)}; "
-                          "choose one with the angle-convention option")
+        raise ConfigError(
+            f"{log_path}: records use different angle conventions {sorted(conventions)}; "
+            "choose one with the angle-convention option"
+        )
     convention = AngleConvention(conventions.pop())
 
     georefs = _GeorefCache()
@@ -162,8 +172,10 @@ def export_answer_log(
     for rec in records:
         georef = georefs.get(rec)
         if (georef.crs_wkt is None) != (out_crs is None):
-            raise ConfigError(f"{log_path}: the log mixes georeferenced and pixel-mode scenes "
-                              f"({rec.scene}); export them separately")
+            raise ConfigError(
+                f"{log_path}: the log mixes georeferenced and pixel-mode scenes "
+                f"({rec.scene}); export them separately"
+            )
         parsed = parse_answer(rec.answer)
         table = detections_for_answer(rec, parsed, georef, dst_crs=out_crs, convention=convention)
         tables.append(table)
@@ -185,23 +197,39 @@ def export_answer_log(
     for tile, georef in tiles.values():
         tile_recs.extend(tile_records([tile], georef.transform, georef.crs_wkt, out_crs))
     runs = _run_infos(records, convention, out_crs)
-    result = export_detections(output, table, crs=out_crs, tiles=tile_recs, run=runs,
-                               overwrite=overwrite, fmt=fmt)
-    log.info("%s: %d records, %d boxes, %d excluded, %d after merging → %s", log_path, len(records), raw,
-             n_excluded, len(table), result.path)
+    result = export_detections(
+        output, table, crs=out_crs, tiles=tile_recs, run=runs, overwrite=overwrite, fmt=fmt
+    )
+    log.info(
+        "%s: %d records, %d boxes, %d excluded, %d after merging → %s",
+        log_path,
+        len(records),
+        raw,
+        n_excluded,
+        len(table),
+        result.path,
+    )
     return ExportSummary(str(log_path), len(records), raw, len(table), n_excluded, result)
 
 
-def _run_infos(records: Sequence[AnswerRecord], convention: AngleConvention,
-               crs: CRS | None) -> list[RunInfo]:
+def _run_infos(
+    records: Sequence[AnswerRecord], convention: AngleConvention, crs: CRS | None
+) -> list[RunInfo]:
     runs: dict[str, RunInfo] = {}
     for rec in records:
         rid = rec.run_id or ""
         if rid in runs:
             continue
         runs[rid] = RunInfo(
-            run_id=rid, scene=rec.scene, model=rec.model or "", precision=rec.precision or "",
-            device=rec.device or "", angle_convention=convention, tile_size=rec.tile_size,
-            task=rec.task, query=rec.query, random_weights=bool(rec.extra.get("random_weights", False)),
+            run_id=rid,
+            scene=rec.scene,
+            model=rec.model or "",
+            precision=rec.precision or "",
+            device=rec.device or "",
+            angle_convention=convention,
+            tile_size=rec.tile_size,
+            task=rec.task,
+            query=rec.query,
+            random_weights=bool(rec.extra.get("random_weights", False)),
         )
     return list(runs.values())

@@ -21,28 +21,53 @@ class SceneSummary:
     plan: TilePlan
 
 
-def describe_scene(path: str | os.PathLike[str], *, tile_size: int = DEFAULT_TILE_SIZE,
-                   overlap: int = DEFAULT_OVERLAP, target_gsd: float | None = None,
-                   pixel_mode: bool = False, bands: tuple[int, ...] | None = None,
-                   max_nodata_fraction: float = 1.0) -> SceneSummary:
+def describe_scene(
+    path: str | os.PathLike[str],
+    *,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    target_gsd: float | None = None,
+    pixel_mode: bool = False,
+    bands: tuple[int, ...] | None = None,
+    max_nodata_fraction: float = 1.0,
+) -> SceneSummary:
     """Open a scene and lay its tile grid (reads only a decimated validity mask, never all pixels).
 
     A scene with no valid pixel gives a plan with zero kept tiles (not an error) so it can be described.
     """
     with open_scene(path, pixel_mode=pixel_mode, bands=bands) as scene:
-        plan = plan_tiles(scene, tile_size=tile_size, overlap=overlap, target_gsd=target_gsd,
-                          max_nodata_fraction=max_nodata_fraction, allow_empty=True)
+        plan = plan_tiles(
+            scene,
+            tile_size=tile_size,
+            overlap=overlap,
+            target_gsd=target_gsd,
+            max_nodata_fraction=max_nodata_fraction,
+            allow_empty=True,
+        )
         return SceneSummary(scene.info, plan)
 
 
-def write_tile_grid(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
-                    tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
-                    target_gsd: float | None = None, pixel_mode: bool = False,
-                    max_nodata_fraction: float = 1.0, overwrite: bool = False,
-                    fmt: str | None = None) -> tuple[SceneSummary, ExportResult]:
+def write_tile_grid(
+    path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    target_gsd: float | None = None,
+    pixel_mode: bool = False,
+    max_nodata_fraction: float = 1.0,
+    overwrite: bool = False,
+    fmt: str | None = None,
+) -> tuple[SceneSummary, ExportResult]:
     """Write the scene's tile footprints (skipped nodata tiles flagged) as a vector file."""
-    summary = describe_scene(path, tile_size=tile_size, overlap=overlap, target_gsd=target_gsd,
-                             pixel_mode=pixel_mode, max_nodata_fraction=max_nodata_fraction)
+    summary = describe_scene(
+        path,
+        tile_size=tile_size,
+        overlap=overlap,
+        target_gsd=target_gsd,
+        pixel_mode=pixel_mode,
+        max_nodata_fraction=max_nodata_fraction,
+    )
     info, plan = summary.info, summary.plan
     transform = info.transform if info.crs_wkt is not None else None
     skipped = {(t.row, t.col): "nodata" for t in plan.skipped}

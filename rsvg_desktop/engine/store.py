@@ -99,18 +99,46 @@ RTREE_EXTENSION = "http://www.geopackage.org/spec120/#extension_rtree"
 
 # --- column sets -------------------------------------------------------------------------------
 _DET_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("run_id", "TEXT"), ("input_id", "INTEGER"), ("scene", "TEXT"), ("task", "TEXT"), ("query", "TEXT"),
-    ("phrase", "TEXT"), ("tile_row", "INTEGER"), ("tile_col", "INTEGER"), ("tile_id", "TEXT"),
-    ("box_index", "INTEGER"), ("angle", "REAL"), ("box_x1", "REAL"), ("box_y1", "REAL"),
-    ("box_x2", "REAL"), ("box_y2", "REAL"), ("col_off", "INTEGER"), ("row_off", "INTEGER"),
-    ("win_width", "INTEGER"), ("win_height", "INTEGER"), ("model", "TEXT"), ("precision", "TEXT"),
-    ("angle_convention", "TEXT"), ("area", "REAL"), ("pixel_mode", "BOOLEAN"),
+    ("run_id", "TEXT"),
+    ("input_id", "INTEGER"),
+    ("scene", "TEXT"),
+    ("task", "TEXT"),
+    ("query", "TEXT"),
+    ("phrase", "TEXT"),
+    ("tile_row", "INTEGER"),
+    ("tile_col", "INTEGER"),
+    ("tile_id", "TEXT"),
+    ("box_index", "INTEGER"),
+    ("angle", "REAL"),
+    ("box_x1", "REAL"),
+    ("box_y1", "REAL"),
+    ("box_x2", "REAL"),
+    ("box_y2", "REAL"),
+    ("col_off", "INTEGER"),
+    ("row_off", "INTEGER"),
+    ("win_width", "INTEGER"),
+    ("win_height", "INTEGER"),
+    ("model", "TEXT"),
+    ("precision", "TEXT"),
+    ("angle_convention", "TEXT"),
+    ("area", "REAL"),
+    ("pixel_mode", "BOOLEAN"),
 )
 _FOOTPRINT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("run_id", "TEXT"), ("input_id", "INTEGER"), ("scene", "TEXT"), ("tile_id", "TEXT"),
-    ("tile_row", "INTEGER"), ("tile_col", "INTEGER"), ("col_off", "INTEGER"), ("row_off", "INTEGER"),
-    ("width", "INTEGER"), ("height", "INTEGER"), ("size", "INTEGER"), ("skipped", "BOOLEAN"),
-    ("skip_reason", "TEXT"), ("n_boxes", "INTEGER"),
+    ("run_id", "TEXT"),
+    ("input_id", "INTEGER"),
+    ("scene", "TEXT"),
+    ("tile_id", "TEXT"),
+    ("tile_row", "INTEGER"),
+    ("tile_col", "INTEGER"),
+    ("col_off", "INTEGER"),
+    ("row_off", "INTEGER"),
+    ("width", "INTEGER"),
+    ("height", "INTEGER"),
+    ("size", "INTEGER"),
+    ("skipped", "BOOLEAN"),
+    ("skip_reason", "TEXT"),
+    ("n_boxes", "INTEGER"),
 )
 
 
@@ -126,41 +154,95 @@ def _empty(columns: dict[str, str]) -> pd.DataFrame:
 #: Attribute tables, created with GDAL (through pyogrio) when the store is created: name → columns.
 _ATTRIBUTE_TABLES: dict[str, dict[str, str]] = {
     "tiles": {
-        "run_id": "object", "input_id": "int64", "scene": "object", "tile_id": "object",
-        "tile_row": "int64", "tile_col": "int64", "col_off": "int64", "row_off": "int64", "width": "int64",
-        "height": "int64", "size": "int64", "status": "object", "skip_reason": "object",
-        "answer": "object", "n_boxes": "int64", "input_tokens": "int64", "output_tokens": "int64",
-        "seconds": "float64", "batch_size": "int64", "device": "object", "pixel_mode": "bool",
+        "run_id": "object",
+        "input_id": "int64",
+        "scene": "object",
+        "tile_id": "object",
+        "tile_row": "int64",
+        "tile_col": "int64",
+        "col_off": "int64",
+        "row_off": "int64",
+        "width": "int64",
+        "height": "int64",
+        "size": "int64",
+        "status": "object",
+        "skip_reason": "object",
+        "answer": "object",
+        "n_boxes": "int64",
+        "input_tokens": "int64",
+        "output_tokens": "int64",
+        "seconds": "float64",
+        "batch_size": "int64",
+        "device": "object",
+        "pixel_mode": "bool",
         "time": "object",
     },
     "inputs": {
-        "path": "object", "name": "object", "driver": "object", "width": "int64", "height": "int64",
-        "bands": "int64", "dtype": "object", "crs": "object", "crs_wkt": "object", "transform": "object",
-        "georef_source": "object", "pixel_mode": "bool", "size_bytes": "int64", "mtime_ns": "int64",
+        "path": "object",
+        "name": "object",
+        "driver": "object",
+        "width": "int64",
+        "height": "int64",
+        "bands": "int64",
+        "dtype": "object",
+        "crs": "object",
+        "crs_wkt": "object",
+        "transform": "object",
+        "georef_source": "object",
+        "pixel_mode": "bool",
+        "size_bytes": "int64",
+        "mtime_ns": "int64",
         "first_seen": "object",
     },
     "input_runs": {
-        "run_id": "object", "input_id": "int64", "path": "object", "status": "object",
-        "stage": "object", "reason": "object", "tiles_planned": "int64", "tiles_done": "int64",
-        "tiles_skipped": "int64", "raw_detections": "int64", "detections": "int64", "pixel_mode": "bool",
+        "run_id": "object",
+        "input_id": "int64",
+        "path": "object",
+        "status": "object",
+        "stage": "object",
+        "reason": "object",
+        "tiles_planned": "int64",
+        "tiles_done": "int64",
+        "tiles_skipped": "int64",
+        "raw_detections": "int64",
+        "detections": "int64",
+        "pixel_mode": "bool",
         "updated": "object",
     },
     "run": {
-        "run_id": "object", "task": "object", "query": "object", "classes": "object", "prompt": "object",
-        "prompt_sha256": "object", "model": "object", "model_id": "object", "precision": "object",
-        "angle_convention": "object", "angle_convention_doc": "object", "tile_size": "int64",
-        "overlap": "int64", "target_gsd": "float64", "max_new_tokens": "int64", "assume_crs": "object",
-        "random_weights": "bool", "tool_version": "object", "created": "object",
+        "run_id": "object",
+        "task": "object",
+        "query": "object",
+        "classes": "object",
+        "prompt": "object",
+        "prompt_sha256": "object",
+        "model": "object",
+        "model_id": "object",
+        "precision": "object",
+        "angle_convention": "object",
+        "angle_convention_doc": "object",
+        "tile_size": "int64",
+        "overlap": "int64",
+        "target_gsd": "float64",
+        "max_new_tokens": "int64",
+        "assume_crs": "object",
+        "random_weights": "bool",
+        "tool_version": "object",
+        "created": "object",
     },
     "sessions": {
-        "started": "object", "finished": "object", "status": "object", "pid": "int64",
-        "command": "object", "summary": "object",
+        "started": "object",
+        "finished": "object",
+        "status": "object",
+        "pid": "int64",
+        "command": "object",
+        "summary": "object",
     },
 }
 
 _INDEXES = (
     'CREATE UNIQUE INDEX IF NOT EXISTS "ux_tiles_key" ON "tiles" '
-    '(run_id, input_id, col_off, row_off, width, height)',
+    "(run_id, input_id, col_off, row_off, width, height)",
     'CREATE UNIQUE INDEX IF NOT EXISTS "ux_inputs_path" ON "inputs" (path)',
     'CREATE UNIQUE INDEX IF NOT EXISTS "ux_input_runs_key" ON "input_runs" (run_id, input_id)',
     'CREATE UNIQUE INDEX IF NOT EXISTS "ux_run_id" ON "run" (run_id)',
@@ -180,8 +262,10 @@ def gpkg_blob(geoms: np.ndarray | Sequence[Any], srs_id: int) -> list[bytes]:
     wkb = shapely.to_wkb(arr, byte_order=1, output_dimension=2, flavor="iso")
     bounds = shapely.bounds(arr)  # minx, miny, maxx, maxy
     pack = _HEADER.pack
-    return [pack(b"GP", 0, 0b0000_0011, srs_id, b[0], b[2], b[1], b[3]) + w
-            for b, w in zip(bounds.tolist(), wkb.tolist(), strict=True)]
+    return [
+        pack(b"GP", 0, 0b0000_0011, srs_id, b[0], b[2], b[1], b[3]) + w
+        for b, w in zip(bounds.tolist(), wkb.tolist(), strict=True)
+    ]
 
 
 def _parse_header(blob: bytes) -> tuple[int, bool, tuple[float, ...] | None]:
@@ -235,11 +319,13 @@ class _Envelopes:
 
     def register(self, con: sqlite3.Connection) -> None:
         get = self.get
-        con.create_function("ST_IsEmpty", 1, lambda b: None if b is None else int(get(b) is None),
-                            deterministic=True)
+        con.create_function(
+            "ST_IsEmpty", 1, lambda b: None if b is None else int(get(b) is None), deterministic=True
+        )
         for i, name in enumerate(("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY")):
-            con.create_function(name, 1, lambda b, i=i: None if (e := get(b)) is None else e[i],
-                                deterministic=True)
+            con.create_function(
+                name, 1, lambda b, i=i: None if (e := get(b)) is None else e[i], deterministic=True
+            )
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -366,8 +452,14 @@ class BatchStore:
 
     # --- opening ----------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike[str], answer_log: str | os.PathLike[str], *,
-             overwrite: bool = False, crs_wkt: str | None = None) -> BatchStore:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        answer_log: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        crs_wkt: str | None = None,
+    ) -> BatchStore:
         """Open the store at ``path`` to resume it, or create it (``overwrite`` starts afresh).
 
         ``crs_wkt`` fixes the output CRS of a new store (an existing one must agree). Raises
@@ -394,7 +486,8 @@ class BatchStore:
                 if log_path.exists() and log_path.stat().st_size > 0:
                     raise OutputExistsError(
                         f"{log_path} exists but its run store {path} does not: move the log away, or pass "
-                        "--overwrite to start a new run store")
+                        "--overwrite to start a new run store"
+                    )
                 _create(path)
                 con = _connect(path)
             store = cls(path, log_path, con, lock_fd)
@@ -464,8 +557,10 @@ class BatchStore:
         wanted = CRS.from_user_input(crs_wkt)
         if current is not None:
             if not CRS.from_wkt(current).equals(wanted):
-                raise ConfigError(f"{self.path} holds results in {_crs_label(CRS.from_wkt(current))}, not "
-                                  f"{_crs_label(wanted)}: resume without --crs, or use another output")
+                raise ConfigError(
+                    f"{self.path} holds results in {_crs_label(CRS.from_wkt(current))}, not "
+                    f"{_crs_label(wanted)}: resume without --crs, or use another output"
+                )
             return
         with self._transaction_raw():
             srs_id = _ensure_srs(self._con, wanted)
@@ -484,33 +579,46 @@ class BatchStore:
         if "detections_pixel" in self._layers:
             return
         with self._transaction_raw():
-            for name, desc in (("detections_pixel", "merged detections in pixel coordinates (no CRS)"),
-                               ("tile_detections_pixel", "raw boxes in pixel coordinates (no CRS)")):
+            for name, desc in (
+                ("detections_pixel", "merged detections in pixel coordinates (no CRS)"),
+                ("tile_detections_pixel", "raw boxes in pixel coordinates (no CRS)"),
+            ):
                 self._create_layer(name, _det_columns(True), PIXEL_SRS_ID, desc)
         self._ensure_styles()
 
     def _create_layer(self, name: str, columns: Sequence[tuple[str, str]], srs_id: int, desc: str) -> None:
         con = self._con
         cols = ", ".join(f'"{c}" {t}' for c, t in columns)
-        con.execute(f'CREATE TABLE "{name}" ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
-                    f'"geom" POLYGON, {cols})')
-        con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change,"
-                    " srs_id) VALUES (?, 'features', ?, ?, ?, ?)", (name, name, desc, _gpkg_now(), srs_id))
-        con.execute("INSERT INTO gpkg_geometry_columns (table_name, column_name, geometry_type_name, srs_id,"
-                    " z, m) VALUES (?, 'geom', 'POLYGON', ?, 0, 0)", (name, srs_id))
+        con.execute(
+            f'CREATE TABLE "{name}" ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
+            f'"geom" POLYGON, {cols})'
+        )
+        con.execute(
+            "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change,"
+            " srs_id) VALUES (?, 'features', ?, ?, ?, ?)",
+            (name, name, desc, _gpkg_now(), srs_id),
+        )
+        con.execute(
+            "INSERT INTO gpkg_geometry_columns (table_name, column_name, geometry_type_name, srs_id,"
+            " z, m) VALUES (?, 'geom', 'POLYGON', ?, 0, 0)",
+            (name, srs_id),
+        )
         _count_triggers(con, name)
         _rtree(con, name)
         if name.startswith(("detections", "tile_detections")):
             con.execute(f'CREATE INDEX "ix_{name}_key" ON "{name}" (input_id, run_id)')
         else:
-            con.execute(f'CREATE UNIQUE INDEX "ux_{name}_key" ON "{name}" '
-                        "(run_id, input_id, col_off, row_off, width, height)")
+            con.execute(
+                f'CREATE UNIQUE INDEX "ux_{name}_key" ON "{name}" '
+                "(run_id, input_id, col_off, row_off, width, height)"
+            )
         self._layers[name] = _Layer(name, srs_id)
 
     def _load_layers(self) -> None:
         rows = self._con.execute(
             "SELECT c.table_name, g.srs_id, c.min_x, c.min_y, c.max_x, c.max_y FROM gpkg_contents c "
-            "JOIN gpkg_geometry_columns g ON g.table_name = c.table_name").fetchall()
+            "JOIN gpkg_geometry_columns g ON g.table_name = c.table_name"
+        ).fetchall()
         for name, srs_id, x0, y0, x1, y1 in rows:
             extent = None if x0 is None else [x0, y0, x1, y1]
             self._layers[name] = _Layer(name, srs_id, extent)
@@ -584,8 +692,11 @@ class BatchStore:
         now = _gpkg_now()
         for lay in self._layers.values():
             if lay.dirty and lay.extent is not None:
-                self._con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ?, "
-                                  "last_change = ? WHERE table_name = ?", (*lay.extent, now, lay.name))
+                self._con.execute(
+                    "UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ?, "
+                    "last_change = ? WHERE table_name = ?",
+                    (*lay.extent, now, lay.name),
+                )
                 lay.dirty = False
         for name in self._txn.touched if self._txn is not None else ():
             self._con.execute("UPDATE gpkg_contents SET last_change = ? WHERE table_name = ?", (now, name))
@@ -593,8 +704,8 @@ class BatchStore:
     def _reload_extents(self) -> None:
         for lay in self._layers.values():
             row = self._con.execute(
-                "SELECT min_x, min_y, max_x, max_y FROM gpkg_contents WHERE table_name = ?",
-                (lay.name,)).fetchone()
+                "SELECT min_x, min_y, max_x, max_y FROM gpkg_contents WHERE table_name = ?", (lay.name,)
+            ).fetchone()
             lay.extent = None if row is None or row[0] is None else list(row)
             lay.dirty = False
 
@@ -609,11 +720,28 @@ class BatchStore:
                 " model_id, precision, angle_convention, angle_convention_doc, tile_size, overlap,"
                 " target_gsd, max_new_tokens, assume_crs, random_weights, tool_version, created) VALUES"
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run.run_id, run.task, run.query, json.dumps(list(run.classes)), run.prompt,
-                 run.prompt_sha256, run.model, run.model_id, run.precision, run.angle_convention,
-                 AngleConvention(run.angle_convention).description, run.tile_size, run.overlap,
-                 run.target_gsd, run.max_new_tokens, run.assume_crs, int(run.random_weights), __version__,
-                 utc_now_iso()))
+                (
+                    run.run_id,
+                    run.task,
+                    run.query,
+                    json.dumps(list(run.classes)),
+                    run.prompt,
+                    run.prompt_sha256,
+                    run.model,
+                    run.model_id,
+                    run.precision,
+                    run.angle_convention,
+                    AngleConvention(run.angle_convention).description,
+                    run.tile_size,
+                    run.overlap,
+                    run.target_gsd,
+                    run.max_new_tokens,
+                    run.assume_crs,
+                    int(run.random_weights),
+                    __version__,
+                    utc_now_iso(),
+                ),
+            )
 
     def input_id(self, path: str) -> int | None:
         row = self._con.execute("SELECT fid FROM inputs WHERE path = ?", (path,)).fetchone()
@@ -621,9 +749,20 @@ class BatchStore:
 
     def add_input(self, rec: InputRecord) -> int:
         """The input's id, recording (or refreshing) what is known about the file."""
-        values = (rec.driver, rec.width, rec.height, rec.bands, rec.dtype, rec.crs, rec.crs_wkt,
-                  None if rec.transform is None else json.dumps(list(rec.transform)), rec.georef_source,
-                  int(rec.pixel_mode), rec.size_bytes, rec.mtime_ns)
+        values = (
+            rec.driver,
+            rec.width,
+            rec.height,
+            rec.bands,
+            rec.dtype,
+            rec.crs,
+            rec.crs_wkt,
+            None if rec.transform is None else json.dumps(list(rec.transform)),
+            rec.georef_source,
+            int(rec.pixel_mode),
+            rec.size_bytes,
+            rec.mtime_ns,
+        )
         with self._transaction_raw():
             found = self.input_id(rec.path)
             if found is None:
@@ -631,18 +770,22 @@ class BatchStore:
                     "INSERT INTO inputs (path, name, driver, width, height, bands, dtype, crs, crs_wkt,"
                     " transform, georef_source, pixel_mode, size_bytes, mtime_ns, first_seen) VALUES"
                     " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rec.path, os.path.basename(rec.path), *values, utc_now_iso()))
+                    (rec.path, os.path.basename(rec.path), *values, utc_now_iso()),
+                )
                 return int(cur.lastrowid)
             if rec.driver is not None:
                 self._con.execute(
                     "UPDATE inputs SET driver = ?, width = ?, height = ?, bands = ?, dtype = ?, crs = ?,"
                     " crs_wkt = ?, transform = ?, georef_source = ?, pixel_mode = ?, size_bytes = ?,"
-                    " mtime_ns = ? WHERE fid = ?", (*values, found))
+                    " mtime_ns = ? WHERE fid = ?",
+                    (*values, found),
+                )
             return found
 
     def input_fingerprint(self, input_id: int) -> tuple[int | None, int | None]:
-        row = self._con.execute("SELECT size_bytes, mtime_ns FROM inputs WHERE fid = ?",
-                                (input_id,)).fetchone()
+        row = self._con.execute(
+            "SELECT size_bytes, mtime_ns FROM inputs WHERE fid = ?", (input_id,)
+        ).fetchone()
         return (None, None) if row is None else (row[0], row[1])
 
     def input_status(self, input_id: int, run_ids: Sequence[str]) -> dict[str, str]:
@@ -650,7 +793,8 @@ class BatchStore:
         q = ",".join("?" * len(run_ids))
         rows = self._con.execute(
             f"SELECT run_id, status FROM input_runs WHERE input_id = ? AND run_id IN ({q})",
-            (input_id, *run_ids)).fetchall()
+            (input_id, *run_ids),
+        ).fetchall()
         return dict(rows)
 
     def input_tiles_done(self, input_id: int, run_ids: Sequence[str]) -> int:
@@ -658,16 +802,20 @@ class BatchStore:
         q = ",".join("?" * len(run_ids))
         (n,) = self._con.execute(
             f"SELECT count(*) FROM tiles WHERE input_id = ? AND run_id IN ({q}) AND status = 'done'",
-            (input_id, *run_ids)).fetchone()
+            (input_id, *run_ids),
+        ).fetchone()
         return int(n)
 
-    def done_windows(self, input_id: int,
-                     run_ids: Sequence[str]) -> set[tuple[str, tuple[int, int, int, int]]]:
+    def done_windows(
+        self, input_id: int, run_ids: Sequence[str]
+    ) -> set[tuple[str, tuple[int, int, int, int]]]:
         """``(run_id, window)`` of the tiles of an input already answered."""
         q = ",".join("?" * len(run_ids))
         rows = self._con.execute(
             f"SELECT run_id, col_off, row_off, width, height FROM tiles WHERE input_id = ?"
-            f" AND run_id IN ({q}) AND status = 'done'", (input_id, *run_ids)).fetchall()
+            f" AND run_id IN ({q}) AND status = 'done'",
+            (input_id, *run_ids),
+        ).fetchall()
         return {(r[0], (r[1], r[2], r[3], r[4])) for r in rows}
 
     # --- writing results (inside a transaction) ---------------------------------------------------
@@ -683,9 +831,29 @@ class BatchStore:
                 " width, height, size, status, skip_reason, answer, n_boxes, input_tokens, output_tokens,"
                 " seconds, batch_size, device, pixel_mode, time) VALUES"
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (a.run_id, a.input_id, a.scene, t.id, t.row, t.col, t.col_off, t.row_off, t.width, t.height,
-                 t.size, a.answer, len(a.detections), a.input_tokens, a.output_tokens, a.seconds,
-                 a.batch_size, a.device, int(a.pixel_mode), now))
+                (
+                    a.run_id,
+                    a.input_id,
+                    a.scene,
+                    t.id,
+                    t.row,
+                    t.col,
+                    t.col_off,
+                    t.row_off,
+                    t.width,
+                    t.height,
+                    t.size,
+                    a.answer,
+                    len(a.detections),
+                    a.input_tokens,
+                    a.output_tokens,
+                    a.seconds,
+                    a.batch_size,
+                    a.device,
+                    int(a.pixel_mode),
+                    now,
+                ),
+            )
             seqs.append(int(cur.lastrowid))
         txn.touched.add("tiles")
         for pixel in (False, True):
@@ -698,8 +866,11 @@ class BatchStore:
         footprints = [a for a in answers if a.footprint is not None]
         if footprints:
             self._insert_footprints(
-                [(a.run_id, a.input_id, a.scene, a.tile, a.footprint, False, None, len(a.detections))
-                 for a in footprints])
+                [
+                    (a.run_id, a.input_id, a.scene, a.tile, a.footprint, False, None, len(a.detections))
+                    for a in footprints
+                ]
+            )
         return seqs
 
     def _ensure_layer_in_txn_pixel(self) -> None:
@@ -726,40 +897,92 @@ class BatchStore:
         tile_ids = [f"r{r}c{c}" for r, c in zip(tile_rows, tile_cols, strict=True)]
         w = wins.astype(np.int64)
         n = len(table)
-        rows = list(zip(
-            blobs, table.run_id.tolist(), input_ids.tolist(), table.scene.tolist(), table.task.tolist(),
-            table.query.tolist(), table.phrase.tolist(), tile_rows, tile_cols, tile_ids, box_index.tolist(),
-            angles, boxes[:, 0].tolist(), boxes[:, 1].tolist(), boxes[:, 2].tolist(), boxes[:, 3].tolist(),
-            w[:, 0].tolist(), w[:, 1].tolist(), w[:, 2].tolist(), w[:, 3].tolist(), table.model.tolist(),
-            table.precision.tolist(), [table.angle_convention.value] * n,
-            frame[area_name].to_numpy(dtype=np.float64).tolist(), [int(pixel)] * n, strict=True))
+        rows = list(
+            zip(
+                blobs,
+                table.run_id.tolist(),
+                input_ids.tolist(),
+                table.scene.tolist(),
+                table.task.tolist(),
+                table.query.tolist(),
+                table.phrase.tolist(),
+                tile_rows,
+                tile_cols,
+                tile_ids,
+                box_index.tolist(),
+                angles,
+                boxes[:, 0].tolist(),
+                boxes[:, 1].tolist(),
+                boxes[:, 2].tolist(),
+                boxes[:, 3].tolist(),
+                w[:, 0].tolist(),
+                w[:, 1].tolist(),
+                w[:, 2].tolist(),
+                w[:, 3].tolist(),
+                table.model.tolist(),
+                table.precision.tolist(),
+                [table.angle_convention.value] * n,
+                frame[area_name].to_numpy(dtype=np.float64).tolist(),
+                [int(pixel)] * n,
+                strict=True,
+            )
+        )
         names = ", ".join(f'"{c}"' for c, _ in _det_columns(pixel))
         marks = ", ".join("?" * (len(_DET_COLUMNS) + 1))
         self._con.executemany(f'INSERT INTO "{layer}" ("geom", {names}) VALUES ({marks})', rows)
         self._widen(layer, geoms)
         txn.touched.add(layer)
 
-    def _insert_footprints(self, items: Sequence[tuple[str, int, str, Tile, Any, bool, str | None, int]],
-                           ) -> None:
+    def _insert_footprints(
+        self,
+        items: Sequence[tuple[str, int, str, Tile, Any, bool, str | None, int]],
+    ) -> None:
         txn = self._require_txn()
         layer = self._layers["tile_footprints"]
         geoms = np.asarray([it[4] for it in items], dtype=object)
         blobs = gpkg_blob(geoms, layer.srs_id)
-        rows = [(blob, run_id, input_id, scene, t.id, t.row, t.col, t.col_off, t.row_off, t.width, t.height,
-                 t.size, int(skipped), reason, n)
-                for blob, (run_id, input_id, scene, t, _, skipped, reason, n)
-                in zip(blobs, items, strict=True)]
+        rows = [
+            (
+                blob,
+                run_id,
+                input_id,
+                scene,
+                t.id,
+                t.row,
+                t.col,
+                t.col_off,
+                t.row_off,
+                t.width,
+                t.height,
+                t.size,
+                int(skipped),
+                reason,
+                n,
+            )
+            for blob, (run_id, input_id, scene, t, _, skipped, reason, n) in zip(blobs, items, strict=True)
+        ]
         names = ", ".join(f'"{c}"' for c, _ in _FOOTPRINT_COLUMNS)
         marks = ", ".join("?" * (len(_FOOTPRINT_COLUMNS) + 1))
         self._con.executemany(
-            f'INSERT OR IGNORE INTO "tile_footprints" ("geom", {names}) VALUES ({marks})', rows)
+            f'INSERT OR IGNORE INTO "tile_footprints" ("geom", {names}) VALUES ({marks})', rows
+        )
         self._widen("tile_footprints", geoms)
         txn.touched.add("tile_footprints")
 
-    def finish_input(self, run_id: str, input_id: int, path: str, *, status: str, pixel_mode: bool,
-                     tiles_planned: int | None = None, skipped: Sequence[TileRecord] = (),
-                     stage: str | None = None, reason: str | None = None,
-                     angle_convention: str = "ccw") -> InputOutcome:
+    def finish_input(
+        self,
+        run_id: str,
+        input_id: int,
+        path: str,
+        *,
+        status: str,
+        pixel_mode: bool,
+        tiles_planned: int | None = None,
+        skipped: Sequence[TileRecord] = (),
+        stage: str | None = None,
+        reason: str | None = None,
+        angle_convention: str = "ccw",
+    ) -> InputOutcome:
         """Close one (run, input): record skipped tiles, merge its raw detections across tile seams into
         the merged layer (replacing an earlier partial merge), and set its status (``done``/``failed``).
         Must run inside :meth:`transaction`."""
@@ -771,15 +994,37 @@ class BatchStore:
                 "INSERT OR IGNORE INTO tiles (run_id, input_id, scene, tile_id, tile_row, tile_col, col_off,"
                 " row_off, width, height, size, status, skip_reason, n_boxes, pixel_mode, time) VALUES"
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'skipped', ?, 0, ?, ?)",
-                [(run_id, input_id, path, r.tile.id, r.tile.row, r.tile.col, r.tile.col_off, r.tile.row_off,
-                  r.tile.width, r.tile.height, r.tile.size, r.skip_reason or "nodata", int(pixel_mode), now)
-                 for r in skipped])
+                [
+                    (
+                        run_id,
+                        input_id,
+                        path,
+                        r.tile.id,
+                        r.tile.row,
+                        r.tile.col,
+                        r.tile.col_off,
+                        r.tile.row_off,
+                        r.tile.width,
+                        r.tile.height,
+                        r.tile.size,
+                        r.skip_reason or "nodata",
+                        int(pixel_mode),
+                        now,
+                    )
+                    for r in skipped
+                ],
+            )
             if not pixel_mode and "tile_footprints" in self._layers:
-                self._insert_footprints([(run_id, input_id, path, r.tile, r.geometry, True,
-                                          r.skip_reason or "nodata", 0) for r in skipped])
+                self._insert_footprints(
+                    [
+                        (run_id, input_id, path, r.tile, r.geometry, True, r.skip_reason or "nodata", 0)
+                        for r in skipped
+                    ]
+                )
             txn.touched.add("tiles")
-        raw_layer, merged_layer = (("tile_detections_pixel", "detections_pixel") if pixel_mode
-                                   else ("tile_detections", "detections"))
+        raw_layer, merged_layer = (
+            ("tile_detections_pixel", "detections_pixel") if pixel_mode else ("tile_detections", "detections")
+        )
         n_raw = n_merged = 0
         if raw_layer in self._layers:
             con.execute(f'DELETE FROM "{merged_layer}" WHERE input_id = ? AND run_id = ?', (input_id, run_id))
@@ -790,19 +1035,31 @@ class BatchStore:
                 n_merged = len(kept)
                 cols = ", ".join(f'"{c}"' for c in ("geom", *(c for c, _ in _det_columns(pixel_mode))))
                 for start in range(0, n_merged, 500):
-                    chunk = kept[start:start + 500].tolist()
-                    con.execute(f'INSERT INTO "{merged_layer}" ({cols}) SELECT {cols} FROM "{raw_layer}" '
-                                f"WHERE fid IN ({','.join('?' * len(chunk))}) ORDER BY fid", chunk)
+                    chunk = kept[start : start + 500].tolist()
+                    con.execute(
+                        f'INSERT INTO "{merged_layer}" ({cols}) SELECT {cols} FROM "{raw_layer}" '
+                        f"WHERE fid IN ({','.join('?' * len(chunk))}) ORDER BY fid",
+                        chunk,
+                    )
                 lay, src = self._layers[merged_layer], self._layers[raw_layer]
                 if src.extent is not None:
-                    lay.extent = list(src.extent) if lay.extent is None else [
-                        min(lay.extent[0], src.extent[0]), min(lay.extent[1], src.extent[1]),
-                        max(lay.extent[2], src.extent[2]), max(lay.extent[3], src.extent[3])]
+                    lay.extent = (
+                        list(src.extent)
+                        if lay.extent is None
+                        else [
+                            min(lay.extent[0], src.extent[0]),
+                            min(lay.extent[1], src.extent[1]),
+                            max(lay.extent[2], src.extent[2]),
+                            max(lay.extent[3], src.extent[3]),
+                        ]
+                    )
                     lay.dirty = True
             txn.touched.add(merged_layer)
         done, n_skipped = con.execute(
             "SELECT coalesce(sum(status = 'done'), 0), coalesce(sum(status = 'skipped'), 0) FROM tiles"
-            " WHERE run_id = ? AND input_id = ?", (run_id, input_id)).fetchone()
+            " WHERE run_id = ? AND input_id = ?",
+            (run_id, input_id),
+        ).fetchone()
         con.execute(
             "INSERT INTO input_runs (run_id, input_id, path, status, stage, reason, tiles_planned,"
             " tiles_done, tiles_skipped, raw_detections, detections, pixel_mode, updated) VALUES"
@@ -812,28 +1069,56 @@ class BatchStore:
             " tiles_done = excluded.tiles_done,"
             " tiles_skipped = excluded.tiles_skipped, raw_detections = excluded.raw_detections,"
             " detections = excluded.detections, pixel_mode = excluded.pixel_mode, updated = excluded.updated",
-            (run_id, input_id, path, status, stage, reason, tiles_planned, done, n_skipped, n_raw, n_merged,
-             int(pixel_mode), now))
+            (
+                run_id,
+                input_id,
+                path,
+                status,
+                stage,
+                reason,
+                tiles_planned,
+                done,
+                n_skipped,
+                n_raw,
+                n_merged,
+                int(pixel_mode),
+                now,
+            ),
+        )
         txn.touched.add("input_runs")
         return InputOutcome(status, int(done), int(n_skipped), n_raw, n_merged)
 
-    def _raw_for_merge(self, layer: str, run_id: str, input_id: int,
-                       angle_convention: str) -> tuple[np.ndarray, DetectionTable]:
+    def _raw_for_merge(
+        self, layer: str, run_id: str, input_id: int, angle_convention: str
+    ) -> tuple[np.ndarray, DetectionTable]:
         rows = self._con.execute(
-            f'SELECT fid, phrase, tile_row, tile_col, box_x1, box_y1, box_x2, box_y2, angle, col_off,'
+            f"SELECT fid, phrase, tile_row, tile_col, box_x1, box_y1, box_x2, box_y2, angle, col_off,"
             f' row_off, win_width, win_height, scene, task, query FROM "{layer}"'
-            " WHERE input_id = ? AND run_id = ? ORDER BY fid", (input_id, run_id)).fetchall()
+            " WHERE input_id = ? AND run_id = ? ORDER BY fid",
+            (input_id, run_id),
+        ).fetchall()
         n = len(rows)
         fids = np.asarray([r[0] for r in rows], dtype=np.int64)
-        boxes = np.asarray([[r[4], r[5], r[6], r[7], np.nan if r[8] is None else r[8]] for r in rows],
-                           dtype=np.float64).reshape(n, 5)
+        boxes = np.asarray(
+            [[r[4], r[5], r[6], r[7], np.nan if r[8] is None else r[8]] for r in rows], dtype=np.float64
+        ).reshape(n, 5)
         windows = np.asarray([r[9:13] for r in rows], dtype=np.float64).reshape(n, 4)
         placeholder = np.empty(n, dtype=object)  # merging uses boxes and windows, not the polygons
         table = DetectionTable.from_columns(
-            phrase=[r[1] for r in rows], task=[r[14] for r in rows], query=[r[15] for r in rows],
-            tile_row=[r[2] for r in rows], tile_col=[r[3] for r in rows], boxes=boxes, windows=windows,
-            geometry=placeholder, model="", precision="", run_id=run_id, scene=[r[13] for r in rows],
-            angle_convention=AngleConvention(angle_convention))
+            phrase=[r[1] for r in rows],
+            task=[r[14] for r in rows],
+            query=[r[15] for r in rows],
+            tile_row=[r[2] for r in rows],
+            tile_col=[r[3] for r in rows],
+            boxes=boxes,
+            windows=windows,
+            geometry=placeholder,
+            model="",
+            precision="",
+            run_id=run_id,
+            scene=[r[13] for r in rows],
+            angle_convention=AngleConvention(angle_convention),
+        )
         return fids, table
 
     # --- sessions -------------------------------------------------------------------------------
@@ -841,13 +1126,16 @@ class BatchStore:
         with self._transaction_raw():
             cur = self._con.execute(
                 "INSERT INTO sessions (started, status, pid, command) VALUES (?, ?, ?, ?)",
-                (utc_now_iso(), "running", os.getpid(), command))
+                (utc_now_iso(), "running", os.getpid(), command),
+            )
             return int(cur.lastrowid)
 
     def finish_session(self, session: int, status: str, summary: dict[str, Any]) -> None:
         with self._transaction_raw():
-            self._con.execute("UPDATE sessions SET finished = ?, status = ?, summary = ? WHERE fid = ?",
-                              (utc_now_iso(), status, json.dumps(summary, ensure_ascii=False), session))
+            self._con.execute(
+                "UPDATE sessions SET finished = ?, status = ?, summary = ? WHERE fid = ?",
+                (utc_now_iso(), status, json.dumps(summary, ensure_ascii=False), session),
+            )
 
     # --- reading ----------------------------------------------------------------------------------
     def totals(self, run_ids: Sequence[str]) -> StoreTotals:
@@ -856,7 +1144,9 @@ class BatchStore:
         con = self._con
         done, skipped = con.execute(
             f"SELECT coalesce(sum(status = 'done'), 0), coalesce(sum(status = 'skipped'), 0) FROM tiles"
-            f" WHERE run_id IN ({q})", run_ids).fetchone()
+            f" WHERE run_id IN ({q})",
+            run_ids,
+        ).fetchone()
         raw = merged = 0
         for name in self._layers:
             if name.startswith(("tile_detections", "detections")):
@@ -867,7 +1157,9 @@ class BatchStore:
                     merged += n
         idone, ifailed = con.execute(
             f"SELECT coalesce(sum(status = 'done'), 0), coalesce(sum(status = 'failed'), 0) FROM input_runs"
-            f" WHERE run_id IN ({q})", run_ids).fetchone()
+            f" WHERE run_id IN ({q})",
+            run_ids,
+        ).fetchone()
         return StoreTotals(int(done), int(skipped), raw, merged, int(idone), int(ifailed))
 
     def layers(self) -> tuple[str, ...]:
@@ -901,20 +1193,66 @@ class BatchStore:
             " i.crs_wkt, i.transform, t.pixel_mode, t.input_tokens, t.output_tokens, t.seconds, t.time,"
             " r.random_weights FROM tiles t JOIN inputs i ON i.fid = t.input_id"
             " JOIN run r ON r.run_id = t.run_id"
-            " WHERE t.fid > ? AND t.status = 'done' ORDER BY t.fid", (seq,))
+            " WHERE t.fid > ? AND t.status = 'done' ORDER BY t.fid",
+            (seq,),
+        )
         while True:
             rows = cur.fetchmany(256)
             if not rows:
                 return
-            for (fid, path, trow, tcol, c0, r0, w, h, size, task, query, answer, run_id, model, precision,
-                 device, conv, crs, transform, pixel, n_in, n_out, secs, when, rnd) in rows:
+            for (
+                fid,
+                path,
+                trow,
+                tcol,
+                c0,
+                r0,
+                w,
+                h,
+                size,
+                task,
+                query,
+                answer,
+                run_id,
+                model,
+                precision,
+                device,
+                conv,
+                crs,
+                transform,
+                pixel,
+                n_in,
+                n_out,
+                secs,
+                when,
+                rnd,
+            ) in rows:
                 yield AnswerRecord(
-                    scene=path, col_off=c0, row_off=r0, width=w, height=h, task=task, query=query,
-                    answer=answer, tile_row=trow, tile_col=tcol, tile_size=size, run_id=run_id, model=model,
-                    precision=precision, device=device or None, angle_convention=conv, crs=crs,
+                    scene=path,
+                    col_off=c0,
+                    row_off=r0,
+                    width=w,
+                    height=h,
+                    task=task,
+                    query=query,
+                    answer=answer,
+                    tile_row=trow,
+                    tile_col=tcol,
+                    tile_size=size,
+                    run_id=run_id,
+                    model=model,
+                    precision=precision,
+                    device=device or None,
+                    angle_convention=conv,
+                    crs=crs,
                     transform=None if transform is None else tuple(json.loads(transform)),
-                    pixel_mode=bool(pixel), input_tokens=n_in, output_tokens=n_out, seconds=secs, time=when,
-                    extra={"store_seq": fid, "random_weights": bool(rnd)})
+                    pixel_mode=bool(pixel),
+                    input_tokens=n_in,
+                    output_tokens=n_out,
+                    seconds=secs,
+                    time=when,
+                    extra={"store_seq": fid, "random_weights": bool(rnd)},
+                )
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -954,17 +1292,23 @@ def _create(path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.gpkg")
     try:
         for name, columns in _ATTRIBUTE_TABLES.items():
-            pyogrio.write_dataframe(_empty(columns), tmp, layer=name, driver="GPKG",
-                                    layer_options={"DESCRIPTION": f"rsvg batch: {name}"})
+            pyogrio.write_dataframe(
+                _empty(columns),
+                tmp,
+                layer=name,
+                driver="GPKG",
+                layer_options={"DESCRIPTION": f"rsvg batch: {name}"},
+            )
         con = _connect(tmp)
         try:
             con.execute("BEGIN")
             for sql in _INDEXES:
                 con.execute(sql)
             con.execute(f'CREATE TABLE "{META_TABLE}" (key TEXT PRIMARY KEY NOT NULL, value TEXT)')
-            con.executemany(f'INSERT INTO "{META_TABLE}" (key, value) VALUES (?, ?)',
-                            [("format", str(STORE_FORMAT)), ("created", utc_now_iso()),
-                             ("tool_version", __version__)])
+            con.executemany(
+                f'INSERT INTO "{META_TABLE}" (key, value) VALUES (?, ?)',
+                [("format", str(STORE_FORMAT)), ("created", utc_now_iso()), ("tool_version", __version__)],
+            )
             con.execute("COMMIT")
         finally:
             con.close()
@@ -983,8 +1327,10 @@ def _check_store(con: sqlite3.Connection, path: Path) -> None:
         row = con.execute(f'SELECT value FROM "{META_TABLE}" WHERE key = ?', ("format",)).fetchone()
     except sqlite3.DatabaseError:
         con.close()
-        raise ConfigError(f"{path} exists and is not an rsvg batch run store (use another output, or "
-                          "--overwrite to replace it)") from None
+        raise ConfigError(
+            f"{path} exists and is not an rsvg batch run store (use another output, or "
+            "--overwrite to replace it)"
+        ) from None
     if row is None or int(row[0]) > STORE_FORMAT:
         con.close()
         raise ConfigError(f"{path}: run store format {row and row[0]} is not supported by this version")
@@ -1006,28 +1352,36 @@ def _ensure_srs(con: sqlite3.Connection, crs: Any) -> int:
         (top,) = con.execute("SELECT max(srs_id) FROM gpkg_spatial_ref_sys").fetchone()
         srs_id = max(100000, int(top or 0) + 1)
         org, org_id = "NONE", srs_id
-    con.execute("INSERT INTO gpkg_spatial_ref_sys (srs_name, srs_id, organization, organization_coordsys_id,"
-                " definition, description) VALUES (?, ?, ?, ?, ?, NULL)",
-                (crs.name, srs_id, org, org_id, definition))
+    con.execute(
+        "INSERT INTO gpkg_spatial_ref_sys (srs_name, srs_id, organization, organization_coordsys_id,"
+        " definition, description) VALUES (?, ?, ?, ?, ?, NULL)",
+        (crs.name, srs_id, org, org_id, definition),
+    )
     return srs_id
 
 
 def _count_triggers(con: sqlite3.Connection, name: str) -> None:
     con.execute("INSERT OR REPLACE INTO gpkg_ogr_contents (table_name, feature_count) VALUES (?, 0)", (name,))
-    con.execute(f'CREATE TRIGGER "trigger_insert_feature_count_{name}" AFTER INSERT ON "{name}" BEGIN UPDATE '
-                f"gpkg_ogr_contents SET feature_count = feature_count + 1 WHERE lower(table_name) = "
-                f"lower('{name}'); END")
-    con.execute(f'CREATE TRIGGER "trigger_delete_feature_count_{name}" AFTER DELETE ON "{name}" BEGIN UPDATE '
-                f"gpkg_ogr_contents SET feature_count = feature_count - 1 WHERE lower(table_name) = "
-                f"lower('{name}'); END")
+    con.execute(
+        f'CREATE TRIGGER "trigger_insert_feature_count_{name}" AFTER INSERT ON "{name}" BEGIN UPDATE '
+        f"gpkg_ogr_contents SET feature_count = feature_count + 1 WHERE lower(table_name) = "
+        f"lower('{name}'); END"
+    )
+    con.execute(
+        f'CREATE TRIGGER "trigger_delete_feature_count_{name}" AFTER DELETE ON "{name}" BEGIN UPDATE '
+        f"gpkg_ogr_contents SET feature_count = feature_count - 1 WHERE lower(table_name) = "
+        f"lower('{name}'); END"
+    )
 
 
 def _rtree(con: sqlite3.Connection, t: str) -> None:
     """The spec's R-tree spatial index on ``t.geom`` and the triggers that keep it current."""
     r = f"rtree_{t}_geom"
-    con.execute("CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT,"
-                " extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL,"
-                " CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT,"
+        " extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL,"
+        " CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))"
+    )
     con.execute(f'CREATE VIRTUAL TABLE "{r}" USING rtree(id, minx, maxx, miny, maxy)')
     env = 'ST_MinX(NEW."geom"), ST_MaxX(NEW."geom"), ST_MinY(NEW."geom"), ST_MaxY(NEW."geom")'
     new_ok = 'NEW."geom" NOTNULL AND NOT ST_IsEmpty(NEW."geom")'
@@ -1049,15 +1403,18 @@ def _rtree(con: sqlite3.Connection, t: str) -> None:
         f'BEGIN DELETE FROM "{r}" WHERE id = OLD."fid"; '
         f'INSERT OR REPLACE INTO "{r}" VALUES (NEW."fid", {env}); END',
         f'CREATE TRIGGER "{r}_update4" AFTER UPDATE ON "{t}" WHEN OLD."fid" != NEW."fid" AND ({new_no}) '
-        f'BEGIN '
+        f"BEGIN "
         f'DELETE FROM "{r}" WHERE id IN (OLD."fid", NEW."fid"); END',
         f'CREATE TRIGGER "{r}_delete" AFTER DELETE ON "{t}" WHEN OLD."geom" NOT NULL BEGIN '
         f'DELETE FROM "{r}" WHERE id = OLD."fid"; END',
     )
     for sql in statements:
         con.execute(sql)
-    con.execute("INSERT OR REPLACE INTO gpkg_extensions (table_name, column_name, extension_name, definition,"
-                " scope) VALUES (?, 'geom', 'gpkg_rtree_index', ?, 'write-only')", (t, RTREE_EXTENSION))
+    con.execute(
+        "INSERT OR REPLACE INTO gpkg_extensions (table_name, column_name, extension_name, definition,"
+        " scope) VALUES (?, 'geom', 'gpkg_rtree_index', ?, 'write-only')",
+        (t, RTREE_EXTENSION),
+    )
 
 
 def _last_logged_seq(path: Path) -> int:
@@ -1085,6 +1442,7 @@ def _last_logged_seq(path: Path) -> int:
         obj = json.loads(lines[-1].decode("utf-8"))
         return int(obj["store_seq"])
     except (ValueError, KeyError, TypeError):
-        log.warning("%s: the last line has no store_seq (not written by rsvg batch?): nothing re-logged",
-                    path)
+        log.warning(
+            "%s: the last line has no store_seq (not written by rsvg batch?): nothing re-logged", path
+        )
         return 2**62

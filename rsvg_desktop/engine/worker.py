@@ -28,8 +28,16 @@ from typing import Any
 
 from rsvg_desktop.engine.events import ModelInfo, ModelLoaded, ModelSpec, RunConfig, RunFailed
 
-__all__ = ["ModelInfo", "ModelLoaded", "ModelLoading", "ModelUnloaded", "ModelWorker", "WorkerDied",
-           "WorkerError", "WorkerReady"]
+__all__ = [
+    "ModelInfo",
+    "ModelLoaded",
+    "ModelLoading",
+    "ModelUnloaded",
+    "ModelWorker",
+    "WorkerDied",
+    "WorkerError",
+    "WorkerReady",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +94,16 @@ def _worker_main(commands: Any, events: Any, cancel: Any, log_level: int) -> Non
                 spec: ModelSpec = arg
                 loaded = generator = None
                 loaded = load_model(
-                    LoadSpec(spec.model_dir, spec.precision, spec.device, int8_threshold=spec.int8_threshold,
-                             double_quant=spec.double_quant, use_cache=spec.use_cache),
-                    progress=lambda stage, fraction: events.put(ModelLoading(str(stage), float(fraction))))
+                    LoadSpec(
+                        spec.model_dir,
+                        spec.precision,
+                        spec.device,
+                        int8_threshold=spec.int8_threshold,
+                        double_quant=spec.double_quant,
+                        use_cache=spec.use_cache,
+                    ),
+                    progress=lambda stage, fraction: events.put(ModelLoading(str(stage), float(fraction))),
+                )
                 generator = GeoChatGenerator(loaded)
                 events.put(ModelLoaded(model_info(loaded)))
             elif cmd == "unload":
@@ -105,9 +120,15 @@ def _worker_main(commands: Any, events: Any, cancel: Any, log_level: int) -> Non
                     events.put(RunFailed("no model is loaded: load one first"))
                     continue
                 generator.should_stop = cancel.is_set
-                for event in run_scene(config, generator, model=str(loaded.spec.model_dir),
-                                       precision=str(loaded.precision), device=loaded.device_name,
-                                       random_weights=loaded.random_weights, cancel=cancel.is_set):
+                for event in run_scene(
+                    config,
+                    generator,
+                    model=str(loaded.spec.model_dir),
+                    precision=str(loaded.precision),
+                    device=loaded.device_name,
+                    random_weights=loaded.random_weights,
+                    cancel=cancel.is_set,
+                ):
                     events.put(event)
         except RsvgError as exc:
             events.put(WorkerError(str(exc), fatal=False))
@@ -143,8 +164,11 @@ class ModelWorker:
         self._events = self._ctx.Queue()
         self._cancel = self._ctx.Event()
         self._proc = self._ctx.Process(
-            target=_worker_main, name="rsvg-model-worker", daemon=True,
-            args=(self._commands, self._events, self._cancel, logging.getLogger().getEffectiveLevel()))
+            target=_worker_main,
+            name="rsvg-model-worker",
+            daemon=True,
+            args=(self._commands, self._events, self._cancel, logging.getLogger().getEffectiveLevel()),
+        )
         self._proc.start()
         self._died_reported = False
 

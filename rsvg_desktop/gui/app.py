@@ -22,11 +22,15 @@ log = logging.getLogger("rsvg_desktop.gui")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rsvg-desktop", description="Ask GeoChat about georeferenced scenes.")
     p.add_argument("scene", nargs="?", help="a raster to open (GeoTIFF or anything GDAL reads)")
-    p.add_argument("--settings-file", metavar="FILE", default=None,
-                   help="keep settings in this INI file (default: the user's settings; "
-                        "env RSVG_DESKTOP_SETTINGS)")
-    p.add_argument("--test-model", action="store_true",
-                   help="choose the test model (RANDOM WEIGHTS) in the model panel")
+    p.add_argument(
+        "--settings-file",
+        metavar="FILE",
+        default=None,
+        help="keep settings in this INI file (default: the user's settings; env RSVG_DESKTOP_SETTINGS)",
+    )
+    p.add_argument(
+        "--test-model", action="store_true", help="choose the test model (RANDOM WEIGHTS) in the model panel"
+    )
     p.add_argument("--load", action="store_true", help="load the chosen model at start")
     p.add_argument("--pixel-mode", action="store_true", help="open a scene without CRS in pixel coordinates")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug log output")

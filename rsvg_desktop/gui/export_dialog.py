@@ -57,9 +57,17 @@ class ExportDialog(QDialog):
     exported = Signal(object)  # ExportSummary
     failed = Signal(str)
 
-    def __init__(self, answer_log: str, *, exclude: Iterable[tuple[int, int, int]] = (), detections: int = 0,
-                 default_path: str = "", pixel_mode: bool = False,
-                 export_function: Callable[..., Any] | None = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        answer_log: str,
+        *,
+        exclude: Iterable[tuple[int, int, int]] = (),
+        detections: int = 0,
+        default_path: str = "",
+        pixel_mode: bool = False,
+        export_function: Callable[..., Any] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setObjectName("exportDialog")
         self.setWindowTitle("Export detections")
@@ -141,9 +149,11 @@ class ExportDialog(QDialog):
             if p.suffix.lower() != ext:
                 self.path_edit.setText(str(p.with_suffix(ext)))
         if self.fmt == "geojson" and self._pixel_mode:
-            self.status_label.setText("GeoJSON needs longitude/latitude: a pixel-mode scene cannot be "
-                                      "written "
-                                      "as GeoJSON. Choose GeoPackage or Shapefile.")
+            self.status_label.setText(
+                "GeoJSON needs longitude/latitude: a pixel-mode scene cannot be "
+                "written "
+                "as GeoJSON. Choose GeoPackage or Shapefile."
+            )
         else:
             self.status_label.setText("")
 

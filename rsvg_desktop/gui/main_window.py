@@ -61,8 +61,14 @@ class MainWindow(QMainWindow):
     sceneFailed = Signal(str)
     runReopened = Signal(object)  # ActiveRun
 
-    def __init__(self, settings: Settings, *, worker_factory: Callable[[], Any] | None = None,
-                 test_model: Callable[[], Path] | None = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker_factory: Callable[[], Any] | None = None,
+        test_model: Callable[[], Path] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setObjectName("mainWindow")
         self.settings = settings
@@ -88,8 +94,9 @@ class MainWindow(QMainWindow):
         self.query_panel = QueryPanel(self)
         self.model_panel = ModelPanel(self)
         self.bridge = WorkerBridge(worker_factory, parent=self)
-        self.runs = RunController(self.bridge, self.map, self.results, self.transcript_model,
-                                  self.conversations, self)
+        self.runs = RunController(
+            self.bridge, self.map, self.results, self.transcript_model, self.conversations, self
+        )
         self.runs.runs_dir = settings.runs_dir
         self.models = ModelController(self.bridge, self.model_panel, settings, test_model, self)
         self.loader = SceneLoader(self)
@@ -97,10 +104,12 @@ class MainWindow(QMainWindow):
         left = Qt.DockWidgetArea.LeftDockWidgetArea
         self.model_dock = self._dock("Model", "modelDock", self.model_panel, left, scroll=True)
         self.query_dock = self._dock("Ask", "queryDock", self.query_panel, left, scroll=True)
-        self.transcript_dock = self._dock("Transcript", "transcriptDock", self.transcript,
-                                          Qt.DockWidgetArea.RightDockWidgetArea)
-        self.results_dock = self._dock("Results", "resultsDock", self.results_table,
-                                       Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.transcript_dock = self._dock(
+            "Transcript", "transcriptDock", self.transcript, Qt.DockWidgetArea.RightDockWidgetArea
+        )
+        self.results_dock = self._dock(
+            "Results", "resultsDock", self.results_table, Qt.DockWidgetArea.BottomDockWidgetArea
+        )
         self.resizeDocks([self.model_dock, self.transcript_dock], [380, 380], Qt.Orientation.Horizontal)
         self.resizeDocks([self.results_dock], [220], Qt.Orientation.Vertical)
 
@@ -126,8 +135,9 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
 
-    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea,
-              scroll: bool = False) -> QDockWidget:
+    def _dock(
+        self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea, scroll: bool = False
+    ) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
         if scroll:  # panels of form rows: scroll rather than squeeze them when the dock is small
@@ -194,8 +204,11 @@ class MainWindow(QMainWindow):
         tools_menu = menu.addMenu("&Tools")
         group = QActionGroup(self)
         self.tool_actions: dict[str, QAction] = {}
-        for tool, label, key in (("pan", "&Pan / select", "P"), ("scope", "Draw &scope rectangle", "R"),
-                                 ("region", "Draw &identify region", "I")):
+        for tool, label, key in (
+            ("pan", "&Pan / select", "P"),
+            ("scope", "Draw &scope rectangle", "R"),
+            ("region", "Draw &identify region", "I"),
+        ):
             action = QAction(label, self, checkable=True, shortcut=QKeySequence(key))
             action.triggered.connect(lambda _on=False, t=tool: self.map.set_tool(t))
             group.addAction(action)
@@ -207,9 +220,13 @@ class MainWindow(QMainWindow):
         guide = QAction("Getting a GeoChat model…", self)
         guide.triggered.connect(lambda: self._message("Getting a GeoChat model", GUIDANCE))
         about = QAction("About rsvg-desktop", self)
-        about.triggered.connect(lambda: self._message(
-            "About rsvg-desktop", f"rsvg-desktop {__version__}<br>Ask GeoChat about georeferenced scenes, "
-            "tile by tile, and export the answers for QGIS."))
+        about.triggered.connect(
+            lambda: self._message(
+                "About rsvg-desktop",
+                f"rsvg-desktop {__version__}<br>Ask GeoChat about georeferenced scenes, "
+                "tile by tile, and export the answers for QGIS.",
+            )
+        )
         help_menu.addAction(guide)
         help_menu.addAction(about)
 
@@ -297,8 +314,10 @@ class MainWindow(QMainWindow):
         name = Path(info.path).name
         crs = info.crs_name or ("pixel mode" if info.crs_wkt is None else "custom CRS")
         self.setWindowTitle(f"{name} — rsvg-desktop")
-        self.show_status(f"{name}: {info.width} × {info.height} px, {crs}; {plan.n_kept} tiles "
-                         f"({plan.n_rows} × {plan.n_cols} grid, {plan.n_skipped} skipped as nodata)")
+        self.show_status(
+            f"{name}: {info.width} × {info.height} px, {crs}; {plan.n_kept} tiles "
+            f"({plan.n_rows} × {plan.n_cols} grid, {plan.n_skipped} skipped as nodata)"
+        )
         self._update_can_run()
         self.sceneOpened.emit(info)
         if self._pending_run is not None:
@@ -317,14 +336,20 @@ class MainWindow(QMainWindow):
 
     def _ask_pixel_mode(self, path: str, message: str) -> bool:
         answer = QMessageBox.question(
-            self, "No coordinate reference system",
-            f"{message}\n\nOpen it in pixel mode (results in pixel coordinates, no lat/lon)?")
+            self,
+            "No coordinate reference system",
+            f"{message}\n\nOpen it in pixel mode (results in pixel coordinates, no lat/lon)?",
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     # --- reopening runs ----------------------------------------------------------------------
     def _choose_run(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Reopen a run", self.settings.runs_dir,
-                                              "Answer logs (*.answers.jsonl *.jsonl);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Reopen a run",
+            self.settings.runs_dir,
+            "Answer logs (*.answers.jsonl *.jsonl);;All files (*)",
+        )
         if path:
             self.open_run(path)
 
@@ -347,9 +372,12 @@ class MainWindow(QMainWindow):
         info = self.info
         assert info is not None
         self.show_status(f"Reopening {path}…")
-        self._replay_call = run_in_background(lambda: read_run(path, info), self._replay_ready,
-                                              lambda exc: self._message("Cannot reopen the run", str(exc),
-                                                                        warning=True), name="reopen run")
+        self._replay_call = run_in_background(
+            lambda: read_run(path, info),
+            self._replay_ready,
+            lambda exc: self._message("Cannot reopen the run", str(exc), warning=True),
+            name="reopen run",
+        )
 
     def _replay_ready(self, replay: Replay) -> None:
         try:
@@ -505,12 +533,20 @@ class MainWindow(QMainWindow):
         log_path = Path(self.results.answer_log)
         stem = log_path.name.removesuffix(".answers.jsonl").removesuffix(".jsonl")
         default = str(log_path.with_name(f"{stem}-export.gpkg"))
-        dialog = ExportDialog(self.results.answer_log, exclude=self.results.excluded,
-                              detections=self.results.rowCount(), default_path=default,
-                              pixel_mode=self.info is not None and self.info.crs_wkt is None, parent=self)
-        dialog.exported.connect(lambda s: self.show_status(
-            f"Exported {getattr(getattr(s, 'result', None), 'count', '?')} detections to "
-            f"{getattr(getattr(s, 'result', None), 'path', '')}"))
+        dialog = ExportDialog(
+            self.results.answer_log,
+            exclude=self.results.excluded,
+            detections=self.results.rowCount(),
+            default_path=default,
+            pixel_mode=self.info is not None and self.info.crs_wkt is None,
+            parent=self,
+        )
+        dialog.exported.connect(
+            lambda s: self.show_status(
+                f"Exported {getattr(getattr(s, 'result', None), 'count', '?')} detections to "
+                f"{getattr(getattr(s, 'result', None), 'path', '')}"
+            )
+        )
         self.export_dialog = dialog
         dialog.show()
         return dialog
@@ -521,8 +557,13 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text, 10000)
 
     def _message(self, title: str, text: str, *, warning: bool = False) -> None:
-        box = QMessageBox(QMessageBox.Icon.Warning if warning else QMessageBox.Icon.Information, title, text,
-                          QMessageBox.StandardButton.Ok, self)
+        box = QMessageBox(
+            QMessageBox.Icon.Warning if warning else QMessageBox.Icon.Information,
+            title,
+            text,
+            QMessageBox.StandardButton.Ok,
+            self,
+        )
         box.setTextFormat(Qt.TextFormat.RichText if text.lstrip().startswith("<") else Qt.TextFormat.AutoText)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         box.open()  # not modal to the event loop: the window (and tests) carry on

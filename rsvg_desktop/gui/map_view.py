@@ -91,8 +91,9 @@ class LayerItem(QGraphicsItem):
     def boundingRect(self) -> QRectF:
         return QRectF()
 
-    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
-              widget: QWidget | None = None) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
         return
 
 
@@ -102,13 +103,17 @@ _TILE_STYLE: dict[str, tuple[QPen, QBrush]] = {}
 
 def _tile_style(state: str) -> tuple[QPen, QBrush]:
     if not _TILE_STYLE:
-        _TILE_STYLE.update({
-            "pending": (_cosmetic(QColor(0, 220, 255, 150), 1.0), QBrush(Qt.BrushStyle.NoBrush)),
-            "done": (_cosmetic(QColor(90, 255, 120, 190), 1.0), QBrush(QColor(90, 255, 120, 16))),
-            "failed": (_cosmetic(QColor(255, 60, 60, 220), 1.5), QBrush(QColor(255, 60, 60, 40))),
-            "skipped": (_cosmetic(QColor(150, 150, 150, 170), 1.0, Qt.PenStyle.DashLine),
-                        QBrush(QColor(150, 150, 150, 120), Qt.BrushStyle.BDiagPattern)),
-        })
+        _TILE_STYLE.update(
+            {
+                "pending": (_cosmetic(QColor(0, 220, 255, 150), 1.0), QBrush(Qt.BrushStyle.NoBrush)),
+                "done": (_cosmetic(QColor(90, 255, 120, 190), 1.0), QBrush(QColor(90, 255, 120, 16))),
+                "failed": (_cosmetic(QColor(255, 60, 60, 220), 1.5), QBrush(QColor(255, 60, 60, 40))),
+                "skipped": (
+                    _cosmetic(QColor(150, 150, 150, 170), 1.0, Qt.PenStyle.DashLine),
+                    QBrush(QColor(150, 150, 150, 120), Qt.BrushStyle.BDiagPattern),
+                ),
+            }
+        )
     return _TILE_STYLE[state]
 
 
@@ -180,8 +185,9 @@ class _Label(QGraphicsSimpleTextItem):
         self.setBrush(QBrush(QColor("white")))
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
 
-    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
-              widget: QWidget | None = None) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
         painter.fillRect(self.boundingRect().adjusted(-2, -1, 2, 1), QColor(0, 0, 0, 150))
         super().paint(painter, option, widget)
 
@@ -189,8 +195,9 @@ class _Label(QGraphicsSimpleTextItem):
 class DetectionItem(QGraphicsPolygonItem):
     """One detection polygon (scene pixels), keyed by (tile_row, tile_col, index in the tile's answer)."""
 
-    def __init__(self, key: Key, polygon: QPolygonF, label: str, color: QColor,
-                 parent: QGraphicsItem) -> None:
+    def __init__(
+        self, key: Key, polygon: QPolygonF, label: str, color: QColor, parent: QGraphicsItem
+    ) -> None:
         super().__init__(polygon, parent)
         self.key = key
         self.color = color
@@ -203,8 +210,9 @@ class DetectionItem(QGraphicsPolygonItem):
             top = min(polygon, key=lambda p: (p.y(), p.x()))
             self.label.setPos(top)
 
-    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
-              widget: QWidget | None = None) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
         selected = self.isSelected()
         opt = QStyleOptionGraphicsItem(option)
         opt.state &= ~QStyle.StateFlag.State_Selected  # no dashed selection box: the outline shows it
@@ -296,7 +304,10 @@ class MapView(QGraphicsView):
         for item in (self.raster, self.grid, self.detections, self.active, self.overlay):
             self._gscene.addItem(item)
         self._layers: dict[str, QGraphicsItem] = {
-            "scene": self.raster, "grid": self.grid, "detections": self.detections, "active": self.active,
+            "scene": self.raster,
+            "grid": self.grid,
+            "detections": self.detections,
+            "active": self.active,
         }
         self._active_items: dict[tuple[int, int], QGraphicsRectItem] = {}
         self._highlight: QGraphicsRectItem | None = None
@@ -474,8 +485,9 @@ class MapView(QGraphicsView):
             return
         self.zoom_to(QRectF(0, 0, self._info.width, self._info.height), margin=0.02)
 
-    def zoom_to(self, rect: QRectF | PixelRect, *, margin: float = 0.2,
-                max_scale: float | None = None) -> None:
+    def zoom_to(
+        self, rect: QRectF | PixelRect, *, margin: float = 0.2, max_scale: float | None = None
+    ) -> None:
         """Show ``rect`` (scene pixels) with ``margin`` (fraction of its size) around it."""
         if not isinstance(rect, QRectF):
             x0, y0, x1, y1 = rect
@@ -542,7 +554,7 @@ class MapView(QGraphicsView):
     def wheelEvent(self, event: QWheelEvent) -> None:
         delta = event.angleDelta().y() or event.angleDelta().x()
         if delta:
-            self.zoom_by(1.0015 ** delta)
+            self.zoom_by(1.0015**delta)
         event.accept()
 
     def resizeEvent(self, event: object) -> None:
@@ -553,8 +565,10 @@ class MapView(QGraphicsView):
         return self.mapToScene(event.position().toPoint())
 
     def _detection_at(self, event: QMouseEvent) -> bool:
-        return any(isinstance(item, DetectionItem) and item.isVisible() and self.detections.isVisible()
-                   for item in self.items(event.position().toPoint()))
+        return any(
+            isinstance(item, DetectionItem) and item.isVisible() and self.detections.isVisible()
+            for item in self.items(event.position().toPoint())
+        )
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         button = event.button()
@@ -596,8 +610,9 @@ class MapView(QGraphicsView):
         if self._pan_origin is not None:
             clicked = not self._pan_moved and event.button() == Qt.MouseButton.LeftButton
             self._pan_origin = None
-            self.viewport().setCursor(Qt.CursorShape.OpenHandCursor if self._tool == "pan"
-                                      else Qt.CursorShape.CrossCursor)
+            self.viewport().setCursor(
+                Qt.CursorShape.OpenHandCursor if self._tool == "pan" else Qt.CursorShape.CrossCursor
+            )
             if clicked and not (event.modifiers() & Qt.KeyboardModifier.ControlModifier):
                 self._gscene.clearSelection()  # a click on empty ground deselects
             event.accept()

@@ -55,10 +55,12 @@ def explain_exit(code: int | None) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        hint = {"SIGKILL": " — killed; often the system ran out of memory",
-                "SIGSEGV": " — crashed (segmentation fault)",
-                "SIGABRT": " — aborted (often a CUDA or driver error)",
-                "SIGTERM": " — terminated"}.get(name, "")
+        hint = {
+            "SIGKILL": " — killed; often the system ran out of memory",
+            "SIGSEGV": " — crashed (segmentation fault)",
+            "SIGABRT": " — aborted (often a CUDA or driver error)",
+            "SIGTERM": " — terminated",
+        }.get(name, "")
         return f"{name}{hint}"
     return f"exit code {code}"
 
@@ -69,8 +71,14 @@ class ModelController(QObject):
     statusMessage = Signal(str)
     deviceChanged = Signal(str, bool)  # device label for the status bar, random weights
 
-    def __init__(self, bridge: WorkerBridge, panel: ModelPanel, settings: Settings,
-                 test_model: Callable[[], Path] | None = None, parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        bridge: WorkerBridge,
+        panel: ModelPanel,
+        settings: Settings,
+        test_model: Callable[[], Path] | None = None,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self.panel = panel
@@ -94,8 +102,9 @@ class ModelController(QObject):
         """Fill the panel from the settings; with no folder set there, look for a model the way the CLI
         does ($RSVG_MODEL_DIR, then the Hugging Face cache, offline) in the background."""
         s = self.settings
-        self.panel.set_choice(folder=s.model_dir, use_test=s.use_test_model, precision=s.precision,
-                              device=s.device)
+        self.panel.set_choice(
+            folder=s.model_dir, use_test=s.use_test_model, precision=s.precision, device=s.device
+        )
         if not s.model_dir:
             run_in_background(discover_model, self._discovered, lambda exc: None, name="discover model")
 
@@ -118,8 +127,12 @@ class ModelController(QObject):
             self._preparing = True
             self.panel.set_state("preparing")
             self.statusMessage.emit("Preparing the test model (random weights)…")
-            self._call = run_in_background(self._test_model, lambda path: self._load_spec(choice, str(path)),
-                                           self._prepare_failed, name="test model")
+            self._call = run_in_background(
+                self._test_model,
+                lambda path: self._load_spec(choice, str(path)),
+                self._prepare_failed,
+                name="test model",
+            )
         else:
             self._load_spec(choice, choice.folder)
 
@@ -175,8 +188,10 @@ class ModelController(QObject):
         log.warning("model worker error%s: %s", " (fatal)" if fatal else "", message)
         if fatal or not self.bridge.loaded:
             spec = self.bridge.spec
-            self.panel.show_banner(f"The model could not be loaded or run: {message}",
-                                   precision=spec.precision if spec is not None else None)
+            self.panel.show_banner(
+                f"The model could not be loaded or run: {message}",
+                precision=spec.precision if spec is not None else None,
+            )
         self.statusMessage.emit(message)
 
     def _on_died(self, code: Any) -> None:
@@ -185,5 +200,6 @@ class ModelController(QObject):
         self.panel.show_banner(
             f"The model worker stopped unexpectedly ({explain_exit(code)}){what}. The window and the "
             "finished tiles are fine; load the model again to continue.",
-            precision=spec.precision if spec is not None else None)
+            precision=spec.precision if spec is not None else None,
+        )
         self.statusMessage.emit(f"The model worker stopped ({explain_exit(code)})")

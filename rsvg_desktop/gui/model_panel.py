@@ -62,8 +62,10 @@ class ModelPanel(QWidget):
         self.setObjectName("modelPanel")
         self.folder_radio = QRadioButton("GeoChat folder", self)
         self.test_radio = QRadioButton(RANDOM_WEIGHTS_LABEL.capitalize(), self)
-        self.test_radio.setToolTip("A tiny GeoChat-shaped model with RANDOM WEIGHTS: it shows the whole "
-                                   "flow working, its answers are meaningless")
+        self.test_radio.setToolTip(
+            "A tiny GeoChat-shaped model with RANDOM WEIGHTS: it shows the whole "
+            "flow working, its answers are meaningless"
+        )
         group = QButtonGroup(self)
         group.addButton(self.folder_radio)
         group.addButton(self.test_radio)
@@ -122,8 +124,10 @@ class ModelPanel(QWidget):
         # Crash / failure banner.
         self.banner = QFrame(self)
         self.banner.setObjectName("workerBanner")
-        self.banner.setStyleSheet("#workerBanner { background: #5c1d1d; border: 1px solid #e57373; }"
-                                  "#workerBanner QLabel { color: white; }")
+        self.banner.setStyleSheet(
+            "#workerBanner { background: #5c1d1d; border: 1px solid #e57373; }"
+            "#workerBanner QLabel { color: white; }"
+        )
         self.banner_label = QLabel(self.banner)
         self.banner_label.setWordWrap(True)
         self.reload_button = QPushButton("Reload", self.banner)
@@ -172,10 +176,12 @@ class ModelPanel(QWidget):
 
     # --- choice ------------------------------------------------------------------------------
     def choice(self) -> ModelChoice:
-        return ModelChoice(source="test" if self.test_radio.isChecked() else "folder",
-                           folder=self.folder_edit.text().strip(),
-                           precision=str(self.precision_combo.currentData()),
-                           device=str(self.device_combo.currentData()))
+        return ModelChoice(
+            source="test" if self.test_radio.isChecked() else "folder",
+            folder=self.folder_edit.text().strip(),
+            precision=str(self.precision_combo.currentData()),
+            device=str(self.device_combo.currentData()),
+        )
 
     def set_choice(self, *, folder: str, use_test: bool, precision: str, device: str) -> None:
         self.folder_edit.setText(folder)
@@ -188,8 +194,9 @@ class ModelPanel(QWidget):
             self.device_combo.setCurrentIndex(j)
 
     def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose the converted GeoChat folder",
-                                                  self.folder_edit.text() or "")
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose the converted GeoChat folder", self.folder_edit.text() or ""
+        )
         if folder:
             self.folder_edit.setText(folder)
             self.folder_radio.setChecked(True)
@@ -208,10 +215,12 @@ class ModelPanel(QWidget):
                 self.guidance.setText(f"<span style='color:{color}'>{check.message}</span>")
             self.use_test_button.setVisible(not check.ok)
         else:
-            self.guidance.setText("<span style='color:#e57373'><b>Test model: RANDOM WEIGHTS.</b> "
-                                  "It runs the "
-                                  "whole flow (tiles, answers, polygons, export) but its answers are "
-                                  "meaningless. It is prepared on first use.</span>")
+            self.guidance.setText(
+                "<span style='color:#e57373'><b>Test model: RANDOM WEIGHTS.</b> "
+                "It runs the "
+                "whole flow (tiles, answers, polygons, export) but its answers are "
+                "meaningless. It is prepared on first use.</span>"
+            )
             self.use_test_button.setVisible(False)
         self._update_buttons()
         self.choiceChanged.emit()

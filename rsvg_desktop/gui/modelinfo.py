@@ -84,9 +84,12 @@ def check_model_folder(path: str | os.PathLike[str] | None) -> FolderCheck:
         return FolderCheck(True, f"Converted GeoChat (LLaVA layout){tag}.", random_weights=random_weights)
     if model_type == "geochat" or "GeoChatLlamaForCausalLM" in archs:
         hint = f"`rsvg model convert {folder} -o CONVERTED_DIR`, then choose CONVERTED_DIR."
-        return FolderCheck(False, "This is the original GeoChat checkpoint: convert it once with "
-                           + hint + tag,
-                           needs_conversion=True, random_weights=random_weights)
+        return FolderCheck(
+            False,
+            "This is the original GeoChat checkpoint: convert it once with " + hint + tag,
+            needs_conversion=True,
+            random_weights=random_weights,
+        )
     return FolderCheck(False, f"config.json describes model_type {model_type!r}, not GeoChat.")
 
 

@@ -33,8 +33,10 @@ _PLACEHOLDERS = {
     "vqa": "e.g. Is there a harbour in the image?",
     "chat": "Ask anything about each tile",
 }
-DEFAULT_CLASSES = ("airport, bare land, beach, bridge, commercial, desert, farmland, forest, industrial, "
-                   "meadow, mountain, parking, port, residential, river")
+DEFAULT_CLASSES = (
+    "airport, bare land, beach, bridge, commercial, desert, farmland, forest, industrial, "
+    "meadow, mountain, parking, port, residential, river"
+)
 
 
 class QueryPanel(QWidget):
@@ -52,8 +54,9 @@ class QueryPanel(QWidget):
         self.task_combo = QComboBox(self)
         for task in TASKS.values():
             self.task_combo.addItem(task.label, task.name)
-            self.task_combo.setItemData(self.task_combo.count() - 1, task.description,
-                                        role=3)  # Qt.ToolTipRole
+            self.task_combo.setItemData(
+                self.task_combo.count() - 1, task.description, role=3
+            )  # Qt.ToolTipRole
         self.task_help = QLabel(self)
         self.task_help.setWordWrap(True)
         self.task_help.setStyleSheet("color: palette(mid);")
@@ -185,8 +188,9 @@ class QueryPanel(QWidget):
             self.region_label.setText("none: draw it on the map")
         else:
             x0, y0, x1, y1 = rect
-            self.region_label.setText(f"{abs(x1 - x0):.0f} × {abs(y1 - y0):.0f} px at ({min(x0, x1):.0f}, "
-                                      f"{min(y0, y1):.0f})")
+            self.region_label.setText(
+                f"{abs(x1 - x0):.0f} × {abs(y1 - y0):.0f} px at ({min(x0, x1):.0f}, {min(y0, y1):.0f})"
+            )
 
     def set_grid(self, tile_size: int, overlap: int) -> None:
         self.tile_spin.blockSignals(True)
@@ -230,9 +234,13 @@ class QueryPanel(QWidget):
 
     def request(self) -> QueryRequest:
         classes = tuple(c.strip() for c in self.classes_edit.text().split(",") if c.strip())
-        return QueryRequest(task=self.task, query=self.query_edit.text().strip(),
-                            classes=classes if TASKS[self.task].takes_classes else (),
-                            scope=self.scope, region=self._region)
+        return QueryRequest(
+            task=self.task,
+            query=self.query_edit.text().strip(),
+            classes=classes if TASKS[self.task].takes_classes else (),
+            scope=self.scope,
+            region=self._region,
+        )
 
     # --- internals ---------------------------------------------------------------------------
     def _update_buttons(self) -> None:

@@ -69,8 +69,12 @@ class ScenePool:
                 raise RuntimeError("the scene pool is closed")
             scene = self._free.pop() if self._free else None
         if scene is None:
-            scene = open_scene(self.info.path, pixel_mode=self.info.pixel_mode, bands=self.info.display_bands,
-                               stretch=self.stretch)
+            scene = open_scene(
+                self.info.path,
+                pixel_mode=self.info.pixel_mode,
+                bands=self.info.display_bands,
+                stretch=self.stretch,
+            )
             with self._lock:
                 self._all.append(scene)
         try:
@@ -222,7 +226,7 @@ class RasterLayer(QGraphicsObject):
         """Scene window ``(col_off, row_off, w, h)`` and output size ``(w, h)`` of a display tile."""
         assert self._info is not None
         level, tx, ty = key
-        factor = 2 ** level
+        factor = 2**level
         span = TILE_PX * factor
         x0, y0 = tx * span, ty * span
         w = min(span, self._info.width - x0)
@@ -233,7 +237,7 @@ class RasterLayer(QGraphicsObject):
         """Display tiles of ``level`` that intersect ``rect`` (scene pixels), nearest the centre first."""
         if self._info is None:
             return []
-        span = TILE_PX * 2 ** level
+        span = TILE_PX * 2**level
         nx = math.ceil(self._info.width / span)
         ny = math.ceil(self._info.height / span)
         x0 = max(0, math.floor(rect.left() / span))
@@ -257,7 +261,7 @@ class RasterLayer(QGraphicsObject):
         if level is None or self._pool is None:
             self._requests.wanted = frozenset()
             return
-        span = TILE_PX * 2 ** level
+        span = TILE_PX * 2**level
         margin = QRectF(visible).adjusted(-span / 2, -span / 2, span / 2, span / 2)
         keys = self.tiles_in(margin, level)
         self._requests.wanted = frozenset(keys)
@@ -303,8 +307,9 @@ class RasterLayer(QGraphicsObject):
             return QRectF()
         return QRectF(0, 0, self._info.width, self._info.height)
 
-    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
-              widget: QWidget | None = None) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
         if self._info is None:
             return
         exposed = option.exposedRect.intersected(self.boundingRect())
@@ -315,8 +320,9 @@ class RasterLayer(QGraphicsObject):
         if self._preview is not None and not self._preview.isNull():
             sx = self._preview.width() / self._info.width
             sy = self._preview.height() / self._info.height
-            source = QRectF(exposed.left() * sx, exposed.top() * sy, exposed.width() * sx,
-                            exposed.height() * sy)
+            source = QRectF(
+                exposed.left() * sx, exposed.top() * sy, exposed.width() * sx, exposed.height() * sy
+            )
             painter.drawImage(exposed, self._preview, source)
         else:
             painter.fillRect(exposed, QColor(40, 40, 40))

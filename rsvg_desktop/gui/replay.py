@@ -78,18 +78,43 @@ def read_run(path: str | os.PathLike[str], info: SceneInfo) -> Replay:
         tile = rec.tile or Tile(0, 0, *rec.window, rec.tile_size)
         wkb = tuple(shapely.to_wkb(table.geometry).tolist()) if len(table) else ()
         angles = tuple(None if a != a else float(a) for a in table.angle)  # NaN → None
-        tiles.append(TileDone(tile=tile, answer=rec.answer, text=parsed.text,
-                              phrases=tuple(table.phrase.tolist()), angles=angles, polygons_wkb=wkb,
-                              done=n, total=len(records),
-                              seconds=rec.seconds or 0.0, input_tokens=rec.input_tokens or 0,
-                              output_tokens=rec.output_tokens or 0))
+        tiles.append(
+            TileDone(
+                tile=tile,
+                answer=rec.answer,
+                text=parsed.text,
+                phrases=tuple(table.phrase.tolist()),
+                angles=angles,
+                polygons_wkb=wkb,
+                done=n,
+                total=len(records),
+                seconds=rec.seconds or 0.0,
+                input_tokens=rec.input_tokens or 0,
+                output_tokens=rec.output_tokens or 0,
+            )
+        )
     run_id = first.run_id or Path(path).stem
     boxes = sum(len(t.polygons_wkb) for t in tiles)
-    started = RunStarted(run_id=run_id, scene=info.path, total=len(tiles), skipped=0,
-                         tiles=tuple(t.tile for t in tiles), crs_wkt=crs, transform=transform,
-                         answer_log=path)
-    finished = RunFinished(run_id=run_id, done=len(tiles), total=len(tiles), skipped=0, failed=0,
-                           detections=boxes, raw_detections=boxes,
-                           seconds=sum(t.seconds for t in tiles), answer_log=path)
+    started = RunStarted(
+        run_id=run_id,
+        scene=info.path,
+        total=len(tiles),
+        skipped=0,
+        tiles=tuple(t.tile for t in tiles),
+        crs_wkt=crs,
+        transform=transform,
+        answer_log=path,
+    )
+    finished = RunFinished(
+        run_id=run_id,
+        done=len(tiles),
+        total=len(tiles),
+        skipped=0,
+        failed=0,
+        detections=boxes,
+        raw_detections=boxes,
+        seconds=sum(t.seconds for t in tiles),
+        answer_log=path,
+    )
     log.info("%s: %d tiles, %d boxes reopened", path, len(tiles), boxes)
     return Replay(path, first.scene, first.task, first.query, started, tuple(tiles), finished)

@@ -74,8 +74,16 @@ class ResultsModel(QAbstractTableModel):
         self.query: str | None = None
 
     # --- run lifetime ------------------------------------------------------------------------
-    def reset(self, *, crs_wkt: str | None, transform: Sequence[float] | None, answer_log: str | None,
-              run_id: str | None, task: str | None = None, query: str | None = None) -> None:
+    def reset(
+        self,
+        *,
+        crs_wkt: str | None,
+        transform: Sequence[float] | None,
+        answer_log: str | None,
+        run_id: str | None,
+        task: str | None = None,
+        query: str | None = None,
+    ) -> None:
         """Start a new run's table (the previous rows and deletions are dropped)."""
         self.beginResetModel()
         self._rows.clear()
@@ -91,8 +99,16 @@ class ResultsModel(QAbstractTableModel):
         self.query = query
         self.endResetModel()
 
-    def add_tile(self, tile: Tile, polygons_wkb: Sequence[bytes], phrases: Sequence[str | None],
-                 angles: Sequence[float | None], *, task: str, default_label: str = "") -> list[DetectionRow]:
+    def add_tile(
+        self,
+        tile: Tile,
+        polygons_wkb: Sequence[bytes],
+        phrases: Sequence[str | None],
+        angles: Sequence[float | None],
+        *,
+        task: str,
+        default_label: str = "",
+    ) -> list[DetectionRow]:
         """Append the detections of one finished tile; returns the new rows."""
         new: list[DetectionRow] = []
         for i, wkb in enumerate(polygons_wkb):
@@ -109,8 +125,18 @@ class ResultsModel(QAbstractTableModel):
             pixels = polygon_to_pixels(polygon, self.transform)
             if len(pixels) < 3:
                 continue
-            new.append(DetectionRow(key, (phrase or default_label or "").strip(), task, tile,
-                                    self._areas.area(polygon), angle, polygon, pixels))
+            new.append(
+                DetectionRow(
+                    key,
+                    (phrase or default_label or "").strip(),
+                    task,
+                    tile,
+                    self._areas.area(polygon),
+                    angle,
+                    polygon,
+                    pixels,
+                )
+            )
         if new:
             first = len(self._rows)
             self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
@@ -178,8 +204,9 @@ class ResultsModel(QAbstractTableModel):
     def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(COLUMNS)
 
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             name = COLUMNS[section]
             return f"Area ({self._areas.unit})" if name == "Area" else name
@@ -194,8 +221,13 @@ class ResultsModel(QAbstractTableModel):
             return row.key
         if role == SORT_ROLE:
             tile_order = float(row.tile.row * 1_000_000 + row.tile.col * 1_000 + row.key[2])
-            return (row.phrase.lower(), row.task, tile_order, row.area,
-                    -1.0 if row.angle is None else float(row.angle))[col]
+            return (
+                row.phrase.lower(),
+                row.task,
+                tile_order,
+                row.area,
+                -1.0 if row.angle is None else float(row.angle),
+            )[col]
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:
                 return row.phrase or "—"
@@ -210,6 +242,8 @@ class ResultsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (3, 4):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return (f"{row.phrase or '(no phrase)'} — tile {row.tile.id}, box {row.key[2] + 1}, "
-                    f"{format_area(row.area, self._areas.unit)}")
+            return (
+                f"{row.phrase or '(no phrase)'} — tile {row.tile.id}, box {row.key[2] + 1}, "
+                f"{format_area(row.area, self._areas.unit)}"
+            )
         return None

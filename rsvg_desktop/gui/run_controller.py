@@ -83,9 +83,15 @@ class RunController(QObject):
     statusMessage = Signal(str)
     runEnded = Signal(object)  # ActiveRun
 
-    def __init__(self, bridge: WorkerBridge, map_view: MapView, results: ResultsModel,
-                 transcript: TranscriptModel, conversations: Conversations,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        bridge: WorkerBridge,
+        map_view: MapView,
+        results: ResultsModel,
+        transcript: TranscriptModel,
+        conversations: Conversations,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self.map = map_view
@@ -139,8 +145,9 @@ class RunController(QObject):
         return ""
 
     # --- starting ----------------------------------------------------------------------------
-    def start(self, request: QueryRequest, *, follow_up_tile: Tile | None = None,
-              follow_up_run: str | None = None) -> RunConfig:
+    def start(
+        self, request: QueryRequest, *, follow_up_tile: Tile | None = None, follow_up_run: str | None = None
+    ) -> RunConfig:
         """Start a run (raises ConfigError with a message for the analyst when it cannot).
 
         ``follow_up_tile`` with ``follow_up_run`` (the run whose answer on that tile is continued) asks a
@@ -157,16 +164,31 @@ class RunController(QObject):
             history = self.conversations.history(follow_up_run, info.path, follow_up_tile)
         output = output_path_for(self.runs_dir, info.path, request.task)
         config = build_run_config(
-            request, scene=info.path, scene_size=(info.width, info.height), tiles=plan.tiles,
-            output=str(output), tile_size=plan.tile_size, overlap=plan.overlap, pixel_mode=info.pixel_mode,
-            visible=self.map.visible_scene_rect(), rectangle=self.map.scope_rect, history=history,
-            follow_up_tile=follow_up_tile)
+            request,
+            scene=info.path,
+            scene_size=(info.width, info.height),
+            tiles=plan.tiles,
+            output=str(output),
+            tile_size=plan.tile_size,
+            overlap=plan.overlap,
+            pixel_mode=info.pixel_mode,
+            visible=self.map.visible_scene_rect(),
+            rectangle=self.map.scope_rect,
+            history=history,
+            follow_up_tile=follow_up_tile,
+        )
         sent = build_query(config.task, config.query, classes=config.classes or None, region=config.region)
         output.parent.mkdir(parents=True, exist_ok=True)
         self._count += 1
         task = TASKS[config.task]
-        self.run = ActiveRun(index=self._count, key=f"run-{self._count}", config=config, sent_query=sent,
-                             label=task.label, follow_up=follow_up_tile is not None)
+        self.run = ActiveRun(
+            index=self._count,
+            key=f"run-{self._count}",
+            config=config,
+            sent_query=sent,
+            label=task.label,
+            follow_up=follow_up_tile is not None,
+        )
         extra = [f"follow-up on {follow_up_tile.id}"] if follow_up_tile is not None else []
         shown = config.query or (sent if task.needs_region else "")
         self.transcript.begin_run(self.run.key, run_title(self._count, task.label, shown, extra))
@@ -181,8 +203,14 @@ class RunController(QObject):
         self._ticker.start()
         self.runningChanged.emit(True)
         self.statusMessage.emit(f"Run {self._count} started: {task.label}")
-        log.info("run %d: task %s, query %r, scope %s, output %s", self._count, config.task, config.query,
-                 config.scope, output)
+        log.info(
+            "run %d: task %s, query %r, scope %s, output %s",
+            self._count,
+            config.task,
+            config.query,
+            config.scope,
+            output,
+        )
         return config
 
     def replay(self, replay: Replay) -> ActiveRun:
@@ -200,8 +228,9 @@ class RunController(QObject):
             sent = replay.query
         self._count += 1
         config = RunConfig(scene=replay.scene, query=replay.query, task=replay.task, output=None)
-        run = ActiveRun(index=self._count, key=f"run-{self._count}", config=config, sent_query=sent,
-                        label=task.label)
+        run = ActiveRun(
+            index=self._count, key=f"run-{self._count}", config=config, sent_query=sent, label=task.label
+        )
         self.run = run
         self.transcript.begin_run(run.key, run_title(self._count, task.label, replay.query, ["reopened"]))
         self.map.grid.reset_states()
@@ -210,8 +239,11 @@ class RunController(QObject):
             self._on_tile_done(event)
         run.answer_log = replay.answer_log
         boxes = sum(len(t.polygons_wkb) for t in replay.tiles)
-        self.transcript.add_note(run.key, f"Reopened from {replay.answer_log}: {len(replay.tiles)} tiles, "
-                                 f"{boxes} boxes (merged across seams on export).")
+        self.transcript.add_note(
+            run.key,
+            f"Reopened from {replay.answer_log}: {len(replay.tiles)} tiles, "
+            f"{boxes} boxes (merged across seams on export).",
+        )
         self.progressChanged.emit(run.done, run.total, f"Reopened run: {run.done} tiles")
         self._finish(run)
         return run
@@ -236,14 +268,19 @@ class RunController(QObject):
         if task.has_boxes and not run.follow_up:
             run.owns_results = True
             self.map.detections.clear()
-            self.results.reset(crs_wkt=ev.crs_wkt,
-                               transform=ev.transform or (self.info.transform if self.info else None),
-                               answer_log=ev.answer_log, run_id=ev.run_id, task=run.config.task,
-                               query=run.config.query)
+            self.results.reset(
+                crs_wkt=ev.crs_wkt,
+                transform=ev.transform or (self.info.transform if self.info else None),
+                answer_log=ev.answer_log,
+                run_id=ev.run_id,
+                task=run.config.task,
+                query=run.config.query,
+            )
         self.progress.start(ev.total, ev.skipped)
         if ev.total == 0:
-            self.transcript.add_note(run.key, "No tile to run in this scope (all nodata or outside the "
-                                     "scene).")
+            self.transcript.add_note(
+                run.key, "No tile to run in this scope (all nodata or outside the scene)."
+            )
         elif ev.skipped:
             self.transcript.add_note(run.key, f"{ev.total} tiles to run; {ev.skipped} skipped as nodata.")
         self._emit_progress()
@@ -268,15 +305,22 @@ class RunController(QObject):
         run.boxes += n_boxes
         if run.owns_results and n_boxes:
             default_label = run.config.query if run.config.task == "refer" else ""
-            rows = self.results.add_tile(tile, ev.polygons_wkb, ev.phrases, ev.angles, task=run.config.task,
-                                         default_label=default_label)
+            rows = self.results.add_tile(
+                tile,
+                ev.polygons_wkb,
+                ev.phrases,
+                ev.angles,
+                task=run.config.task,
+                default_label=default_label,
+            )
             for row in rows:
                 self.map.detections.add(row.key, row.pixels, row.phrase)
         task = TASKS[run.config.task]
         if not task.has_boxes or n_boxes or (ev.text or "").strip():
             self.transcript.add_tile_answer(run.key, tile, summarise_answer(ev.text, n_boxes, ev.answer))
-        self.conversations.record(run.key, self.info.path, tile, run.config.history, run.sent_query,
-                                  ev.answer)
+        self.conversations.record(
+            run.key, self.info.path, tile, run.config.history, run.sent_query, ev.answer
+        )
         self.progress.update(ev.done, ev.total)
         self._emit_progress()
 
@@ -296,8 +340,9 @@ class RunController(QObject):
             # A RunFailed already ended it: still record the summary under that run.
             last = self.run
             if last is not None and last.run_id == ev.run_id:
-                self.transcript.add_note(last.key, f"{ev.done} / {ev.total} tiles answered; results store: "
-                                         f"{ev.output}")
+                self.transcript.add_note(
+                    last.key, f"{ev.done} / {ev.total} tiles answered; results store: {ev.output}"
+                )
             return
         run.cancelled = bool(ev.cancelled)
         run.done = ev.done
@@ -306,7 +351,7 @@ class RunController(QObject):
             self.results.answer_log = ev.answer_log
         took = format_duration(ev.seconds)
         if ev.cancelled:
-            text = (f"Cancelled after {ev.done} / {ev.total} tiles ({took}); the finished tiles are kept.")
+            text = f"Cancelled after {ev.done} / {ev.total} tiles ({took}); the finished tiles are kept."
         else:
             text = f"Finished: {ev.done} / {ev.total} tiles in {took}"
             if ev.skipped:
@@ -342,8 +387,10 @@ class RunController(QObject):
         if run is None:
             return
         where = f" in {run.answer_log}" if run.answer_log else ""
-        text = (f"The model worker stopped (exit code {code}) after {run.done} / {run.total} tiles. "
-                f"The {run.done} finished tiles are kept{where}.")
+        text = (
+            f"The model worker stopped (exit code {code}) after {run.done} / {run.total} tiles. "
+            f"The {run.done} finished tiles are kept{where}."
+        )
         self.transcript.add_note(run.key, text, error=True)
         self.progressChanged.emit(run.done, max(run.total, 1), "Worker stopped")
         self._finish(run)

@@ -99,8 +99,9 @@ def clip_window(rect: PixelRect, width: int, height: int) -> tuple[int, int, int
 
 def _unique_point(offset: int, size: int, others: Sequence[tuple[int, int]]) -> float | None:
     """The middle of the longest stretch of ``[offset, offset + size)`` covered by none of ``others``."""
-    cuts = sorted((max(offset, o), min(offset + size, o + s)) for o, s in others
-                  if o < offset + size and o + s > offset)
+    cuts = sorted(
+        (max(offset, o), min(offset + size, o + s)) for o, s in others if o < offset + size and o + s > offset
+    )
     best: tuple[float, float] | None = None
     pos = float(offset)
     for lo, hi in cuts:
@@ -152,8 +153,9 @@ def region_in_tile(region: PixelRect, tiles: Sequence[Tile]) -> Tile:
     area = (rect[2] - rect[0]) * (rect[3] - rect[1])
     whole = [t for t in tiles if _overlap(rect, t) >= area * (1 - 1e-9)]
     if whole:
-        return min(whole, key=lambda t: (t.col_off + t.width / 2 - cx) ** 2
-                   + (t.row_off + t.height / 2 - cy) ** 2)
+        return min(
+            whole, key=lambda t: (t.col_off + t.width / 2 - cx) ** 2 + (t.row_off + t.height / 2 - cy) ** 2
+        )
     best = max(tiles, key=lambda t: _overlap(rect, t), default=None)
     if best is None or _overlap(rect, best) <= 0:
         raise ConfigError("the region lies outside every tile that is sent to the model")
@@ -230,8 +232,12 @@ def build_run_config(
     else:
         raise ConfigError(f"unknown scope {request.scope!r}")
 
-    if (not task.needs_region and not query and task.default_query is None
-            and not (task.takes_classes and classes)):
+    if (
+        not task.needs_region
+        and not query
+        and task.default_query is None
+        and not (task.takes_classes and classes)
+    ):
         raise ConfigError(f"type a query for '{task.label}'")
     if task.takes_classes and not classes and not query:
         raise ConfigError("give the class list (comma separated)")

@@ -60,8 +60,9 @@ class SceneLoader(QObject):
         self._serial = 0
         self.busy = False
 
-    def open(self, path: str | os.PathLike[str], *, tile_size: int, overlap: int,
-             pixel_mode: bool = False) -> None:
+    def open(
+        self, path: str | os.PathLike[str], *, tile_size: int, overlap: int, pixel_mode: bool = False
+    ) -> None:
         path = os.fspath(path)
         self._serial += 1
         serial = self._serial
@@ -78,8 +79,11 @@ class SceneLoader(QObject):
                 log.warning("cannot open %s: %s", path, exc)
                 self.failed.emit(path, str(exc) or type(exc).__name__, isinstance(exc, NoCRSError))
 
-        self._calls.append(run_in_background(lambda: _open(path, tile_size, overlap, pixel_mode), done,
-                                             failed, name=f"open {path}"))
+        self._calls.append(
+            run_in_background(
+                lambda: _open(path, tile_size, overlap, pixel_mode), done, failed, name=f"open {path}"
+            )
+        )
         self._calls = [c for c in self._calls if not c.finished]
 
     def replan(self, info: SceneInfo, *, tile_size: int, overlap: int) -> None:
@@ -88,6 +92,9 @@ class SceneLoader(QObject):
         def failed(exc: BaseException) -> None:
             self.failed.emit(info.path, f"cannot lay the tile grid: {exc}", False)
 
-        self._calls.append(run_in_background(lambda: plan_grid(info, tile_size, overlap), self.planned.emit,
-                                             failed, name="plan"))
+        self._calls.append(
+            run_in_background(
+                lambda: plan_grid(info, tile_size, overlap), self.planned.emit, failed, name="plan"
+            )
+        )
         self._calls = [c for c in self._calls if not c.finished]

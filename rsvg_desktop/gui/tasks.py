@@ -72,9 +72,14 @@ class BackgroundCall(QObject):
             self._result.emit(True, value)
 
 
-def run_in_background(fn: Callable[[], Any], on_done: Callable[[Any], None] | None = None,
-                      on_failed: Callable[[BaseException], None] | None = None, *, name: str = "",
-                      executor: ThreadPoolExecutor | None = None) -> BackgroundCall:
+def run_in_background(
+    fn: Callable[[], Any],
+    on_done: Callable[[Any], None] | None = None,
+    on_failed: Callable[[BaseException], None] | None = None,
+    *,
+    name: str = "",
+    executor: ThreadPoolExecutor | None = None,
+) -> BackgroundCall:
     """Start ``fn()`` in a background thread and return its :class:`BackgroundCall`."""
     call = BackgroundCall(fn, name)
     if on_done is not None:

@@ -53,8 +53,9 @@ class Conversations:
     def key(run_key: str, scene: str, tile: Tile) -> ConversationKey:
         return (run_key, scene, tile.col_off, tile.row_off, tile.width, tile.height)
 
-    def record(self, run_key: str, scene: str, tile: Tile, earlier: Turns, question: str,
-               answer: str) -> None:
+    def record(
+        self, run_key: str, scene: str, tile: Tile, earlier: Turns, question: str, answer: str
+    ) -> None:
         """The run ``run_key`` asked ``question`` about ``tile`` after the ``earlier`` turns."""
         self._threads[self.key(run_key, scene, tile)] = (*earlier, (question, answer))
 
@@ -142,8 +143,7 @@ class _WrappingDelegate(QStyledItemDelegate):
             depth, parent = depth + 1, parent.parent()
         return depth
 
-    def sizeHint(self, option: QStyleOptionViewItem,
-                 index: QModelIndex | QPersistentModelIndex) -> QSize:
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         opt = QStyleOptionViewItem(option)
         self.initStyleOption(opt, index)
         indent = self._view.indentation() * (self._depth(index) + 1)
@@ -152,8 +152,9 @@ class _WrappingDelegate(QStyledItemDelegate):
         rect = opt.fontMetrics.boundingRect(QRect(0, 0, width, 100_000), flags, opt.text)
         return QSize(width, rect.height() + 6)
 
-    def initStyleOption(self, option: QStyleOptionViewItem,
-                        index: QModelIndex | QPersistentModelIndex) -> None:
+    def initStyleOption(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
         super().initStyleOption(option, index)
         option.features |= QStyleOptionViewItem.ViewItemFeature.WrapText
 
@@ -252,8 +253,10 @@ class TranscriptPanel(QWidget):
         if tile is None:
             self.follow_label.setText("Select a tile's answer to ask a follow-up question about that tile.")
         else:
-            self.follow_label.setText(f"Follow-up on tile {tile.id}" + ("" if self._can_ask else
-                                      " (load a model and wait for the run to end)"))
+            self.follow_label.setText(
+                f"Follow-up on tile {tile.id}"
+                + ("" if self._can_ask else " (load a model and wait for the run to end)")
+            )
 
     def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
         tile = current.data(TILE_ROLE) if current.isValid() else None
@@ -277,8 +280,9 @@ def breakable(text: str, every: int = 40) -> str:
     """``text`` with zero-width spaces inside words longer than ``every`` characters, so that a long
     run without spaces (a cut-off box list, or a random-weights model's noise) wraps instead of
     overflowing the transcript. Display only: tooltips and conversations keep the raw text."""
-    return _LONG_WORD.sub(lambda m: "\u200b".join(m.group(0)[i:i + every]
-                                                   for i in range(0, len(m.group(0)), every)), text)
+    return _LONG_WORD.sub(
+        lambda m: "\u200b".join(m.group(0)[i : i + every] for i in range(0, len(m.group(0)), every)), text
+    )
 
 
 def summarise_answer(text: str, n_boxes: int, answer: str) -> str:

@@ -59,8 +59,14 @@ class WorkerBridge(QObject):
     error = Signal(str, bool)  # message, fatal
     stateChanged = Signal(str)
 
-    def __init__(self, worker_factory: Callable[[], Any] | None = None, *, poll_ms: int = 30,
-                 budget_ms: float = 12.0, parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        worker_factory: Callable[[], Any] | None = None,
+        *,
+        poll_ms: int = 30,
+        budget_ms: float = 12.0,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         self._factory = worker_factory or default_worker_factory
         self._worker: Any = None
@@ -75,8 +81,9 @@ class WorkerBridge(QObject):
         self._timer.timeout.connect(self._poll)
         self._handlers: dict[str, Callable[[Any], None]] = {
             "WorkerReady": self._on_ready,
-            "ModelLoading": lambda m: self.modelLoading.emit(str(getattr(m, "stage", "")),
-                                                             float(getattr(m, "fraction", 0.0))),
+            "ModelLoading": lambda m: self.modelLoading.emit(
+                str(getattr(m, "stage", "")), float(getattr(m, "fraction", 0.0))
+            ),
             "ModelLoaded": self._on_loaded,
             "ModelUnloaded": self._on_unloaded,
             "RunStarted": self._on_run_started,

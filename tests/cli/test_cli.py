@@ -15,8 +15,9 @@ from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rsvg_desktop.cli.main", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rsvg_desktop.cli.main", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_info_reports_scene_and_tiles(data_dir, capsys):
@@ -34,11 +35,14 @@ def test_info_text_on_all_nodata_scene_warns(data_dir, capsys):
     assert "0 to the model" in out and "no valid pixels" in out
 
 
-@pytest.mark.parametrize(("name", "needle"), [
-    ("README.md", "not a raster"),
-    ("rotated.tif", "--pixel-mode"),
-    ("missing.tif", "missing.tif"),
-])
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("README.md", "not a raster"),
+        ("rotated.tif", "--pixel-mode"),
+        ("missing.tif", "missing.tif"),
+    ],
+)
 def test_bad_input_gives_one_line_error(data_dir, name, needle):
     proc = run_cli("info", str(data_dir / name))
     assert proc.returncode == 2
@@ -49,8 +53,12 @@ def test_bad_input_gives_one_line_error(data_dir, name, needle):
 
 def test_tiles_writes_footprints_and_refuses_overwrite(data_dir, tmp_path, capsys):
     out = tmp_path / "grid.gpkg"
-    assert main(["tiles", str(data_dir / "RGB.byte.tif"), "--tile-size", "128", "--overlap", "0",
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            ["tiles", str(data_dir / "RGB.byte.tif"), "--tile-size", "128", "--overlap", "0", "-o", str(out)]
+        )
+        == 0
+    )
     with fiona.open(out, layer="tiles") as src:
         props = [f["properties"] for f in src]
         assert src.crs.to_epsg() == 32618
@@ -69,10 +77,20 @@ def test_export_rebuilds_from_log_and_excludes_nothing_by_default(data_dir, tmp_
     log = tmp_path / "a.answers.jsonl"
     with AnswerLogWriter(log) as w:
         # no transform/crs in the record: export reads the georeferencing from the scene itself
-        w.write(AnswerRecord(scene=str(data_dir / "RGB.byte.tif"), col_off=0, row_off=0, width=504,
-                             height=504, task="refer", query="boat",
-                             answer="<p>boat</p>{<10><10><20><20>|<90>}",
-                             tile_row=0, tile_col=0))
+        w.write(
+            AnswerRecord(
+                scene=str(data_dir / "RGB.byte.tif"),
+                col_off=0,
+                row_off=0,
+                width=504,
+                height=504,
+                task="refer",
+                query="boat",
+                answer="<p>boat</p>{<10><10><20><20>|<90>}",
+                tile_row=0,
+                tile_col=0,
+            )
+        )
     for ext in ("gpkg", "geojson", "shp"):
         out = tmp_path / f"r.{ext}"
         assert main(["export", str(log), "-o", str(out)]) == 0
@@ -107,8 +125,23 @@ def test_model_info_for_published_geochat(capsys):
 @pytest.mark.slow
 def test_detect_smoke_end_to_end(data_dir, tmp_path):
     out = tmp_path / "d.gpkg"
-    proc = run_cli("detect", str(data_dir / "cogeo.tif"), "--query", "cars", "--smoke", "--precision", "nf4",
-                   "--device", "cpu", "--max-new-tokens", "4", "--tile-size", "504", "-o", str(out))
+    proc = run_cli(
+        "detect",
+        str(data_dir / "cogeo.tif"),
+        "--query",
+        "cars",
+        "--smoke",
+        "--precision",
+        "nf4",
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "4",
+        "--tile-size",
+        "504",
+        "-o",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "RANDOM WEIGHTS" in proc.stderr
     assert "9/9 tiles" in proc.stdout
@@ -120,16 +153,28 @@ def test_detect_smoke_end_to_end(data_dir, tmp_path):
 def test_download_offline_is_one_clear_line(tmp_path):
     env_proc = subprocess.run(
         [sys.executable, "-m", "rsvg_desktop.cli.main", "model", "download", "-o", str(tmp_path / "m")],
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert env_proc.returncode == 2
     lines = env_proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "geochat-7B" in lines[0] and "Traceback" not in env_proc.stderr
 
 
 def test_detect_on_empty_scene_fails_before_loading_the_model(data_dir, tmp_path):
-    proc = run_cli("detect", str(data_dir / "all-nodata.tif"), "--query", "x", "--smoke", "--precision",
-                   "fp32", "-o", str(tmp_path / "n.gpkg"))
+    proc = run_cli(
+        "detect",
+        str(data_dir / "all-nodata.tif"),
+        "--query",
+        "x",
+        "--smoke",
+        "--precision",
+        "fp32",
+        "-o",
+        str(tmp_path / "n.gpkg"),
+    )
     assert proc.returncode == 2
     assert "no valid pixels" in proc.stderr and "model:" not in proc.stderr
     assert not (tmp_path / "n.gpkg").exists()

@@ -54,8 +54,10 @@ def blob_answer(image: np.ndarray, phrase: str = "car") -> str:
             rows, cols = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0))
             y0, y1 = r0 + rows[0], r0 + rows[-1] + 1
             x0, x1 = c0 + cols[0], c0 + cols[-1] + 1
-            boxes.append(f"{{<{round(100 * x0 / w)}><{round(100 * y0 / h)}><{round(100 * x1 / w)}>"
-                         f"<{round(100 * y1 / h)}>|<0>}}")
+            boxes.append(
+                f"{{<{round(100 * x0 / w)}><{round(100 * y0 / h)}><{round(100 * x1 / w)}>"
+                f"<{round(100 * y1 / h)}>|<0>}}"
+            )
     return f"<p>{phrase}</p> " + "".join(boxes) if boxes else "There is none."
 
 
@@ -90,15 +92,33 @@ def blob_image(width: int, height: int, objects: Sequence[tuple[int, int, int]],
     rng = np.random.default_rng(seed)
     img = rng.integers(10, 60, size=(3, height, width), dtype=np.uint8)
     for c, r, side in objects:
-        img[:, r:r + side, c:c + side] = 250
+        img[:, r : r + side, c : c + side] = 250
     return img
 
 
-def write_geotiff(path: Path, image: np.ndarray, *, crs: str = "EPSG:32633", x0: float = 500000.0,
-                  y0: float = 4650000.0, pixel: float = 0.5, nodata: int | None = None) -> Path:
+def write_geotiff(
+    path: Path,
+    image: np.ndarray,
+    *,
+    crs: str = "EPSG:32633",
+    x0: float = 500000.0,
+    y0: float = 4650000.0,
+    pixel: float = 0.5,
+    nodata: int | None = None,
+) -> Path:
     count, height, width = image.shape
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype="uint8",
-                       crs=crs, transform=Affine(pixel, 0.0, x0, 0.0, -pixel, y0), nodata=nodata) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=count,
+        dtype="uint8",
+        crs=crs,
+        transform=Affine(pixel, 0.0, x0, 0.0, -pixel, y0),
+        nodata=nodata,
+    ) as dst:
         dst.write(image)
     return path
 
@@ -108,8 +128,9 @@ def write_plain(path: Path, image: np.ndarray, *, driver: str = "PNG") -> Path:
     count, height, width = image.shape
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver=driver, width=width, height=height, count=count,
-                           dtype="uint8") as dst:
+        with rasterio.open(
+            path, "w", driver=driver, width=width, height=height, count=count, dtype="uint8"
+        ) as dst:
             dst.write(image)
     for aux in path.parent.glob(path.name + ".aux.xml"):
         aux.unlink()
@@ -125,5 +146,6 @@ def write_world_file(image_path: Path, suffix: str, *, x0: float, y0: float, pix
 
 def lattice(width: int, height: int, step: int, side: int, offset: int = 5) -> list[tuple[int, int, int]]:
     """Squares of ``side`` px every ``step`` px (some will straddle tile seams)."""
-    return [(c, r, side) for r in range(offset, height - side, step)
-            for c in range(offset, width - side, step)]
+    return [
+        (c, r, side) for r in range(offset, height - side, step) for c in range(offset, width - side, step)
+    ]

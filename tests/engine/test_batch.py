@@ -48,8 +48,15 @@ def _run(config, generator=None, **kw):
 
 
 def _config(inputs, out, **kw):
-    base = dict(inputs=tuple(str(i) for i in inputs), queries=(Query("refer", "car"),), output=str(out),
-                tile_size=64, overlap=16, batch_size=4, max_new_tokens=16)
+    base = dict(
+        inputs=tuple(str(i) for i in inputs),
+        queries=(Query("refer", "car"),),
+        output=str(out),
+        tile_size=64,
+        overlap=16,
+        batch_size=4,
+        max_new_tokens=16,
+    )
     base.update(kw)
     return BatchConfig(**base)
 
@@ -83,9 +90,21 @@ def test_single_scene_matches_the_scene_job(tmp_path, data_dir):
     assert summary.status == "complete" and summary.inputs_done == 1 and summary.tiles_done == 9
     det = _layer(tmp_path / "b.gpkg", "detections")
 
-    list(run_scene(RunConfig(scene=str(scene), query="car", output=str(tmp_path / "d.gpkg"), tile_size=64,
-                             overlap=16, batch_size=4), BlobGenerator(), model="blob-detector",
-                   precision="fp32"))
+    list(
+        run_scene(
+            RunConfig(
+                scene=str(scene),
+                query="car",
+                output=str(tmp_path / "d.gpkg"),
+                tile_size=64,
+                overlap=16,
+                batch_size=4,
+            ),
+            BlobGenerator(),
+            model="blob-detector",
+            precision="fp32",
+        )
+    )
     ref = _layer(tmp_path / "d.gpkg", "detections")
     assert summary.raw_detections > len(det) > 0  # seams produced duplicates that were merged
     assert len(det) == len(ref) == 16  # the 4 × 4 lattice of objects
@@ -137,8 +156,11 @@ def test_cancel_between_batches_then_resume_gives_the_uninterrupted_result(tmp_p
     _, resumed = _run(_config([scene_folder], part, batch_size=2))
     assert resumed.status == "complete" and resumed.tiles_done == 7
     for layer in ("detections", "tile_detections", "tile_footprints"):
-        assert _detection_rows(part, layer) == _detection_rows(full, layer) if layer != "tile_footprints" \
+        assert (
+            _detection_rows(part, layer) == _detection_rows(full, layer)
+            if layer != "tile_footprints"
             else len(_layer(part, layer)) == len(_layer(full, layer)) == 15
+        )
     ledger = _layer(part, "tiles")
     assert not ledger.duplicated(["run_id", "input_id", "col_off", "row_off", "width", "height"]).any()
 

@@ -40,8 +40,17 @@ def rsvg(*args: str, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
 
 
 def _model_args(model_dir: Path, *extra: str) -> list[str]:
-    return ["--model", str(model_dir), "--precision", "fp32", "--device", "cpu", "--max-new-tokens", "4",
-            *extra]
+    return [
+        "--model",
+        str(model_dir),
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "4",
+        *extra,
+    ]
 
 
 def _summary(proc) -> dict:
@@ -79,8 +88,19 @@ def _kill_when(proc: subprocess.Popen, store: Path, at_least: int, timeout: floa
 
 def _ledger(path: Path) -> list[tuple]:
     df = pyogrio.read_dataframe(path, layer="tiles")
-    return sorted(zip(df["run_id"], df["scene"].map(lambda s: Path(s).name), df["col_off"], df["row_off"],
-                      df["width"], df["height"], df["status"], df["answer"].fillna(""), strict=True))
+    return sorted(
+        zip(
+            df["run_id"],
+            df["scene"].map(lambda s: Path(s).name),
+            df["col_off"],
+            df["row_off"],
+            df["width"],
+            df["height"],
+            df["status"],
+            df["answer"].fillna(""),
+            strict=True,
+        )
+    )
 
 
 def _log_keys(path: Path) -> list[tuple]:
@@ -101,15 +121,32 @@ def mixed_folder(tmp_path, data_dir):
 @pytest.mark.slow
 def test_cli_mixed_folder_exit_status_summary_and_resume(tmp_path, mixed_folder, test_model_dir):
     out, summary_file = tmp_path / "out.gpkg", tmp_path / "summary.json"
-    args = ["batch", str(mixed_folder), "--query", "cars", *_model_args(test_model_dir), "--tile-size", "504",
-            "-o", str(out), "--json", "--summary", str(summary_file)]
+    args = [
+        "batch",
+        str(mixed_folder),
+        "--query",
+        "cars",
+        *_model_args(test_model_dir),
+        "--tile-size",
+        "504",
+        "-o",
+        str(out),
+        "--json",
+        "--summary",
+        str(summary_file),
+    ]
     proc = rsvg(*args)
     assert proc.returncode == 3, proc.stderr  # some inputs failed
     assert "Traceback" not in proc.stderr and "RANDOM WEIGHTS" in proc.stderr
     s = _summary(proc)
     assert s == json.loads(summary_file.read_text())
-    assert (s["status"], s["exit_code"], s["inputs_total"], s["inputs_done"], s["inputs_failed"]) == \
-        ("partial", 3, 3, 2, 1)
+    assert (s["status"], s["exit_code"], s["inputs_total"], s["inputs_done"], s["inputs_failed"]) == (
+        "partial",
+        3,
+        3,
+        2,
+        1,
+    )
     assert s["inputs_pixel_mode"] == 1 and s["device"] == "CPU" and s["tiles_per_second"] > 0
     (failure,) = s["failures"]
     assert failure["input"].endswith("c_corrupt.tif") and "window" in failure["reason"]
@@ -145,8 +182,15 @@ def test_cli_bad_arguments_exit_2_without_traceback(tmp_path, mixed_folder, test
         assert needle in err and "Traceback" not in err and err.startswith("rsvg: error:")
     assert not (tmp_path / "x.gpkg").exists()
     # The same through a real process: one line on stderr, exit status 2.
-    proc = rsvg("batch", str(tmp_path / "absent"), "--query", "x", *_model_args(test_model_dir), "-o",
-                str(tmp_path / "x.gpkg"))
+    proc = rsvg(
+        "batch",
+        str(tmp_path / "absent"),
+        "--query",
+        "x",
+        *_model_args(test_model_dir),
+        "-o",
+        str(tmp_path / "x.gpkg"),
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no such file" in proc.stderr
 
 
@@ -157,8 +201,17 @@ def test_cli_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, test_model
     for i in range(8):
         img = blob_image(64, 64, [(5 + 3 * i, 20, 9)], seed=i)
         write_geotiff(folder / f"t{i:02d}.tif", img, x0=5e5 + 40 * i)
-    common = ["--query", "storage tanks", *_model_args(test_model_dir, "--batch-size", "1"),
-              "--tile-size", "64", "--overlap", "0", "--quiet", "--json"]
+    common = [
+        "--query",
+        "storage tanks",
+        *_model_args(test_model_dir, "--batch-size", "1"),
+        "--tile-size",
+        "64",
+        "--overlap",
+        "0",
+        "--quiet",
+        "--json",
+    ]
 
     killed = tmp_path / "killed.gpkg"
     proc = rsvg("batch", str(folder), *common, "-o", str(killed), background=True)
@@ -196,8 +249,15 @@ _KILL_SCRIPT = textwrap.dedent("""
 
 
 def _config(folder, out):
-    return BatchConfig(inputs=(str(folder),), queries=(Query("refer", "car"), Query("refer", "boat")),
-                       output=str(out), tile_size=64, overlap=16, batch_size=3, max_new_tokens=16)
+    return BatchConfig(
+        inputs=(str(folder),),
+        queries=(Query("refer", "car"), Query("refer", "boat")),
+        output=str(out),
+        tile_size=64,
+        overlap=16,
+        batch_size=3,
+        max_new_tokens=16,
+    )
 
 
 def _rows(path: Path, layer: str) -> list[tuple]:
@@ -215,25 +275,42 @@ def test_sigkill_mid_batch_then_resume_gives_identical_detections(tmp_path):
     for i in range(30):
         img = blob_image(64, 64, [(4 + i, 8, 10), (40, 30 + i % 20, 12)], seed=i)
         write_geotiff(folder / f"tile_{i:02d}.tif", img, x0=5e5 + 40 * i)
-    write_geotiff(folder / "scenes" / "big.tif", blob_image(200, 200, lattice(200, 200, 41, 13), seed=7),
-                  x0=5e5, y0=4.7e6)
+    write_geotiff(
+        folder / "scenes" / "big.tif",
+        blob_image(200, 200, lattice(200, 200, 41, 13), seed=7),
+        x0=5e5,
+        y0=4.7e6,
+    )
     script = tmp_path / "run_batch.py"
     script.write_text(_KILL_SCRIPT.format(helpers=str(HERE)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parents[1]), env.get("PYTHONPATH")) if p)
 
     killed = tmp_path / "killed.gpkg"
-    proc = subprocess.Popen([sys.executable, str(script), str(folder), str(killed), "0.15"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(folder), str(killed), "0.15"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     n = _kill_when(proc, killed, at_least=12)
     assert n < 2 * (30 + 16)
-    done = subprocess.run([sys.executable, str(script), str(folder), str(killed), "0"], capture_output=True,
-                          text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(script), str(folder), str(killed), "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
 
     full = tmp_path / "full.gpkg"
-    for _ in run_batch(_config(folder, full), BlobGenerator(),
-                       model=ModelIdentity("blob-detector", "0123456789abcdef", "fp32")):
+    for _ in run_batch(
+        _config(folder, full),
+        BlobGenerator(),
+        model=ModelIdentity("blob-detector", "0123456789abcdef", "fp32"),
+    ):
         pass
 
     for layer in ("detections", "tile_detections"):

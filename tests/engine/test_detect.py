@@ -88,8 +88,10 @@ def test_boxes_become_map_polygons_in_every_tile(data_dir, tmp_path):
     x0, y0 = tile.col_off + 0.25 * tile.width, tile.row_off + 0.25 * tile.height
     x1, y1 = tile.col_off + 0.75 * tile.width, tile.row_off + 0.75 * tile.height
     expected = shapely.box(t.a * x0 + t.c, t.e * y1 + t.f, t.a * x1 + t.c, t.e * y0 + t.f)
-    assert poly.equals_exact(shapely.orient_polygons(expected), 1e-6) or poly.symmetric_difference(
-        expected).area < 1e-6
+    assert (
+        poly.equals_exact(shapely.orient_polygons(expected), 1e-6)
+        or poly.symmetric_difference(expected).area < 1e-6
+    )
 
     with fiona.open(out, layer="detections") as src:
         feats = list(src)
@@ -106,19 +108,28 @@ def test_boxes_become_map_polygons_in_every_tile(data_dir, tmp_path):
 
 def test_seam_duplicates_are_merged(data_dir, tmp_path):
     """The same object seen by two overlapping tiles is exported once."""
+
     # cogeo.tif: 1024 px, tiles at 0, 440 (overlap 64) → columns 440..504 are shared by tiles c0 and c1.
     # A box over scene x 450..500 in tile c0 is grid 89.3..99.2; in tile c1 it is grid 2.0..11.9.
     def answer(req):
         return answer.script.pop(0)
 
     answer.script = [
-        "{<89><40><99><50>|<0>}", "{<2><40><12><50>|<0>}", "",  # row 0: c0, c1, c2
-        "", "", "", "", "", "",
+        "{<89><40><99><50>|<0>}",
+        "{<2><40><12><50>|<0>}",
+        "",  # row 0: c0, c1, c2
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
     ]
     gen = ScriptedGenerator(answer)
     out = tmp_path / "m.gpkg"
-    events = _events(RunConfig(scene=str(data_dir / "cogeo.tif"), query="x", output=str(out), batch_size=3),
-                     gen)
+    events = _events(
+        RunConfig(scene=str(data_dir / "cogeo.tif"), query="x", output=str(out), batch_size=3), gen
+    )
     finished = events[-1]
     assert finished.raw_detections == 2
     assert finished.detections == 1
@@ -175,8 +186,9 @@ def test_closing_the_job_midway_still_writes_the_export(data_dir, tmp_path):
 def test_corrupt_scene_fails_naming_window_and_keeps_finished(data_dir, tmp_path):
     gen = ScriptedGenerator(lambda r: "{<10><10><20><20>}")
     out = tmp_path / "bad.gpkg"
-    events = _events(RunConfig(scene=str(data_dir / "corrupt.tif"), query="q", output=str(out), batch_size=1),
-                     gen)
+    events = _events(
+        RunConfig(scene=str(data_dir / "corrupt.tif"), query="q", output=str(out), batch_size=1), gen
+    )
     failed = [e for e in events if isinstance(e, RunFailed)]
     assert failed, "reading corrupt.tif must fail"
     assert "corrupt.tif" in failed[0].message and "window" in failed[0].message
@@ -195,8 +207,17 @@ def test_tiny_model_runs_the_whole_flow(data_dir, tmp_path, test_model_dir):
     assert loaded.random_weights
     gen = GeoChatGenerator(loaded)
     out = tmp_path / "tiny.gpkg"
-    cfg = RunConfig(scene=str(data_dir / "RGB.byte.tif"), query="boats", task="refer", output=str(out),
-                    tile_size=128, overlap=0, scope=(0, 0, 256, 256), max_new_tokens=8, batch_size=4)
+    cfg = RunConfig(
+        scene=str(data_dir / "RGB.byte.tif"),
+        query="boats",
+        task="refer",
+        output=str(out),
+        tile_size=128,
+        overlap=0,
+        scope=(0, 0, 256, 256),
+        max_new_tokens=8,
+        batch_size=4,
+    )
     events = list(run_scene(cfg, gen, model=str(test_model_dir), precision="fp32", random_weights=True))
     started, finished = events[0], events[-1]
     assert started.skipped == 1 and started.total == 3  # the corner tile is all nodata border
@@ -219,12 +240,30 @@ def test_log_keeps_what_rebuilds_the_prompt(data_dir, tmp_path):
 
     gen = ScriptedGenerator(lambda r: "urban")
     out = tmp_path / "cls.gpkg"
-    _events(RunConfig(scene=str(data_dir / "cogeo.tif"), query="what scene is this?", task="classify",
-                      classes=("rural", "urban"), output=str(out), scope=(0, 0, 10, 10)), gen)
+    _events(
+        RunConfig(
+            scene=str(data_dir / "cogeo.tif"),
+            query="what scene is this?",
+            task="classify",
+            classes=("rural", "urban"),
+            output=str(out),
+            scope=(0, 0, 10, 10),
+        ),
+        gen,
+    )
     (rec,) = read_answer_log(answer_log_path(out))
     assert rec.extra["classes"] == ["rural", "urban"] and rec.answer == "urban"
     out2 = tmp_path / "idf.gpkg"
-    _events(RunConfig(scene=str(data_dir / "cogeo.tif"), query="", task="identify",
-                      region=GridBox(10, 20, 30, 40, 90), output=str(out2), scope=(0, 0, 10, 10)), gen)
+    _events(
+        RunConfig(
+            scene=str(data_dir / "cogeo.tif"),
+            query="",
+            task="identify",
+            region=GridBox(10, 20, 30, 40, 90),
+            output=str(out2),
+            scope=(0, 0, 10, 10),
+        ),
+        gen,
+    )
     (rec,) = read_answer_log(answer_log_path(out2))
     assert rec.extra["region"] == [10, 20, 30, 40, 90]

@@ -45,8 +45,12 @@ def test_files_globs_and_duplicates(tmp_path, monkeypatch):
     odd = _touch_raster(tmp_path / "scene.data")  # a file named explicitly is taken whatever its extension
     monkeypatch.chdir(tmp_path)
     found = expand_inputs(["x/2.tif", "x/*.tif", "**/*.png", "scene.data", str(tmp_path / "x")])
-    assert found == (str(tmp_path / "x/2.tif"), str(tmp_path / "x/1.tif"), str(tmp_path / "y/3.png"),
-                     str(odd))
+    assert found == (
+        str(tmp_path / "x/2.tif"),
+        str(tmp_path / "x/1.tif"),
+        str(tmp_path / "y/3.png"),
+        str(odd),
+    )
 
 
 @pytest.mark.parametrize("arg", ["missing.tif", "nothing*.tif", "empty"])
@@ -91,7 +95,8 @@ def test_georeferencing_of_each_kind_of_tile(tmp_path, data_dir):
     aux = write_plain(tmp_path / "aux.png", img)
     aux.with_name("aux.png.aux.xml").write_text(
         "<PAMDataset><SRS>EPSG:32633</SRS><GeoTransform>500000, 0.5, 0, 4650000, 0, -0.5</GeoTransform>"
-        "</PAMDataset>")
+        "</PAMDataset>"
+    )
     g = _georef(aux)
     assert g.source == "file" and CRS.from_wkt(g.crs_wkt).to_epsg() == 32633
 
@@ -110,23 +115,33 @@ def test_parse_crs_rejects_nonsense():
 
 def test_queries_file_plain_lines_and_json_lines(tmp_path):
     f = tmp_path / "q.txt"
-    f.write_text("# questions for the night\nairplanes\n\n"
-                 '{"task": "grounding", "query": ""}\n'
-                 '{"query": "storage tanks"}\n'
-                 '{"task": "classify", "query": "What is this?", "classes": ["forest", "urban"]}\n'
-                 "airplanes\n", encoding="utf-8")
+    f.write_text(
+        "# questions for the night\nairplanes\n\n"
+        '{"task": "grounding", "query": ""}\n'
+        '{"query": "storage tanks"}\n'
+        '{"task": "classify", "query": "What is this?", "classes": ["forest", "urban"]}\n'
+        "airplanes\n",
+        encoding="utf-8",
+    )
     qs = read_queries(f, default_task="refer")
-    assert qs == (Query("refer", "airplanes"), Query("grounding", ""), Query("refer", "storage tanks"),
-                  Query("classify", "What is this?", ("forest", "urban")))
+    assert qs == (
+        Query("refer", "airplanes"),
+        Query("grounding", ""),
+        Query("refer", "storage tanks"),
+        Query("classify", "What is this?", ("forest", "urban")),
+    )
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ('{"task": "teleport", "query": "x"}\n', "q.txt:1: unknown task"),
-    ("ok\n{not json\n", "q.txt:2: not JSON"),
-    ('{"query": "x", "colour": "red"}\n', "unknown key"),
-    ('{"task": "refer", "query": ""}\n', "needs a query"),
-    ("# only comments\n", "holds no questions"),
-])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('{"task": "teleport", "query": "x"}\n', "q.txt:1: unknown task"),
+        ("ok\n{not json\n", "q.txt:2: not JSON"),
+        ('{"query": "x", "colour": "red"}\n', "unknown key"),
+        ('{"task": "refer", "query": ""}\n', "needs a query"),
+        ("# only comments\n", "holds no questions"),
+    ],
+)
 def test_queries_file_errors_name_the_line(tmp_path, text, needle):
     f = tmp_path / "q.txt"
     f.write_text(text, encoding="utf-8")

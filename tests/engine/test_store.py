@@ -32,21 +32,56 @@ TRANSFORM = (0.5, 0.0, 500000.0, 0.0, -0.5, 4650000.0)
 
 
 def _run(run_id="refer-test") -> RunRecord:
-    return RunRecord(run_id=run_id, task="refer", query="cars", classes=(), prompt="p", prompt_sha256="s",
-                     model="m", model_id="id", precision="fp32", angle_convention="ccw", tile_size=64,
-                     overlap=0, target_gsd=None, max_new_tokens=8, assume_crs=None, random_weights=True)
+    return RunRecord(
+        run_id=run_id,
+        task="refer",
+        query="cars",
+        classes=(),
+        prompt="p",
+        prompt_sha256="s",
+        model="m",
+        model_id="id",
+        precision="fp32",
+        angle_convention="ccw",
+        tile_size=64,
+        overlap=0,
+        target_gsd=None,
+        max_new_tokens=8,
+        assume_crs=None,
+        random_weights=True,
+    )
 
 
 def _answer(store_input, tile, boxes, *, pixel=False, run_id="refer-test", scene="/data/a.tif"):
     objs = [(tile, ParsedObject("car", GridBox(*b, 0.0))) for b in boxes]
     table = DetectionTable.from_tile_objects(
-        objs, task="refer", query="cars", model="m", precision="fp32", run_id=run_id, scene=scene,
-        transform6=None if pixel else TRANSFORM, src_crs=None if pixel else UTM)
+        objs,
+        task="refer",
+        query="cars",
+        model="m",
+        precision="fp32",
+        run_id=run_id,
+        scene=scene,
+        transform6=None if pixel else TRANSFORM,
+        src_crs=None if pixel else UTM,
+    )
     footprint = None if pixel else tile_records([tile], TRANSFORM, UTM)[0].geometry
     text = "".join(f"{{<{b[0]}><{b[1]}><{b[2]}><{b[3]}>|<0>}}" for b in boxes)
-    return TileAnswer(run_id=run_id, input_id=store_input, scene=scene, tile=tile,
-                      answer=f"<p>car</p> {text}", detections=table, pixel_mode=pixel, input_tokens=10,
-                      output_tokens=5, seconds=0.1, batch_size=1, device="CPU", footprint=footprint)
+    return TileAnswer(
+        run_id=run_id,
+        input_id=store_input,
+        scene=scene,
+        tile=tile,
+        answer=f"<p>car</p> {text}",
+        detections=table,
+        pixel_mode=pixel,
+        input_tokens=10,
+        output_tokens=5,
+        seconds=0.1,
+        batch_size=1,
+        device="CPU",
+        footprint=footprint,
+    )
 
 
 def _open(tmp_path, **kw) -> BatchStore:
@@ -55,9 +90,20 @@ def _open(tmp_path, **kw) -> BatchStore:
 
 def _fill(store, n_tiles=4, boxes=((10, 10, 30, 30), (60, 60, 90, 90))):
     store.add_run(_run())
-    iid = store.add_input(InputRecord("/data/a.tif", driver="GTiff", width=128, height=128, bands=3,
-                                      dtype="uint8", crs="EPSG:32633", crs_wkt=UTM, transform=TRANSFORM,
-                                      georef_source="file"))
+    iid = store.add_input(
+        InputRecord(
+            "/data/a.tif",
+            driver="GTiff",
+            width=128,
+            height=128,
+            bands=3,
+            dtype="uint8",
+            crs="EPSG:32633",
+            crs_wkt=UTM,
+            transform=TRANSFORM,
+            georef_source="file",
+        )
+    )
     tiles = [Tile(r, c, c * 64, r * 64, 64, 64, 64) for r in range(2) for c in range(2)][:n_tiles]
     for t in tiles:
         with store.transaction():
@@ -77,14 +123,24 @@ def test_store_is_a_geopackage_gdal_reads_while_it_is_written(tmp_path):
     store = _open(tmp_path, crs_wkt=UTM)
     iid, _ = _fill(store)
     with store.transaction():
-        out = store.finish_input("refer-test", iid, "/data/a.tif", status="done", pixel_mode=False,
-                                 tiles_planned=4)
+        out = store.finish_input(
+            "refer-test", iid, "/data/a.tif", status="done", pixel_mode=False, tiles_planned=4
+        )
     assert (out.status, out.tiles_done, out.raw_detections, out.detections) == ("done", 4, 8, 8)
     # Read by GDAL with the store still open (nothing is closed or flushed for readers).
     path = tmp_path / "run.gpkg"
     layers = dict(pyogrio.list_layers(path))
-    assert {"detections", "tile_detections", "tile_footprints", "tiles", "inputs", "input_runs", "run",
-            "sessions", "layer_styles"} <= set(layers)
+    assert {
+        "detections",
+        "tile_detections",
+        "tile_footprints",
+        "tiles",
+        "inputs",
+        "input_runs",
+        "run",
+        "sessions",
+        "layer_styles",
+    } <= set(layers)
     assert layers["detections"] == "Polygon" and layers["tiles"] is None
     det = pyogrio.read_dataframe(path, layer="detections")
     assert len(det) == 8 and det.crs.to_epsg() == 32633
@@ -115,13 +171,20 @@ def test_pixel_layers_have_the_undefined_srs(tmp_path):
         iid = store.add_input(InputRecord("/data/p.png", pixel_mode=True))
         store.prepare_pixel_layers()
         with store.transaction():
-            store.add_answers([_answer(iid, Tile(0, 0, 0, 0, 64, 64, 64), [(0, 0, 50, 50)], pixel=True,
-                                       scene="/data/p.png")], None)
+            store.add_answers(
+                [
+                    _answer(
+                        iid, Tile(0, 0, 0, 0, 64, 64, 64), [(0, 0, 50, 50)], pixel=True, scene="/data/p.png"
+                    )
+                ],
+                None,
+            )
             store.finish_input("refer-test", iid, "/data/p.png", status="done", pixel_mode=True)
         assert store.output_crs_wkt is None and "detections" not in store.layers()
     con = sqlite3.connect(tmp_path / "run.gpkg")
-    assert con.execute("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = 'detections_pixel'"
-                       ).fetchone() == (-1,)
+    assert con.execute(
+        "SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = 'detections_pixel'"
+    ).fetchone() == (-1,)
     con.close()
     det = pyogrio.read_dataframe(tmp_path / "run.gpkg", layer="detections_pixel")
     assert len(det) == 1 and det["pixel_mode"].iloc[0] == 1 and det["area_px"].iloc[0] == pytest.approx(1024)
@@ -193,10 +256,11 @@ def test_many_detections_stay_fast_and_consistent(tmp_path):
         t0 = time.perf_counter()
         for start in range(0, len(tiles), 8):
             answers = []
-            for t in tiles[start:start + 8]:
+            for t in tiles[start : start + 8]:
                 xy = rng.integers(0, 90, size=(50, 2))
-                answers.append(_answer(iid, t, [(x, y, x + 8, y + 8) for x, y in xy.tolist()],
-                                       scene="/data/big.tif"))
+                answers.append(
+                    _answer(iid, t, [(x, y, x + 8, y + 8) for x, y in xy.tolist()], scene="/data/big.tif")
+                )
             with store.transaction():
                 store.add_answers(answers, UTM)
         write_s = time.perf_counter() - t0

@@ -43,8 +43,16 @@ def test_load_run_cancel_and_kill(worker, test_model_dir, data_dir, tmp_path):
 
     # A whole run over a small scope.
     out = tmp_path / "a.gpkg"
-    worker.run(RunConfig(scene=str(data_dir / "cogeo.tif"), query="q", output=str(out),
-                         scope=(0, 0, 460, 100), max_new_tokens=4, batch_size=2))
+    worker.run(
+        RunConfig(
+            scene=str(data_dir / "cogeo.tif"),
+            query="q",
+            output=str(out),
+            scope=(0, 0, 460, 100),
+            max_new_tokens=4,
+            batch_size=2,
+        )
+    )
     finished, seen = _wait_for(worker, RunFinished)
     assert finished.done == finished.total == 2 and not finished.cancelled
     assert sum(isinstance(m, TileDone) for m in seen) == 2
@@ -52,8 +60,11 @@ def test_load_run_cancel_and_kill(worker, test_model_dir, data_dir, tmp_path):
 
     # Cancel a second run midway: finished tiles kept.
     out2 = tmp_path / "b.gpkg"
-    worker.run(RunConfig(scene=str(data_dir / "cogeo.tif"), query="q", output=str(out2),
-                         max_new_tokens=16, batch_size=1))
+    worker.run(
+        RunConfig(
+            scene=str(data_dir / "cogeo.tif"), query="q", output=str(out2), max_new_tokens=16, batch_size=1
+        )
+    )
     _wait_for(worker, TileDone)
     t0 = time.monotonic()
     worker.cancel()
@@ -64,8 +75,11 @@ def test_load_run_cancel_and_kill(worker, test_model_dir, data_dir, tmp_path):
 
     # Kill during a run: the client gets WorkerDied, the answered tiles are on disk, and a restart works.
     out3 = tmp_path / "c.gpkg"
-    worker.run(RunConfig(scene=str(data_dir / "cogeo.tif"), query="q", output=str(out3),
-                         max_new_tokens=16, batch_size=1))
+    worker.run(
+        RunConfig(
+            scene=str(data_dir / "cogeo.tif"), query="q", output=str(out3), max_new_tokens=16, batch_size=1
+        )
+    )
     _wait_for(worker, TileDone)
     worker.kill()
     died, _ = _wait_for(worker, WorkerDied, timeout=10)

@@ -41,8 +41,7 @@ def scripted_answer(config: RunConfig, tile: Tile) -> str:
     if config.task in ("refer", "grounding"):
         phrase = config.query or "building"
         text = "A tile with two objects. " if config.task == "grounding" else ""
-        return (f"{text}<p>{phrase}</p> {{<10><10><30><25>|<90>}}"
-                f"{{<55><60><80><72>|<30>}}")
+        return f"{text}<p>{phrase}</p> {{<10><10><30><25>|<90>}}{{<55><60><80><72>|<30>}}"
     if config.task == "classify":
         return "forest" if (tile.row + tile.col) % 2 else "residential"
     if config.task == "vqa":
@@ -55,9 +54,15 @@ def scripted_answer(config: RunConfig, tile: Tile) -> str:
 class FakeWorker:
     """See module doc. ``answer(config, tile)`` scripts the answers."""
 
-    def __init__(self, *, tile_seconds: float = 0.01, load_seconds: float = 0.02,
-                 answer: Callable[[RunConfig, Tile], str] = scripted_answer, random_weights: bool = True,
-                 fail_load: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tile_seconds: float = 0.01,
+        load_seconds: float = 0.02,
+        answer: Callable[[RunConfig, Tile], str] = scripted_answer,
+        random_weights: bool = True,
+        fail_load: str | None = None,
+    ) -> None:
         self.tile_seconds = tile_seconds
         self.load_seconds = load_seconds
         self.answer = answer
@@ -109,10 +114,19 @@ class FakeWorker:
         if self.fail_load:
             self._queue.append((now + self.load_seconds, WorkerError(self.fail_load, fatal=False)))
             return
-        info = ModelInfo(model_dir=spec.model_dir, precision=spec.precision, device="cpu", device_name="CPU",
-                         dtype="float32", param_bytes=12_345_678, load_seconds=self.load_seconds,
-                         from_cache=False, random_weights=self.random_weights,
-                         description=f"{spec.precision} on CPU", notes=("fake worker",))
+        info = ModelInfo(
+            model_dir=spec.model_dir,
+            precision=spec.precision,
+            device="cpu",
+            device_name="CPU",
+            dtype="float32",
+            param_bytes=12_345_678,
+            load_seconds=self.load_seconds,
+            from_cache=False,
+            random_weights=self.random_weights,
+            description=f"{spec.precision} on CPU",
+            notes=("fake worker",),
+        )
         self._queue.append((now + self.load_seconds, ModelLoaded(info)))
 
     def unload(self) -> None:
@@ -159,9 +173,17 @@ class FakeWorker:
         log_path = answer_log_path(config.output)
         run_id = f"fake-{len(self.configs)}"
         started = time.monotonic()
-        yield RunStarted(run_id=run_id, scene=info.path, total=len(todo), skipped=len(skipped), tiles=todo,
-                         skipped_tiles=skipped, crs_wkt=info.crs_wkt, transform=info.transform,
-                         answer_log=str(log_path))
+        yield RunStarted(
+            run_id=run_id,
+            scene=info.path,
+            total=len(todo),
+            skipped=len(skipped),
+            tiles=todo,
+            skipped_tiles=skipped,
+            crs_wkt=info.crs_wkt,
+            transform=info.transform,
+            answer_log=str(log_path),
+        )
         georef = Georef(info.transform if info.crs_wkt is not None else None, info.crs_wkt)
         done = raw = 0
         cancelled = False
@@ -173,23 +195,53 @@ class FakeWorker:
                     break
                 yield TileStarted((tile,))
                 answer = self.answer(config, tile)
-                record = writer.write(AnswerRecord.for_tile(
-                    info.path, tile, config.task, config.query, answer, run_id=run_id, model="fake",
-                    precision="fp32", device="CPU", angle_convention="ccw", crs=info.crs_wkt,
-                    transform=info.transform, pixel_mode=info.crs_wkt is None,
-                    extra={"random_weights": True}))
+                record = writer.write(
+                    AnswerRecord.for_tile(
+                        info.path,
+                        tile,
+                        config.task,
+                        config.query,
+                        answer,
+                        run_id=run_id,
+                        model="fake",
+                        precision="fp32",
+                        device="CPU",
+                        angle_convention="ccw",
+                        crs=info.crs_wkt,
+                        transform=info.transform,
+                        pixel_mode=info.crs_wkt is None,
+                        extra={"random_weights": True},
+                    )
+                )
                 parsed = parse_answer(answer)
                 table = detections_for_answer(record, parsed, georef)
                 done += 1
                 raw += len(table)
                 wkb = tuple(shapely.to_wkb(table.geometry).tolist()) if len(table) else ()
-                yield TileDone(tile=tile, answer=answer, text=parsed.text,
-                               phrases=tuple(table.phrase.tolist()),
-                               angles=tuple(float(a) for a in table.angle), polygons_wkb=wkb,
-                               done=done, total=len(todo), seconds=self.tile_seconds)
-        yield RunFinished(run_id=run_id, done=done, total=len(todo), skipped=len(skipped), failed=0,
-                          detections=raw, raw_detections=raw, seconds=time.monotonic() - started,
-                          cancelled=cancelled, output=str(config.output), answer_log=str(log_path))
+                yield TileDone(
+                    tile=tile,
+                    answer=answer,
+                    text=parsed.text,
+                    phrases=tuple(table.phrase.tolist()),
+                    angles=tuple(float(a) for a in table.angle),
+                    polygons_wkb=wkb,
+                    done=done,
+                    total=len(todo),
+                    seconds=self.tile_seconds,
+                )
+        yield RunFinished(
+            run_id=run_id,
+            done=done,
+            total=len(todo),
+            skipped=len(skipped),
+            failed=0,
+            detections=raw,
+            raw_detections=raw,
+            seconds=time.monotonic() - started,
+            cancelled=cancelled,
+            output=str(config.output),
+            answer_log=str(log_path),
+        )
 
 
 class LagProbe:

@@ -78,8 +78,9 @@ def test_region_in_tile_and_grid_box() -> None:
 
 def _build(request: QueryRequest, **kw):
     tiles = tuple(iter_grid(1024, 1024))
-    args = dict(scene="s.tif", scene_size=(1024, 1024), tiles=tiles, output="o.gpkg", tile_size=504,
-                overlap=64)
+    args = dict(
+        scene="s.tif", scene_size=(1024, 1024), tiles=tiles, output="o.gpkg", tile_size=504, overlap=64
+    )
     args.update(kw)
     return build_run_config(request, **args)
 
@@ -180,9 +181,12 @@ def test_areas_and_pixels(sample_scene: Path) -> None:
     assert calc.area(square) == pytest.approx(200 * a * a)
     assert AreaCalculator(None).unit == "px²"
     assert format_area(2.5e6, "m²") == "2.5 km²"
-    geo = AreaCalculator(shapely.Point(0, 0).wkt and 'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",'
-                         '6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]]')
-    assert geo.area(shapely.box(0, 0, 0.001, 0.001)) == pytest.approx(111_320 ** 2 * 1e-6, rel=0.01)
+    geo = AreaCalculator(
+        shapely.Point(0, 0).wkt
+        and 'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",'
+        '6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]]'
+    )
+    assert geo.area(shapely.box(0, 0, 0.001, 0.001)) == pytest.approx(111_320**2 * 1e-6, rel=0.01)
 
 
 def test_model_folder_checks(tmp_path: Path) -> None:
@@ -208,15 +212,36 @@ def test_model_folder_checks(tmp_path: Path) -> None:
 def test_describe_loaded_and_exit_codes() -> None:
     from rsvg_desktop.engine.events import ModelInfo
 
-    info = ModelInfo(model_dir="m", precision="nf4", device="cuda:0", device_name="NVIDIA H100",
-                     dtype="bfloat16", param_bytes=4 * 2**30, load_seconds=12.0, from_cache=True,
-                     random_weights=False, description="", notes=("cached",))
+    info = ModelInfo(
+        model_dir="m",
+        precision="nf4",
+        device="cuda:0",
+        device_name="NVIDIA H100",
+        dtype="bfloat16",
+        param_bytes=4 * 2**30,
+        load_seconds=12.0,
+        from_cache=True,
+        random_weights=False,
+        description="",
+        notes=("cached",),
+    )
     summary = describe_loaded(info)
     assert summary.headline == "NF4 on NVIDIA H100"
     assert "weights 4.0 GiB" in summary.details and "cached" in summary.details
-    rnd = describe_loaded(ModelInfo(model_dir="m", precision="fp32", device="cpu", device_name="CPU",
-                                    dtype="float32", param_bytes=1000, load_seconds=0.1, from_cache=False,
-                                    random_weights=True, description=""))
+    rnd = describe_loaded(
+        ModelInfo(
+            model_dir="m",
+            precision="fp32",
+            device="cpu",
+            device_name="CPU",
+            dtype="float32",
+            param_bytes=1000,
+            load_seconds=0.1,
+            from_cache=False,
+            random_weights=True,
+            description="",
+        )
+    )
     assert rnd.random_weights and "RANDOM WEIGHTS" in rnd.headline and rnd.device_name == "CPU"
     assert format_bytes(1536) == "1.5 KiB"
     assert "SIGKILL" in explain_exit(-9) and "memory" in explain_exit(-9)

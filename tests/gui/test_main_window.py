@@ -78,8 +78,9 @@ def test_open_scene_shows_grid_recent_files_and_cursor(qtbot, window: MainWindow
     qtbot.waitUntil(lambda: window.cursor_label.text().startswith("px "), timeout=3000)
 
 
-def test_without_a_model_the_panel_explains_how_to_get_one(window: MainWindow, sample_scene: Path,
-                                                           qtbot) -> None:
+def test_without_a_model_the_panel_explains_how_to_get_one(
+    window: MainWindow, sample_scene: Path, qtbot
+) -> None:
     open_sample(qtbot, window, sample_scene)
     panel = window.model_panel
     assert "No GeoChat model is set" in panel.guidance.text()
@@ -309,8 +310,10 @@ def test_text_answers_follow_ups_and_identify(qtbot, ready: MainWindow, fake_wor
     with qtbot.waitSignal(window.runs.runEnded, timeout=20000):
         window.transcript.follow_button.click()
     second = worker.configs[-1]
-    assert [q for q, _a in second.history] == ["[refer] Give me the location of <p> planes </p>",
-                                                "What colour are they?"]
+    assert [q for q, _a in second.history] == [
+        "[refer] Give me the location of <p> planes </p>",
+        "What colour are they?",
+    ]
     assert second.history[1][1] == f"answer 2 about tile {tile.id}"
 
     # identify: draw a region with the mouse on the map
@@ -405,8 +408,9 @@ def test_settings_file_option_never_touches_the_user_store(tmp_path: Path) -> No
     assert Settings(open_qsettings()).file_name.endswith("rsvg-desktop.ini")  # the env override of conftest
 
 
-def test_reopen_a_run_from_its_answer_log(qtbot, ready: MainWindow, settings, fake_factory, fake_test_model,
-                                          tmp_path: Path) -> None:
+def test_reopen_a_run_from_its_answer_log(
+    qtbot, ready: MainWindow, settings, fake_factory, fake_test_model, tmp_path: Path
+) -> None:
     run = run_query(qtbot, ready, "refer", "tanks")
     keys = [r.key for r in ready.results.rows]
     ready.close()
@@ -460,8 +464,15 @@ def test_app_main_opens_the_scene_and_quits(tmp_path: Path, sample_scene: Path) 
     )
     settings_file = tmp_path / "app.ini"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    args = [sys.executable, "-c", driver, str(sample_scene), "--settings-file", str(settings_file),
-            "--test-model"]
+    args = [
+        sys.executable,
+        "-c",
+        driver,
+        str(sample_scene),
+        "--settings-file",
+        str(settings_file),
+        "--test-model",
+    ]
     result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     title, source = result.stdout.strip().splitlines()[-1].split("|")
@@ -469,8 +480,9 @@ def test_app_main_opens_the_scene_and_quits(tmp_path: Path, sample_scene: Path) 
     assert "sample_scene.tif" in settings_file.read_text()
 
 
-def test_model_folder_discovered_like_the_cli(qtbot, settings, fake_factory, fake_test_model, test_model_dir,
-                                              monkeypatch):
+def test_model_folder_discovered_like_the_cli(
+    qtbot, settings, fake_factory, fake_test_model, test_model_dir, monkeypatch
+):
     """With no folder in the settings, $RSVG_MODEL_DIR (then the HF cache) fills the model panel."""
     from rsvg_desktop.gui.main_window import MainWindow
 

@@ -24,13 +24,24 @@ def big_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6000 × 4000 px RGB GeoTIFF (tiled, compressed: a few hundred kB), nodata in one corner."""
     path = tmp_path_factory.mktemp("big") / "big.tif"
     width, height = 6000, 4000
-    profile = dict(driver="GTiff", width=width, height=height, count=3, dtype="uint8", crs="EPSG:32633",
-                   transform=Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 4600000.0), tiled=True, blockxsize=512,
-                   blockysize=512, compress="deflate", nodata=0)
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 4600000.0),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        nodata=0,
+    )
     with rasterio.open(path, "w", **profile) as ds:
         for row in range(0, height, 512):
             h = min(512, height - row)
-            ys, xs = np.mgrid[row:row + h, 0:width]
+            ys, xs = np.mgrid[row : row + h, 0:width]
             band = ((xs // 37 + ys // 53) % 200 + 30).astype(np.uint8)
             block = np.stack([band, band[:, ::-1], (band // 2 + 60).astype(np.uint8)])
             block[:, ys >= 3800] = 0

@@ -101,8 +101,9 @@ def test_real_worker_run_export_cancel(qtbot, real_window: MainWindow, tmp_path:
         assert window.bridge.state == "cancelling" and not panel.cancel_button.isEnabled()
     latency = time.monotonic() - clicked
     second = ended.args[0]
-    log.info("cancel: clicked after %d tiles, stopped after %d, %.2f s later", done_at_click, second.done,
-             latency)
+    log.info(
+        "cancel: clicked after %d tiles, stopped after %d, %.2f s later", done_at_click, second.done, latency
+    )
     assert second.cancelled and 1 <= second.done < 9
     # Generation polls the cancel flag between tokens: the batch in flight is abandoned, so the run
     # ends within about a second (slack for a loaded 2-core machine) with no tile beyond the click's

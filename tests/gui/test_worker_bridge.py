@@ -104,8 +104,17 @@ def test_a_burst_of_messages_is_spread_over_ticks(qtbot, bridge: WorkerBridge) -
         handled.append(time.monotonic())
 
     bridge.tileDone.connect(slow_slot)
-    done = TileDone(tile=None, answer="", text="", phrases=(), angles=(),  # type: ignore[arg-type]
-                    polygons_wkb=(), done=0, total=0, seconds=0.0)
+    done = TileDone(
+        tile=None,
+        answer="",
+        text="",
+        phrases=(),
+        angles=(),  # type: ignore[arg-type]
+        polygons_wkb=(),
+        done=0,
+        total=0,
+        seconds=0.0,
+    )
     bridge._timer.stop()
     now = time.monotonic()
     worker._queue.extend((now, done) for _ in range(60))

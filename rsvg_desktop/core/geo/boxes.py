@@ -300,4 +300,3 @@ def _pixels_to_crs(corners: np.ndarray, transform6: Any, src_crs: Any, dst_crs: 
             raise ConfigError("reprojection needs the scene CRS (src_crs)")
         corners = reproject_xy(corners, src_crs, dst_crs)
     return corners
-

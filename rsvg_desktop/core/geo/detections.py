@@ -125,8 +125,19 @@ class DetectionTable:
     @classmethod
     def empty(cls, angle_convention: AngleConvention = DEFAULT_ANGLE_CONVENTION) -> DetectionTable:
         return cls.from_columns(
-            phrase=[], task="", query="", tile_row=[], tile_col=[], boxes=np.empty((0, 5)), windows=None,
-            geometry=[], model="", precision="", run_id="", scene="", angle_convention=angle_convention,
+            phrase=[],
+            task="",
+            query="",
+            tile_row=[],
+            tile_col=[],
+            boxes=np.empty((0, 5)),
+            windows=None,
+            geometry=[],
+            model="",
+            precision="",
+            run_id="",
+            scene="",
+            angle_convention=angle_convention,
         )
 
     @classmethod
@@ -221,13 +232,24 @@ class DetectionTable:
         tiles = [t for t, _ in pairs]
         boxes = boxes_to_array(o.box for _, o in pairs).reshape(len(pairs), 5)
         windows = windows_to_array(tiles).reshape(len(pairs), 4)
-        geoms = grid_boxes_to_polygons(
-            boxes, windows, transform6, src_crs, dst_crs, convention=angle_convention
-        ) if pairs else []
+        geoms = (
+            grid_boxes_to_polygons(boxes, windows, transform6, src_crs, dst_crs, convention=angle_convention)
+            if pairs
+            else []
+        )
         return cls.from_columns(
-            phrase=[o.phrase for _, o in pairs], task=task, query=query,
-            tile_row=[t.row for t in tiles], tile_col=[t.col for t in tiles], boxes=boxes, windows=windows,
-            geometry=geoms, model=model, precision=precision, run_id=run_id, scene=scene,
+            phrase=[o.phrase for _, o in pairs],
+            task=task,
+            query=query,
+            tile_row=[t.row for t in tiles],
+            tile_col=[t.col for t in tiles],
+            boxes=boxes,
+            windows=windows,
+            geometry=geoms,
+            model=model,
+            precision=precision,
+            run_id=run_id,
+            scene=scene,
             angle_convention=angle_convention,
         )
 
@@ -239,10 +261,7 @@ class DetectionTable:
         conv = {t.angle_convention for t in tables}
         if len(conv) > 1:
             raise ConfigError(f"cannot concatenate tables with different angle conventions {sorted(conv)}")
-        cols = {
-            name: np.concatenate([getattr(t, name) for t in tables])
-            for name in _COLUMNS
-        }
+        cols = {name: np.concatenate([getattr(t, name) for t in tables]) for name in _COLUMNS}
         return DetectionTable(**cols, angle_convention=tables[0].angle_convention)
 
     # --- access -----------------------------------------------------------------------------------
@@ -260,11 +279,19 @@ class DetectionTable:
         w = self.windows[i]
         window = None if np.isnan(w).any() else tuple(int(v) for v in w)
         return Detection(
-            phrase=self.phrase[i], task=self.task[i], query=self.query[i],
-            tile_row=int(self.tile_row[i]), tile_col=int(self.tile_col[i]), angle=angle,
+            phrase=self.phrase[i],
+            task=self.task[i],
+            query=self.query[i],
+            tile_row=int(self.tile_row[i]),
+            tile_col=int(self.tile_col[i]),
+            angle=angle,
             box=GridBox(float(b[0]), float(b[1]), float(b[2]), float(b[3]), angle),
-            geometry=self.geometry[i], model=self.model[i], precision=self.precision[i],
-            run_id=self.run_id[i], scene=self.scene[i], window=window,  # type: ignore[arg-type]
+            geometry=self.geometry[i],
+            model=self.model[i],
+            precision=self.precision[i],
+            run_id=self.run_id[i],
+            scene=self.scene[i],
+            window=window,  # type: ignore[arg-type]
         )
 
     def __iter__(self) -> Iterator[Detection]:
@@ -277,10 +304,7 @@ class DetectionTable:
     def take(self, indices: Any) -> DetectionTable:
         """Rows at ``indices`` (integer array or boolean mask), in that order."""
         idx = np.asarray(indices)
-        cols = {
-            name: getattr(self, name)[idx]
-            for name in _COLUMNS
-        }
+        cols = {name: getattr(self, name)[idx] for name in _COLUMNS}
         return DetectionTable(**cols, angle_convention=self.angle_convention)
 
     def with_geometry(self, geometry: Any) -> DetectionTable:
@@ -321,11 +345,21 @@ class RunInfo:
     def as_record(self) -> dict[str, Any]:
         """Flat ``{column: value}`` (extras become their own columns, prefixed ``x_``)."""
         rec: dict[str, Any] = {
-            "run_id": self.run_id, "scene": self.scene, "model": self.model, "precision": self.precision,
-            "device": self.device, "angle_convention": self.angle_convention.value,
-            "angle_convention_doc": self.angle_convention.description, "tile_size": self.tile_size,
-            "overlap": self.overlap, "created": self.created, "tool_version": self.tool_version,
-            "random_weights": self.random_weights, "task": self.task, "query": self.query, "crs": self.crs,
+            "run_id": self.run_id,
+            "scene": self.scene,
+            "model": self.model,
+            "precision": self.precision,
+            "device": self.device,
+            "angle_convention": self.angle_convention.value,
+            "angle_convention_doc": self.angle_convention.description,
+            "tile_size": self.tile_size,
+            "overlap": self.overlap,
+            "created": self.created,
+            "tool_version": self.tool_version,
+            "random_weights": self.random_weights,
+            "task": self.task,
+            "query": self.query,
+            "crs": self.crs,
         }
         for key, value in self.extra:
             rec[f"x_{key}"] = value
@@ -358,8 +392,11 @@ def tile_records(
     geoms = tile_footprints(windows_to_array(tiles).reshape(len(tiles), 4), transform6, src_crs, dst_crs)
     return [
         TileRecord(
-            tile=t, geometry=g, skipped=(t.row, t.col) in reasons,
-            skip_reason=(reasons.get((t.row, t.col)) or None), run_id=run_id,
+            tile=t,
+            geometry=g,
+            skipped=(t.row, t.col) in reasons,
+            skip_reason=(reasons.get((t.row, t.col)) or None),
+            run_id=run_id,
         )
         for t, g in zip(tiles, geoms, strict=True)
     ]

@@ -98,13 +98,36 @@ _SUFFIXES = {
     ".json": ExportFormat.GEOJSON,
     ".shp": ExportFormat.SHAPEFILE,
 }
-_ALIASES = {"gpkg": "gpkg", "geopackage": "gpkg", "geojson": "geojson", "json": "geojson",
-            "shp": "shp", "shapefile": "shp", "esri shapefile": "shp"}
+_ALIASES = {
+    "gpkg": "gpkg",
+    "geopackage": "gpkg",
+    "geojson": "geojson",
+    "json": "geojson",
+    "shp": "shp",
+    "shapefile": "shp",
+    "esri shapefile": "shp",
+}
 
 DETECTION_FIELDS: tuple[str, ...] = (
-    "det_id", "phrase", "task", "query", "tile_row", "tile_col", "tile_id", "angle",
-    "box_x1", "box_y1", "box_x2", "box_y2", "model", "precision", "run_id", "scene",
-    "angle_convention", "area_m2", "area_px",
+    "det_id",
+    "phrase",
+    "task",
+    "query",
+    "tile_row",
+    "tile_col",
+    "tile_id",
+    "angle",
+    "box_x1",
+    "box_y1",
+    "box_x2",
+    "box_y2",
+    "model",
+    "precision",
+    "run_id",
+    "scene",
+    "angle_convention",
+    "area_m2",
+    "area_px",
 )
 
 #: Full attribute name → Shapefile (dBase) field name, at most 10 characters.
@@ -132,7 +155,18 @@ SHAPEFILE_FIELDS: Mapping[str, str] = {
 
 #: Files that belong to a Shapefile ``name.shp`` (checked before writing, replaced or removed on overwrite).
 SHAPEFILE_SIDECARS: tuple[str, ...] = (
-    ".shp", ".shx", ".dbf", ".prj", ".cpg", ".qml", ".qix", ".sbn", ".sbx", ".shp.xml", ".qmd", ".fix",
+    ".shp",
+    ".shx",
+    ".dbf",
+    ".prj",
+    ".cpg",
+    ".qml",
+    ".qix",
+    ".sbn",
+    ".sbx",
+    ".shp.xml",
+    ".qmd",
+    ".fix",
 )
 _DBF_TEXT_BYTES = 254
 
@@ -242,8 +276,9 @@ def detections_frame(
         "query": table.query,
         "tile_row": rows,
         "tile_col": cols,
-        "tile_id": np.asarray([f"r{r}c{c}" for r, c in zip(rows.tolist(), cols.tolist(), strict=True)],
-                              dtype=object),
+        "tile_id": np.asarray(
+            [f"r{r}c{c}" for r, c in zip(rows.tolist(), cols.tolist(), strict=True)], dtype=object
+        ),
         "angle": table.boxes[:, 4],
         "box_x1": table.boxes[:, 0],
         "box_y1": table.boxes[:, 1],
@@ -302,17 +337,29 @@ def run_frame(
         for i, rid in enumerate(table.run_id.tolist()):
             seen.setdefault(rid, i)
         for rid, i in seen.items():
-            records.append({
-                "run_id": rid, "scene": table.scene[i], "model": table.model[i],
-                "precision": table.precision[i], "device": "",
-                "angle_convention": table.angle_convention.value,
-                "angle_convention_doc": table.angle_convention.description, "task": table.task[i],
-                "query": table.query[i], "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "tool_version": __version__,
-            })
+            records.append(
+                {
+                    "run_id": rid,
+                    "scene": table.scene[i],
+                    "model": table.model[i],
+                    "precision": table.precision[i],
+                    "device": "",
+                    "angle_convention": table.angle_convention.value,
+                    "angle_convention_doc": table.angle_convention.description,
+                    "task": table.task[i],
+                    "query": table.query[i],
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "tool_version": __version__,
+                }
+            )
         if not records:  # nothing detected: still record how the run would be read
-            records.append({"run_id": None, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                            "tool_version": __version__})
+            records.append(
+                {
+                    "run_id": None,
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "tool_version": __version__,
+                }
+            )
     elif isinstance(run, RunInfo):
         records = [run.as_record()]
     elif isinstance(run, Mapping):
@@ -343,8 +390,12 @@ def _temp_name(path: Path, suffix: str) -> Path:
 
 def _remove_quietly(*paths: Path) -> None:
     for p in paths:
-        for q in (p, p.with_name(p.name + "-journal"), p.with_name(p.name + "-wal"),
-                  p.with_name(p.name + "-shm")):
+        for q in (
+            p,
+            p.with_name(p.name + "-journal"),
+            p.with_name(p.name + "-wal"),
+            p.with_name(p.name + "-shm"),
+        ):
             try:
                 q.unlink()
             except FileNotFoundError:
@@ -385,18 +436,21 @@ def _write_gpkg(
     opts: dict[str, str] = {"DESCRIPTION": "GeoChat detections (rsvg-desktop)"}
     if pixel_mode:
         opts["SRID"] = "-1"  # undefined Cartesian SRS: scene pixel coordinates
-    pyogrio.write_dataframe(det, tmp, layer="detections", driver="GPKG", geometry_type="Polygon",
-                            layer_options=opts)
+    pyogrio.write_dataframe(
+        det, tmp, layer="detections", driver="GPKG", geometry_type="Polygon", layer_options=opts
+    )
     styles = {"detections": ("rsvg default", detections_qml(), detections_sld())}
     if tiles is not None:
         topts = {"DESCRIPTION": "tile grid footprints (rsvg-desktop)"}
         if pixel_mode:
             topts["SRID"] = "-1"
-        pyogrio.write_dataframe(tiles, tmp, layer="tiles", driver="GPKG", geometry_type="Polygon",
-                                layer_options=topts)
+        pyogrio.write_dataframe(
+            tiles, tmp, layer="tiles", driver="GPKG", geometry_type="Polygon", layer_options=topts
+        )
         styles["tiles"] = ("rsvg default", tiles_qml(), tiles_sld())
-    pyogrio.write_dataframe(runs, tmp, layer="run", driver="GPKG",
-                            layer_options={"DESCRIPTION": "run metadata (rsvg-desktop)"})
+    pyogrio.write_dataframe(
+        runs, tmp, layer="run", driver="GPKG", layer_options={"DESCRIPTION": "run metadata (rsvg-desktop)"}
+    )
     write_layer_styles(tmp, styles)
 
 
@@ -438,8 +492,10 @@ def _write_geojson(tmp: Path, det: gpd.GeoDataFrame, runs: pd.DataFrame) -> None
     if pyogrio.__gdal_version__ >= (3, 9, 0):
         opts["FOREIGN_MEMBERS_COLLECTION"] = json.dumps({"rsvg_runs": run_records}, ensure_ascii=False)
     else:  # pragma: no cover - older GDAL
-        log.warning("GDAL %s cannot write GeoJSON foreign members: run metadata left out",
-                    pyogrio.__gdal_version_string__)
+        log.warning(
+            "GDAL %s cannot write GeoJSON foreign members: run metadata left out",
+            pyogrio.__gdal_version_string__,
+        )
     pyogrio.write_dataframe(det, tmp, driver="GeoJSON", geometry_type="Polygon", layer_options=opts)
 
 
@@ -457,8 +513,9 @@ def _truncate_text(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         long = [i for i in maybe.tolist() if len(vals[i].encode("utf-8")) > _DBF_TEXT_BYTES]
         if not long:
             continue
-        log.warning("%s: %d value(s) of %r longer than %d bytes were cut", path, len(long), col,
-                    _DBF_TEXT_BYTES)
+        log.warning(
+            "%s: %d value(s) of %r longer than %d bytes were cut", path, len(long), col, _DBF_TEXT_BYTES
+        )
         vals = vals.copy()
         for i in long:
             vals[i] = vals[i].encode("utf-8")[:_DBF_TEXT_BYTES].decode("utf-8", errors="ignore")
@@ -474,8 +531,9 @@ def _write_shapefile(tmpdir: Path, stem: str, det: gpd.GeoDataFrame, path: Path)
         raise ExportError(f"bad Shapefile field names {too_long or names}")  # pragma: no cover - guarded
     shp = _truncate_text(shp, path)
     with _quiet_pixel_mode():
-        pyogrio.write_dataframe(shp, tmpdir / f"{stem}.shp", driver="ESRI Shapefile",
-                                geometry_type="Polygon", encoding="UTF-8")
+        pyogrio.write_dataframe(
+            shp, tmpdir / f"{stem}.shp", driver="ESRI Shapefile", geometry_type="Polygon", encoding="UTF-8"
+        )
     (tmpdir / f"{stem}.qml").write_text(detections_qml(SHAPEFILE_FIELDS["phrase"]), encoding="utf-8")
 
 
@@ -530,20 +588,25 @@ def export_detections(
     final_crs = src_crs
     if kind is ExportFormat.GEOJSON:
         assert src_crs is not None
-        det = det.set_geometry(gpd.GeoSeries(_to_wgs84(det.geometry.to_numpy(), src_crs), crs=WGS84),
-                               crs=WGS84)
+        det = det.set_geometry(
+            gpd.GeoSeries(_to_wgs84(det.geometry.to_numpy(), src_crs), crs=WGS84), crs=WGS84
+        )
         final_crs = WGS84
     elif out_crs is not None:
         det = det.to_crs(out_crs)
-        det = det.set_geometry(shapely.orient_polygons(det.geometry.to_numpy(), exterior_cw=False),
-                               crs=out_crs)
+        det = det.set_geometry(
+            shapely.orient_polygons(det.geometry.to_numpy(), exterior_cw=False), crs=out_crs
+        )
         tiles_df = tiles_df.to_crs(out_crs) if tiles_df is not None else None
         runs["crs"] = _crs_text(out_crs)
         final_crs = out_crs
 
     if kind is not ExportFormat.GPKG and tiles is not None:
-        log.info("%s: the %s format holds one layer: tile footprints are only written to GeoPackage",
-                 path, kind.value)
+        log.info(
+            "%s: the %s format holds one layer: tile footprints are only written to GeoPackage",
+            path,
+            kind.value,
+        )
     if final_crs is None:
         log.warning("%s: pixel-mode export (no CRS): coordinates are scene pixels, y down", path)
 
@@ -551,6 +614,7 @@ def export_detections(
     if kind is ExportFormat.SHAPEFILE:
         files = _export_shapefile(path, det, overwrite)
     else:
+
         def write(tmp: Path) -> None:
             if kind is ExportFormat.GPKG:
                 with _quiet_pixel_mode():
@@ -561,8 +625,13 @@ def export_detections(
         _replace_atomically(path, ".gpkg" if kind is ExportFormat.GPKG else ".geojson", overwrite, write)
         files = (path,)
     log.info("exported %d detections to %s (%s, %s)", len(det), path, kind.value, _crs_text(final_crs))
-    return ExportResult(path=path, fmt=kind, files=files, count=len(det),
-                        crs=None if final_crs is None else _crs_text(final_crs))
+    return ExportResult(
+        path=path,
+        fmt=kind,
+        files=files,
+        count=len(det),
+        crs=None if final_crs is None else _crs_text(final_crs),
+    )
 
 
 def _replace_atomically(path: Path, suffix: str, overwrite: bool, write: Callable[[Path], None]) -> None:
@@ -581,9 +650,12 @@ def _replace_atomically(path: Path, suffix: str, overwrite: bool, write: Callabl
         raise ExportError(f"writing {path} failed: {exc}") from exc
 
 
-def _export_shapefile(path: Path, det: gpd.GeoDataFrame, overwrite: bool,
-                      write: Callable[[Path, str, gpd.GeoDataFrame, Path], None] | None = None,
-                      ) -> tuple[Path, ...]:
+def _export_shapefile(
+    path: Path,
+    det: gpd.GeoDataFrame,
+    overwrite: bool,
+    write: Callable[[Path, str, gpd.GeoDataFrame, Path], None] | None = None,
+) -> tuple[Path, ...]:
     stem = path.name[: -len(path.suffix)]
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=path.parent))
     try:
@@ -621,8 +693,9 @@ TILE_SHAPEFILE_FIELDS = {"skip_reason": "skip_reas"}
 def _write_tiles_shapefile(tmpdir: Path, stem: str, frame: gpd.GeoDataFrame, path: Path) -> None:
     shp = frame.rename(columns=TILE_SHAPEFILE_FIELDS)
     with _quiet_pixel_mode():
-        pyogrio.write_dataframe(shp, tmpdir / f"{stem}.shp", driver="ESRI Shapefile", geometry_type="Polygon",
-                                encoding="UTF-8")
+        pyogrio.write_dataframe(
+            shp, tmpdir / f"{stem}.shp", driver="ESRI Shapefile", geometry_type="Polygon", encoding="UTF-8"
+        )
     (tmpdir / f"{stem}.qml").write_text(tiles_qml(), encoding="utf-8")
 
 
@@ -643,10 +716,13 @@ def export_tiles(
     frame = tiles_frame(tiles, crs=src_crs)
     if kind is ExportFormat.GEOJSON:
         if src_crs is None:
-            raise ExportError(f"cannot write {path}: GeoJSON (RFC 7946) needs WGS 84 and these tiles are in "
-                              "pixel coordinates (no CRS); use GeoPackage or Shapefile")
-        frame = frame.set_geometry(gpd.GeoSeries(_to_wgs84(frame.geometry.to_numpy(), src_crs), crs=WGS84),
-                                   crs=WGS84)
+            raise ExportError(
+                f"cannot write {path}: GeoJSON (RFC 7946) needs WGS 84 and these tiles are in "
+                "pixel coordinates (no CRS); use GeoPackage or Shapefile"
+            )
+        frame = frame.set_geometry(
+            gpd.GeoSeries(_to_wgs84(frame.geometry.to_numpy(), src_crs), crs=WGS84), crs=WGS84
+        )
     if kind is ExportFormat.SHAPEFILE and path.suffix.lower() != ".shp":
         raise ConfigError(f"a Shapefile path must end in .shp, not {path.name!r}")
     _check_target(path, overwrite, _shapefile_set(path)[1:] if kind is ExportFormat.SHAPEFILE else [])
@@ -657,13 +733,22 @@ def export_tiles(
                 opts = {"DESCRIPTION": "tile grid footprints (rsvg-desktop)"}
                 if src_crs is None:
                     opts["SRID"] = "-1"
-                pyogrio.write_dataframe(frame, tmp, layer="tiles", driver="GPKG", geometry_type="Polygon",
-                                        layer_options=opts)
+                pyogrio.write_dataframe(
+                    frame, tmp, layer="tiles", driver="GPKG", geometry_type="Polygon", layer_options=opts
+                )
                 write_layer_styles(tmp, {"tiles": ("rsvg default", tiles_qml(), tiles_sld())})
             else:
-                pyogrio.write_dataframe(frame, tmp, driver="GeoJSON", geometry_type="Polygon",
-                                        layer_options={"RFC7946": "YES", "WRITE_NAME": "NO",
-                                                       "COORDINATE_PRECISION": str(GEOJSON_DECIMALS)})
+                pyogrio.write_dataframe(
+                    frame,
+                    tmp,
+                    driver="GeoJSON",
+                    geometry_type="Polygon",
+                    layer_options={
+                        "RFC7946": "YES",
+                        "WRITE_NAME": "NO",
+                        "COORDINATE_PRECISION": str(GEOJSON_DECIMALS),
+                    },
+                )
 
     if kind is ExportFormat.SHAPEFILE:
         files = _export_shapefile(path, frame, overwrite, _write_tiles_shapefile)
@@ -671,5 +756,10 @@ def export_tiles(
         _replace_atomically(path, ".gpkg" if kind is ExportFormat.GPKG else ".geojson", overwrite, write)
         files = (path,)
     log.info("exported %d tile footprints to %s (%s)", len(frame), path, kind.value)
-    return ExportResult(path=path, fmt=kind, files=files, count=len(frame),
-                        crs=None if src_crs is None else _crs_text(src_crs))
+    return ExportResult(
+        path=path,
+        fmt=kind,
+        files=files,
+        count=len(frame),
+        crs=None if src_crs is None else _crs_text(src_crs),
+    )

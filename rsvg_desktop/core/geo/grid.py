@@ -88,11 +88,13 @@ def _check_grid(tile_size: int, overlap: int) -> None:
         raise ConfigError(f"tile_size must be a positive integer, got {tile_size!r}")
     if not isinstance(overlap, int) or not 0 <= overlap < tile_size:
         raise ConfigError(
-            f"overlap must be an integer from 0 to tile_size - 1 ({tile_size - 1}), got {overlap!r}")
+            f"overlap must be an integer from 0 to tile_size - 1 ({tile_size - 1}), got {overlap!r}"
+        )
 
 
-def _source_geometry(tile_size: int, overlap: int,
-                     window_size: tuple[int, int] | None) -> tuple[int, int, int, int]:
+def _source_geometry(
+    tile_size: int, overlap: int, window_size: tuple[int, int] | None
+) -> tuple[int, int, int, int]:
     """``(window_w, window_h, stride_x, stride_y)`` in source pixels."""
     _check_grid(tile_size, overlap)
     win_w, win_h = (tile_size, tile_size) if window_size is None else window_size
@@ -103,8 +105,14 @@ def _source_geometry(tile_size: int, overlap: int,
     return win_w, win_h, stride_x, stride_y
 
 
-def iter_grid(width: int, height: int, *, tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
-              window_size: tuple[int, int] | None = None) -> Iterator[Tile]:
+def iter_grid(
+    width: int,
+    height: int,
+    *,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    window_size: tuple[int, int] | None = None,
+) -> Iterator[Tile]:
     """Generate the tiles covering a ``width`` × ``height`` scene, row by row (no pixels read).
 
     ``window_size = (w, h)`` is the tile's window in source pixels when it differs from ``tile_size``
@@ -115,8 +123,9 @@ def iter_grid(width: int, height: int, *, tile_size: int = DEFAULT_TILE_SIZE, ov
     rows = axis_offsets(height, win_h, stride_y)
     for r, row_off in enumerate(rows):
         for c, col_off in enumerate(cols):
-            yield Tile(row=r, col=c, col_off=col_off, row_off=row_off, width=win_w, height=win_h,
-                       size=tile_size)
+            yield Tile(
+                row=r, col=c, col_off=col_off, row_off=row_off, width=win_w, height=win_h, size=tile_size
+            )
 
 
 def window_size_for_gsd(info: SceneInfo, tile_size: int, target_gsd: float) -> tuple[int, int]:
@@ -131,8 +140,13 @@ def window_size_for_gsd(info: SceneInfo, tile_size: int, target_gsd: float) -> t
     if gsd_x <= 0 or gsd_y <= 0:
         raise ConfigError(f"{info.path}: cannot resample a scene whose pixel size is {info.gsd}")
     if target_gsd < min(gsd_x, gsd_y) * (1 - 1e-9):
-        logger.warning("%s: target GSD %g is finer than the scene's %g × %g: tiles will be upsampled",
-                       info.path, target_gsd, gsd_x, gsd_y)
+        logger.warning(
+            "%s: target GSD %g is finer than the scene's %g × %g: tiles will be upsampled",
+            info.path,
+            target_gsd,
+            gsd_x,
+            gsd_y,
+        )
     return (max(1, round(tile_size * target_gsd / gsd_x)), max(1, round(tile_size * target_gsd / gsd_y)))
 
 
@@ -186,8 +200,9 @@ def _contains(offsets: np.ndarray, window: int, cell: float, n_cells: int, widen
     return (edges[None, :-1] - widen >= starts) & (edges[None, 1:] + widen <= starts + window)
 
 
-def _coarse_estimate(coarse: CoarseValidity, cols: np.ndarray, rows: np.ndarray, win_w: int, win_h: int,
-                     area: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _coarse_estimate(
+    coarse: CoarseValidity, cols: np.ndarray, rows: np.ndarray, win_w: int, win_h: int, area: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """From the coarse validity, per tile ``(n_rows, n_cols)``: the estimated nodata fraction, whether
     the tile surely holds a valid pixel, and whether it may hold one. ``area`` is each tile's area inside
     the scene (padding past the edge of a small scene does not count as nodata).
@@ -197,26 +212,37 @@ def _coarse_estimate(coarse: CoarseValidity, cols: np.ndarray, rows: np.ndarray,
     """
     n_cy, n_cx = coarse.valid.shape
     # Separable weights: per tile column × cell column, per tile row × cell row.
-    col_weights = (_overlaps(cols, win_w, coarse.cell_width, n_cx, 0.0),          # nominal overlap length
-                   _overlaps(cols, win_w, coarse.cell_width, n_cx, 1.0),          # widened: may touch
-                   _contains(cols, win_w, coarse.cell_width, n_cx, 1.0).astype(np.float64))  # surely inside
-    row_weights = (_overlaps(rows, win_h, coarse.cell_height, n_cy, 0.0),
-                   _overlaps(rows, win_h, coarse.cell_height, n_cy, 1.0),
-                   _contains(rows, win_h, coarse.cell_height, n_cy, 1.0).astype(np.float64))
+    col_weights = (
+        _overlaps(cols, win_w, coarse.cell_width, n_cx, 0.0),  # nominal overlap length
+        _overlaps(cols, win_w, coarse.cell_width, n_cx, 1.0),  # widened: may touch
+        _contains(cols, win_w, coarse.cell_width, n_cx, 1.0).astype(np.float64),
+    )  # surely inside
+    row_weights = (
+        _overlaps(rows, win_h, coarse.cell_height, n_cy, 0.0),
+        _overlaps(rows, win_h, coarse.cell_height, n_cy, 1.0),
+        _contains(rows, win_h, coarse.cell_height, n_cy, 1.0).astype(np.float64),
+    )
     # rows_weight @ valid @ cols_weight.T, accumulated over strips of cell rows to keep memory small.
     results = [np.zeros((len(rows), len(cols))) for _ in range(3)]
     for start in range(0, n_cy, 256):
-        strip = coarse.valid[start:start + 256].astype(np.float64)
+        strip = coarse.valid[start : start + 256].astype(np.float64)
         for result, wy, wx in zip(results, row_weights, col_weights, strict=True):
-            result += wy[:, start:start + 256] @ (strip @ wx.T)
+            result += wy[:, start : start + 256] @ (strip @ wx.T)
     valid_area, maybe, sure = results[0], results[1] > 0, results[2] > 0
     fractions = np.clip(1.0 - valid_area / area, 0.0, 1.0)
     return fractions, sure, maybe
 
 
-def plan_tiles(scene: Scene, *, tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
-               target_gsd: float | None = None, max_nodata_fraction: float | None = 1.0,
-               allow_empty: bool = False, mask_factor: int = 8) -> TilePlan:
+def plan_tiles(
+    scene: Scene,
+    *,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    target_gsd: float | None = None,
+    max_nodata_fraction: float | None = 1.0,
+    allow_empty: bool = False,
+    mask_factor: int = 8,
+) -> TilePlan:
     """Lay the tile grid over a scene and decide which tiles to skip as nodata (see module doc).
 
     Reads the scene's validity once, decimated by ``mask_factor``, then the exact validity of the tiles it
@@ -233,12 +259,14 @@ def plan_tiles(scene: Scene, *, tile_size: int = DEFAULT_TILE_SIZE, overlap: int
     win_w, win_h, stride_x, stride_y = _source_geometry(tile_size, overlap, window_size)
     cols = np.asarray(axis_offsets(info.width, win_w, stride_x), dtype=np.int64)
     rows = np.asarray(axis_offsets(info.height, win_h, stride_y), dtype=np.int64)
-    tiles = tuple(iter_grid(info.width, info.height, tile_size=tile_size, overlap=overlap,
-                            window_size=(win_w, win_h)))
+    tiles = tuple(
+        iter_grid(info.width, info.height, tile_size=tile_size, overlap=overlap, window_size=(win_w, win_h))
+    )
 
     coarse = scene.coarse_validity(mask_factor)
-    area = np.outer(np.minimum(rows + win_h, info.height) - rows,
-                    np.minimum(cols + win_w, info.width) - cols).astype(np.float64)  # inside the scene
+    area = np.outer(
+        np.minimum(rows + win_h, info.height) - rows, np.minimum(cols + win_w, info.width) - cols
+    ).astype(np.float64)  # inside the scene
     fractions, sure, maybe = _coarse_estimate(coarse, cols, rows, win_w, win_h, area)
     # Only a tile with a valid cell well inside it is surely valid. Every other tile (a skip candidate,
     # or valid pixels only in cells cut by its edge) is checked at full resolution: the decimated read may
@@ -252,7 +280,8 @@ def plan_tiles(scene: Scene, *, tile_size: int = DEFAULT_TILE_SIZE, overlap: int
     if not maybe.any() and not allow_empty:
         raise EmptySceneError(
             f"{info.path}: the scene has no valid pixels (every pixel is nodata or masked): all "
-            f"{len(tiles)} tiles would be skipped and nothing sent to the model")
+            f"{len(tiles)} tiles would be skipped and nothing sent to the model"
+        )
     # A tile with a valid pixel is never reported as entirely nodata, one without always is.
     fractions = np.where(maybe, np.minimum(fractions, 1.0 - 1.0 / area), 1.0)
     if max_nodata_fraction is None:
@@ -263,14 +292,31 @@ def plan_tiles(scene: Scene, *, tile_size: int = DEFAULT_TILE_SIZE, overlap: int
     kept = tuple(t for t, k in zip(tiles, flat_keep, strict=True) if k)
     skipped = tuple(t for t, k in zip(tiles, flat_keep, strict=True) if not k)
     plan = TilePlan(
-        scene=info, tile_size=tile_size, overlap=overlap,
+        scene=info,
+        tile_size=tile_size,
+        overlap=overlap,
         target_gsd=None if target_gsd is None else float(target_gsd),
         max_nodata_fraction=None if max_nodata_fraction is None else float(max_nodata_fraction),
-        window_size=(win_w, win_h), n_rows=len(rows), n_cols=len(cols), tiles=tiles,
-        nodata_fractions=tuple(float(f) for f in fractions.ravel()), kept=kept, skipped=skipped)
-    logger.info("%s: %d×%d grid of %d tiles (%d×%d px windows, overlap %d): %d kept, %d skipped as nodata",
-                info.path, plan.n_rows, plan.n_cols, plan.n_tiles, win_w, win_h, overlap, plan.n_kept,
-                plan.n_skipped)
+        window_size=(win_w, win_h),
+        n_rows=len(rows),
+        n_cols=len(cols),
+        tiles=tiles,
+        nodata_fractions=tuple(float(f) for f in fractions.ravel()),
+        kept=kept,
+        skipped=skipped,
+    )
+    logger.info(
+        "%s: %d×%d grid of %d tiles (%d×%d px windows, overlap %d): %d kept, %d skipped as nodata",
+        info.path,
+        plan.n_rows,
+        plan.n_cols,
+        plan.n_tiles,
+        win_w,
+        win_h,
+        overlap,
+        plan.n_kept,
+        plan.n_skipped,
+    )
     if not kept and maybe.any():
         logger.warning("%s: every tile has at least %g nodata: none is kept", info.path, max_nodata_fraction)
     return plan

@@ -237,8 +237,15 @@ def _candidate_pairs(
 
 
 def _overlaps(
-    polys: np.ndarray, areas: np.ndarray, bounds: np.ndarray, left: np.ndarray, right: np.ndarray,
-    *, iou_min: float | None, ios_min: float | None, corners: np.ndarray | None = None,
+    polys: np.ndarray,
+    areas: np.ndarray,
+    bounds: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    *,
+    iou_min: float | None,
+    ios_min: float | None,
+    corners: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Exact IoU and IoS for candidate pairs that may pass a threshold (bounding-box pre-filter)."""
     bl, br = bounds[left], bounds[right]
@@ -341,7 +348,13 @@ def merge_boxes(
     allow_same = config.same_tile_iou or config.same_tile_ios
     left, right = _candidate_pairs(polys, groups, tiles, allow_same_tile=allow_same)
     left, right, iou, ios = _overlaps(
-        polys, areas, bounds, left, right, iou_min=config.iou_threshold, ios_min=config.ios_threshold,
+        polys,
+        areas,
+        bounds,
+        left,
+        right,
+        iou_min=config.iou_threshold,
+        ios_min=config.ios_threshold,
         corners=corners,
     )
     same = tiles[left] == tiles[right]
@@ -401,7 +414,7 @@ def merge_detections(
         raise ConfigError("tile windows are unknown for some detections; pass the tiles to merge")
     corners = (
         boxes_to_pixel_corners(table.boxes, windows, table.angle_convention)
-        if len(table) else np.empty((0, 4, 2))
+        if len(table)
+        else np.empty((0, 4, 2))
     )
     return merge_boxes(corners, windows, table.phrase, table.tile_row, table.tile_col, config)
-

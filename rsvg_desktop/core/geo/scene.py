@@ -217,8 +217,9 @@ def _crs_name(crs: rasterio.crs.CRS) -> str | None:
         return None
 
 
-def _ground_gsd(crs: rasterio.crs.CRS, transform: Transform6, width: int, height: int,
-                gsd: tuple[float, float]) -> tuple[float, float] | None:
+def _ground_gsd(
+    crs: rasterio.crs.CRS, transform: Transform6, width: int, height: int, gsd: tuple[float, float]
+) -> tuple[float, float] | None:
     """GSD in metres: linear units converted for projected CRSs, geodesic at the centre otherwise."""
     try:
         if crs.is_projected:
@@ -240,8 +241,9 @@ def _ground_gsd(crs: rasterio.crs.CRS, transform: Transform6, width: int, height
     return None
 
 
-def _choose_bands(path: str, colorinterp: Sequence[ColorInterp], count: int,
-                  bands: Sequence[int] | None) -> tuple[int, int, int]:
+def _choose_bands(
+    path: str, colorinterp: Sequence[ColorInterp], count: int, bands: Sequence[int] | None
+) -> tuple[int, int, int]:
     if bands is not None:
         chosen = [int(b) for b in bands]
         if len(chosen) not in (1, 3):
@@ -249,8 +251,8 @@ def _choose_bands(path: str, colorinterp: Sequence[ColorInterp], count: int,
         bad = [b for b in chosen if not 1 <= b <= count]
         if bad:
             raise BandSelectionError(
-                f"{path}: band {bad[0]} does not exist; the raster has {count} band(s), "
-                f"numbered 1 to {count}")
+                f"{path}: band {bad[0]} does not exist; the raster has {count} band(s), numbered 1 to {count}"
+            )
         if len(chosen) == 1:
             chosen *= 3
         return (chosen[0], chosen[1], chosen[2])
@@ -277,8 +279,9 @@ def _mask_kind(ds: rasterio.io.DatasetReader, bands: Sequence[int]) -> MaskKind:
     return "all_valid"
 
 
-def _describe(ds: rasterio.io.DatasetReader, path: str, pixel_mode: bool,
-              bands: Sequence[int] | None) -> SceneInfo:
+def _describe(
+    ds: rasterio.io.DatasetReader, path: str, pixel_mode: bool, bands: Sequence[int] | None
+) -> SceneInfo:
     if ds.count == 0:
         subs = ds.subdatasets
         hint = f"; open one of its {len(subs)} subdatasets, e.g. {subs[0]}" if subs else ""
@@ -291,12 +294,16 @@ def _describe(ds: rasterio.io.DatasetReader, path: str, pixel_mode: bool,
         crs = None
     if crs is None and not pixel_mode:
         gcps, _gcp_crs = ds.gcps
-        hint = (" (it is georeferenced by ground control points only: warp it first, e.g. with gdalwarp)"
-                if gcps else "")
+        hint = (
+            " (it is georeferenced by ground control points only: warp it first, e.g. with gdalwarp)"
+            if gcps
+            else ""
+        )
         raise NoCRSError(
             f"{path}: the raster has no coordinate reference system{hint}, so results cannot be placed "
             "on a map; open it in pixel mode (--pixel-mode, or pixel_mode=True) to work in the file's "
-            "own pixel coordinates")
+            "own pixel coordinates"
+        )
     colorinterp = tuple(ds.colorinterp)
     display = _choose_bands(path, colorinterp, ds.count, bands)
     gsd = pixel_size(transform)
@@ -324,9 +331,14 @@ def _describe(ds: rasterio.io.DatasetReader, path: str, pixel_mode: bool,
     )
 
 
-def open_scene(path: str | os.PathLike[str], *, pixel_mode: bool = False, bands: Sequence[int] | None = None,
-               stretch: Stretch | None = None,
-               percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> Scene:
+def open_scene(
+    path: str | os.PathLike[str],
+    *,
+    pixel_mode: bool = False,
+    bands: Sequence[int] | None = None,
+    stretch: Stretch | None = None,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> Scene:
     """Open a raster for windowed reading; use it as a context manager (``with open_scene(p) as s:``).
 
     ``pixel_mode`` allows a raster without CRS (see module doc); ``bands`` overrides the display bands
@@ -357,9 +369,17 @@ def open_scene(path: str | os.PathLike[str], *, pixel_mode: bool = False, bands:
     except BaseException:
         ds.close()
         raise
-    logger.debug("opened %s: %dx%d, %d band(s) %s, %s, display bands %s, mask %s", p, info.width,
-                 info.height, info.count, info.dtype, info.crs_name or "pixel mode", info.display_bands,
-                 info.mask_kind)
+    logger.debug(
+        "opened %s: %dx%d, %d band(s) %s, %s, display bands %s, mask %s",
+        p,
+        info.width,
+        info.height,
+        info.count,
+        info.dtype,
+        info.crs_name or "pixel mode",
+        info.display_bands,
+        info.mask_kind,
+    )
     return Scene(ds, info, stretch=stretch, percentiles=percentiles)
 
 
@@ -369,8 +389,14 @@ class Scene:
     Create it with :func:`open_scene`; close it (or use ``with``) to release the file.
     """
 
-    def __init__(self, dataset: rasterio.io.DatasetReader, info: SceneInfo, *, stretch: Stretch | None = None,
-                 percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> None:
+    def __init__(
+        self,
+        dataset: rasterio.io.DatasetReader,
+        info: SceneInfo,
+        *,
+        stretch: Stretch | None = None,
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    ) -> None:
         self._ds = dataset
         self.info = info
         self._percentiles = percentiles
@@ -380,7 +406,8 @@ class Scene:
         # Bands to read (each once) and, for each display channel, its index in the read array.
         self._read_bands: list[int] = list(dict.fromkeys(info.display_bands))
         self._channels: tuple[int, int, int] = tuple(  # type: ignore[assignment]
-            self._read_bands.index(b) for b in info.display_bands)
+            self._read_bands.index(b) for b in info.display_bands
+        )
         self._nodatas = [dataset.nodatavals[b - 1] for b in self._read_bands]
 
     # --- lifetime ---------------------------------------------------------------------------------
@@ -418,7 +445,8 @@ class Scene:
             col_off, row_off, width, height = window
             error = RasterReadError(
                 f"{self.info.path}: reading {what} failed in window (col_off={col_off}, row_off={row_off}, "
-                f"width={width}, height={height}): {err}")
+                f"width={width}, height={height}): {err}"
+            )
             error.path = self.info.path  # type: ignore[attr-defined]
             error.window = window  # type: ignore[attr-defined]
             raise error from err
@@ -441,8 +469,11 @@ class Scene:
         self._check_open()
         info = self.info
         scale = max(info.width, info.height) / STRETCH_SAMPLE_SIZE
-        out_w, out_h = ((max(1, round(info.width / scale)), max(1, round(info.height / scale))) if scale > 1
-                        else (info.width, info.height))
+        out_w, out_h = (
+            (max(1, round(info.width / scale)), max(1, round(info.height / scale)))
+            if scale > 1
+            else (info.width, info.height)
+        )
         full = (0, 0, info.width, info.height)
         for resampling in (Resampling.nearest, Resampling.average):
             raw, valid = self._read_raw(full, (out_w, out_h), resampling, what="the stretch sample")
@@ -453,24 +484,34 @@ class Scene:
         if valid is not None and not valid.any():
             raise EmptySceneError(
                 f"{info.path}: the scene has no valid pixels (every pixel is nodata or masked); "
-                "there is nothing to show or to send to the model")
+                "there is nothing to show or to send to the model"
+            )
         samples = [raw[c][valid] if valid is not None else raw[c].ravel() for c in self._channels]
         try:
             stretch = compute_stretch(samples, self._percentiles)
         except ValueError as err:  # e.g. every valid float is NaN/inf in one channel
             raise EmptySceneError(f"{info.path}: no finite values to compute a display stretch from") from err
-        logger.info("%s: %g-%g %% stretch, low %s, high %s (from a %dx%d sample)", info.path,
-                    *self._percentiles, stretch.low, stretch.high, out_w, out_h)
+        logger.info(
+            "%s: %g-%g %% stretch, low %s, high %s (from a %dx%d sample)",
+            info.path,
+            *self._percentiles,
+            stretch.low,
+            stretch.high,
+            out_w,
+            out_h,
+        )
         return stretch
 
     # --- reading ----------------------------------------------------------------------------------
-    def _valid_from(self, raw: np.ndarray | None, window: Window, out_shape: tuple[int, int],
-                    resampling: Resampling) -> np.ndarray | None:
+    def _valid_from(
+        self, raw: np.ndarray | None, window: Window, out_shape: tuple[int, int], resampling: Resampling
+    ) -> np.ndarray | None:
         """Validity of a read (``None`` = all valid). ``raw`` holds the read bands (None: mask only)."""
         kind = self.info.mask_kind
         if kind in ("per_dataset", "alpha"):
-            mask = self._ds.read_masks(self._read_bands[0], window=window, out_shape=out_shape,
-                                       resampling=resampling)
+            mask = self._ds.read_masks(
+                self._read_bands[0], window=window, out_shape=out_shape, resampling=resampling
+            )
             valid = mask > 0
             if raw is not None and raw.dtype.kind == "f":
                 valid &= np.isfinite(raw).any(axis=0)
@@ -486,8 +527,13 @@ class Scene:
             return np.isfinite(raw).any(axis=0)
         return None
 
-    def _read_raw(self, window: tuple[int, int, int, int], out_size: tuple[int, int],
-                  resampling: Resampling, what: str = "pixels") -> tuple[np.ndarray, np.ndarray | None]:
+    def _read_raw(
+        self,
+        window: tuple[int, int, int, int],
+        out_size: tuple[int, int],
+        resampling: Resampling,
+        what: str = "pixels",
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw display-band data ``(n, out_h, out_w)`` and validity of a window that may pass the edge.
 
         The part of the window inside the scene is read (resampled to its share of ``out_size``); the
@@ -518,8 +564,12 @@ class Scene:
             if dx1 <= dx0 or dy1 <= dy0:
                 return raw, valid
             win = Window(c0, r0, c1 - c0, r1 - r0)
-            part = self._ds.read(self._read_bands, window=win, resampling=resampling,
-                                 out_shape=(len(self._read_bands), dy1 - dy0, dx1 - dx0))
+            part = self._ds.read(
+                self._read_bands,
+                window=win,
+                resampling=resampling,
+                out_shape=(len(self._read_bands), dy1 - dy0, dx1 - dx0),
+            )
             raw[:, dy0:dy1, dx0:dx1] = part
             part_valid = self._valid_from(part, win, (dy1 - dy0, dx1 - dx0), resampling)
             valid[dy0:dy1, dx0:dx1] = True if part_valid is None else part_valid
@@ -531,8 +581,13 @@ class Scene:
             self._luts = [stretch.lut(i, raw.dtype) for i in range(3)]
         return render_rgb(raw, self._channels, valid, stretch, luts=self._luts, reuse=True)
 
-    def read_window(self, window: tuple[int, int, int, int], out_size: tuple[int, int] | None = None, *,
-                    resampling: Resampling | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read_window(
+        self,
+        window: tuple[int, int, int, int],
+        out_size: tuple[int, int] | None = None,
+        *,
+        resampling: Resampling | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """8-bit RGB image ``(out_h, out_w, 3)`` and valid mask of a pixel window ``(col_off, row_off,
         width, height)``, resampled to ``out_size = (out_w, out_h)`` (default: the window's size).
 
@@ -573,8 +628,11 @@ class Scene:
             out_w, out_h = info.width, info.height
         else:
             out_w, out_h = max(1, round(info.width / scale)), max(1, round(info.height / scale))
-        image, valid = self.read_window((0, 0, info.width, info.height), (out_w, out_h),
-                                        resampling=resampling if scale > 1 else Resampling.nearest)
+        image, valid = self.read_window(
+            (0, 0, info.width, info.height),
+            (out_w, out_h),
+            resampling=resampling if scale > 1 else Resampling.nearest,
+        )
         transform = scale_transform(info.transform, info.width / out_w, info.height / out_h)
         return Preview(image, valid, transform)
 
@@ -628,8 +686,9 @@ class Scene:
             valid = np.zeros((out_h, out_w), dtype=bool)
             with self._reading(full, what):
                 for band, nodata in zip(self._read_bands, self._nodatas, strict=True):
-                    data = self._ds.read(band, window=win, out_shape=(out_h, out_w),
-                                         resampling=Resampling.average)
+                    data = self._ds.read(
+                        band, window=win, out_shape=(out_h, out_w), resampling=Resampling.average
+                    )
                     valid |= _band_valid(data, nodata)
         else:  # float without nodata: NaN would spread through averages, so never skip anything
             valid = np.ones((out_h, out_w), dtype=bool)

@@ -70,8 +70,9 @@ def _map_float(values: np.ndarray, offset: float, gain: float) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def compute_stretch(samples: Sequence[np.ndarray],
-                    percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> Stretch:
+def compute_stretch(
+    samples: Sequence[np.ndarray], percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+) -> Stretch:
     """A stretch from valid sample values of each display channel (three 1-D arrays, nodata removed).
 
     A channel whose sample is constant (``low == high``) gets a one-unit range centred on the value, so
@@ -98,9 +99,16 @@ def compute_stretch(samples: Sequence[np.ndarray],
     return Stretch(tuple(lows), tuple(highs), (float(p_lo), float(p_hi)))  # type: ignore[arg-type]
 
 
-def render_rgb(raw: np.ndarray, channels: tuple[int, int, int], valid: np.ndarray | None,
-               stretch: Stretch | None, *, luts: Sequence[np.ndarray | None] | None = None,
-               fill: tuple[int, int, int] = FILL_RGB, reuse: bool = False) -> np.ndarray:
+def render_rgb(
+    raw: np.ndarray,
+    channels: tuple[int, int, int],
+    valid: np.ndarray | None,
+    stretch: Stretch | None,
+    *,
+    luts: Sequence[np.ndarray | None] | None = None,
+    fill: tuple[int, int, int] = FILL_RGB,
+    reuse: bool = False,
+) -> np.ndarray:
     """Make the ``(h, w, 3)`` uint8 image of raw band data.
 
     ``raw`` is ``(n, h, w)`` as read; ``channels[i]`` is the index in ``raw`` of display channel ``i``

@@ -78,17 +78,20 @@ _HEAD = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
 def detections_qml(label_field: str = "phrase") -> str:
     """QML for the detections layer: outlined, translucent fill, labelled by ``label_field``."""
     symbol = _fill_symbol(
-        "0", fill=_rgba(DETECTION_COLOR, 38), fill_style="solid", outline=_rgba(DETECTION_COLOR, 255),
-        outline_style="solid", width_mm=0.6,
+        "0",
+        fill=_rgba(DETECTION_COLOR, 38),
+        fill_style="solid",
+        outline=_rgba(DETECTION_COLOR, 255),
+        outline_style="solid",
+        width_mm=0.6,
     )
     return (
-        _HEAD
-        + f'<qgis version="{_QGIS_VERSION}" styleCategories="Symbology|Labeling" labelsEnabled="1">'
+        _HEAD + f'<qgis version="{_QGIS_VERSION}" styleCategories="Symbology|Labeling" labelsEnabled="1">'
         '<renderer-v2 type="singleSymbol" forceraster="0" symbollevels="0" enableorderby="0"'
         ' referencescale="-1">'
         f"<symbols>{symbol}</symbols><rotation/><sizescale/></renderer-v2>"
         '<labeling type="simple"><settings calloutType="simple">'
-        f"<text-style fieldName={quoteattr(label_field)} isExpression=\"0\" fontFamily=\"Sans Serif\""
+        f'<text-style fieldName={quoteattr(label_field)} isExpression="0" fontFamily="Sans Serif"'
         ' fontSize="9" fontSizeUnit="Point" fontWeight="75" namedStyle="Bold" textColor="255,255,255,255"'
         ' textOpacity="1" fontItalic="0" fontUnderline="0" fontStrikeout="0" blendMode="0"'
         ' allowHtml="0" multilineHeight="1">'
@@ -113,17 +116,24 @@ def detections_qml(label_field: str = "phrase") -> str:
 def tiles_qml(skipped_field: str = "skipped") -> str:
     """QML for the tiles layer: thin grey outlines, skipped tiles dashed red (rule on ``skipped_field``)."""
     skipped = _fill_symbol(
-        "0", fill=_rgba(SKIPPED_COLOR, 0), fill_style="no", outline=_rgba(SKIPPED_COLOR, 255),
-        outline_style="dash", width_mm=0.4,
+        "0",
+        fill=_rgba(SKIPPED_COLOR, 0),
+        fill_style="no",
+        outline=_rgba(SKIPPED_COLOR, 255),
+        outline_style="dash",
+        width_mm=0.4,
     )
     normal = _fill_symbol(
-        "1", fill=_rgba(TILE_COLOR, 0), fill_style="no", outline=_rgba(TILE_COLOR, 200),
-        outline_style="solid", width_mm=0.2,
+        "1",
+        fill=_rgba(TILE_COLOR, 0),
+        fill_style="no",
+        outline=_rgba(TILE_COLOR, 200),
+        outline_style="solid",
+        width_mm=0.2,
     )
     flt = quoteattr(f'"{skipped_field}"')
     return (
-        _HEAD
-        + f'<qgis version="{_QGIS_VERSION}" styleCategories="Symbology" labelsEnabled="0">'
+        _HEAD + f'<qgis version="{_QGIS_VERSION}" styleCategories="Symbology" labelsEnabled="0">'
         '<renderer-v2 type="RuleRenderer" forceraster="0" symbollevels="0" enableorderby="0"'
         ' referencescale="-1">'
         '<rules key="{rsvg-root}">'
@@ -166,8 +176,7 @@ def detections_sld(layer: str = "detections", label_field: str = "phrase") -> st
     """SLD 1.1 equivalent of :func:`detections_qml`."""
     name = escape(layer)
     return (
-        _SLD_HEAD
-        + f"<NamedLayer><se:Name>{name}</se:Name><UserStyle><se:Name>{name}</se:Name>"
+        _SLD_HEAD + f"<NamedLayer><se:Name>{name}</se:Name><UserStyle><se:Name>{name}</se:Name>"
         "<se:FeatureTypeStyle><se:Rule><se:Name>detection</se:Name>"
         + _sld_polygon(_hex(DETECTION_COLOR), 0.15, _hex(DETECTION_COLOR), 2)
         + "<se:TextSymbolizer><se:Label>"
@@ -252,8 +261,15 @@ def write_layer_styles(gpkg: str | Path, styles: dict[str, tuple[str, str, str]]
                     "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name,"
                     " f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, owner,"
                     " ui, update_time) VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, '', NULL, ?)",
-                    (table, geom_cols[table], style_name, qml, sld, f"rsvg-desktop default style for {table}",
-                     now),
+                    (
+                        table,
+                        geom_cols[table],
+                        style_name,
+                        qml,
+                        sld,
+                        f"rsvg-desktop default style for {table}",
+                        now,
+                    ),
                 )
     finally:
         con.close()

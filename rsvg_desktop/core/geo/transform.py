@@ -85,8 +85,9 @@ def map_to_pixel(transform: Sequence[float], X: Any, Y: Any) -> tuple[np.ndarray
     return (e * dx - b * dy) / det, (a * dy - d * dx) / det
 
 
-def window_corners(transform: Sequence[float], col_off: float, row_off: float, width: float,
-                   height: float) -> np.ndarray:
+def window_corners(
+    transform: Sequence[float], col_off: float, row_off: float, width: float, height: float
+) -> np.ndarray:
     """The 4 map-coordinate corners of a pixel window, as a ``(4, 2)`` array.
 
     Order: top-left, top-right, bottom-right, bottom-left *in pixel space* (clockwise on the image;

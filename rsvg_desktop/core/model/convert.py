@@ -98,7 +98,7 @@ GEOCHAT_SYSTEM = (
 #: A leading ``system`` message replaces the default system text; image items of a user message become
 #: ``<image>\n`` before its text (GeoChat always puts the image first). No ``<s>``: the tokenizer adds it.
 CHAT_TEMPLATE = (
-    "{%- set ns = namespace(system=\"" + GEOCHAT_SYSTEM.replace('"', '\\"') + "\") -%}"
+    '{%- set ns = namespace(system="' + GEOCHAT_SYSTEM.replace('"', '\\"') + '") -%}'
     "{%- if messages and messages[0]['role'] == 'system' -%}"
     "{%- if messages[0]['content'] is string -%}{%- set ns.system = messages[0]['content'] -%}"
     "{%- else -%}{%- set ns.system = messages[0]['content'] | selectattr('type', 'equalto', 'text')"
@@ -195,7 +195,7 @@ def _row_blocks(t: torch.Tensor, dtype: torch.dtype, max_bytes: int | None = Non
     row_bytes = max(1, t[0].numel() * max(t.element_size(), dtype.itemsize))
     step = max(1, max_bytes // row_bytes)
     for start in range(0, t.shape[0], step):
-        block = t[start:start + step]
+        block = t[start : start + step]
         yield block.to(dtype) if block.is_floating_point() else block
 
 
@@ -358,9 +358,16 @@ def _clip_vision_dims(clip_dir: Path) -> VisionDims:
         )
     # config.json files written by transformers leave CLIPVisionConfig's defaults out: fill them in.
     defaults = {
-        "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-        "image_size": 224, "patch_size": 32, "num_channels": 3, "layer_norm_eps": 1e-5,
-        "hidden_act": "quick_gelu", "projection_dim": config.get("projection_dim", 512),
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 224,
+        "patch_size": 32,
+        "num_channels": 3,
+        "layer_norm_eps": 1e-5,
+        "hidden_act": "quick_gelu",
+        "projection_dim": config.get("projection_dim", 512),
     }
     return VisionDims.from_mapping({**defaults, **vc}, where=where)
 
@@ -401,8 +408,9 @@ def _open_clip(clip_dir: Path, want: VisionDims) -> _ClipSource:
     keys: dict[str, tuple[Path, str, tuple[int, ...], torch.dtype]] = {}
     for path in files:
         for key, (shape, dtype) in scan_weights(path).tensors.items():
-            rel = next((key[len(p):] for p in _CLIP_PREFIXES if key.startswith(p) and key[len(p):] in used),
-                       None)
+            rel = next(
+                (key[len(p) :] for p in _CLIP_PREFIXES if key.startswith(p) and key[len(p) :] in used), None
+            )
             if rel is None or rel in keys:
                 continue
             if tuple(shape) != used[rel]:
@@ -425,15 +433,15 @@ def _rename(key: str) -> str | None:
     if key.endswith(".rotary_emb.inv_freq") or key.endswith("embeddings.position_ids"):
         return None
     if key.startswith(STALE_CLIP_PREFIX):
-        return _LLAVA_VISION + key[len(STALE_CLIP_PREFIX):]
+        return _LLAVA_VISION + key[len(STALE_CLIP_PREFIX) :]
     if key.startswith("model.mm_projector.0."):
-        return "model.multi_modal_projector.linear_1." + key[len("model.mm_projector.0."):]
+        return "model.multi_modal_projector.linear_1." + key[len("model.mm_projector.0.") :]
     if key.startswith("model.mm_projector.2."):
-        return "model.multi_modal_projector.linear_2." + key[len("model.mm_projector.2."):]
+        return "model.multi_modal_projector.linear_2." + key[len("model.mm_projector.2.") :]
     if key == "lm_head.weight":
         return key
     if key.startswith("model."):
-        return "model.language_model." + key[len("model."):]
+        return "model.language_model." + key[len("model.") :]
     raise CheckpointError(f"no Llava name for key {key}")
 
 
@@ -467,14 +475,21 @@ class _Planner:
 
             def make(w: Mapping[str, torch.Tensor]) -> Iterator[torch.Tensor]:
                 yield from _row_blocks(w[key], out_dtype)
+
         return _Planned(new, tuple(shape), out_dtype, source, make, src_nbytes)
 
 
 # --------------------------------------------------------------------------------------------------
 # config, processor, manifest
 # --------------------------------------------------------------------------------------------------
-def llava_config(t: TextDims, vision: VisionDims, dtype: torch.dtype | None = None, *,
-                 vision_feature_layer: int = -2, vision_feature_select_strategy: str = "default") -> Any:
+def llava_config(
+    t: TextDims,
+    vision: VisionDims,
+    dtype: torch.dtype | None = None,
+    *,
+    vision_feature_layer: int = -2,
+    vision_feature_select_strategy: str = "default",
+) -> Any:
     """The converted ``LlavaConfig`` for GeoChat's text and vision dimensions: ``<image>`` and ``<pad>``
     appended to the vocabulary, the vision tower at 504 px, layer −2 features. The one definition of the
     converted layout: the conversion writes it, the memory estimate instantiates it on the meta device."""
@@ -596,8 +611,15 @@ def _write_processor(ckpt: GeoChatCheckpoint, vision: VisionDims, out: Path) -> 
     # leading "▁" that GeoChat's training prompts had.
     tc_path = out / "tokenizer_config.json"
     tc = json.loads(tc_path.read_text(encoding="utf-8"))
-    tc.update({"legacy": True, "add_bos_token": True, "add_eos_token": False, "padding_side": "left",
-               "chat_template": CHAT_TEMPLATE})
+    tc.update(
+        {
+            "legacy": True,
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "padding_side": "left",
+            "chat_template": CHAT_TEMPLATE,
+        }
+    )
     tc_path.write_text(json.dumps(tc, indent=2) + "\n", encoding="utf-8")
     return processor
 
@@ -615,8 +637,11 @@ def _versions() -> dict[str, str]:
 
     import rsvg_desktop
 
-    return {"rsvg_desktop": rsvg_desktop.__version__, "transformers": transformers.__version__,
-            "torch": torch.__version__}
+    return {
+        "rsvg_desktop": rsvg_desktop.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -754,8 +779,17 @@ def convert_geochat(
         _write_generation_config(ckpt, tmp)
         _write_processor(ckpt, vision, tmp)
         emit("hashing source files")
-        manifest = _manifest(ckpt, clip_src, out_dtype, grid, planner.position_rows, renamed, dropped,
-                             shard_names, bytes_written)
+        manifest = _manifest(
+            ckpt,
+            clip_src,
+            out_dtype,
+            grid,
+            planner.position_rows,
+            renamed,
+            dropped,
+            shard_names,
+            bytes_written,
+        )
         _write_json(tmp / MANIFEST_NAME, manifest)
         if ckpt.random_weights:
             (tmp / "RANDOM_WEIGHTS.txt").write_text(
@@ -769,8 +803,14 @@ def convert_geochat(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     seconds = time.monotonic() - started
-    log.info("converted %s -> %s in %.1f s (%d tensors, %.1f MB)", src, out, seconds, len(weight_map),
-             bytes_written / 1e6)
+    log.info(
+        "converted %s -> %s in %.1f s (%d tensors, %.1f MB)",
+        src,
+        out,
+        seconds,
+        len(weight_map),
+        bytes_written / 1e6,
+    )
     done = total
     emit("done")
     return ConversionReport(
@@ -796,8 +836,13 @@ def _write_json(path: Path, data: Mapping[str, Any], *, sort_keys: bool = False)
 
 
 def _write_config(ckpt: GeoChatCheckpoint, vision: VisionDims, dtype: torch.dtype, out: Path) -> None:
-    llava_config(ckpt.text, vision, dtype, vision_feature_layer=ckpt.vision_feature_layer,
-                 vision_feature_select_strategy=ckpt.vision_feature_select_strategy).save_pretrained(out)
+    llava_config(
+        ckpt.text,
+        vision,
+        dtype,
+        vision_feature_layer=ckpt.vision_feature_layer,
+        vision_feature_select_strategy=ckpt.vision_feature_select_strategy,
+    ).save_pretrained(out)
     path = out / "config.json"
     cfg = json.loads(path.read_text(encoding="utf-8"))
     if ckpt.random_weights:
@@ -855,8 +900,11 @@ def _manifest(
             "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sources},
         },
         "vision_source": (
-            {"kind": "clip_dir", "path": str(clip_src.dir.resolve()),
-             "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in clip_src.files}}
+            {
+                "kind": "clip_dir",
+                "path": str(clip_src.dir.resolve()),
+                "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in clip_src.files},
+            }
             if clip_src
             else {"kind": "stale-copy", "prefix": STALE_CLIP_PREFIX}
         ),

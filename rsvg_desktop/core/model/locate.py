@@ -144,7 +144,8 @@ def find_model(
             return LocatedModel(snapshot, kind, "hf-cache")
         searched.append(f"{where}: {snapshot} ({why})")
     raise ModelNotFoundError(
-        "no GeoChat model found; searched: " + "; ".join(searched)
+        "no GeoChat model found; searched: "
+        + "; ".join(searched)
         + f". Download it with download_geochat() (`rsvg model download`) or set ${ENV_MODEL_DIR}."
     )
 

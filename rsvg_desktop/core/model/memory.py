@@ -98,8 +98,15 @@ class MemoryEstimate:
 
 # --- configurations ---------------------------------------------------------------------------
 #: GeoChat-7B's language model as its published ``config.json`` gives it (LLaMA-7B).
-GEOCHAT_7B_TEXT = TextDims(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                           num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096)
+GEOCHAT_7B_TEXT = TextDims(
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    max_position_embeddings=4096,
+)
 
 
 def geochat7b_config() -> Any:

@@ -344,8 +344,14 @@ def write_tiny_geochat(
     _write_json(out / "config.json", config)
     _write_json(
         out / "generation_config.json",
-        {"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
-         "max_length": max_position_embeddings, "transformers_version": "4.31.0"},
+        {
+            "_from_model_config": True,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": 0,
+            "max_length": max_position_embeddings,
+            "transformers_version": "4.31.0",
+        },
     )
     (out / "tokenizer.model").write_bytes(_train_sentencepiece(vocab_size))
     for name, data in _tokenizer_files(max_position_embeddings).items():

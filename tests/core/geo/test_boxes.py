@@ -97,8 +97,12 @@ def test_synthetic_rotated_affine_and_rotated_box():
     cx, cy, hw, hh = 18.0, 76.0, 8.0, 6.0
     grid = []
     for dx, dy in [(-hw, -hh), (hw, -hh), (hw, hh), (-hw, hh)]:
-        grid.append((cx + dx * math.cos(theta) + dy * math.sin(theta),
-                     cy - dx * math.sin(theta) + dy * math.cos(theta)))
+        grid.append(
+            (
+                cx + dx * math.cos(theta) + dy * math.sin(theta),
+                cy - dx * math.sin(theta) + dy * math.cos(theta),
+            )
+        )
     px = [(win[0] + gx / 100 * win[2], win[1] + gy / 100 * win[3]) for gx, gy in grid]
     poly = grid_boxes_to_polygons([[10, 70, 26, 82, 30]], [win], t)[0]
     _same_ring(poly, _affine_by_hand(t, px), tol=1e-6)
@@ -243,8 +247,12 @@ def test_empty_input():
 # --- properties ------------------------------------------------------------------------------------
 @settings(max_examples=60, deadline=None)
 @given(
-    x=st.floats(0, 80), y=st.floats(0, 80), w=st.floats(0.5, 20), h=st.floats(0.5, 20),
-    angle=st.floats(0, 90), conv=st.sampled_from(list(AngleConvention)),
+    x=st.floats(0, 80),
+    y=st.floats(0, 80),
+    w=st.floats(0.5, 20),
+    h=st.floats(0.5, 20),
+    angle=st.floats(0, 90),
+    conv=st.sampled_from(list(AngleConvention)),
 )
 def test_rotation_keeps_area_and_centre(x, y, w, h, angle, conv):
     poly = grid_boxes_to_polygons([[x, y, x + w, y + h, angle]], [UNIT], convention=conv)[0]
@@ -262,8 +270,15 @@ def _table(rgb_transform):
         (tiles[1], ParsedObject(None, GridBox(14, 68, 28, 84, None))),
     ]
     return DetectionTable.from_tile_objects(
-        items, task="grounding", query="[grounding] where are the airplanes?", model="geochat-7b",
-        precision="bf16", run_id="run-1", scene="RGB.byte.tif", transform6=t, src_crs=epsg,
+        items,
+        task="grounding",
+        query="[grounding] where are the airplanes?",
+        model="geochat-7b",
+        precision="bf16",
+        run_id="run-1",
+        scene="RGB.byte.tif",
+        transform6=t,
+        src_crs=epsg,
     )
 
 

@@ -32,8 +32,19 @@ from rsvg_desktop.core.types import GridBox, ParsedObject, Tile
 from rsvg_desktop.errors import ConfigError, ExportError, OutputExistsError
 
 LAYER_STYLES_COLUMNS = [
-    "id", "f_table_catalog", "f_table_schema", "f_table_name", "f_geometry_column", "styleName", "styleQML",
-    "styleSLD", "useAsDefault", "description", "owner", "ui", "update_time",
+    "id",
+    "f_table_catalog",
+    "f_table_schema",
+    "f_table_name",
+    "f_geometry_column",
+    "styleName",
+    "styleQML",
+    "styleSLD",
+    "useAsDefault",
+    "description",
+    "owner",
+    "ui",
+    "update_time",
 ]
 ATTRIBUTES = ["phrase", "task", "query", "tile_row", "tile_col", "angle", "model", "precision", "run_id"]
 
@@ -57,21 +68,38 @@ def make_table(scene, convention=AngleConvention.CCW, pixel=False):
     t, epsg = scene
     items = [(TILES[i], o) for i, o in OBJECTS]
     return DetectionTable.from_tile_objects(
-        items, task="grounding", query="[grounding] where are the airplanes?", model="geochat-7b",
-        precision="nf4", run_id="run-42", scene="RGB.byte.tif", transform6=None if pixel else t,
-        src_crs=None if pixel else epsg, angle_convention=convention,
+        items,
+        task="grounding",
+        query="[grounding] where are the airplanes?",
+        model="geochat-7b",
+        precision="nf4",
+        run_id="run-42",
+        scene="RGB.byte.tif",
+        transform6=None if pixel else t,
+        src_crs=None if pixel else epsg,
+        angle_convention=convention,
     )
 
 
 def make_tiles(scene, pixel=False):
     t, epsg = scene
-    return tile_records(TILES, None if pixel else t, None if pixel else epsg, skipped={(1, 0): "all nodata"},
-                        run_id="run-42")
+    return tile_records(
+        TILES, None if pixel else t, None if pixel else epsg, skipped={(1, 0): "all nodata"}, run_id="run-42"
+    )
 
 
 def make_run(convention=AngleConvention.CCW):
-    return RunInfo(run_id="run-42", scene="RGB.byte.tif", model="geochat-7b", precision="nf4", device="CPU",
-                   angle_convention=convention, tile_size=504, overlap=64, random_weights=True)
+    return RunInfo(
+        run_id="run-42",
+        scene="RGB.byte.tif",
+        model="geochat-7b",
+        precision="nf4",
+        device="CPU",
+        angle_convention=convention,
+        tile_size=504,
+        overlap=64,
+        random_weights=True,
+    )
 
 
 # --- GeoPackage ------------------------------------------------------------------------------------
@@ -278,8 +306,19 @@ def test_shapefile_set(tmp_path, scene):
 def test_shapefile_long_text_is_cut_with_a_warning(tmp_path, scene, caplog):
     table = make_table(scene)
     long_query = "é" * 200  # 400 bytes in UTF-8
-    keep = ("phrase", "task", "tile_row", "tile_col", "boxes", "windows", "geometry", "model", "precision",
-            "run_id", "scene")
+    keep = (
+        "phrase",
+        "task",
+        "tile_row",
+        "tile_col",
+        "boxes",
+        "windows",
+        "geometry",
+        "model",
+        "precision",
+        "run_id",
+        "scene",
+    )
     table = DetectionTable.from_columns(**{name: getattr(table, name) for name in keep}, query=long_query)
     with caplog.at_level(logging.WARNING):
         export_detections(tmp_path / "long.shp", table, crs=scene[1])

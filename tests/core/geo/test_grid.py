@@ -35,7 +35,7 @@ from rsvg_desktop.errors import ConfigError, EmptySceneError, RasterReadError
 
 
 def in_window(array: np.ndarray, t: Tile) -> np.ndarray:
-    return array[t.row_off:t.row_off + t.height, t.col_off:t.col_off + t.width]
+    return array[t.row_off : t.row_off + t.height, t.col_off : t.col_off + t.width]
 
 
 # --- pure grid arithmetic -----------------------------------------------------------------------------
@@ -43,14 +43,17 @@ def test_defaults():
     assert (DEFAULT_TILE_SIZE, DEFAULT_OVERLAP) == (504, 64)
 
 
-@pytest.mark.parametrize(("length", "window", "stride", "expected"), [
-    (1024, 504, 440, (0, 440, 520)),  # last shifted inward to end at 1024
-    (944, 504, 440, (0, 440)),        # exact fit: no extra tile
-    (504, 504, 440, (0,)),
-    (100, 504, 440, (0,)),            # smaller than a tile: one padded tile
-    (10, 4, 4, (0, 4, 6)),
-    (1, 1, 1, (0,)),
-])
+@pytest.mark.parametrize(
+    ("length", "window", "stride", "expected"),
+    [
+        (1024, 504, 440, (0, 440, 520)),  # last shifted inward to end at 1024
+        (944, 504, 440, (0, 440)),  # exact fit: no extra tile
+        (504, 504, 440, (0,)),
+        (100, 504, 440, (0,)),  # smaller than a tile: one padded tile
+        (10, 4, 4, (0, 4, 6)),
+        (1, 1, 1, (0,)),
+    ],
+)
 def test_axis_offsets(length, window, stride, expected):
     assert axis_offsets(length, window, stride) == expected
 
@@ -62,13 +65,13 @@ def test_axis_offsets_cover_every_pixel(length, window, data):
     stride = window - overlap
     offs = axis_offsets(length, window, stride)
     assert offs[0] == 0
-    assert all(b > a for a, b in itertools.pairwise(offs))            # strictly increasing
+    assert all(b > a for a, b in itertools.pairwise(offs))  # strictly increasing
     assert all(b - a <= stride for a, b in itertools.pairwise(offs))  # no gap, overlap kept
     if length <= window:
-        assert offs == (0,)                                                     # padded single tile
+        assert offs == (0,)  # padded single tile
     else:
-        assert offs[-1] + window == length                                      # last shifted inward
-        assert all(o + window <= length for o in offs)                          # none past the edge
+        assert offs[-1] + window == length  # last shifted inward
+        assert all(o + window <= length for o in offs)  # none past the edge
         assert len(offs) == math.ceil((length - window) / stride) + 1
 
 
@@ -79,7 +82,7 @@ def test_grid_covers_every_pixel_once_or_more(width, height, tile, data):
     tiles = list(iter_grid(width, height, tile_size=tile, overlap=overlap))
     count = np.zeros((height, width), dtype=np.int32)
     for t in tiles:
-        count[t.row_off:t.row_off + t.height, t.col_off:t.col_off + t.width] += 1
+        count[t.row_off : t.row_off + t.height, t.col_off : t.col_off + t.width] += 1
         assert (t.width, t.height, t.size) == (tile, tile, tile)
         assert t.col_off >= 0 and t.row_off >= 0
         if width >= tile:
@@ -89,7 +92,7 @@ def test_grid_covers_every_pixel_once_or_more(width, height, tile, data):
     assert (count >= 1).all()
     ids = [(t.row, t.col) for t in tiles]
     n_rows, n_cols = ids[-1][0] + 1, ids[-1][1] + 1
-    assert ids == [(r, c) for r in range(n_rows) for c in range(n_cols)]     # row-major, dense
+    assert ids == [(r, c) for r in range(n_rows) for c in range(n_cols)]  # row-major, dense
 
 
 def test_small_scene_is_padded():
@@ -288,9 +291,19 @@ def test_padding_of_a_small_scene_does_not_count_as_nodata(data_dir):
 def test_small_valid_features_lost_by_overviews_are_not_skipped(tmp_path, kind):
     """Nearest-neighbour overviews drop a 2×2 valid speck; planning must still keep its tile."""
     path = tmp_path / f"speck_{kind}.tif"
-    profile = {"driver": "GTiff", "width": 1024, "height": 1024, "count": 3, "dtype": "uint8",
-               "crs": "EPSG:32618", "transform": Affine(1.0, 0.0, 500000.0, 0.0, -1.0, 0.0), "tiled": True,
-               "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+    profile = {
+        "driver": "GTiff",
+        "width": 1024,
+        "height": 1024,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": "EPSG:32618",
+        "transform": Affine(1.0, 0.0, 500000.0, 0.0, -1.0, 0.0),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+    }
     data = np.zeros((3, 1024, 1024), dtype=np.uint8)
     data[:, 601:603, 701:703] = 200
     if kind == "nodata":

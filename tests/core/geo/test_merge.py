@@ -48,7 +48,11 @@ def run(entries, config=DEFAULT):
     wins = np.array([e[0].window for e in entries], dtype=float)
     corners = boxes_to_pixel_corners(boxes, wins)
     return merge_boxes(
-        corners, wins, [e[2] for e in entries], [e[0].row for e in entries], [e[0].col for e in entries],
+        corners,
+        wins,
+        [e[2] for e in entries],
+        [e[0].row for e in entries],
+        [e[0].col for e in entries],
         config,
     )
 
@@ -155,13 +159,21 @@ def test_merge_detections_from_a_table_and_from_tiles():
     wins = np.array([TILE_A.window, TILE_B.window], dtype=float)
     geoms = grid_boxes_to_polygons(boxes, wins)
     table = DetectionTable.from_columns(
-        phrase=["plane", "plane"], task="grounding", query="q", tile_row=[0, 0], tile_col=[0, 1],
-        boxes=boxes, windows=wins, geometry=geoms, model="m", precision="bf16", run_id="r", scene="s",
+        phrase=["plane", "plane"],
+        task="grounding",
+        query="q",
+        tile_row=[0, 0],
+        tile_col=[0, 1],
+        boxes=boxes,
+        windows=wins,
+        geometry=geoms,
+        model="m",
+        precision="bf16",
+        run_id="r",
+        scene="s",
     )
     assert merge_detections(table).kept.tolist() == [0]
-    no_windows = DetectionTable.from_detections(
-        [dataclasses.replace(d, window=None) for d in table]
-    )
+    no_windows = DetectionTable.from_detections([dataclasses.replace(d, window=None) for d in table])
     with pytest.raises(ConfigError):
         merge_detections(no_windows)
     assert merge_detections(no_windows, tiles=[TILE_A, TILE_B]).kept.tolist() == [0]
@@ -237,16 +249,30 @@ def test_convention_matters_only_through_geometry():
     wins = np.array([TILE_A.window, TILE_B.window], dtype=float)
     for conv in AngleConvention:
         table = DetectionTable.from_columns(
-            phrase=["p", "p"], task="t", query="q", tile_row=[0, 0], tile_col=[0, 1], boxes=boxes,
-            windows=wins, geometry=grid_boxes_to_polygons(boxes, wins, convention=conv), model="m",
-            precision="bf16", run_id="r", scene="s", angle_convention=conv,
+            phrase=["p", "p"],
+            task="t",
+            query="q",
+            tile_row=[0, 0],
+            tile_col=[0, 1],
+            boxes=boxes,
+            windows=wins,
+            geometry=grid_boxes_to_polygons(boxes, wins, convention=conv),
+            model="m",
+            precision="bf16",
+            run_id="r",
+            scene="s",
+            angle_convention=conv,
         )
         assert merge_detections(table).kept.tolist() == [0]
 
 
 # --- the vectorised convex clipper -----------------------------------------------------------------
 quads = st.tuples(
-    st.floats(0, 60), st.floats(0, 60), st.floats(0, 40), st.floats(0, 40), st.floats(0, 90),
+    st.floats(0, 60),
+    st.floats(0, 60),
+    st.floats(0, 40),
+    st.floats(0, 40),
+    st.floats(0, 90),
     st.sampled_from(list(AngleConvention)),
 )
 

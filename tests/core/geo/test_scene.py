@@ -78,8 +78,17 @@ def test_scene_is_a_closable_context_manager(data_dir):
 
 def test_gsd_in_metres_for_a_geographic_crs(tmp_path):
     path = tmp_path / "wgs84.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8", crs="EPSG:4326",
-                       transform=Affine(0.001, 0.0, 10.0, 0.0, -0.001, 1.0)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=4,
+        height=4,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:4326",
+        transform=Affine(0.001, 0.0, 10.0, 0.0, -0.001, 1.0),
+    ) as dst:
         dst.write(np.ones((1, 4, 4), dtype=np.uint8))
     with open_scene(path) as scene:
         gx, gy = scene.info.gsd_m
@@ -88,11 +97,14 @@ def test_gsd_in_metres_for_a_geographic_crs(tmp_path):
 
 
 # --- display bands ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "expected"), [
-    ("RGBA.uint16.tif", (3, 2, 1)),      # blue, green, red, alpha
-    ("spacenet_uint16.tif", (1, 1, 1)),  # grey, replicated
-    ("all-nodata.tif", (3, 2, 1)),       # blue, green, red, undefined
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("RGBA.uint16.tif", (3, 2, 1)),  # blue, green, red, alpha
+        ("spacenet_uint16.tif", (1, 1, 1)),  # grey, replicated
+        ("all-nodata.tif", (3, 2, 1)),  # blue, green, red, undefined
+    ],
+)
 def test_display_bands_from_colour_interpretation(data_dir, name, expected):
     with open_scene(data_dir / name) as scene:
         assert scene.info.display_bands == expected
@@ -251,11 +263,15 @@ def test_16_bit_stretch_is_computed_once_and_shared_by_all_tiles(data_dir, monke
     monkeypatch.setattr(Scene, "_compute_stretch", counting)
     path = data_dir / "spacenet_uint16.tif"
     with open_scene(path) as scene, rasterio.open(path) as ds:
-        tiles = [Tile(0, 0, 0, 0, 256, 256, 256), Tile(2, 2, 600, 600, 256, 256, 256),
-                 Tile(1, 1, 200, 200, 256, 256, 256)]  # the third overlaps the first
+        tiles = [
+            Tile(0, 0, 0, 0, 256, 256, 256),
+            Tile(2, 2, 600, 600, 256, 256, 256),
+            Tile(1, 1, 200, 200, 256, 256, 256),
+        ]  # the third overlaps the first
         images = {t: scene.read_tile(t)[0] for t in tiles}
-        raws = {t: ds.read(1, window=((t.row_off, t.row_off + 256), (t.col_off, t.col_off + 256)))
-                for t in tiles}
+        raws = {
+            t: ds.read(1, window=((t.row_off, t.row_off + 256), (t.col_off, t.col_off + 256))) for t in tiles
+        }
         stretch = scene.stretch
     assert len(calls) == 1
     assert stretch.percentiles == (2.0, 98.0) and stretch.low[0] < stretch.high[0]

@@ -48,7 +48,8 @@ def test_accepts_a_rasterio_affine():
 @settings(max_examples=200, deadline=None)
 @given(
     coeffs=st.tuples(*(st.floats(-1e3, 1e3, allow_nan=False) for _ in range(6))),
-    x=st.floats(-1e5, 1e5, allow_nan=False), y=st.floats(-1e5, 1e5, allow_nan=False),
+    x=st.floats(-1e5, 1e5, allow_nan=False),
+    y=st.floats(-1e5, 1e5, allow_nan=False),
 )
 def test_map_to_pixel_inverts(coeffs, x, y):
     a, b, _c, d, e, _f = coeffs

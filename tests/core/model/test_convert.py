@@ -76,8 +76,15 @@ def expected_name(key: str) -> str | None:
     return "model.language_model." + key.removeprefix("model.")
 
 
-def clip_forward(sd: dict[str, torch.Tensor], prefix: str, pixels: torch.Tensor, pos: torch.Tensor,
-                 layers: int, heads: int, eps: float = 1e-5) -> list[torch.Tensor]:
+def clip_forward(
+    sd: dict[str, torch.Tensor],
+    prefix: str,
+    pixels: torch.Tensor,
+    pos: torch.Tensor,
+    layers: int,
+    heads: int,
+    eps: float = 1e-5,
+) -> list[torch.Tensor]:
     """Hidden states of a CLIP vision transformer (HF semantics: [pre_layrnorm output, layer 1, ...])."""
     w = {k.removeprefix(prefix): v.float() for k, v in sd.items() if k.startswith(prefix)}
     x = F.conv2d(pixels, w["embeddings.patch_embedding.weight"], stride=14).flatten(2).transpose(1, 2)
@@ -119,7 +126,7 @@ def llama_forward(sd: dict[str, torch.Tensor], embeds: torch.Tensor, cfg: dict) 
     cos, sin = torch.cat([freqs, freqs], -1).cos(), torch.cat([freqs, freqs], -1).sin()
 
     def rope(t: torch.Tensor) -> torch.Tensor:
-        t1, t2 = t[..., : hd // 2], t[..., hd // 2:]
+        t1, t2 = t[..., : hd // 2], t[..., hd // 2 :]
         return t * cos + torch.cat([-t2, t1], -1) * sin
 
     mask = torch.full((length, length), float("-inf")).triu(1)
@@ -161,7 +168,7 @@ def geochat_pixels(image: np.ndarray) -> torch.Tensor:
     canvas = np.empty((side, side, 3), np.uint8)
     canvas[:] = [int(m * 255) for m in CLIP_MEAN]  # (122, 116, 104)
     top, left = (side - h) // 2, (side - w) // 2
-    canvas[top:top + h, left:left + w] = image
+    canvas[top : top + h, left : left + w] = image
     x = torch.from_numpy(canvas).float().permute(2, 0, 1) / 255.0
     return ((x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]).unsqueeze(0)
 
@@ -352,8 +359,11 @@ def test_clip_dir_replaces_the_stale_copy(tiny_geochat_dir: Path, tmp_path: Path
     from rsvg_desktop.core.model.testmodel import write_tiny_clip
 
     clip = write_tiny_clip(tmp_path / "clip", seed=7, file_format=fmt)
-    clip_sd = (load_file(clip / "model.safetensors") if fmt == "safetensors"
-               else torch.load(clip / "pytorch_model.bin", weights_only=True))
+    clip_sd = (
+        load_file(clip / "model.safetensors")
+        if fmt == "safetensors"
+        else torch.load(clip / "pytorch_model.bin", weights_only=True)
+    )
     report = convert_geochat(tiny_geochat_dir, tmp_path / "out", clip_dir=clip)
     conv = converted_state(tmp_path / "out")
     orig = original_state(tiny_geochat_dir)
@@ -377,8 +387,9 @@ def test_clip_dir_replaces_the_stale_copy(tiny_geochat_dir: Path, tmp_path: Path
     assert not info["missing_keys"] and not info["unexpected_keys"]
 
 
-def test_identified_from_config_not_folder_name(tiny_geochat_dir: Path, tiny_converted_dir: Path,
-                                                tmp_path: Path) -> None:
+def test_identified_from_config_not_folder_name(
+    tiny_geochat_dir: Path, tiny_converted_dir: Path, tmp_path: Path
+) -> None:
     fake_converted = tmp_path / "llava-1.5-7b-hf-converted"
     shutil.copytree(tiny_geochat_dir, fake_converted)
     fake_original = tmp_path / "geochat-7B-original"

@@ -107,8 +107,9 @@ def test_left_padded_prefill_logits_match_unpadded_fp32(generators) -> None:
     images = [expand_to_square(r.image) for r in reqs]
 
     def last_logits(idx: list[int]) -> torch.Tensor:
-        inputs = gen.processor(images=[images[i] for i in idx], text=[prompts[i] for i in idx],
-                               padding=True, return_tensors="pt")
+        inputs = gen.processor(
+            images=[images[i] for i in idx], text=[prompts[i] for i in idx], padding=True, return_tensors="pt"
+        )
         assert (inputs["attention_mask"][:, -1] == 1).all(), "left padding"
         with torch.inference_mode():
             out = gen.model(**inputs)
@@ -259,12 +260,14 @@ def test_auto_batch_size_cpu(generators) -> None:
 def test_auto_batch_size_cuda_formula(monkeypatch: pytest.MonkeyPatch) -> None:
     config = geochat7b_config()
     fake = SimpleNamespace(device="cuda:0", model=SimpleNamespace(config=config), dtype=torch.bfloat16)
-    per_tile = tile_bytes(config, prompt_tokens=gen_mod.PROMPT_TOKENS_GUESS, max_new_tokens=256,
-                          dtype=torch.bfloat16)
+    per_tile = tile_bytes(
+        config, prompt_tokens=gen_mod.PROMPT_TOKENS_GUESS, max_new_tokens=256, dtype=torch.bfloat16
+    )
 
     def mem(free_gib: float, total_gib: float):
-        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(free_gib * GIB),
-                                                                            int(total_gib * GIB)))
+        monkeypatch.setattr(
+            torch.cuda, "mem_get_info", lambda device=None: (int(free_gib * GIB), int(total_gib * GIB))
+        )
 
     mem(20, 24)
     assert auto_batch_size(fake, 256) == int((20 * GIB - 1.2 * GIB) // per_tile)

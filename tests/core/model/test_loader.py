@@ -133,8 +133,13 @@ def test_footprint_orders_bf16_int8_nf4(tiny_converted_dir: Path) -> None:
     # compute dtype the tiny model's unquantized parts (embeddings, vision tower) would dominate.
     sizes = {}
     for precision in ("bf16", "int8", "nf4"):
-        spec = LoadSpec(tiny_converted_dir, precision, "cpu", use_cache=False,
-                        compute_dtype=None if precision == "bf16" else "bf16")
+        spec = LoadSpec(
+            tiny_converted_dir,
+            precision,
+            "cpu",
+            use_cache=False,
+            compute_dtype=None if precision == "bf16" else "bf16",
+        )
         loaded = load_model(spec)
         assert loaded.dtype is torch.bfloat16
         sizes[precision] = loaded.param_bytes

@@ -49,8 +49,9 @@ def test_explicit_path_and_kind(tiny_geochat_dir: Path, tiny_converted_dir: Path
     assert conv.kind is ModelKind.LLAVA_CONVERTED and not conv.needs_conversion
 
 
-def test_explicit_path_is_authoritative(tmp_path: Path, tiny_converted_dir: Path,
-                                        monkeypatch: pytest.MonkeyPatch, no_env: Path) -> None:
+def test_explicit_path_is_authoritative(
+    tmp_path: Path, tiny_converted_dir: Path, monkeypatch: pytest.MonkeyPatch, no_env: Path
+) -> None:
     monkeypatch.setenv(ENV_MODEL_DIR, str(tiny_converted_dir))
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         find_model(tmp_path / "nowhere", cache_dir=no_env)
@@ -59,8 +60,9 @@ def test_explicit_path_is_authoritative(tmp_path: Path, tiny_converted_dir: Path
         find_model(tmp_path / "not-a-model", cache_dir=no_env)
 
 
-def test_env_var_then_settings(tiny_geochat_dir: Path, tiny_converted_dir: Path,
-                               monkeypatch: pytest.MonkeyPatch, no_env: Path) -> None:
+def test_env_var_then_settings(
+    tiny_geochat_dir: Path, tiny_converted_dir: Path, monkeypatch: pytest.MonkeyPatch, no_env: Path
+) -> None:
     found = find_model(settings_dir=tiny_geochat_dir, cache_dir=no_env)
     assert found.source == "settings" and found.kind is ModelKind.GEOCHAT_ORIGINAL
     monkeypatch.setenv(ENV_MODEL_DIR, str(tiny_converted_dir))
@@ -68,8 +70,9 @@ def test_env_var_then_settings(tiny_geochat_dir: Path, tiny_converted_dir: Path,
     assert found.source == "env" and found.kind is ModelKind.LLAVA_CONVERTED
 
 
-def test_unusable_env_falls_through(tmp_path: Path, tiny_geochat_dir: Path,
-                                    monkeypatch: pytest.MonkeyPatch, no_env: Path) -> None:
+def test_unusable_env_falls_through(
+    tmp_path: Path, tiny_geochat_dir: Path, monkeypatch: pytest.MonkeyPatch, no_env: Path
+) -> None:
     monkeypatch.setenv(ENV_MODEL_DIR, str(tmp_path / "gone"))
     found = find_model(settings_dir=tiny_geochat_dir, cache_dir=no_env)
     assert found.source == "settings"

@@ -182,8 +182,15 @@ def test_parse_dtype() -> None:
 
 
 def test_skip_patterns_name_lm_head_and_full_paths() -> None:
-    names = ["", "model", "model.vision_tower", "model.vision_tower.encoder", "model.multi_modal_projector",
-             "model.language_model", "lm_head"]
+    names = [
+        "",
+        "model",
+        "model.vision_tower",
+        "model.vision_tower.encoder",
+        "model.multi_modal_projector",
+        "model.language_model",
+        "lm_head",
+    ]
     patterns = skip_module_patterns(names)
     for bare in SKIP_MODULES:
         assert bare in patterns

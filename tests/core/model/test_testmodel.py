@@ -84,8 +84,12 @@ def test_original_key_names_and_shapes(tiny_geochat_dir: Path) -> None:
     assert state[STALE + "embeddings.position_ids"].shape == (1, 577)
     assert state[STALE + "embeddings.patch_embedding.weight"].shape == (vh, 3, 14, 14)
     assert state[STALE + "embeddings.class_embedding"].shape == (vh,)
-    for key in ("pre_layrnorm.weight", "post_layernorm.bias", "encoder.layers.1.mlp.fc2.weight",
-                "encoder.layers.0.self_attn.out_proj.bias"):
+    for key in (
+        "pre_layrnorm.weight",
+        "post_layernorm.bias",
+        "encoder.layers.1.mlp.fc2.weight",
+        "encoder.layers.0.self_attn.out_proj.bias",
+    ):
         assert STALE + key in state
     assert state["model.embed_tokens.weight"].dtype == torch.float16
     # small, non-degenerate random values
@@ -112,8 +116,12 @@ def test_tokenizer_is_llama_style(tiny_geochat_dir: Path) -> None:
     assert sp.get_piece_size() == TINY_VOCAB_SIZE
     assert [sp.id_to_piece(i) for i in range(3)] == ["<unk>", "<s>", "</s>"]
     assert sp.id_to_piece(3) == "<0x00>"  # byte fallback
-    texts = ("{<10><70><26><82>|<90>}", "[grounding]Please describe the image", "<p> ship </p> 0123456789",
-             "Ünïcödé façade 東京")
+    texts = (
+        "{<10><70><26><82>|<90>}",
+        "[grounding]Please describe the image",
+        "<p> ship </p> 0123456789",
+        "Ünïcödé façade 東京",
+    )
     for text in texts:
         ids = sp.encode(text)
         assert 0 not in ids, text  # nothing falls back to <unk>
