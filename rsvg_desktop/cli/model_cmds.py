@@ -7,6 +7,7 @@ import logging
 import sys
 
 from rsvg_desktop.cli._common import EXIT_OK, Progress
+from rsvg_desktop.core.precisions import PRECISIONS
 from rsvg_desktop.engine.events import (
     ModelLoaded,
     ModelSpec,
@@ -16,7 +17,6 @@ from rsvg_desktop.engine.events import (
     RunStarted,
     TileDone,
 )
-from rsvg_desktop.engine.modelops import PRECISIONS
 
 log = logging.getLogger("rsvg_desktop.cli")
 

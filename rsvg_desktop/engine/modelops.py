@@ -9,11 +9,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from rsvg_desktop.core.precisions import PRECISIONS
 from rsvg_desktop.engine.events import Event, ModelInfo, ModelLoaded, ModelSpec, RunConfig
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("bf16", "fp16", "fp32", "int8", "nf4", "fp4")
 
 
 def memory_estimates(

@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rsvg_desktop.core.precisions import Precision, lower_precision
 from rsvg_desktop.core.prompt.templates import TASKS
 from rsvg_desktop.core.types import GridBox, Tile
 from rsvg_desktop.engine.events import RunConfig
@@ -43,14 +44,7 @@ __all__ = [
 ]
 
 #: Precisions offered in the model panel, in order (value, label). ``q4cal`` is listed but not offered yet.
-PRECISIONS: tuple[tuple[str, str], ...] = (
-    ("bf16", "bf16 (16-bit, best quality)"),
-    ("fp16", "fp16 (16-bit)"),
-    ("fp32", "fp32 (32-bit, CPU reference)"),
-    ("int8", "int8 (LLM.int8, half the memory)"),
-    ("nf4", "nf4 (4-bit NormalFloat)"),
-    ("fp4", "fp4 (4-bit float)"),
-)
+PRECISIONS: tuple[tuple[str, str], ...] = tuple((p.value, p.description) for p in Precision)
 PLANNED = ("q4cal", "calibrated 4-bit (coming later)")
 
 #: Scope choices of the query panel (value, label).
@@ -60,15 +54,8 @@ SCOPES: tuple[tuple[str, str], ...] = (
     ("rectangle", "Drawn rectangle"),
 )
 
-_LOWER = {"fp32": "bf16", "bf16": "int8", "fp16": "int8", "int8": "nf4"}
-
 PixelRect = tuple[float, float, float, float]
 """A rectangle in continuous scene pixels: ``(x0, y0, x1, y1)``, x right, y down."""
-
-
-def lower_precision(precision: str) -> str | None:
-    """The next precision that needs less memory (to offer after an out-of-memory failure), or None."""
-    return _LOWER.get(precision)
 
 
 @dataclass(frozen=True, slots=True)

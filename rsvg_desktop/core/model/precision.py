@@ -28,7 +28,6 @@ Dtypes chosen per device (the *compute dtype*)
 
 from __future__ import annotations
 
-import enum
 import functools
 import logging
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from typing import Any
 
 import torch
 
+from rsvg_desktop.core.precisions import PLANNED_PRECISIONS, Precision
 from rsvg_desktop.errors import PrecisionError
 
 __all__ = [
@@ -61,71 +61,6 @@ log = logging.getLogger(__name__)
 DEFAULT_INT8_THRESHOLD = 6.0
 #: Module names (last path component) that are never quantized.
 SKIP_MODULES: tuple[str, ...] = ("vision_tower", "multi_modal_projector", "lm_head")
-#: Precisions that are planned but not implemented: asking for them raises PrecisionError.
-PLANNED_PRECISIONS: Mapping[str, str] = {
-    "q4cal": "calibrated 4-bit (q4cal) is not implemented yet",
-}
-
-
-class Precision(enum.StrEnum):
-    """The numeric formats a model can be loaded in."""
-
-    BF16 = "bf16"
-    FP16 = "fp16"
-    FP32 = "fp32"
-    INT8 = "int8"
-    NF4 = "nf4"
-    FP4 = "fp4"
-
-    @property
-    def quantized(self) -> bool:
-        return self in (Precision.INT8, Precision.NF4, Precision.FP4)
-
-    @property
-    def is_4bit(self) -> bool:
-        return self in (Precision.NF4, Precision.FP4)
-
-    @property
-    def label(self) -> str:
-        return _LABELS[self]
-
-    @classmethod
-    def parse(cls, value: str | Precision) -> Precision:
-        """``value`` as a Precision (case-insensitive, a few aliases); PrecisionError when unknown."""
-        if isinstance(value, Precision):
-            return value
-        if not isinstance(value, str):
-            raise PrecisionError(f"precision must be a string, not {type(value).__name__}")
-        key = value.strip().lower()
-        key = _ALIASES.get(key, key)
-        if key in PLANNED_PRECISIONS:
-            raise PrecisionError(PLANNED_PRECISIONS[key])
-        try:
-            return cls(key)
-        except ValueError:
-            valid = ", ".join(p.value for p in cls)
-            raise PrecisionError(f"unknown precision {value!r}; valid precisions: {valid}") from None
-
-
-_LABELS = {
-    Precision.BF16: "BF16",
-    Precision.FP16: "FP16",
-    Precision.FP32: "FP32",
-    Precision.INT8: "LLM.int8",
-    Precision.NF4: "NF4",
-    Precision.FP4: "FP4",
-}
-_ALIASES = {
-    "bfloat16": "bf16",
-    "float16": "fp16",
-    "half": "fp16",
-    "float32": "fp32",
-    "float": "fp32",
-    "8bit": "int8",
-    "llm.int8": "int8",
-    "llm_int8": "int8",
-}
-
 _DTYPES = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
