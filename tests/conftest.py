@@ -20,7 +20,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def test_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in tiny random-weights model (converted), built once per session outside $HOME."""
-    from rsvg_desktop.engine.models import ensure_test_model
+    from rsvg_desktop.engine.model_files import ensure_test_model
 
     return ensure_test_model(tmp_path_factory.mktemp("rsvg-data"))
 

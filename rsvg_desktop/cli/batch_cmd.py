@@ -113,16 +113,9 @@ def _write_summary(path: str, text: str) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.batch import (
-        BatchConfig,
-        BatchFinished,
-        BatchProgress,
-        BatchStarted,
-        InputFinished,
-        batch_detect,
-        summary_json,
-    )
-    from rsvg_desktop.engine.modelops import resolve_model_dir
+    from rsvg_desktop.engine.batch import BatchConfig, batch_detect, summary_json
+    from rsvg_desktop.engine.events import BatchFinished, BatchProgress, BatchStarted, InputFinished
+    from rsvg_desktop.engine.model_jobs import resolve_model_dir
 
     quiet = args.quiet or args.batch_quiet
     if args.summary and not Path(args.summary).resolve().parent.is_dir():

@@ -112,7 +112,7 @@ def report_model_loaded(event: ModelLoaded) -> None:
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.modelops import memory_estimates
+    from rsvg_desktop.engine.model_jobs import memory_estimates
 
     precs = args.precision or list(PRECISIONS)
     ests = memory_estimates(args.model_dir, precs, double_quant=not args.no_double_quant)
@@ -132,7 +132,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def cmd_model_convert(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.modelops import convert_model
+    from rsvg_desktop.engine.model_jobs import convert_model
 
     bar = Progress(1, label="convert", enabled=not args.quiet)
 
@@ -148,7 +148,7 @@ def cmd_model_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_model_download(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.modelops import download_model
+    from rsvg_desktop.engine.model_jobs import download_model
 
     path = download_model(args.output, progress=not args.quiet)
     print(f"downloaded to {path}; next: rsvg model convert {path} -o CONVERTED_DIR")
@@ -156,14 +156,14 @@ def cmd_model_download(args: argparse.Namespace) -> int:
 
 
 def cmd_model_testmodel(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.models import ensure_test_model
+    from rsvg_desktop.engine.model_files import ensure_test_model
 
     print(ensure_test_model())
     return EXIT_OK
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.modelops import detect, resolve_model_dir
+    from rsvg_desktop.engine.model_jobs import detect, resolve_model_dir
 
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else ()

@@ -40,7 +40,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,7 +52,21 @@ from rsvg_desktop.core.geo.scene import open_scene
 from rsvg_desktop.core.prompt import IMAGE_TOKEN, LLAVA_V1, build_prompt
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.detect import answer_log_path
-from rsvg_desktop.engine.events import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, ModelInfo, ModelLoaded, ModelSpec
+from rsvg_desktop.engine.events import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE_SIZE,
+    BatchEvent,
+    BatchFinished,
+    BatchProgress,
+    BatchStarted,
+    BatchSummary,
+    Failure,
+    InputFinished,
+    InputStarted,
+    ModelInfo,
+    ModelLoaded,
+    ModelSpec,
+)
 from rsvg_desktop.engine.inputs import Georeferencing, Query, expand_inputs, georeference, parse_crs
 from rsvg_desktop.engine.prefetch import Prefetch
 from rsvg_desktop.engine.results import Georef, detections_for_answer
@@ -63,14 +77,7 @@ __all__ = [
     "MAX_CONSECUTIVE_MODEL_FAILURES",
     "PROMPT_VERSION",
     "BatchConfig",
-    "BatchFinished",
     "BatchJob",
-    "BatchProgress",
-    "BatchStarted",
-    "BatchSummary",
-    "Failure",
-    "InputFinished",
-    "InputStarted",
     "LoadedGenerator",
     "ModelIdentity",
     "batch_detect",
@@ -222,107 +229,6 @@ def run_identity(query: Query, model: ModelIdentity, config: BatchConfig) -> Run
         assume_crs=config.assume_crs,
         random_weights=model.random_weights,
     )
-
-
-# --- events and summary --------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class BatchStarted:
-    output: str
-    answer_log: str
-    runs: tuple[tuple[str, str, str], ...]  # (run_id, task, query)
-    inputs: int
-
-
-@dataclass(frozen=True, slots=True)
-class InputStarted:
-    path: str
-    index: int  # 0-based position among the inputs
-    tiles: int  # (tile, question) pairs to answer now
-    tiles_done_before: int  # pairs found in the store
-    skipped: int  # tiles skipped as nodata
-    pixel_mode: bool
-    georef_source: str
-
-
-@dataclass(frozen=True, slots=True)
-class BatchProgress:
-    tiles_done: int  # (tile, question) pairs answered in this session
-    tiles_expected: int  # estimate for the whole session (grows as inputs are tiled)
-    inputs_finished: int
-    inputs_total: int
-    raw_detections: int  # boxes found in this session
-    path: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class InputFinished:
-    path: str
-    status: str  # done | failed | already_done
-    tiles_done: int = 0
-    detections: int = 0
-    stage: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    input: str
-    stage: str  # open | plan | read | model
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class BatchSummary:
-    """What a batch did (JSON: :meth:`to_dict`). Tile counts are (tile, question) pairs.
-
-    ``status``: ``complete`` (every input done), ``partial`` (some inputs failed), ``aborted`` (the
-    model kept failing) or ``cancelled``. ``tiles_done``/``raw_detections``: this session;
-    ``tiles_already_done``: pairs of these inputs that earlier sessions had answered;
-    ``detections``/``store_tiles_done``: totals in the store for these runs, after this session.
-    ``timings``: seconds spent loading the model, reading tiles, in the model, building polygons, and
-    writing the store (merging and the answer log included). ``tiles_per_second`` leaves the model's
-    loading out.
-    """
-
-    status: str
-    output: str
-    answer_log: str
-    runs: tuple[dict[str, str], ...]
-    model: str
-    precision: str
-    device: str
-    batch_size: int
-    inputs_total: int
-    inputs_done: int
-    inputs_already_done: int
-    inputs_failed: int
-    inputs_pixel_mode: int
-    tiles_done: int
-    tiles_already_done: int
-    tiles_skipped_nodata: int
-    tiles_failed: int
-    raw_detections: int
-    detections: int
-    store_tiles_done: int
-    failures: tuple[Failure, ...]
-    seconds: float
-    tiles_per_second: float
-    timings: dict[str, float] = field(default_factory=dict)
-    message: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["failures"] = [asdict(f) for f in self.failures]
-        d["runs"] = [dict(r) for r in self.runs]
-        return d
-
-
-@dataclass(frozen=True, slots=True)
-class BatchFinished:
-    summary: BatchSummary
-
-
-BatchEvent = BatchStarted | InputStarted | BatchProgress | InputFinished | BatchFinished | ModelLoaded
 
 
 # --- per-input state -----------------------------------------------------------------------------
@@ -641,7 +547,7 @@ class BatchJob:
             c.tiles_already_done += before
             c.tiles_known += n_pairs
             c.inputs_planned += 1
-            yield InputStarted(path, index, n_pairs, before, plan.n_skipped, georef.pixel_mode, georef.source)
+            yield InputStarted(path, index, n_pairs, plan.n_skipped, georef.pixel_mode, georef.source)
             if not work:
                 state.read_done = True
                 yield from self._finish(state)
@@ -938,7 +844,7 @@ def batch_detect(
     def load() -> LoadedGenerator:
         from rsvg_desktop.core.model.generate import GeoChatGenerator, auto_batch_size
         from rsvg_desktop.core.model.loader import LoadSpec, load_model
-        from rsvg_desktop.engine.modelops import model_info
+        from rsvg_desktop.engine.model_jobs import model_info
 
         loaded = load_model(
             LoadSpec(

@@ -35,8 +35,9 @@ Output CRS
     every other georeferenced input is reprojected to it (see :func:`BatchStore.set_output_crs`).
 
 Geometries are written as GeoPackage binary (``GP`` header with an XY envelope, then ISO WKB). The
-R-tree triggers GDAL and the spec define call ``ST_IsEmpty``/``ST_MinX``/...; :mod:`rsvg_desktop.core.geo.gpkg` registers
-those SQL functions on its own connection. ``gpkg_contents`` extents are widened at every commit.
+R-tree triggers GDAL and the spec define call ``ST_IsEmpty``/``ST_MinX``/...;
+:mod:`rsvg_desktop.core.geo.gpkg` registers those SQL functions on the store's own connection.
+``gpkg_contents`` extents are widened at every commit.
 """
 
 from __future__ import annotations

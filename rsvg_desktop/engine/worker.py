@@ -80,7 +80,7 @@ def _worker_main(commands: Any, events: Any, cancel: Any, log_level: int) -> Non
     from rsvg_desktop.core.model.generate import GeoChatGenerator
     from rsvg_desktop.core.model.loader import LoadSpec, load_model
     from rsvg_desktop.engine.detect import run_scene
-    from rsvg_desktop.engine.modelops import model_info
+    from rsvg_desktop.engine.model_jobs import model_info
     from rsvg_desktop.errors import RsvgError
 
     events.put(WorkerReady(os.getpid()))

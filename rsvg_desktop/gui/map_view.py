@@ -6,7 +6,7 @@ grid (kept tiles outlined, skipped nodata tiles hatched grey, finished tiles tin
 (the highlighted tile, the scope rectangle, the identify region, the rubber band).
 
 Pixel coordinates are the map's units: polygons arrive in the scene CRS and are brought back through
-the inverse of the full affine by the caller (:func:`rsvg_desktop.gui.geometry.polygon_to_pixels`), so
+the inverse of the full affine by the caller (:func:`rsvg_desktop.gui.logic.geometry.polygon_to_pixels`), so
 rotated or sheared geotransforms line up with the image.
 
 Mouse: drag on empty ground or with the middle button pans, the wheel zooms about the cursor, a click

@@ -17,8 +17,8 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from rsvg_desktop.engine.events import ModelSpec
+from rsvg_desktop.gui.logic.modelinfo import describe_loaded, process_rss_bytes
 from rsvg_desktop.gui.model_panel import ModelChoice, ModelPanel
-from rsvg_desktop.gui.modelinfo import describe_loaded, process_rss_bytes
 from rsvg_desktop.gui.settings import Settings
 from rsvg_desktop.gui.tasks import run_in_background
 from rsvg_desktop.gui.worker_bridge import WorkerBridge
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def default_test_model() -> Path:
     """The engine's cached tiny test model (random weights)."""
-    from rsvg_desktop.engine.models import ensure_test_model  # type: ignore[import-not-found]
+    from rsvg_desktop.engine.model_files import ensure_test_model  # type: ignore[import-not-found]
 
     return Path(ensure_test_model())
 

@@ -24,14 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rsvg_desktop.gui.modelinfo import (
+from rsvg_desktop.gui.logic.modelinfo import (
     GUIDANCE,
     RANDOM_WEIGHTS_LABEL,
     check_model_folder,
     describe_loaded,
     format_bytes,
 )
-from rsvg_desktop.gui.runplan import PLANNED, PRECISIONS, lower_precision
+from rsvg_desktop.gui.logic.runplan import PLANNED, PRECISIONS, lower_precision
 
 __all__ = ["DEVICES", "ModelChoice", "ModelPanel"]
 

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from rsvg_desktop.core.prompt.templates import TASKS
-from rsvg_desktop.gui.runplan import SCOPES, PixelRect, QueryRequest
+from rsvg_desktop.gui.logic.runplan import SCOPES, PixelRect, QueryRequest
 
 __all__ = ["QueryPanel"]
 
@@ -40,7 +40,7 @@ DEFAULT_CLASSES = (
 
 
 class QueryPanel(QWidget):
-    """Builds a :class:`~rsvg_desktop.gui.runplan.QueryRequest` from the analyst's choices."""
+    """Builds a :class:`~rsvg_desktop.gui.logic.runplan.QueryRequest` from the analyst's choices."""
 
     runRequested = Signal(object)  # QueryRequest
     cancelRequested = Signal()

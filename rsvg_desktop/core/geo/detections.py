@@ -307,13 +307,6 @@ class DetectionTable:
         cols = {name: getattr(self, name)[idx] for name in _COLUMNS}
         return DetectionTable(**cols, angle_convention=self.angle_convention)
 
-    def with_geometry(self, geometry: Any) -> DetectionTable:
-        """The same rows with other geometries (e.g. reprojected)."""
-        geoms = np.empty(len(self), dtype=object)
-        geoms[:] = list(geometry)
-        cols = {name: getattr(self, name) for name in _COLUMNS if name != "geometry"}
-        return DetectionTable(**cols, geometry=geoms, angle_convention=self.angle_convention)
-
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

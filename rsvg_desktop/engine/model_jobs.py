@@ -53,7 +53,7 @@ def resolve_model_dir(explicit: str | os.PathLike[str] | None, *, smoke: bool = 
     the first found of explicit path, ``$RSVG_MODEL_DIR``, the Hugging Face cache. An original GeoChat
     checkpoint is refused with the command that converts it."""
     from rsvg_desktop.core.model.locate import find_model
-    from rsvg_desktop.engine.models import ensure_test_model
+    from rsvg_desktop.engine.model_files import ensure_test_model
     from rsvg_desktop.errors import ModelNotFoundError
 
     if smoke:
