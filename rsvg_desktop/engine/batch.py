@@ -71,7 +71,7 @@ from rsvg_desktop.engine.inputs import Georeferencing, Query, expand_inputs, geo
 from rsvg_desktop.engine.prefetch import Prefetch
 from rsvg_desktop.engine.results import Georef, detections_for_answer
 from rsvg_desktop.engine.store import BatchStore, InputRecord, RunRecord, TileAnswer
-from rsvg_desktop.errors import ConfigError, GenerationError, SceneError
+from rsvg_desktop.errors import ConfigError, GenerationError, SceneError, is_fatal
 
 __all__ = [
     "MAX_CONSECUTIVE_MODEL_FAILURES",
@@ -597,6 +597,8 @@ class BatchJob:
             results = gen.generate(requests, max_new_tokens=cfg.max_new_tokens, batch_size=len(requests))
         except GenerationError as exc:
             c.t_model += time.perf_counter() - t0
+            if is_fatal(exc):  # the device is unusable: stop; finished batches are committed
+                raise
             yield from self._model_failed(items, exc)
             return
         c.t_model += time.perf_counter() - t0

@@ -42,7 +42,7 @@ from rsvg_desktop.engine.events import (
 )
 from rsvg_desktop.engine.prefetch import Prefetch
 from rsvg_desktop.engine.results import Georef, detections_for_answer, merge_table
-from rsvg_desktop.errors import CancelledError, ConfigError, OutputExistsError, RsvgError
+from rsvg_desktop.errors import CancelledError, ConfigError, OutputExistsError, RsvgError, is_fatal
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,8 @@ def run_scene(
             failed += 1
             errors.append(str(exc))
             yield RunFailed(message=str(exc), done=done, answer_log=str(log_path))
+            if is_fatal(exc):  # a broken device: the caller (the worker process) must end
+                raise
         finally:
             images.close()
             table = DetectionTable.concat(tables) if tables else DetectionTable.empty(convention)
