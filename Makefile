@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := resources/sample_scene.tif
 
-.PHONY: venv test lint run sample bench clean
+.PHONY: venv test test-fast lint run sample bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,9 +21,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check rsvg_desktop tests benchmarks
 	$(BIN)/ruff format --check rsvg_desktop tests benchmarks
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: lint
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q --durations=10
+
+# The quick loop while editing: no model-building integration tests, no Qt.
+test-fast: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m "not slow and not gui" --durations=10
 
 # Main job: the app on the bundled sample scene.
 run: $(STAMP)
@@ -42,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_boxes.py
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_batch.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from rsvg_desktop.cli._common import EXIT_OK, Progress
 from rsvg_desktop.core.precisions import PRECISIONS
@@ -49,7 +51,9 @@ def add_model_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_commands(sub: argparse._SubParsersAction, grid_options) -> None:
+def add_model_commands(
+    sub: argparse._SubParsersAction, grid_options: Callable[[argparse.ArgumentParser], None]
+) -> None:
     model = sub.add_parser("model", help="download, convert and size GeoChat")
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
 
@@ -136,7 +140,7 @@ def cmd_model_convert(args: argparse.Namespace) -> int:
 
     bar = Progress(1, label="convert", enabled=not args.quiet)
 
-    def progress(p) -> None:
+    def progress(p: Any) -> None:
         bar.total = 1000
         bar.update(int(p.fraction * 1000))
 

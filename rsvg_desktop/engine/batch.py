@@ -40,9 +40,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from collections.abc import Generator as PyGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rsvg_desktop.core.answers import AnswerRecord
 from rsvg_desktop.core.geo.boxes import AngleConvention
@@ -51,7 +52,7 @@ from rsvg_desktop.core.geo.grid import iter_grid, plan_tiles
 from rsvg_desktop.core.geo.scene import open_scene
 from rsvg_desktop.core.prompt import IMAGE_TOKEN, LLAVA_V1, build_prompt
 from rsvg_desktop.core.types import Tile
-from rsvg_desktop.engine.detect import answer_log_path
+from rsvg_desktop.engine.detect import Generator, answer_log_path
 from rsvg_desktop.engine.events import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE_SIZE,
@@ -92,12 +93,6 @@ log = logging.getLogger(__name__)
 PROMPT_VERSION = 1
 MAX_CONSECUTIVE_MODEL_FAILURES = 3
 CPU_BATCH_SIZE = 4
-
-
-class Generator(Protocol):
-    """What a batch needs of the model: :class:`rsvg_desktop.core.model.generate.GeoChatGenerator`."""
-
-    def generate(self, requests, *, max_new_tokens: int, batch_size: int | None): ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +341,7 @@ class BatchJob:
         generator: Generator | Callable[[], LoadedGenerator],
         *,
         cancel: Callable[[], bool] | None = None,
-    ) -> Iterator[BatchEvent]:
+    ) -> PyGenerator[BatchEvent, None, None]:
         """Answer every open (tile, question) pair; yields events, the last one :class:`BatchFinished`.
 
         ``generator`` is a ready generator, or a function returning a :class:`LoadedGenerator`, called
@@ -417,7 +412,7 @@ class BatchJob:
         yield BatchFinished(summary)
 
     # --- inputs → items -------------------------------------------------------------------------
-    def _produce(self) -> Iterator[_Item | InputStarted | InputFinished | BatchProgress]:
+    def _produce(self) -> PyGenerator[_Item | InputStarted | InputFinished | BatchProgress, None, None]:
         c = self._c
         # The store says which inputs still have work (main thread: the store is not shared); those
         # are opened and their grids laid one or two inputs ahead in a background thread, so opening
@@ -425,16 +420,17 @@ class BatchJob:
         pending: list[tuple[int, str, tuple[int, ...] | None]] = []
         for index, path in enumerate(self.paths):
             input_id = self.store.input_id(path)
-            open_runs = tuple(range(len(self.runs)))
+            runs_left = tuple(range(len(self.runs)))
             if input_id is not None:
                 status = self.store.input_status(input_id, self.run_ids)
-                open_runs = tuple(i for i, r in enumerate(self.run_ids) if status.get(r) != "done")
-            pending.append((index, path, open_runs or None))
+                runs_left = tuple(i for i, r in enumerate(self.run_ids) if status.get(r) != "done")
+            pending.append((index, path, runs_left or None))
         opened = Prefetch(self._open(path) for _, path, runs in pending if runs is not None)
         try:
             for index, path, open_runs in pending:
                 if open_runs is None:
                     input_id = self.store.input_id(path)
+                    assert input_id is not None  # done inputs are in the store
                     c.inputs_already_done += 1
                     c.inputs_finished += 1
                     c.tiles_already_done += self.store.input_tiles_done(input_id, self.run_ids)
@@ -489,7 +485,7 @@ class BatchJob:
             st = os.stat(path)
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
-            size = mtime = None
+            return InputRecord(path=path, size_bytes=None, mtime_ns=None, **kw)
         return InputRecord(path=path, size_bytes=size, mtime_ns=mtime, **kw)
 
     def _produce_input(
@@ -721,8 +717,8 @@ class BatchJob:
                 pixel_mode=state.georef.pixel_mode,
                 tiles_planned=state.tiles_planned,
                 skipped=skipped,
-                stage=f and f.stage,
-                reason=f and f.reason,
+                stage=f.stage if f is not None else None,
+                reason=f.reason if f is not None else None,
                 angle_convention=self.config.angle_convention,
             )
         c.inputs_finished += 1
@@ -742,8 +738,8 @@ class BatchJob:
             "failed" if f else "done",
             state.tiles_done,
             state.detections,
-            f and f.stage,
-            f and f.reason,
+            f.stage if f is not None else None,
+            f.reason if f is not None else None,
         )
 
     def _progress(self, path: str) -> BatchProgress:
@@ -819,7 +815,7 @@ def run_batch(
     *,
     model: ModelIdentity,
     cancel: Callable[[], bool] | None = None,
-) -> Iterator[BatchEvent]:
+) -> PyGenerator[BatchEvent, None, None]:
     """Prepare and run a batch with a given generator (see :class:`BatchJob`); yields its events."""
     job = BatchJob(config, model)
     try:
@@ -830,7 +826,7 @@ def run_batch(
 
 def batch_detect(
     config: BatchConfig, spec: ModelSpec, *, cancel: Callable[[], bool] | None = None
-) -> Iterator[BatchEvent]:
+) -> PyGenerator[BatchEvent, None, None]:
     """``rsvg batch``: check the arguments and open the store, then load the model (only when some
     pair is still open) and run; yields :class:`ModelLoaded` before the first batch."""
     from rsvg_desktop.core.model.loader import read_random_weights_flag
@@ -845,19 +841,10 @@ def batch_detect(
 
     def load() -> LoadedGenerator:
         from rsvg_desktop.core.model.generate import GeoChatGenerator, auto_batch_size
-        from rsvg_desktop.core.model.loader import LoadSpec, load_model
-        from rsvg_desktop.engine.model_jobs import model_info
+        from rsvg_desktop.core.model.loader import load_model
+        from rsvg_desktop.engine.model_jobs import load_spec, model_info
 
-        loaded = load_model(
-            LoadSpec(
-                spec.model_dir,
-                spec.precision,
-                spec.device,
-                int8_threshold=spec.int8_threshold,
-                double_quant=spec.double_quant,
-                use_cache=spec.use_cache,
-            )
-        )
+        loaded = load_model(load_spec(spec))
         gen = GeoChatGenerator(loaded)
         if cancel is not None:
             gen.should_stop = cancel

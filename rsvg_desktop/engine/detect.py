@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import shapely
@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 class Generator(Protocol):
     """What the job needs of the model: :class:`rsvg_desktop.core.model.generate.GeoChatGenerator`."""
 
-    def generate(self, requests, *, max_new_tokens: int, batch_size: int | None): ...
+    def generate(
+        self, requests: Sequence[Any], *, max_new_tokens: int, batch_size: int | None
+    ) -> list[Any]: ...
 
 
 def answer_log_path(output: str | Path) -> Path:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rsvg_desktop.core.precisions import PRECISIONS
+from rsvg_desktop.core.precisions import PRECISIONS, Precision
 from rsvg_desktop.engine.events import Event, ModelInfo, ModelLoaded, ModelSpec, RunConfig
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,28 @@ def convert_model(
 ) -> Any:
     from rsvg_desktop.core.model.convert import convert_geochat
 
-    return convert_geochat(src, out, clip_dir=clip, overwrite=overwrite, progress=progress)
+    return convert_geochat(
+        Path(src),
+        Path(out),
+        clip_dir=None if clip is None else Path(clip),
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def load_spec(spec: ModelSpec) -> Any:
+    """The loader's :class:`~rsvg_desktop.core.model.loader.LoadSpec` for a model spec (the plain,
+    picklable request that crosses from the app or the CLI)."""
+    from rsvg_desktop.core.model.loader import LoadSpec
+
+    return LoadSpec(
+        Path(spec.model_dir),
+        Precision.parse(spec.precision),
+        spec.device,
+        int8_threshold=spec.int8_threshold,
+        double_quant=spec.double_quant,
+        use_cache=spec.use_cache,
+    )
 
 
 def download_model(dest: str | os.PathLike[str] | None = None, *, progress: bool = True) -> Path:
@@ -114,24 +135,15 @@ def detect(
     *,
     cancel: Callable[[], bool] | None = None,
     batch_size: int | None = None,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """Load the model in this process, then run the scene job; yields :class:`ModelLoaded` first, then
     the job's events (see :func:`rsvg_desktop.engine.detect.run_scene`)."""
     from rsvg_desktop.core.model.generate import GeoChatGenerator, auto_batch_size
-    from rsvg_desktop.core.model.loader import LoadSpec, load_model
+    from rsvg_desktop.core.model.loader import load_model
     from rsvg_desktop.engine.detect import run_scene
 
     _check_scene(config)  # a scene that cannot run fails before the (slow) model load
-    loaded = load_model(
-        LoadSpec(
-            spec.model_dir,
-            spec.precision,
-            spec.device,
-            int8_threshold=spec.int8_threshold,
-            double_quant=spec.double_quant,
-            use_cache=spec.use_cache,
-        )
-    )
+    loaded = load_model(load_spec(spec))
     yield ModelLoaded(model_info(loaded))
     generator = GeoChatGenerator(loaded)
     if cancel is not None:

@@ -664,7 +664,7 @@ class BatchStore:
                     " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (rec.path, os.path.basename(rec.path), *values, utc_now_iso()),
                 )
-                return int(cur.lastrowid)
+                return _rowid(cur)
             if rec.driver is not None:
                 self._con.execute(
                     "UPDATE inputs SET driver = ?, width = ?, height = ?, bands = ?, dtype = ?, crs = ?,"
@@ -746,7 +746,7 @@ class BatchStore:
                     now,
                 ),
             )
-            seqs.append(int(cur.lastrowid))
+            seqs.append(_rowid(cur))
         txn.touched.add("tiles")
         for pixel in (False, True):
             group = [a for a in answers if a.pixel_mode is pixel and len(a.detections)]
@@ -1020,7 +1020,7 @@ class BatchStore:
                 "INSERT INTO sessions (started, status, pid, command) VALUES (?, ?, ?, ?)",
                 (utc_now_iso(), "running", os.getpid(), command),
             )
-            return int(cur.lastrowid)
+            return _rowid(cur)
 
     def finish_session(self, session: int, status: str, summary: dict[str, Any]) -> None:
         with self._transaction_raw():
@@ -1253,3 +1253,10 @@ def _last_logged_seq(path: Path) -> int:
             "%s: the last line has no store_seq (not written by rsvg batch?): nothing re-logged", path
         )
         return 2**62
+
+
+def _rowid(cur: sqlite3.Cursor) -> int:
+    """The rowid of the row an INSERT just added."""
+    if cur.lastrowid is None:  # pragma: no cover - sqlite sets it after every INSERT
+        raise ExportError("the run store did not return the new row's id")
+    return int(cur.lastrowid)

@@ -27,10 +27,8 @@ import queue
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
-from rsvg_desktop.core.precisions import Precision
 from rsvg_desktop.engine.events import ModelLoaded, ModelSpec, RunConfig, RunFailed
 from rsvg_desktop.engine.protocol import (
     Command,
@@ -140,19 +138,10 @@ class WorkerServer:
 
 def _load_real(spec: ModelSpec, progress: Callable[[str, float], None]) -> tuple[Any, Any]:
     from rsvg_desktop.core.model.generate import GeoChatGenerator
-    from rsvg_desktop.core.model.loader import LoadSpec, load_model
+    from rsvg_desktop.core.model.loader import load_model
+    from rsvg_desktop.engine.model_jobs import load_spec
 
-    loaded = load_model(
-        LoadSpec(
-            Path(spec.model_dir),
-            Precision.parse(spec.precision),
-            spec.device,
-            int8_threshold=spec.int8_threshold,
-            double_quant=spec.double_quant,
-            use_cache=spec.use_cache,
-        ),
-        progress=progress,
-    )
+    loaded = load_model(load_spec(spec), progress=progress)
     return loaded, GeoChatGenerator(loaded)
 
 

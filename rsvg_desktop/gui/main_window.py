@@ -190,9 +190,9 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         fit = QAction("&Fit scene", self, shortcut=QKeySequence("Ctrl+0"))
         fit.triggered.connect(self.map.fit_scene)
-        zoom_in = QAction("Zoom &in", self, shortcut=QKeySequence.StandardKey.ZoomIn)
+        zoom_in = QAction("Zoom &in", self, shortcut=QKeySequence(QKeySequence.StandardKey.ZoomIn))
         zoom_in.triggered.connect(lambda: self.map.zoom_by(1.25))
-        zoom_out = QAction("Zoom &out", self, shortcut=QKeySequence.StandardKey.ZoomOut)
+        zoom_out = QAction("Zoom &out", self, shortcut=QKeySequence(QKeySequence.StandardKey.ZoomOut))
         zoom_out.triggered.connect(lambda: self.map.zoom_by(0.8))
         for action in (fit, zoom_in, zoom_out):
             view_menu.addAction(action)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def default_test_model() -> Path:
     """The engine's cached tiny test model (random weights)."""
-    from rsvg_desktop.engine.model_files import ensure_test_model  # type: ignore[import-not-found]
+    from rsvg_desktop.engine.model_files import ensure_test_model
 
     return Path(ensure_test_model())
 

@@ -256,12 +256,14 @@ class QueryPanel(QWidget):
         self.task_help.setText(task.description)
         self.query_edit.setPlaceholderText(_PLACEHOLDERS.get(task.name, ""))
         self.query_edit.setEnabled(not task.needs_region)
-        for w in (self.classes_label, self.classes_edit):
-            w.setVisible(task.takes_classes)
-        for w in (self.region_row_label, self.region_widget):
-            w.setVisible(task.needs_region)
-        for w in (self.scope_row_label, self.scope_widget):
-            w.setVisible(not task.needs_region)
+        widgets: tuple[QWidget, ...]
+        for widgets, visible in (
+            ((self.classes_label, self.classes_edit), task.takes_classes),
+            ((self.region_row_label, self.region_widget), task.needs_region),
+            ((self.scope_row_label, self.scope_widget), not task.needs_region),
+        ):
+            for w in widgets:
+                w.setVisible(visible)
 
     def _scope_changed(self, *_args: object) -> None:
         self.scope_button.setVisible(self.scope == "rectangle")

@@ -70,7 +70,7 @@ class Conversations:
 class TranscriptModel(QStandardItemModel):
     """Runs as top-level rows, tile answers and notes as their children."""
 
-    def __init__(self, parent: object = None) -> None:
+    def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.setHorizontalHeaderLabels(["Transcript"])
         self._runs: dict[str, QStandardItem] = {}

@@ -232,7 +232,7 @@ class DetectionTable:
         tiles = [t for t, _ in pairs]
         boxes = boxes_to_array(o.box for _, o in pairs).reshape(len(pairs), 5)
         windows = windows_to_array(tiles).reshape(len(pairs), 4)
-        geoms = (
+        geoms: Any = (
             grid_boxes_to_polygons(boxes, windows, transform6, src_crs, dst_crs, convention=angle_convention)
             if pairs
             else []

@@ -122,16 +122,16 @@ def find_model(
     env = os.environ.get(ENV_MODEL_DIR)
     candidates.append(("env", f"${ENV_MODEL_DIR}", Path(env).expanduser() if env else None))
     candidates.append(("settings", "settings", Path(settings_dir).expanduser() if settings_dir else None))
-    for source, label, path in candidates:
-        if path is None:
+    for source, label, candidate in candidates:
+        if candidate is None:
             searched.append(f"{label}: not set")
             continue
-        kind, why = _check(path)
+        kind, why = _check(candidate)
         if kind is not None:
-            log.info("model found via %s: %s (%s)", label, path, kind.value)
-            return LocatedModel(path, kind, source)
-        log.warning("%s points to %s, which is not a usable model folder: %s", label, path, why)
-        searched.append(f"{label}: {path} ({why})")
+            log.info("model found via %s: %s (%s)", label, candidate, kind.value)
+            return LocatedModel(candidate, kind, source)
+        log.warning("%s points to %s, which is not a usable model folder: %s", label, candidate, why)
+        searched.append(f"{label}: {candidate} ({why})")
 
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     snapshot = _hf_cache_snapshot(repo_id, cache)
@@ -223,7 +223,7 @@ def download_geochat(
         path = snapshot_download(
             repo_id,
             local_dir=Path(dest) if dest is not None else None,
-            cache_dir=cache_dir,
+            cache_dir=None if cache_dir is None else Path(cache_dir),
             allow_patterns=list(GEOCHAT_FILES),
             etag_timeout=timeout_s,
             endpoint=endpoint,
