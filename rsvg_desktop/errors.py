@@ -90,6 +90,14 @@ class DeviceOutOfMemoryError(GenerationError, MemoryError):
     """Not even one tile fits in the device's memory at this precision (also a ``MemoryError``)."""
 
 
+class ManifestError(ModelError, ValueError):
+    """A model manifest (``models/*.json``) is unreadable or malformed; the message names file and key."""
+
+
+class IntegrityError(ModelError, ValueError):
+    """A downloaded file does not match its expected size or hash; the message names the file."""
+
+
 class OfflineError(ModelError, ConnectionError):
     """A download was requested but the hub cannot be reached."""
 

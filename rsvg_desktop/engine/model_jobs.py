@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,12 @@ def load_spec(spec: ModelSpec) -> Any:
     )
 
 
-def download_model(dest: str | os.PathLike[str] | None = None, *, progress: bool = True) -> Path:
-    from rsvg_desktop.core.model.locate import download_geochat
+def downloaded_model_dirs() -> list[Path]:
+    """The converted, then original, folders of every known model downloaded into the data folder."""
+    from rsvg_desktop.engine.model_files import model_place
 
-    return download_geochat(dest, progress=progress)
+    places = [model_place(m) for m in sorted(known_models())]
+    return [p.converted for p in places] + [p.download for p in places]
 
 
 def resolve_model_dir(explicit: str | os.PathLike[str] | None, *, smoke: bool = False) -> Path:
@@ -79,7 +82,7 @@ def resolve_model_dir(explicit: str | os.PathLike[str] | None, *, smoke: bool = 
 
     if smoke:
         return ensure_test_model()
-    found = find_model(explicit)
+    found = find_model(explicit, downloaded=downloaded_model_dirs())
     if found.needs_conversion:
         raise ModelNotFoundError(
             f"{found.path} is an original GeoChat checkpoint: convert it once with "
@@ -162,3 +165,137 @@ def detect(
         cancel=cancel,
     )
     yield from events
+
+
+# --- known models (models/*.json) -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class KnownModelStatus:
+    """What ``rsvg model list`` and the app's model manager show for one known model."""
+
+    id: str
+    name: str
+    license: str
+    download_dir: str
+    downloaded: bool  # every file fetched and checked
+    partial: bool  # some files or .part files present, not complete
+    converted_dir: str
+    converted: bool
+    cached_precisions: tuple[str, ...]
+    size_hint: int | None
+
+
+def known_models() -> dict[str, Any]:
+    """The manifests of every known model, the user's own included."""
+    from rsvg_desktop.core.model.manifest import known_models as load_known
+    from rsvg_desktop.engine.model_files import user_manifest_dir
+
+    return load_known(user_dir=user_manifest_dir())
+
+
+def known_model(model_id: str) -> Any:
+    from rsvg_desktop.errors import ModelNotFoundError
+
+    models = known_models()
+    if model_id not in models:
+        names = ", ".join(sorted(models)) or "none"
+        raise ModelNotFoundError(f"{model_id}: not a known model (known: {names}; manifests live in models/)")
+    return models[model_id]
+
+
+def _cached_precisions(converted: Path) -> tuple[str, ...]:
+    from rsvg_desktop.core.model.loader import CACHE_DIRNAME
+
+    cache = converted / CACHE_DIRNAME
+    if not cache.is_dir():
+        return ()
+    return tuple(sorted({p.name.split("-", 1)[0] for p in cache.iterdir() if p.is_dir()}))
+
+
+def model_status(manifest: Any) -> KnownModelStatus:
+    from rsvg_desktop.core.model.fetch import is_complete
+    from rsvg_desktop.engine.model_files import model_place
+
+    place = model_place(manifest.id)
+    downloaded = is_complete(place.download)
+    partial = not downloaded and place.download.is_dir() and any(place.download.iterdir())
+    converted = (place.converted / "rsvg_manifest.json").is_file()
+    return KnownModelStatus(
+        id=manifest.id,
+        name=manifest.name,
+        license=manifest.license,
+        download_dir=str(place.download),
+        downloaded=downloaded,
+        partial=partial,
+        converted_dir=str(place.converted),
+        converted=converted,
+        cached_precisions=_cached_precisions(place.converted) if converted else (),
+        size_hint=manifest.model.size_hint,
+    )
+
+
+def list_models() -> list[KnownModelStatus]:
+    return [model_status(m) for _, m in sorted(known_models().items())]
+
+
+def download_known(
+    model_id: str,
+    dest: str | os.PathLike[str] | None = None,
+    *,
+    progress: Callable[[Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    with_clip: bool = True,
+) -> Path:
+    """Download a known model (and the vision tower its manifest names, into ``<dest>/../clip`` or the
+    model's own ``clip`` folder); returns the folder of the original checkpoint. Resumable."""
+    from rsvg_desktop.core.model.fetch import download_component
+    from rsvg_desktop.engine.model_files import model_place
+
+    manifest = known_model(model_id)
+    place = model_place(model_id)
+    target = Path(dest) if dest is not None else place.download
+    download_component(
+        manifest.model, target, progress=progress, should_stop=should_stop, label=manifest.hub_label
+    )
+    if with_clip and manifest.vision_tower is not None:
+        clip_dir = target.parent / "clip" if dest is not None else place.clip
+        download_component(
+            manifest.vision_tower,
+            clip_dir,
+            progress=progress,
+            should_stop=should_stop,
+            label=manifest.vision_tower.hub.repository,
+        )
+    return target
+
+
+def convert_known(
+    model_id: str,
+    *,
+    progress: Callable[[Any], None] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Convert a downloaded known model into its ``converted`` folder (with its CLIP folder when one
+    was downloaded); returns the converted folder."""
+    from rsvg_desktop.core.model.fetch import is_complete
+    from rsvg_desktop.engine.model_files import model_place
+    from rsvg_desktop.errors import ModelNotFoundError
+
+    place = model_place(model_id)
+    if not is_complete(place.download):
+        raise ModelNotFoundError(f"{model_id}: not downloaded yet (rsvg model download {model_id})")
+    clip = place.clip if is_complete(place.clip) else None
+    convert_model(place.download, place.converted, clip=clip, overwrite=overwrite, progress=progress)
+    return place.converted
+
+
+def verify_known(model_id: str, *, should_stop: Callable[[], bool] | None = None) -> list[str]:
+    """Problems with a downloaded known model's files (empty: the files match what was recorded)."""
+    from rsvg_desktop.core.model.fetch import verify_component
+    from rsvg_desktop.engine.model_files import model_place
+
+    manifest = known_model(model_id)
+    place = model_place(model_id)
+    problems = verify_component(manifest.model, place.download, should_stop=should_stop)
+    if manifest.vision_tower is not None and place.clip.is_dir():
+        problems += verify_component(manifest.vision_tower, place.clip, should_stop=should_stop)
+    return problems

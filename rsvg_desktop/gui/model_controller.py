@@ -38,10 +38,11 @@ def default_test_model() -> Path:
 def discover_model() -> str | None:
     """The model folder the command line would use ($RSVG_MODEL_DIR, the HF cache), or None."""
     from rsvg_desktop.core.model.locate import find_model
+    from rsvg_desktop.engine.model_jobs import downloaded_model_dirs
     from rsvg_desktop.errors import ModelError
 
     try:
-        return str(find_model().path)
+        return str(find_model(downloaded=downloaded_model_dirs()).path)
     except ModelError:
         return None
 
