@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtWidgets import QWidget
 
 from rsvg_desktop.engine.events import ModelSpec
 from rsvg_desktop.gui.logic.modelinfo import describe_loaded, process_rss_bytes
+from rsvg_desktop.gui.model_manager import ModelManagerDialog
 from rsvg_desktop.gui.model_panel import ModelChoice, ModelPanel
 from rsvg_desktop.gui.settings import Settings
 from rsvg_desktop.gui.tasks import run_in_background
@@ -92,6 +94,8 @@ class ModelController(QObject):
         panel.loadRequested.connect(self.load)
         panel.unloadRequested.connect(self.unload)
         panel.choiceChanged.connect(self._save_choice)
+        panel.manageRequested.connect(self.open_manager)
+        self.manager: ModelManagerDialog | None = None
         bridge.stateChanged.connect(self._on_state)
         bridge.modelLoading.connect(panel.show_loading)
         bridge.modelLoaded.connect(self._on_loaded)
@@ -120,6 +124,24 @@ class ModelController(QObject):
         self.settings.use_test_model = choice.source == "test"
         self.settings.precision = choice.precision
         self.settings.device = choice.device
+
+    # --- the model manager ---------------------------------------------------------------------
+    def open_manager(self) -> ModelManagerDialog:
+        """Show the model manager (download, convert, verify a known model); one at a time."""
+        if self.manager is None:
+            parent = self.panel.window()
+            self.manager = ModelManagerDialog(parent if isinstance(parent, QWidget) else None)
+            self.manager.modelChosen.connect(self._use_downloaded)
+        self.manager.refresh()
+        self.manager.show()
+        self.manager.raise_()
+        return self.manager
+
+    def _use_downloaded(self, folder: str) -> None:
+        self.panel.folder_radio.setChecked(True)
+        self.panel.folder_edit.setText(folder)
+        self._save_choice()
+        self.statusMessage.emit(f"Model folder set to {folder}: press Load")
 
     # --- commands ----------------------------------------------------------------------------
     def load(self, choice: ModelChoice) -> None:
