@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -90,21 +92,31 @@ def test_frozen_cli(frozen: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.package
 @pytest.mark.gui
-def test_frozen_app_starts_and_stays_up(frozen: Path, tmp_path: Path) -> None:
+def test_frozen_app_starts_loads_a_model_and_stays_up(frozen: Path, tmp_path: Path) -> None:
+    """The frozen window starts on the sample scene, spawns its model worker (a frozen child process:
+    ``freeze_support``) and loads the test model, and stays up."""
     env = _env(tmp_path)
-    app = subprocess.Popen(
-        [str(frozen / "rsvg-desktop"), str(SAMPLE)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
-    )  # fmt: skip
+    log = tmp_path / "app.log"
+    with open(log, "w") as out:
+        app = subprocess.Popen(
+            [str(frozen / "rsvg-desktop"), str(SAMPLE), "--test-model", "--load"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True,
+        )  # fmt: skip
     try:
-        time.sleep(8)
-        assert app.poll() is None, app.communicate(timeout=5)[0][-3000:]
+        deadline = time.monotonic() + 300
+        while "Model loaded" not in log.read_text() and app.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        text = log.read_text()
+        assert "Model loaded: NF4 on CPU — RANDOM WEIGHTS" in text, text[-3000:]
+        time.sleep(3)
+        assert app.poll() is None, log.read_text()[-3000:]
     finally:
-        app.terminate()
-        output = app.communicate(timeout=20)[0]
-    assert "Traceback" not in output, output[-3000:]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(app.pid, signal.SIGKILL)  # the app and its worker
+        app.wait(timeout=20)
+    assert "Traceback" not in log.read_text()
     quick = subprocess.run(
         [str(frozen / "rsvg-desktop"), str(SAMPLE), "--exit-after-start"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
-    assert quick.returncode == 0, quick.stderr[-2000:]
+    assert quick.returncode == 0 and "window shown" in quick.stderr, quick.stderr[-2000:]
