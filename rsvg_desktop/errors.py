@@ -76,6 +76,14 @@ class PrecisionError(ModelError, ValueError):
     """The requested precision or device is not available."""
 
 
+class CalibrationMissingError(PrecisionError):
+    """``q4cal`` was asked for but the model has no calibration yet (the message says how to make one)."""
+
+
+class CalibrationError(ModelError, ValueError):
+    """A calibration cannot run: bad settings, no usable calibration input, a model it cannot calibrate."""
+
+
 class GenerationError(ModelError, RuntimeError):
     """Running the model failed (out of memory, device error)."""
 

@@ -104,6 +104,22 @@ def add_model_commands(
     p.add_argument("model_id", help="a known model (rsvg model list)")
     p.set_defaults(func=cmd_model_verify)
 
+    p = msub.add_parser(
+        "calibrate",
+        help="calibrate a converted model to q4cal (NF4 tuned on your tiles; written to the model's cache)",
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a converted model folder")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="scenes or folders to draw calibration tiles from (default: the bundled sample scene)",
+    )
+    p.add_argument("--samples", type=int, default=32, help="(tile, question) pairs (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tile and question choice (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_model_calibrate)
+
     p = msub.add_parser("testmodel", help="build the tiny RANDOM-WEIGHTS test model and print its folder")
     p.set_defaults(func=cmd_model_testmodel)
 
@@ -214,6 +230,44 @@ def cmd_model_verify(args: argparse.Namespace) -> int:
             print(f"rsvg: {line}", file=sys.stderr)
         return EXIT_USAGE
     print(f"{args.model_id}: every file matches")
+    return EXIT_OK
+
+
+def cmd_model_calibrate(args: argparse.Namespace) -> int:
+    from rsvg_desktop.engine.model_jobs import calibrate
+
+    if args.samples < 1:
+        print(f"rsvg: error: --samples must be at least 1, got {args.samples}", file=sys.stderr)
+        return EXIT_USAGE
+    bar = Progress(1000, label="calibrate", enabled=not args.quiet)
+
+    def progress(p: Any) -> None:
+        bar.update(int(p.fraction * 1000), extra=p.stage)
+
+    summary = calibrate(
+        args.model_dir,
+        args.inputs,
+        samples=args.samples,
+        seed=args.seed,
+        device=args.device,
+        progress=progress,
+    )
+    blocks = " ".join(
+        "-".join(str(i) for i in (b[0], b[-1])) if len(b) > 1 else str(b[0]) for b in summary.blocks
+    )
+    gain = 100 * (1 - summary.loss / summary.loss_nf4) if summary.loss_nf4 > 0 else 0.0
+    print(f"calibration {summary.calibration_id}: {summary.samples} samples on {summary.device}")
+    print(f"  blocks (layers): {blocks}")
+    print(
+        f"  block loss (|err|^0.5, calibration set): plain NF4 {summary.loss_nf4:.5g}"
+        f" -> q4cal {summary.loss:.5g}"
+        f" ({gain:.1f} % lower)"
+    )
+    print(
+        f"  time {summary.seconds:.1f} s (search {summary.search_seconds:.1f} s),"
+        f" peak memory {summary.peak_bytes / 2**20:.0f} MiB"
+    )
+    print(f"  written to {summary.entry}; use it with --precision q4cal")
     return EXIT_OK
 
 

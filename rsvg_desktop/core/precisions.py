@@ -18,9 +18,7 @@ from rsvg_desktop.errors import PrecisionError
 __all__ = ["PLANNED_PRECISIONS", "PRECISIONS", "Precision", "lower_precision"]
 
 #: Precisions that are planned but not implemented: asking for them raises PrecisionError.
-PLANNED_PRECISIONS: Mapping[str, str] = {
-    "q4cal": "calibrated 4-bit (q4cal) is not implemented yet",
-}
+PLANNED_PRECISIONS: Mapping[str, str] = {}
 
 
 class Precision(enum.StrEnum):
@@ -32,15 +30,26 @@ class Precision(enum.StrEnum):
     INT8 = "int8"
     NF4 = "nf4"
     FP4 = "fp4"
+    Q4CAL = "q4cal"
 
     @property
     def quantized(self) -> bool:
         """True when the language model's linears are quantized (bitsandbytes)."""
-        return self in (Precision.INT8, Precision.NF4, Precision.FP4)
+        return self in (Precision.INT8, Precision.NF4, Precision.FP4, Precision.Q4CAL)
 
     @property
     def is_4bit(self) -> bool:
-        return self in (Precision.NF4, Precision.FP4)
+        return self in (Precision.NF4, Precision.FP4, Precision.Q4CAL)
+
+    @property
+    def needs_calibration(self) -> bool:
+        """True for ``q4cal``: its weights come from ``rsvg model calibrate``, not from quantizing on load."""
+        return self is Precision.Q4CAL
+
+    @property
+    def bnb_quant_type(self) -> str | None:
+        """bitsandbytes' 4-bit quant type (``nf4``/``fp4``; q4cal is NF4 on calibrated weights)."""
+        return {Precision.NF4: "nf4", Precision.FP4: "fp4", Precision.Q4CAL: "nf4"}.get(self)
 
     @property
     def label(self) -> str:
@@ -77,6 +86,7 @@ _LABELS = {
     Precision.INT8: "LLM.int8",
     Precision.NF4: "NF4",
     Precision.FP4: "FP4",
+    Precision.Q4CAL: "NF4-cal",
 }
 _DESCRIPTIONS = {
     Precision.BF16: "bf16 (16-bit, best quality)",
@@ -85,6 +95,7 @@ _DESCRIPTIONS = {
     Precision.INT8: "int8 (LLM.int8, half the memory)",
     Precision.NF4: "nf4 (4-bit NormalFloat)",
     Precision.FP4: "fp4 (4-bit float)",
+    Precision.Q4CAL: "q4cal (NF4 calibrated on your imagery; needs rsvg model calibrate)",
 }
 _ALIASES = {
     "bfloat16": "bf16",
@@ -95,6 +106,8 @@ _ALIASES = {
     "8bit": "int8",
     "llm.int8": "int8",
     "llm_int8": "int8",
+    "nf4cal": "q4cal",
+    "nf4-cal": "q4cal",
 }
 #: After an out-of-memory failure, the next precision that needs less memory.
 _LOWER = {"fp32": "bf16", "bf16": "int8", "fp16": "int8", "int8": "nf4"}

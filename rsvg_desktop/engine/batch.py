@@ -830,12 +830,13 @@ def batch_detect(
     """``rsvg batch``: check the arguments and open the store, then load the model (only when some
     pair is still open) and run; yields :class:`ModelLoaded` before the first batch."""
     from rsvg_desktop.core.model.loader import read_random_weights_flag
+    from rsvg_desktop.engine.model_jobs import run_precision
 
     model_dir = Path(spec.model_dir)
     identity = ModelIdentity(
         model=str(model_dir),
         model_id=model_fingerprint(model_dir),
-        precision=str(spec.precision),
+        precision=run_precision(spec),
         random_weights=read_random_weights_flag(model_dir),
     )
 

@@ -49,6 +49,84 @@ def convert_model(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class CalibrationProgress:
+    """One progress report of a calibration: what it is doing and how far (0-1)."""
+
+    stage: str
+    fraction: float
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationSummary:
+    """What ``rsvg model calibrate`` (and the app) report when a calibration is written."""
+
+    calibration_id: str
+    entry: str
+    samples: int
+    blocks: tuple[tuple[int, ...], ...]
+    loss_nf4: float
+    loss: float
+    seconds: float
+    search_seconds: float
+    peak_bytes: int
+    device: str
+
+
+def calibrate(
+    model_dir: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    *,
+    samples: int = 32,
+    seed: int = 0,
+    device: str = "auto",
+    progress: Callable[[CalibrationProgress], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> CalibrationSummary:
+    """Calibrate a converted model to ``q4cal`` and write its cache entry (see
+    :mod:`rsvg_desktop.core.model.calibrate`). Cancellable between search steps (CancelledError)."""
+    from rsvg_desktop.core.model.calibrate.geochat import calibrate_model
+
+    def report(stage: str, fraction: float) -> None:
+        if progress is not None:
+            progress(CalibrationProgress(stage, fraction))
+
+    rep = calibrate_model(
+        Path(model_dir),
+        [Path(p) for p in inputs],
+        samples=samples,
+        seed=seed,
+        device=device,
+        progress=report,
+        cancel=cancel,
+    )
+    blocks = rep.record["calibration"]["blocks"]
+    return CalibrationSummary(
+        calibration_id=rep.calibration_id,
+        entry=str(rep.entry),
+        samples=int(rep.record["calibration"]["samples"]),
+        blocks=tuple(tuple(b["layers"]) for b in blocks),
+        loss_nf4=sum(b["loss_nf4"] for b in blocks) / max(len(blocks), 1),
+        loss=sum(b["loss"] for b in blocks) / max(len(blocks), 1),
+        seconds=rep.seconds,
+        search_seconds=rep.search_seconds,
+        peak_bytes=rep.peak_bytes,
+        device=str(rep.record["calibration"]["device"]),
+    )
+
+
+def run_precision(spec: ModelSpec) -> str:
+    """The precision a run records: ``q4cal@<calibration id>`` for a calibrated model, else its name
+    (reads only the calibration's small record, not the weights)."""
+    precision = Precision.parse(spec.precision)
+    if not precision.needs_calibration:
+        return precision.value
+    from rsvg_desktop.core.model.loader import calibration_record
+
+    record = calibration_record(load_spec(spec))
+    return f"{precision.value}@{record['id']}" if record and record.get("id") else precision.value
+
+
 def load_spec(spec: ModelSpec) -> Any:
     """The loader's :class:`~rsvg_desktop.core.model.loader.LoadSpec` for a model spec (the plain,
     picklable request that crosses from the app or the CLI)."""
@@ -159,7 +237,7 @@ def detect(
         config,
         generator,
         model=str(spec.model_dir),
-        precision=str(loaded.precision),
+        precision=loaded.run_precision,
         device=loaded.device_name,
         random_weights=loaded.random_weights,
         cancel=cancel,

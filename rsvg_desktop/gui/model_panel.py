@@ -31,7 +31,7 @@ from rsvg_desktop.gui.logic.modelinfo import (
     describe_loaded,
     format_bytes,
 )
-from rsvg_desktop.gui.logic.runplan import PLANNED, PRECISIONS, lower_precision
+from rsvg_desktop.gui.logic.runplan import PRECISIONS, lower_precision
 
 __all__ = ["DEVICES", "ModelChoice", "ModelPanel"]
 
@@ -95,7 +95,6 @@ class ModelPanel(QWidget):
         self.precision_combo = QComboBox(self)
         for value, label in PRECISIONS:
             self.precision_combo.addItem(label, value)
-        self.precision_combo.addItem(PLANNED[1], PLANNED[0])
         model = self.precision_combo.model()
         if isinstance(model, QStandardItemModel):
             planned_item = model.item(self.precision_combo.count() - 1)

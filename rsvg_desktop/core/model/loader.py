@@ -20,6 +20,14 @@ Quantize once, reuse (``use_cache=True``)
     source or versions, or that is incomplete, is stale: it is deleted and rebuilt. Entries are written
     to a temporary folder and renamed into place, so a crash never leaves a half entry that looks valid.
     A cache that cannot be written (read-only folder) only costs a warning and a note.
+
+Calibrated 4-bit (``q4cal``)
+    ``q4cal`` is never quantized on load: its cache entry (``q4cal-<hash>``, same layout) is written by
+    ``rsvg model calibrate`` (:func:`rsvg_desktop.core.model.calibrate.geochat.calibrate_model`) and its
+    record holds a ``calibration`` section (inputs, seed, blocks, parameters, losses) and its ``id``.
+    Without a valid entry, loading raises :class:`~rsvg_desktop.errors.CalibrationMissingError`, whose
+    message says how to make one. A loaded q4cal model's :attr:`LoadedModel.run_precision` is
+    ``q4cal@<calibration id>``: what a run's ``run`` table records.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from rsvg_desktop.core.model.precision import (
     plan_precision,
 )
 from rsvg_desktop.errors import (
+    CalibrationMissingError,
     CheckpointError,
     DeviceFailure,
     ModelError,
@@ -66,6 +75,7 @@ __all__ = [
     "LoadedModel",
     "ProgressCallback",
     "cache_entry_dir",
+    "calibration_record",
     "check_quantized_layout",
     "load_model",
     "read_random_weights_flag",
@@ -138,6 +148,14 @@ class LoadedModel:
     random_weights: bool
     cache_path: Path | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    calibration_id: str | None = None
+
+    @property
+    def run_precision(self) -> str:
+        """The precision as a run records it: ``q4cal@<calibration id>`` for q4cal, else its name."""
+        if self.calibration_id:
+            return f"{self.precision.value}@{self.calibration_id}"
+        return self.precision.value
 
     @property
     def weight_bytes(self) -> int:
@@ -151,6 +169,8 @@ class LoadedModel:
         size = self.weight_bytes
         size_text = f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
         what = f"{self.precision.label} ({dtype_name(self.dtype)})"
+        if self.calibration_id:
+            what += f" calibration {self.calibration_id}"
         return f"{what} on {self.device_name} ({size_text}{src}{rnd})"
 
 
@@ -243,6 +263,40 @@ def _cache_is_valid(entry: Path, want: dict[str, Any]) -> tuple[bool, str]:
     if not (entry / "config.json").is_file() or not any(entry.glob("*.safetensors")):
         return False, "incomplete"
     return True, "valid"
+
+
+def calibration_record(spec: LoadSpec) -> dict[str, Any] | None:
+    """The calibration section of ``spec``'s valid q4cal cache entry (None when there is none).
+
+    Reads only the small JSON record: used to name the calibration before (or without) loading.
+    """
+    if not spec.precision.needs_calibration:
+        return None
+    plan = plan_precision(
+        spec.precision,
+        spec.device,
+        int8_threshold=spec.int8_threshold,
+        double_quant=spec.double_quant,
+        compute_dtype=spec.compute_dtype,
+    )
+    entry = cache_entry_dir(spec, plan)
+    valid, _ = _cache_is_valid(entry, _cache_record(spec, plan))
+    if not valid:
+        return None
+    try:
+        record = json.loads((entry / CACHE_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    calibration = record.get("calibration")
+    return calibration if isinstance(calibration, dict) else None
+
+
+def _missing_calibration(spec: LoadSpec, why: str) -> CalibrationMissingError:
+    return CalibrationMissingError(
+        f"{spec.model_dir}: no q4cal calibration ({why}); make one with "
+        f"`rsvg model calibrate {spec.model_dir} [SCENE_OR_FOLDER...]` (or Model panel → Calibrate…), "
+        "or choose nf4"
+    )
 
 
 @contextlib.contextmanager
@@ -406,17 +460,28 @@ def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> Load
             cache_path = cache_entry_dir(spec, plan)
             record = _cache_record(spec, plan)
             valid, why = _cache_is_valid(cache_path, record)
+            if plan.precision.needs_calibration and not valid:
+                raise _missing_calibration(spec, why if why != "absent" else "none made yet")
             if valid:
                 report(f"loading {plan.precision.value} from cache", 0.1)
                 try:
                     model = _from_pretrained(cache_path, plan, spec, None)
                     from_cache = True
                 except CheckpointError as exc:
+                    if plan.precision.needs_calibration:
+                        raise _missing_calibration(
+                            spec, f"the calibrated entry is unreadable: {exc}"
+                        ) from exc
                     log.warning("cache entry %s unusable, rebuilding: %s", cache_path, exc)
                     notes.append(f"cache entry was unusable and rebuilt: {exc}")
             elif why != "absent":
                 log.info("cache entry %s is stale (%s): rebuilding", cache_path, why)
                 notes.append(f"quantization cache was stale ({why}) and rebuilt")
+        elif plan.precision.needs_calibration:
+            raise CalibrationMissingError(
+                f"{spec.model_dir}: q4cal needs the quantization cache (it holds the calibration): "
+                "load it with the cache enabled"
+            )
         if model is None:
             report(f"quantizing to {plan.precision.value} while loading", 0.1)
             module_names = [name for name, _ in meta_model(config).named_modules()]
@@ -437,6 +502,10 @@ def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> Load
             notes.append(f"quantization cache not written: {exc}")
             cache_path = None
 
+    calibration_id: str | None = None
+    if plan.precision.needs_calibration and cache_path is not None:
+        calibration = calibration_record(spec)
+        calibration_id = str(calibration.get("id")) if calibration else None
     loaded = LoadedModel(
         model=model,
         processor=processor,
@@ -453,6 +522,7 @@ def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> Load
         random_weights=random_weights,
         cache_path=cache_path,
         notes=tuple(notes),
+        calibration_id=calibration_id,
     )
     report("ready", 1.0)
     log.info("loaded %s in %.2f s", loaded.describe(), load_seconds)

@@ -11,8 +11,10 @@ Precisions
     ``nf4``, ``fp4``: bitsandbytes 4-bit (``Linear4bit``), blocks of 64, double quantization on by
     default.
     The vision tower, the multimodal projector and ``lm_head`` are never quantized (only the language
-    model's linear layers are). ``q4cal`` (calibrated 4-bit) is reserved for later: asking for it raises
-    :class:`~rsvg_desktop.errors.PrecisionError`.
+    model's linear layers are).
+    ``q4cal``: bitsandbytes NF4 exactly as ``nf4`` (same kernels, same memory), on weights that
+    ``rsvg model calibrate`` adjusted first (:mod:`rsvg_desktop.core.model.calibrate`); it only loads
+    from its cache entry, which the calibration writes.
 
 Dtypes chosen per device (the *compute dtype*)
     CUDA with bf16 support (Ampere and newer): ``bf16`` → bf16, ``fp16`` → fp16, ``nf4``/``fp4`` →
@@ -251,7 +253,7 @@ def plan_precision(
         else:
             quant = {
                 "load_in_4bit": True,
-                "bnb_4bit_quant_type": prec.value,
+                "bnb_4bit_quant_type": prec.bnb_quant_type,
                 "bnb_4bit_use_double_quant": bool(double_quant),
                 "bnb_4bit_compute_dtype": dtype,
                 "bnb_4bit_quant_storage": torch.uint8,

@@ -43,9 +43,8 @@ __all__ = [
     "tile_probe_window",
 ]
 
-#: Precisions offered in the model panel, in order (value, label). ``q4cal`` is listed but not offered yet.
+#: Precisions offered in the model panel, in order (value, label) (q4cal after calibrating).
 PRECISIONS: tuple[tuple[str, str], ...] = tuple((p.value, p.description) for p in Precision)
-PLANNED = ("q4cal", "calibrated 4-bit (coming later)")
 
 #: Scope choices of the query panel (value, label).
 SCOPES: tuple[tuple[str, str], ...] = (

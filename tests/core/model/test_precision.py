@@ -54,9 +54,10 @@ def test_unknown_precision_raises(bad: str) -> None:
         Precision.parse(bad)
 
 
-def test_q4cal_is_reserved_not_implemented() -> None:
-    with pytest.raises(PrecisionError, match="not implemented"):
-        Precision.parse("q4cal")
+def test_q4cal_is_calibrated_nf4() -> None:
+    q = Precision.parse("q4cal")
+    assert q.is_4bit and q.quantized and q.needs_calibration and q.bnb_quant_type == "nf4"
+    assert not Precision.NF4.needs_calibration
 
 
 def test_precision_error_is_a_value_error() -> None:
@@ -67,8 +68,13 @@ def test_precision_error_is_a_value_error() -> None:
 
 
 def test_quantized_flags() -> None:
-    assert {p for p in Precision if p.quantized} == {Precision.INT8, Precision.NF4, Precision.FP4}
-    assert {p for p in Precision if p.is_4bit} == {Precision.NF4, Precision.FP4}
+    assert {p for p in Precision if p.quantized} == {
+        Precision.INT8,
+        Precision.NF4,
+        Precision.FP4,
+        Precision.Q4CAL,
+    }
+    assert {p for p in Precision if p.is_4bit} == {Precision.NF4, Precision.FP4, Precision.Q4CAL}
 
 
 # --- devices ------------------------------------------------------------------------------------
