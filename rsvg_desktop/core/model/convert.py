@@ -49,7 +49,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -345,6 +345,8 @@ def _clip_files(clip_dir: Path) -> list[Path]:
 
 
 def _clip_vision_dims(clip_dir: Path) -> VisionDims:
+    if not clip_dir.is_dir():
+        raise CheckpointError(f"{clip_dir}: CLIP folder not found")
     config = read_config(clip_dir)
     where = str(clip_dir / "config.json")
     model_type = config.get("model_type")
@@ -647,9 +649,6 @@ def _versions() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 # the conversion
 # --------------------------------------------------------------------------------------------------
-# --------------------------------------------------------------------------------------------------
-# the conversion
-# --------------------------------------------------------------------------------------------------
 def _dtype_of(name: str | None) -> torch.dtype:
     table = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
     if name is None:
@@ -696,16 +695,12 @@ def convert_geochat(
     _check_out(out, src, clip, overwrite)
 
     # 1. Validate everything that can be validated without reading tensor data.
-    ckpt = open_geochat(src)
+    clip_dims = _clip_vision_dims(clip) if clip is not None else None
+    ckpt = open_geochat(src, clip_vision=clip_dims, clip_where=str(clip / "config.json") if clip else "")
     infos = ckpt.scan()
     out_dtype = dtype or _dtype_of(ckpt.torch_dtype)
     clip_src = _open_clip(clip, ckpt.vision) if clip is not None else None
-    has_stale = any(STALE_CLIP_PREFIX + "embeddings.class_embedding" in i.tensors for i in infos)
-    if clip_src is None and not has_stale:
-        raise CheckpointError(f"{src}: the checkpoint holds no CLIP tower; pass clip_dir (CLIP ViT-L/14-336)")
-    base = clip_src.dims if clip_src else ckpt.vision
-    # GeoChat's tower depth: a deeper CLIP's extra layers are never used (features come from layer -2).
-    vision = replace(base, num_hidden_layers=ckpt.vision.num_hidden_layers)
+    vision = ckpt.vision
     grid = GEOCHAT_IMAGE_SIZE // vision.patch_size
     planner = _Planner(out_dtype, grid, extra_rows=2)  # <image>, <pad>
 

@@ -8,9 +8,10 @@ SentencePiece ``tokenizer.model`` trained on the spot, and the tokenizer's JSON 
 small: the vision tower still takes 336 px images with 14 px patches, so conversion meets the real
 24×24 → 36×36 position-embedding grid.
 
-Because the real ``config.json`` names its CLIP tower by hub id only, the tiny model records its vision
-dimensions in ``rsvg_test_vision_config``; the converter reads that field for test models and uses the real
-CLIP ViT-L/14-336 dimensions otherwise. ``rsvg_random_weights: true`` and the ``_name_or_path`` marker travel
+The config is exactly the published one: it names ``openai/clip-vit-large-patch14-336`` although the tower
+in the shard is tiny, as any checkpoint's name may be wrong; the converter reads the tower's dimensions from
+its tensors (and warns about the name). The tower's width is a multiple of 64, so its heads follow the
+converter's 64-channels-per-head rule. ``rsvg_random_weights: true`` and the ``_name_or_path`` marker travel
 into every converted copy so random weights can never be mistaken for GeoChat.
 
 :func:`write_tiny_clip` writes a tiny CLIP (``CLIPModel`` layout, 336 px) standing in for
@@ -225,8 +226,8 @@ def write_tiny_geochat(
     num_hidden_layers: int = 2,
     num_attention_heads: int = 4,
     max_position_embeddings: int = 2048,
-    vision_hidden_size: int = 32,
-    vision_intermediate_size: int = 64,
+    vision_hidden_size: int = 128,
+    vision_intermediate_size: int = 256,
     vision_num_hidden_layers: int = 2,
     vision_num_attention_heads: int = 2,
     vision_image_size: int = 336,
@@ -338,7 +339,6 @@ def write_tiny_geochat(
         "vocab_size": vocab_size,
         # rsvg test-model markers (absent from the real checkpoint):
         "rsvg_random_weights": True,
-        "rsvg_test_vision_config": vision,
         "rsvg_seed": seed,
     }
     _write_json(out / "config.json", config)
@@ -369,8 +369,8 @@ def write_tiny_clip(
     out_dir: str | Path,
     *,
     seed: int = 1,
-    hidden_size: int = 32,
-    intermediate_size: int = 64,
+    hidden_size: int = 128,
+    intermediate_size: int = 256,
     num_hidden_layers: int = 2,
     num_attention_heads: int = 2,
     image_size: int = 336,

@@ -309,9 +309,11 @@ def test_logits_match_independent_reference(tiny_geochat_dir: Path, tiny_convert
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     src_cfg = json.loads((tiny_geochat_dir / "config.json").read_text())
-    vcfg = src_cfg["rsvg_test_vision_config"]
     vocab = src_cfg["vocab_size"]
     orig = original_state(tiny_geochat_dir)
+    # the tower's depth and heads, from the tensors (64 channels per head, as in every OpenAI CLIP ViT)
+    depth = len({k.split(".")[6] for k in orig if k.startswith(STALE + "encoder.layers.")})
+    heads = orig[STALE + "embeddings.class_embedding"].shape[0] // 64
 
     model = LlavaForConditionalGeneration.from_pretrained(tiny_converted_dir, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(tiny_converted_dir)
@@ -326,7 +328,7 @@ def test_logits_match_independent_reference(tiny_geochat_dir: Path, tiny_convert
     ids = torch.tensor(geochat_input_ids(tiny_geochat_dir, prompt, vocab, 1296))
     assert torch.equal(batch["input_ids"][0], ids)
     pos = geochat_pos_interp(orig[STALE + "embeddings.position_embedding.weight"]).half().float()
-    states = clip_forward(orig, STALE, pixels, pos, vcfg["num_hidden_layers"], vcfg["num_attention_heads"])
+    states = clip_forward(orig, STALE, pixels, pos, depth, heads)
     feats = states[src_cfg["mm_vision_select_layer"]][:, 1:]  # layer -2, CLS dropped
     assert feats.shape[1] == 1296
     w0, b0 = orig["model.mm_projector.0.weight"].float(), orig["model.mm_projector.0.bias"].float()
