@@ -33,6 +33,7 @@ __all__ = [
     "GEOCHAT_ARCHITECTURE",
     "LLAVA_ARCHITECTURE",
     "STALE_CLIP_PREFIX",
+    "ST_DTYPES",
     "GeoChatCheckpoint",
     "ModelKind",
     "ShardInfo",
@@ -224,10 +225,11 @@ class _SafetensorsMapping(Mapping[str, torch.Tensor]):
 
     def meta(self, key: str) -> tuple[tuple[int, ...], torch.dtype]:
         sl = self._h.get_slice(key)
-        return tuple(sl.get_shape()), _ST_DTYPES[sl.get_dtype()]
+        return tuple(sl.get_shape()), ST_DTYPES[sl.get_dtype()]
 
 
-_ST_DTYPES = {
+#: safetensors dtype names -> torch dtypes (the writer in ``convert`` uses the inverse).
+ST_DTYPES = {
     "F64": torch.float64,
     "F32": torch.float32,
     "F16": torch.float16,

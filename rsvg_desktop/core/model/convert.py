@@ -56,6 +56,7 @@ from typing import Any, Literal
 import torch
 
 from rsvg_desktop.core.model.checkpoint import (
+    ST_DTYPES,
     STALE_CLIP_PREFIX,
     GeoChatCheckpoint,
     TextDims,
@@ -67,7 +68,10 @@ from rsvg_desktop.core.model.checkpoint import (
     read_config,
     scan_weights,
 )
-from rsvg_desktop.errors import CheckpointError, ConfigError, OutputExistsError
+from rsvg_desktop.core.model.precision import parse_dtype
+from rsvg_desktop.core.model.versions import library_versions
+from rsvg_desktop.core.prompt import GEOCHAT_SYSTEM, IMAGE_TOKEN, LLAVA_V1, chat_template_jinja
+from rsvg_desktop.errors import CheckpointError, ConfigError, OutputExistsError, PrecisionError
 
 log = logging.getLogger(__name__)
 
@@ -85,42 +89,11 @@ __all__ = [
 ]
 
 GEOCHAT_IMAGE_SIZE = 504
-IMAGE_TOKEN = "<image>"
 PAD_TOKEN = "<pad>"
 MANIFEST_NAME = "rsvg_manifest.json"
-GEOCHAT_SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions."
-)
-
-#: GeoChat's ``llava_v1`` conversation as a Jinja chat template:
-#: ``{SYSTEM} USER: <image>\n{query} ASSISTANT: {answer}</s>USER: {query} ASSISTANT:``.
-#: A leading ``system`` message replaces the default system text; image items of a user message become
-#: ``<image>\n`` before its text (GeoChat always puts the image first). No ``<s>``: the tokenizer adds it.
-CHAT_TEMPLATE = (
-    '{%- set ns = namespace(system="' + GEOCHAT_SYSTEM.replace('"', '\\"') + '") -%}'
-    "{%- if messages and messages[0]['role'] == 'system' -%}"
-    "{%- if messages[0]['content'] is string -%}{%- set ns.system = messages[0]['content'] -%}"
-    "{%- else -%}{%- set ns.system = messages[0]['content'] | selectattr('type', 'equalto', 'text')"
-    " | map(attribute='text') | join(' ') -%}{%- endif -%}"
-    "{%- set messages = messages[1:] -%}"
-    "{%- endif -%}"
-    "{{- ns.system + ' ' -}}"
-    "{%- for message in messages -%}"
-    "{%- if message['content'] is string -%}{%- set text = message['content'] -%}{%- set n_images = 0 -%}"
-    "{%- else -%}"
-    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text')"
-    " | join(' ') -%}"
-    "{%- set n_images = message['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
-    "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}"
-    "{{- 'USER: ' + ('<image>\\n' * n_images) + text + ' ' -}}"
-    "{%- elif message['role'] == 'assistant' -%}"
-    "{{- 'ASSISTANT: ' + text + '</s>' -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
-)
+#: GeoChat's ``llava_v1`` conversation as a Jinja chat template, built from the Python template
+#: (:data:`rsvg_desktop.core.prompt.LLAVA_V1`), so the two cannot drift apart.
+CHAT_TEMPLATE = chat_template_jinja(LLAVA_V1, IMAGE_TOKEN)
 
 _LLAVA_VISION = "model.vision_tower."
 _CLIP_PREFIXES = ("vision_model.", "model.vision_model.", "vision_tower.vision_model.", "")
@@ -210,18 +183,7 @@ def _row_mean(matrix: torch.Tensor, max_bytes: int | None = None) -> torch.Tenso
 # --------------------------------------------------------------------------------------------------
 # streaming safetensors writer
 # --------------------------------------------------------------------------------------------------
-_ST_NAMES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
+_ST_NAMES = {dtype: name for name, dtype in ST_DTYPES.items()}
 #: Source bytes read under one memory mapping before it is released (bounds the file-backed RSS).
 _BATCH_BYTES = 64 << 20
 #: Rows of a tensor are cast and written in blocks of about this size (bounds the anonymous RSS).
@@ -635,27 +597,19 @@ def _sha256(path: Path, chunk: int = 8 << 20) -> str:
 
 
 def _versions() -> dict[str, str]:
-    import transformers
-
-    import rsvg_desktop
-
-    return {
-        "rsvg_desktop": rsvg_desktop.__version__,
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-    }
+    return library_versions("rsvg_desktop", "transformers", "torch")
 
 
 # --------------------------------------------------------------------------------------------------
 # the conversion
 # --------------------------------------------------------------------------------------------------
 def _dtype_of(name: str | None) -> torch.dtype:
-    table = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
     if name is None:
         return torch.float16
-    if name not in table:
-        raise CheckpointError(f"unsupported torch_dtype {name!r} in config.json")
-    return table[name]
+    try:
+        return parse_dtype(name)
+    except PrecisionError:
+        raise CheckpointError(f"unsupported torch_dtype {name!r} in config.json") from None
 
 
 def _check_out(out: Path, src: Path, clip: Path | None, overwrite: bool) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from rsvg_desktop.core.constants import CLIP_MEAN_RGB
 from rsvg_desktop.core.model.loader import LoadedModel
 from rsvg_desktop.core.model.memory import GIB, tile_bytes
 from rsvg_desktop.core.prompt import LLAVA_V1, build_prompt, parse_answer
@@ -71,8 +72,6 @@ CPU_BATCH_SIZE = 4
 MAX_AUTO_BATCH = 64
 #: Prompt tokens assumed per tile when sizing batches (system + task wording + a short query).
 PROMPT_TOKENS_GUESS = 128
-#: GeoChat's padding colour: the CLIP mean (0.48145466, 0.4578275, 0.40821073) × 255, rounded.
-CLIP_MEAN_RGB = (122, 116, 104)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ from rsvg_desktop.core.model.precision import (
     dtype_name,
     plan_precision,
 )
+from rsvg_desktop.core.model.versions import library_versions
 from rsvg_desktop.errors import (
     CheckpointError,
     DeviceFailure,
@@ -201,16 +202,7 @@ def source_fingerprint(model_dir: Path) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    import transformers
-
-    out = {"transformers": transformers.__version__}
-    try:
-        import bitsandbytes
-
-        out["bitsandbytes"] = bitsandbytes.__version__
-    except ImportError:  # pragma: no cover - dependency
-        out["bitsandbytes"] = "missing"
-    return out
+    return library_versions("transformers", "bitsandbytes")
 
 
 def cache_entry_dir(spec: LoadSpec, plan: PrecisionPlan) -> Path:

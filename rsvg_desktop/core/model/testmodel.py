@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from rsvg_desktop.core.prompt import GEOCHAT_SYSTEM
 from rsvg_desktop.errors import OutputExistsError
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,7 @@ _STALE_CLIP = "model.vision_tower.vision_tower.vision_model."
 # A short built-in corpus: GeoChat's prompt vocabulary (system text, roles, task prefixes, box grammar)
 # and remote-sensing words, so the trained pieces look like what the model will be asked.
 _CORPUS = (
-    "A chat between a curious human and an artificial intelligence assistant. The assistant gives "
-    "helpful, detailed, and polite answers to the human's questions.",
+    GEOCHAT_SYSTEM,
     "USER: <image>\nPlease describe the image in detail. ASSISTANT: The image shows an airport with "
     "several airplanes parked near the terminal building.",
     "[grounding]Please describe the image in detail.",

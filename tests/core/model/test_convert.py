@@ -602,3 +602,27 @@ def test_iter_shards_streams_one_file_at_a_time(tiny_geochat_dir: Path) -> None:
         assert all(isinstance(t, torch.Tensor) for t in weights.values())
     assert seen == list(SHARDS)
     assert ckpt.text.vocab_size == 384 and ckpt.vision.num_positions == 577 and ckpt.random_weights
+
+
+def test_apply_chat_template_equals_build_prompt(tiny_converted_dir: Path) -> None:
+    """The converted processor's Jinja template (built from LLAVA_V1) renders what build_prompt does."""
+    from transformers import AutoProcessor
+
+    from rsvg_desktop.core.prompt import build_prompt, build_query
+
+    processor = AutoProcessor.from_pretrained(tiny_converted_dir)
+    q1 = build_query("grounding", "")
+    q2 = "How many planes are there?"
+    q3 = "Which one is the largest? Say 'left' or \"right\"."
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q1}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "An airport {<1><2><3><4>|<0>}."}]},
+        {"role": "user", "content": [{"type": "text", "text": q2}]},
+        {"role": "assistant", "content": "Three."},
+        {"role": "user", "content": q3},
+    ]
+    got = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    history = [(q1, "An airport {<1><2><3><4>|<0>}."), (q2, "Three.")]
+    assert got == build_prompt("chat", q3, history)
+    one = processor.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    assert one == build_prompt("grounding", "")
