@@ -531,10 +531,10 @@ def test_no_pickle_code_execution(broken: Path, tmp_path: Path) -> None:
 def test_streaming_in_tiny_pieces_gives_the_same_tensors(
     tiny_geochat_dir: Path, tiny_converted_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rsvg_desktop.core.model import convert as convert_module
+    from rsvg_desktop.core.model import safetensors_stream
 
-    monkeypatch.setattr(convert_module, "_BATCH_BYTES", 4096)  # re-map the shard every few tensors
-    monkeypatch.setattr(convert_module, "_BLOCK_BYTES", 512)  # write tensors a few rows at a time
+    monkeypatch.setattr(safetensors_stream, "BATCH_BYTES", 4096)  # re-map the shard every few tensors
+    monkeypatch.setattr(safetensors_stream, "BLOCK_BYTES", 512)  # write tensors a few rows at a time
     convert_geochat(tiny_geochat_dir, tmp_path / "pieces")
     a, b = converted_state(tiny_converted_dir), converted_state(tmp_path / "pieces")
     assert a.keys() == b.keys()
