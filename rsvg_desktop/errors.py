@@ -94,3 +94,15 @@ class AnswerLogNotFoundError(AnswerLogError, FileNotFoundError):
 
 class SceneNotFoundError(NotARasterError, FileNotFoundError):
     """The scene file does not exist (also a ``FileNotFoundError``)."""
+
+
+# --- benchmarks -------------------------------------------------------------------------------
+class BenchDataError(RsvgError, ValueError):
+    """A benchmark file (questions, annotations, answers, split) is missing a field or unreadable.
+
+    The message names the file and the line (or record) and says what is wrong.
+    """
+
+
+class BenchDataNotFoundError(BenchDataError, FileNotFoundError):
+    """A benchmark file or image named by the data does not exist."""
