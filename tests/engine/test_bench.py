@@ -1,0 +1,163 @@
+"""``rsvg bench`` end to end on small fixture datasets with the tiny random-weights model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from rsvg_desktop.cli.main import main
+
+TILES = ("04133.png", "train_2956_0001.png")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+@pytest.fixture()
+def bench_data(tmp_path: Path, data_dir: Path) -> Path:
+    """GeoChat-Bench files for every task and a DIOR-RSVG folder, on small copies of real tiles."""
+    root = tmp_path / "bench"
+    images = root / "images"
+    images.mkdir(parents=True)
+    ids = []
+    for name in TILES:
+        with Image.open(data_dir / "geochat_demo_tiles" / name) as im:
+            im.convert("RGB").resize((64, 64)).save(images / name)
+        ids.append(Path(name).stem)
+    poly = [[[8, 8], [40, 8], [40, 30], [8, 30]]]
+    _write_jsonl(
+        root / "referring.jsonl",
+        [
+            {
+                "question_id": f"r{i}",
+                "image_id": ids[i],
+                "question": "the large plane",
+                "ground_truth": poly,
+                "type": "ref",
+                "dataset": "SIOR",
+                "obj_ids": [i],
+                "size_group": ["small", "large"][i],
+            }
+            for i in range(2)
+        ],
+    )
+    _write_jsonl(
+        root / "scene" / "UCMerced.jsonl",
+        [
+            {
+                "question_id": f"{c}/{i}",
+                "image": TILES[i],
+                "text": "Classes: airplane, beach. What is it?",
+                "ground_truth": c,
+            }
+            for i, c in enumerate(("airplane", "beach"))
+        ],
+    )
+    _write_jsonl(
+        root / "vqa.jsonl",
+        [
+            {
+                "question_id": "v1",
+                "image": TILES[0],
+                "text": "Is a road present?",
+                "ground_truth": "yes",
+                "type": "presence",
+            },
+            {
+                "question_id": "v2",
+                "image": TILES[1],
+                "text": "How many cars?",
+                "ground_truth": "3",
+                "type": "count",
+            },
+        ],
+    )
+    _write_jsonl(
+        root / "region-caption.jsonl",
+        [
+            {
+                "question_id": "c1",
+                "image_id": ids[0],
+                "question": "{<10><10><40><40>|<0>}",
+                "ground_truth": "a plane",
+            }
+        ],
+    )
+    return root
+
+
+@pytest.mark.slow
+def test_run_writes_answers_report_metrics_and_plots(
+    bench_data: Path, test_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["-q", "bench", "run", "--data", str(bench_data), "--model", str(test_model_dir),
+            "--precisions", "bf16,int8,nf4", "--device", "cpu", "--max-new-tokens", "4", "--batch-size", "2",
+            "--limit", "2", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    for prec in ("bf16", "int8", "nf4"):
+        for task in ("referring", "scene", "vqa", "region-caption"):
+            lines = (out / "answers" / prec / f"{task}.jsonl").read_text().splitlines()
+            rec = json.loads(lines[0])
+            assert set(rec) >= {"question_id", "image_id", "answer", "ground_truth", "question", "type",
+                                "dataset", "obj_ids", "size_group"}  # fmt: skip
+    data = json.loads((out / "metrics.json").read_text())
+    assert set(data) == {"metrics"}
+    keys = {(m["label"], m["task"], m["metric"]) for m in data["metrics"]}
+    for prec in ("bf16", "int8", "nf4"):
+        assert {(prec, "referring", "acc@0.5"), (prec, "scene/UCMerced", "accuracy"), (prec, "vqa/presence", "accuracy"),
+                (prec, "vqa/average", "accuracy"), (prec, "region-caption", "meteor")} <= keys  # fmt: skip
+    for m in data["metrics"]:
+        assert set(m) == {"label", "task", "metric", "value", "n"}
+    excluded = next(m for m in data["metrics"] if m["task"] == "vqa/excluded" and m["label"] == "bf16")
+    assert excluded["n"] == 1  # the count question
+    report = (out / "report.md").read_text()
+    assert "RANDOM WEIGHTS" in report and "| nf4 |" in report
+    for png in ("accuracy_vs_memory.png", "accuracy_per_size_group.png", "confusion_UCMerced_bf16.png"):
+        assert (out / png).stat().st_size > 1000
+    # Resumable: a rerun answers nothing new and keeps one line per question.
+    before = (out / "answers" / "nf4" / "vqa.jsonl").read_text()
+    assert main(args) == 0
+    assert (out / "answers" / "nf4" / "vqa.jsonl").read_text() == before
+
+
+def test_score_ground_truth_answers_and_dior(tmp_path: Path) -> None:
+    dior = tmp_path / "dior"
+    (dior / "Annotations").mkdir(parents=True)
+    (dior / "Annotations" / "00001.xml").write_text(
+        "<annotation><filename>00001.jpg</filename><size><width>800</width><height>800</height></size>"
+        "<object><name>airplane</name><bndbox><xmin>80</xmin><ymin>160</ymin><xmax>240</xmax><ymax>320</ymax>"
+        "</bndbox><description>the airplane on the left</description></object>"
+        "<object><name>ship</name><bndbox><xmin>400</xmin><ymin>400</ymin><xmax>480</xmax><ymax>600</ymax>"
+        "</bndbox><description>a ship</description></object></annotation>"
+    )
+    (dior / "test.txt").write_text("1\n")
+    answers = tmp_path / "referring.jsonl"
+    # Object 1 (the ship) exactly on the grid: 400/8 = 50 … 600/8 = 75.
+    _write_jsonl(answers, [{"question_id": "1", "answer": "{<50><50><60><75>|<0>}"}])
+    out = tmp_path / "out"
+    assert (
+        main(["-q", "bench", "score", "--data", str(dior), "--answers", f"gt={answers}", "-o", str(out)]) == 0
+    )
+    metrics = {(m["task"], m["metric"]): m for m in json.loads((out / "metrics.json").read_text())["metrics"]}
+    assert metrics[("referring", "acc@0.5")]["value"] == pytest.approx(100.0)
+    assert metrics[("referring", "acc@0.5")]["n"] == 1  # the split keeps object 1 only
+
+
+def test_bad_answer_file_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "d"
+    _write_jsonl(
+        data / "vqa.jsonl",
+        [{"question_id": "v1", "image": "a.png", "text": "q", "ground_truth": "yes", "type": "presence"}],
+    )
+    bad = tmp_path / "vqa.jsonl"
+    bad.write_text('{"question_id": "v1", "answer": "yes"}\n{"question_id": "v2"}\n')
+    code = main(["bench", "score", "--data", str(data), "--answers", f"x={bad}", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"rsvg: error: {bad}:2: missing field 'answer'"]
