@@ -130,14 +130,16 @@ def plot_accuracy_vs_memory(
             series[f"{m.task} {m.metric}"].append((memory_gib[m.label], m.value, m.label))
     if not series:
         return None
+    small = max(memory_gib.values()) < 1.0
+    scale, unit = (1024.0, "MiB") if small else (1.0, "GiB")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for name, pts in sorted(series.items()):
-        pts.sort()
+        pts = sorted((x * scale, y, lab) for x, y, lab in pts)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
         for x, y, lab in pts:
             ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("weight memory (GiB)")
+    ax.set_xlabel(f"weight memory ({unit}: parameters + quantization state)")
     ax.set_ylabel("score (%)")
     ax.set_ylim(-2, 102)
     ax.set_title("Accuracy against weight memory, per precision")
