@@ -110,8 +110,14 @@ def test_run_writes_answers_report_metrics_and_plots(
     assert set(data) == {"metrics"}
     keys = {(m["label"], m["task"], m["metric"]) for m in data["metrics"]}
     for prec in ("bf16", "int8", "nf4"):
-        assert {(prec, "referring", "acc@0.5"), (prec, "scene/UCMerced", "accuracy"), (prec, "vqa/presence", "accuracy"),
-                (prec, "vqa/average", "accuracy"), (prec, "region-caption", "meteor")} <= keys  # fmt: skip
+        want = {
+            (prec, "referring", "acc@0.5"),
+            (prec, "scene/UCMerced", "accuracy"),
+            (prec, "vqa/presence", "accuracy"),
+            (prec, "vqa/average", "accuracy"),
+            (prec, "region-caption", "meteor"),
+        }
+        assert want <= keys
     for m in data["metrics"]:
         assert set(m) == {"label", "task", "metric", "value", "n"}
     excluded = next(m for m in data["metrics"] if m["task"] == "vqa/excluded" and m["label"] == "bf16")

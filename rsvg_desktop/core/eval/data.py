@@ -113,7 +113,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     continue
                 try:
                     obj = json.loads(line)
-                except ValueError as exc:
+                except json.JSONDecodeError as exc:
                     raise BenchDataError(f"{path}:{lineno}: not a JSON record ({exc.msg})") from None
                 if not isinstance(obj, dict):
                     raise BenchDataError(f"{path}:{lineno}: a record must be a JSON object")

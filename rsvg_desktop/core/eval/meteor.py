@@ -133,7 +133,7 @@ def wordnet_reader(folder: str | None = None) -> Any:
         if allowed not in nltk.data.path:  # NLTK reads corpora only below its data paths
             nltk.data.path.append(allowed)
 
-    class _EnglishWordNet(WordNetCorpusReader):  # type: ignore[misc]
+    class _EnglishWordNet(WordNetCorpusReader):
         def map_wn(self, version: str = "wordnet") -> None:
             return None  # a map to NLTK's own WordNet copy is for multilingual data only: not needed
 

@@ -250,7 +250,7 @@ def run_bench(
         if not any(todo.values()):
             log.info("%s: every question already answered", label)
             continue
-        loaded = load_model(LoadSpec(model_dir, prec, device=device))
+        loaded = load_model(LoadSpec(Path(model_dir), prec, device=device))
         memory[label] = loaded.weight_bytes / 2**30
         if loaded.random_weights:
             notes.append(f"{label}: the model has RANDOM WEIGHTS (a test model): the figures are meaningless")
