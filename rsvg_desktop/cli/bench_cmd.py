@@ -18,6 +18,13 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _ints(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not {value!r}") from None
+
+
 def _label_file(value: str) -> tuple[str, str]:
     label, sep, path = value.partition("=")
     if not sep or not label or not path:
@@ -51,6 +58,22 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw")
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.set_defaults(func=cmd_bench_run)
+
+    p = bsub.add_parser("speed", help="load time, time to first token, tokens/s, tiles/s, peak memory, size")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="DIR", help="converted model folder")
+    src.add_argument(
+        "--shape-of", choices=("geochat-7b",), help="GeoChat-7B's exact architecture with random weights"
+    )
+    p.add_argument("--precisions", type=_csv, default=["bf16", "int8", "nf4"], metavar="P,...")
+    p.add_argument("--device", default="auto", metavar="D")
+    p.add_argument("--batch-sizes", type=_ints, default=[1, 8, 32], metavar="N,...")
+    p.add_argument(
+        "--new-tokens", type=int, default=16, metavar="N", help="forced new tokens per tile (0: load only)"
+    )
+    p.add_argument("--work-dir", metavar="DIR", help="where --shape-of writes its random checkpoint")
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.set_defaults(func=cmd_bench_speed)
 
     p = bsub.add_parser("score", help="score answer files (rsvg's or GeoChat's own) into one report")
     p.add_argument("--data", required=True, metavar="DIR")
@@ -113,4 +136,27 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
         convention=args.angle_convention,
     )
     _print_summary(summary)
+    return EXIT_OK
+
+
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    from rsvg_desktop.engine.bench.speed import run_speed
+
+    def progress(text: str) -> None:
+        if not args.quiet:
+            print(text, flush=True)
+
+    _rows, report = run_speed(
+        args.precisions,
+        Path(args.output),
+        model_dir=args.model,
+        shape_of=args.shape_of,
+        device=args.device,
+        batch_sizes=args.batch_sizes,
+        new_tokens=args.new_tokens,
+        work_dir=args.work_dir,
+        progress=progress,
+    )
+    print(report.read_text(encoding="utf-8").split("## Notes")[0].strip())
+    print(f"report  {report}")
     return EXIT_OK

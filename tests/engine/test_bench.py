@@ -167,3 +167,27 @@ def test_bad_answer_file_is_one_line_error(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err == [f"rsvg: error: {bad}:2: missing field 'answer'"]
+
+
+@pytest.mark.slow
+def test_speed_on_the_tiny_model(test_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "speed"
+    args = ["-q", "bench", "speed", "--model", str(test_model_dir), "--precisions", "bf16,nf4",
+            "--device", "cpu", "--batch-sizes", "1,2", "--new-tokens", "2", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    got = {(m["label"], m["task"], m["metric"]): m["value"] for m in metrics}
+    for prec in ("bf16", "nf4"):
+        assert got[(prec, "speed", "load_s")] > 0
+        assert got[(prec, "speed", "tiles_per_s@2")] > 0
+        assert got[(prec, "memory", "peak_gib")] > got[(prec, "memory", "weights_gib")] > 0
+    # 4-bit weights of the quantized linears take less room than bf16 ones.
+    assert got[("nf4", "memory", "weights_gib")] != got[("bf16", "memory", "weights_gib")]
+    assert (out / "tiles_per_second.png").stat().st_size > 1000
+    assert "RANDOM WEIGHTS" in (out / "report.md").read_text()
+
+
+def test_speed_needs_a_model_or_a_shape(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "speed", "--precisions", "bf16", "-o", str(tmp_path)])
+    assert "one of the arguments --model --shape-of is required" in capsys.readouterr().err

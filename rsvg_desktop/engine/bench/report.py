@@ -134,9 +134,18 @@ def plot_accuracy_vs_memory(
     scale, unit = (1024.0, "MiB") if small else (1.0, "GiB")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for name, pts in sorted(series.items()):
+    markers = "osD^vP*X"
+    styles = ("-", "--", "-.", ":")
+    for k, (name, pts) in enumerate(sorted(series.items())):
         pts = sorted((x * scale, y, lab) for x, y, lab in pts)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            marker=markers[k % len(markers)],
+            linestyle=styles[k % len(styles)],
+            markersize=9 - k % 4,
+            label=name,
+        )
         for x, y, lab in pts:
             ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(f"weight memory ({unit}: parameters + quantization state)")
@@ -166,9 +175,13 @@ def plot_size_groups(out: Path, metrics: Sequence[Metric]) -> Path | None:
     for i, lab in enumerate(labels):
         xs = [g + (i - (len(labels) - 1) / 2) * width for g in range(len(groups))]
         ys = [value[(lab, t)].value if (lab, t) in value else 0.0 for t in groups]
-        ax.bar(xs, ys, width=width, label=lab)
+        bars = ax.bar(xs, ys, width=width, label=lab)
+        ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], fontsize=8, padding=2)
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{t.split('/size:')[0]}\n{t.split('/size:')[1]}" for t in groups], fontsize=8)
+    n_of = {m.task: m.n for m in cells}
+    ax.set_xticklabels(
+        [f"{t.split('/size:')[0]}\n{t.split('/size:')[1]} (n={n_of[t]})" for t in groups], fontsize=8
+    )
     ax.set_ylabel("acc@0.5 (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Grounding accuracy (acc@0.5) per object size group")
@@ -233,7 +246,9 @@ def plot_speed(out: Path, rows: Sequence[Mapping[str, object]]) -> Path | None:
     width = 0.8 / len(sizes)
     for i, b in enumerate(sizes):
         xs = [k + (i - (len(sizes) - 1) / 2) * width for k in range(len(labels))]
-        ax.bar(xs, [value.get((lab, b), 0.0) for lab in labels], width=width, label=f"batch {b}")
+        ys = [value.get((lab, b), 0.0) for lab in labels]
+        bars = ax.bar(xs, ys, width=width, label=f"batch {b}")
+        ax.bar_label(bars, labels=[f"{y:.3g}" for y in ys], fontsize=8, padding=2)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels)
     ax.set_ylabel("tiles per second")
