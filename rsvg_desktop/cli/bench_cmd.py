@@ -75,6 +75,22 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.set_defaults(func=cmd_bench_speed)
 
+    p = bsub.add_parser(
+        "agree", help="how far other precisions' answers drift from a reference (no ground truth)"
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="scenes (every tile is asked)")
+    p.add_argument("--reference", default="bf16", metavar="P")
+    p.add_argument("--precisions", type=_csv, default=["int8", "nf4"], metavar="P,...")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("--task", default="refer", choices=("refer", "grounding"))
+    p.add_argument("--query", default="", metavar="Q")
+    p.add_argument("--device", default="auto", metavar="D")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N")
+    p.add_argument("--tile-size", type=int, default=None, metavar="N")
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.set_defaults(func=cmd_bench_agree)
+
     p = bsub.add_parser("score", help="score answer files (rsvg's or GeoChat's own) into one report")
     p.add_argument("--data", required=True, metavar="DIR")
     p.add_argument("--images", metavar="DIR", help="image sizes from the files (default: by image-id prefix)")
@@ -159,4 +175,34 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     )
     print(report.read_text(encoding="utf-8").split("## Notes")[0].strip())
     print(f"report  {report}")
+    return EXIT_OK
+
+
+def cmd_bench_agree(args: argparse.Namespace) -> int:
+    from rsvg_desktop.engine.bench.agree import run_agree
+
+    bars: dict[str, Progress] = {}
+
+    def progress(what: str, done: int, total: int) -> None:
+        bar = bars.get(what)
+        if bar is None:
+            bar = bars[what] = Progress(total, label=what, enabled=not args.quiet)
+        bar.update(done)
+
+    summary = run_agree(
+        args.inputs,
+        args.model,
+        args.reference,
+        args.precisions,
+        Path(args.output),
+        task=args.task,
+        query=args.query,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        tile_size=args.tile_size,
+        progress=progress,
+    )
+    _print_summary(summary)
+    print(f"layers  {summary.out / 'agreement.gpkg'}")
     return EXIT_OK

@@ -191,3 +191,48 @@ def test_speed_needs_a_model_or_a_shape(capsys: pytest.CaptureFixture[str], tmp_
     with pytest.raises(SystemExit):
         main(["bench", "speed", "--precisions", "bf16", "-o", str(tmp_path)])
     assert "one of the arguments --model --shape-of is required" in capsys.readouterr().err
+
+
+def test_agreement_metrics_on_hand_made_answer_logs(tmp_path: Path) -> None:
+    from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord
+    from rsvg_desktop.engine.bench.agree import compare_answer_logs
+
+    def write(path: Path, answers: list[str]) -> Path:
+        with AnswerLogWriter(path) as w:
+            for k, answer in enumerate(answers):
+                w.write(
+                    AnswerRecord("scene.tif", 100 * k, 0, 100, 100, "refer", "cars", answer, pixel_mode=True)
+                )
+        return path
+
+    ref = write(tmp_path / "ref.jsonl", ["{<0><0><50><50>|<0>}{<60><60><80><80>|<0>}", "nothing"])
+    # Tile 0: one box, half the first reference box (IoU 0.5); the second reference box unmatched.
+    # Tile 1: the same answer.
+    other = write(tmp_path / "other.jsonl", ["{<0><0><50><25>|<0>}", "nothing"])
+    metrics, layers, _ = compare_answer_logs("bf16", [ref], {"bf16": [ref], "nf4": [other]}, "refer")
+    got = {m.metric: (m.value, m.n) for m in metrics}
+    assert got["tiles"] == (2.0, 2)
+    assert got["count_diff_mean"] == (0.5, 2)
+    assert got["matched_iou_mean"][0] == pytest.approx(50.0)
+    assert got["matched_iou_mean"][1] == 1
+    assert got["unmatched_reference"][0] == 1 and got["unmatched_other"][0] == 0
+    assert got["identical"][0] == pytest.approx(50.0)
+    assert [row["kind"] for row in layers["disagreements"]] == ["only in bf16"]
+    assert len(layers["bf16"]) == 2 and len(layers["nf4"]) == 1
+
+
+@pytest.mark.slow
+def test_agree_on_a_scene(test_model_dir: Path, tmp_path: Path, data_dir: Path) -> None:
+    import pyogrio
+
+    out = tmp_path / "agree"
+    args = ["-q", "bench", "agree", str(data_dir / "OSBS_029.tif"), "--model", str(test_model_dir),
+            "--reference", "bf16", "--precisions", "nf4", "--query", "trees", "--device", "cpu",
+            "--tile-size", "256", "--max-new-tokens", "2", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    tiles = next(m for m in metrics if m["metric"] == "tiles")
+    assert tiles["label"] == "nf4" and tiles["task"] == "agree/refer" and tiles["value"] == 4
+    layers = {name for name, _ in pyogrio.list_layers(out / "agreement.gpkg")}
+    assert layers == {"bf16", "nf4", "disagreements"}
+    assert "RANDOM WEIGHTS" in (out / "report.md").read_text()

@@ -50,6 +50,7 @@ __all__ = [
     "gt_answer",
     "lcs_length",
     "match_ious",
+    "match_pairs",
     "normalise_scene",
     "normalise_vqa",
     "rouge1",
@@ -101,6 +102,11 @@ def answer_polygons(
 
 def match_ious(gt: Sequence[Polygon], pred: Sequence[Polygon]) -> list[float]:
     """Greedy one-to-one matching by descending IoU; the matched pairs' IoUs (> 0), descending."""
+    return [v for _, _, v in match_pairs(gt, pred)]
+
+
+def match_pairs(gt: Sequence[Polygon], pred: Sequence[Polygon]) -> list[tuple[int, int, float]]:
+    """Greedy one-to-one matching by descending IoU: ``(gt index, pred index, IoU > 0)``, descending."""
     if not gt or not pred:
         return []
     g = np.asarray(gt, dtype=object)[:, None]
@@ -111,7 +117,7 @@ def match_ious(gt: Sequence[Polygon], pred: Sequence[Polygon]) -> list[float]:
     order = np.argsort(-iou, axis=None, kind="stable")
     used_g: set[int] = set()
     used_p: set[int] = set()
-    out: list[float] = []
+    out: list[tuple[int, int, float]] = []
     for flat in order:
         i, j = divmod(int(flat), iou.shape[1])
         v = float(iou[i, j])
@@ -121,7 +127,7 @@ def match_ious(gt: Sequence[Polygon], pred: Sequence[Polygon]) -> list[float]:
             continue
         used_g.add(i)
         used_p.add(j)
-        out.append(v)
+        out.append((i, j, v))
     return out
 
 
