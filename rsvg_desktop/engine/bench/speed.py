@@ -87,6 +87,9 @@ def write_shape_model(out_dir: str | Path, template_dir: str | Path, shape: str 
     tiny = json.loads((template / "config.json").read_text(encoding="utf-8"))
     config = geochat7b_config()
     config.image_token_index = int(tiny["image_token_index"])
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # the tokenizer's special ids
+        if tiny.get("text_config", {}).get(key) is not None:
+            setattr(config.text_config, key, tiny["text_config"][key])
     config.rsvg_random_weights = True
     config.torch_dtype = "bfloat16"
     config.to_json_file(str(tmp / "config.json"))
