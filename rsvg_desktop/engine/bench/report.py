@@ -133,7 +133,7 @@ def plot_accuracy_vs_memory(
     small = max(memory_gib.values()) < 1.0
     scale, unit = (1024.0, "MiB") if small else (1.0, "GiB")
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     markers = "osD^vP*X"
     styles = ("-", "--", "-.", ":")
     for k, (name, pts) in enumerate(sorted(series.items())):
@@ -146,14 +146,15 @@ def plot_accuracy_vs_memory(
             markersize=9 - k % 4,
             label=name,
         )
-        for x, y, lab in pts:
-            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel(f"weight memory ({unit}: parameters + quantization state)")
+    ticks = sorted((gib * scale, lab) for lab, gib in memory_gib.items())
+    ax.set_xticks([x for x, _ in ticks])
+    ax.set_xticklabels([f"{lab}\n{x:.3g}" for x, lab in ticks])
+    ax.set_xlabel(f"precision and weight memory ({unit}: parameters + quantization state)")
     ax.set_ylabel("score (%)")
     ax.set_ylim(-2, 102)
     ax.set_title("Accuracy against weight memory, per precision")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = out / "accuracy_vs_memory.png"
     fig.savefig(path)
