@@ -236,3 +236,15 @@ def test_agree_on_a_scene(test_model_dir: Path, tmp_path: Path, data_dir: Path) 
     layers = {name for name, _ in pyogrio.list_layers(out / "agreement.gpkg")}
     assert layers == {"bf16", "nf4", "disagreements"}
     assert "RANDOM WEIGHTS" in (out / "report.md").read_text()
+
+
+def test_run_names_a_missing_image_before_loading_any_model(
+    bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (bench_data / "images" / TILES[1]).unlink()
+    args = ["bench", "run", "--data", str(bench_data), "--model", str(tmp_path / "no-model"),
+            "--tasks", "vqa", "-o", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    where = bench_data / "vqa.jsonl"
+    assert err == f"rsvg: error: {where}:2: image '{TILES[1]}' not found in {bench_data / 'images'}"

@@ -231,6 +231,9 @@ def run_bench(
     image_dir = Path(images) if images else Path(data_dir) / "images"
     if not image_dir.is_dir():
         raise BenchDataError(f"{image_dir}: image folder not found (give --images DIR)")
+    for recs in data.values():  # every image exists before any model is loaded
+        for rec in recs:
+            find_image(image_dir, rec.image_id, rec.source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, Path]] = {}
