@@ -37,7 +37,7 @@ than pairwise GEOS overlay).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -64,6 +64,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Candidate pairs one block of greedy heads may produce before the block size shrinks.
+_PAIR_BUDGET = 400_000
+#: Pairs whose exact intersection is computed at once.
+_EXACT_CHUNK = 65_536
+
 
 class MergeReason(IntEnum):
     """Why a box was dropped (``KEPT`` if it was not)."""
@@ -71,6 +76,7 @@ class MergeReason(IntEnum):
     KEPT = 0
     IOU = 1
     IOS = 2
+    STITCH = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +87,17 @@ class MergeConfig:
     ios_threshold: float | None = 0.8
     same_tile_iou: bool = True
     same_tile_ios: bool = False
+    stitch: bool = True
+    stitch_tolerance: float = 0.03
+    stitch_band_iou: float = 0.75
 
     def __post_init__(self) -> None:
-        for name in ("iou_threshold", "ios_threshold"):
+        for name in ("iou_threshold", "ios_threshold", "stitch_band_iou"):
             value = getattr(self, name)
             if value is not None and not (0.0 < value <= 1.0):
                 raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
+        if not (0.0 <= self.stitch_tolerance < 0.5):
+            raise ConfigError(f"stitch_tolerance must be in [0, 0.5), got {self.stitch_tolerance!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,29 +236,22 @@ def quad_intersection_area(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return area
 
 
-def _candidate_pairs(
-    polys: np.ndarray, groups: np.ndarray, tiles: np.ndarray, *, allow_same_tile: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    tree = shapely.STRtree(polys)
-    left, right = tree.query(polys)  # envelope overlaps only; exact test later
-    keep = (left < right) & (groups[left] == groups[right])
-    if not allow_same_tile:
-        keep &= tiles[left] != tiles[right]
-    return left[keep], right[keep]
-
-
-def _overlaps(
-    polys: np.ndarray,
+def _pair_test(
+    corners: np.ndarray,
     areas: np.ndarray,
     bounds: np.ndarray,
     left: np.ndarray,
     right: np.ndarray,
     *,
-    iou_min: float | None,
-    ios_min: float | None,
-    corners: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Exact IoU and IoS for candidate pairs that may pass a threshold (bounding-box pre-filter)."""
+    iou_min: float | None = None,
+    ios_min: float | None = None,
+) -> np.ndarray:
+    """Mask of the pairs ``left[k]–right[k]`` whose IoU ≥ ``iou_min`` or IoS ≥ ``ios_min``.
+
+    Bounding boxes rule out most pairs first; the rest get an exact intersection, in chunks of
+    :data:`_EXACT_CHUNK` pairs so that memory stays bounded however many pairs there are.
+    """
+    out = np.zeros(len(left), dtype=bool)
     bl, br = bounds[left], bounds[right]
     iw = np.clip(np.minimum(bl[:, 2], br[:, 2]) - np.maximum(bl[:, 0], br[:, 0]), 0.0, None)
     ih = np.clip(np.minimum(bl[:, 3], br[:, 3]) - np.maximum(bl[:, 1], br[:, 1]), 0.0, None)
@@ -262,47 +266,188 @@ def _overlaps(
             possible |= (union_lb > 0) & (np.minimum(ub, small) >= iou_min * union_lb)
         if ios_min is not None:
             possible |= (small > 0) & (ub >= ios_min * small)
-    left, right = left[possible], right[possible]
-    al, ar, small = al[possible], ar[possible], small[possible]
-    if corners is not None:
-        inter = quad_intersection_area(corners[left], corners[right])
-    else:
-        inter = shapely.area(shapely.intersection(polys[left], polys[right]))
-    union = al + ar - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-        ios = np.where(small > 0, inter / small, 0.0)
-    return left, right, iou, ios
+    idx = np.flatnonzero(possible)
+    for s in range(0, len(idx), _EXACT_CHUNK):
+        k = idx[s : s + _EXACT_CHUNK]
+        inter = quad_intersection_area(corners[left[k]], corners[right[k]])
+        a, b, m = al[k], ar[k], small[k]
+        union = a + b - inter
+        ok = np.zeros(len(k), dtype=bool)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if iou_min is not None:
+                ok |= (union > 0) & (inter / np.where(union > 0, union, 1.0) >= iou_min)
+            if ios_min is not None:
+                ok |= (m > 0) & (inter / np.where(m > 0, m, 1.0) >= ios_min)
+        out[k] = ok
+    return out
 
 
-def _greedy(n: int, order: np.ndarray, left: np.ndarray, right: np.ndarray, active: np.ndarray) -> np.ndarray:
-    """Greedy suppression along ``order`` over the edges ``left–right``; returns absorber per box (−1 kept).
+def _greedy(
+    order: np.ndarray,
+    active: np.ndarray,
+    tree: shapely.STRtree,
+    polys: np.ndarray,
+    groups: np.ndarray,
+    tiles: np.ndarray,
+    *,
+    allow_same_tile: bool,
+    test: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Greedy suppression along ``order``; returns the absorber of every box (−1: not absorbed).
 
-    Only boxes with ``active`` set take part; inactive boxes keep −1 and suppress nothing.
+    The boxes are visited in ``order``; a visited box that is active and not yet absorbed absorbs every
+    later, active, not yet absorbed box of its phrase group for which ``test(head, box)`` holds. Only
+    ``active`` boxes take part. Work is done in blocks of heads: a block's candidates come from one
+    ``STRtree`` query, and heads absorbed by an earlier block are never queried. The block size adapts
+    so that a block yields about :data:`_PAIR_BUDGET` candidate pairs: memory stays bounded however
+    dense the boxes are, and time grows with the pairs that really have to be looked at.
     """
+    n = len(order)
     absorber = np.full(n, -1, dtype=np.int64)
-    if len(left) == 0:
-        return absorber
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
-    first_l = rank[left] < rank[right]
-    src = np.where(first_l, left, right)
-    dst = np.where(first_l, right, left)
-    by = np.lexsort((rank[dst], rank[src]))
-    src, dst = src[by], dst[by]
-    starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
-    ends = np.r_[starts[1:], len(src)]
-    heads = src[starts]
-    # Visit heads in priority order (sorted by rank already); a head's fate is final when it is reached.
-    dropped = absorber
-    dst_list = dst.tolist()
-    for head, s, e in zip(heads.tolist(), starts.tolist(), ends.tolist(), strict=True):
-        if dropped[head] >= 0 or not active[head]:
+    seq = order[active[order]]
+    block, pos = 256, 0
+    while pos < len(seq):
+        heads = seq[pos : pos + block]
+        pos += len(heads)
+        heads = heads[absorber[heads] < 0]
+        if not len(heads):
             continue
-        for j in dst_list[s:e]:
-            if dropped[j] < 0 and active[j]:
-                dropped[j] = head
-    return dropped
+        qi, cand = tree.query(polys[heads])
+        pairs = len(qi)
+        head = heads[qi]
+        keep = (rank[cand] > rank[head]) & active[cand] & (absorber[cand] < 0)
+        keep &= groups[cand] == groups[head]
+        if not allow_same_tile:
+            keep &= tiles[cand] != tiles[head]
+        head, cand = head[keep], cand[keep]
+        ok = test(head, cand)
+        head, cand = head[ok], cand[ok]
+        # Resolve the block in visiting order: a head absorbed by an earlier head of the block absorbs
+        # nothing.
+        by = np.lexsort((rank[cand], rank[head]))
+        for h, c in zip(head[by].tolist(), cand[by].tolist(), strict=True):
+            if absorber[h] < 0 and absorber[c] < 0:
+                absorber[c] = h
+        if pairs > _PAIR_BUDGET:
+            block = max(1, int(block * _PAIR_BUDGET / pairs))
+        elif pairs < _PAIR_BUDGET // 4:
+            block = min(block * 2, 65_536)
+    return absorber
+
+
+def _stitch_extents(corners: np.ndarray, areas: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """The rectangle ``(x0, y0, x1, y1)`` the stitch test uses per box: its bounds when the box is upright
+    (θ a multiple of 90°), else the rectangle as written, before the turn (what GeoChat clipped at its
+    tile's edge): the box's centre ± half its side lengths."""
+    box_area = (bounds[:, 2] - bounds[:, 0]) * (bounds[:, 3] - bounds[:, 1])
+    upright = areas >= (1.0 - 1e-6) * box_area
+    centre = corners.mean(axis=1)
+    half_w = np.hypot(*(corners[:, 1] - corners[:, 0]).T) / 2.0
+    half_h = np.hypot(*(corners[:, 3] - corners[:, 0]).T) / 2.0
+    written = np.column_stack(
+        [centre[:, 0] - half_w, centre[:, 1] - half_h, centre[:, 0] + half_w, centre[:, 1] + half_h]
+    )
+    return np.where(upright[:, None], bounds, written)
+
+
+def _stitch(
+    corners: np.ndarray,
+    win: np.ndarray,
+    areas: np.ndarray,
+    bounds: np.ndarray,
+    groups: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    order: np.ndarray,
+    active: np.ndarray,
+    tree: shapely.STRtree,
+    config: MergeConfig,
+) -> np.ndarray:
+    """Seam fragments to stitch: absorber per box (the fragment first in priority order), −1 otherwise.
+
+    See the module documentation for the rule. Pairs come from an ``STRtree`` query of the fragments'
+    bounding boxes grown by the tolerance, in blocks; components are found with a union–find, so the
+    result does not depend on the input order.
+    """
+    n = len(corners)
+    absorber = np.full(n, -1, dtype=np.int64)
+    cand_idx = np.flatnonzero(active)
+    if len(cand_idx) < 2:
+        return absorber
+    tol = config.stitch_tolerance * np.minimum(win[:, 2], win[:, 3])
+    ext = _stitch_extents(corners, areas, bounds)
+    grown = shapely.box(
+        bounds[cand_idx, 0] - tol[cand_idx],
+        bounds[cand_idx, 1] - tol[cand_idx],
+        bounds[cand_idx, 2] + tol[cand_idx],
+        bounds[cand_idx, 3] + tol[cand_idx],
+    )
+    ok_box = np.zeros(n, dtype=bool)
+    ok_box[cand_idx] = True
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    block = 4096
+    for s in range(0, len(cand_idx), block):
+        qi, j = tree.query(grown[s : s + block])
+        i = cand_idx[s + qi]
+        keep = (i < j) & ok_box[j] & (groups[i] == groups[j])
+        dr, dc = rows[j] - rows[i], cols[j] - cols[i]
+        keep &= np.abs(dr) + np.abs(dc) == 1
+        i, j, dr = i[keep], j[keep], dr[keep]
+        if not len(i):
+            continue
+        horiz = dr == 0
+        # Orient every pair: ``a`` in the left (upper) tile, ``b`` in the right (lower) one.
+        first = np.where(horiz, cols[i] < cols[j], rows[i] < rows[j])
+        a, b = np.where(first, i, j), np.where(first, j, i)
+        ax = np.where(horiz, 0, 1)  # the axis across the seam: x for left/right neighbours
+        cx = 1 - ax  # the axis along the seam
+        lo_a, hi_a = ext[a, ax], ext[a, ax + 2]
+        lo_b, hi_b = ext[b, ax], ext[b, ax + 2]
+        band_lo = win[b, ax]  # where tile b starts
+        band_hi = win[a, ax] + win[a, ax + 2]  # where tile a ends
+        t = np.minimum(tol[a], tol[b])
+        cut_a = hi_a >= band_hi - t  # a reaches the seam-side edge of its tile
+        cut_b = lo_b <= band_lo + t
+        # Inside the shared band both tiles see the same thing: compare the parts of the two boxes
+        # there (a band narrower than the tolerance, as between tiles that only touch, is widened to it).
+        grow = np.clip(t - (band_hi - band_lo), 0.0, None) / 2.0
+        blo, bhi = band_lo - grow, band_hi + grow
+        pa_lo, pa_hi = np.clip(lo_a, blo, bhi), np.clip(hi_a, blo, bhi)
+        pb_lo, pb_hi = np.clip(lo_b, blo, bhi), np.clip(hi_b, blo, bhi)
+        ya_lo, ya_hi = ext[a, cx], ext[a, cx + 2]
+        yb_lo, yb_hi = ext[b, cx], ext[b, cx + 2]
+        inter = np.clip(np.minimum(pa_hi, pb_hi) - np.maximum(pa_lo, pb_lo), 0.0, None) * np.clip(
+            np.minimum(ya_hi, yb_hi) - np.maximum(ya_lo, yb_lo), 0.0, None
+        )
+        union = (pa_hi - pa_lo) * (ya_hi - ya_lo) + (pb_hi - pb_lo) * (yb_hi - yb_lo) - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            band_iou = np.where(union > 0, inter / union, 0.0)
+        good = (cut_a | cut_b) & (band_iou >= config.stitch_band_iou)
+        for x, y in zip(a[good].tolist(), b[good].tolist(), strict=True):
+            rx, ry = find(x), find(y)
+            if rx != ry:
+                parent[max(rx, ry)] = min(rx, ry)
+    roots = np.array([find(int(k)) for k in cand_idx])
+    if (roots == cand_idx).all():
+        return absorber
+    # Survivor of a component: its member first in priority order.
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    by = np.lexsort((rank[cand_idx], roots))
+    members, comp = cand_idx[by], roots[by]
+    starts = np.r_[True, comp[1:] != comp[:-1]]
+    head = members[np.maximum.accumulate(np.where(starts, np.arange(len(members)), 0))]
+    absorber[members] = np.where(members == head, -1, head)
+    return absorber
 
 
 # --- public entry points --------------------------------------------------------------------------
@@ -344,51 +489,50 @@ def merge_boxes(
     order = priority_order(scores, rows, cols, corners)
     active = np.ones(n, dtype=bool)
 
-    # Pairs once (same-tile pairs included if either pass allows them).
-    allow_same = config.same_tile_iou or config.same_tile_ios
-    left, right = _candidate_pairs(polys, groups, tiles, allow_same_tile=allow_same)
-    left, right, iou, ios = _overlaps(
-        polys,
-        areas,
-        bounds,
-        left,
-        right,
-        iou_min=config.iou_threshold,
-        ios_min=config.ios_threshold,
-        corners=corners,
-    )
-    same = tiles[left] == tiles[right]
+    tree = shapely.STRtree(polys)
+
+    def test_iou(h: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return _pair_test(corners, areas, bounds, h, c, iou_min=config.iou_threshold)
+
+    def test_ios(h: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return _pair_test(corners, areas, bounds, h, c, ios_min=config.ios_threshold)
 
     if config.iou_threshold is not None:
-        sel = iou >= config.iou_threshold
-        if not config.same_tile_iou:
-            sel &= ~same
-        ab = _greedy(n, order, left[sel], right[sel], active)
+        ab = _greedy(
+            order, active, tree, polys, groups, tiles, allow_same_tile=config.same_tile_iou, test=test_iou
+        )
         hit = ab >= 0
         absorbed_by[hit], reason[hit] = ab[hit], MergeReason.IOU
         active &= ~hit
 
     if config.ios_threshold is not None:
-        sel = (ios >= config.ios_threshold) & active[left] & active[right]
-        if not config.same_tile_ios:
-            sel &= ~same
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
         order_ios = np.lexsort((rank, -areas))  # largest first, ties in priority order
-        ab = _greedy(n, order_ios, left[sel], right[sel], active)
+        ab = _greedy(
+            order_ios, active, tree, polys, groups, tiles, allow_same_tile=config.same_tile_ios, test=test_ios
+        )
         hit = ab >= 0
         absorbed_by[hit], reason[hit] = ab[hit], MergeReason.IOS
         active &= ~hit
-        # Boxes the IoU pass gave to a box that the IoS pass then dropped: follow to the survivor.
-        # (IoS absorbers are never dropped, so one step reaches a survivor.)
-        first = absorbed_by.copy()
-        idx = np.flatnonzero(first >= 0)
-        parent = first[idx]
-        chained = first[parent] >= 0
-        absorbed_by[idx[chained]] = first[parent[chained]]
+
+    if config.stitch:
+        ab = _stitch(corners, win, areas, bounds, groups, rows, cols, order, active, tree, config)
+        hit = ab >= 0
+        absorbed_by[hit], reason[hit] = ab[hit], MergeReason.STITCH
+        active &= ~hit
+
+    # A box absorbed by a box that a later pass dropped: follow the chain to the survivor.
+    for _ in range(4):
+        idx = np.flatnonzero(absorbed_by >= 0)
+        parent = absorbed_by[idx]
+        chained = absorbed_by[parent] >= 0
+        if not chained.any():
+            break
+        absorbed_by[idx[chained]] = absorbed_by[parent[chained]]
 
     kept = np.flatnonzero(active)
-    log.debug("merge: %d boxes, %d candidate pairs, %d kept", n, len(left), len(kept))
+    log.debug("merge: %d boxes, %d kept", n, len(kept))
     return MergeResult(kept.astype(np.int64), absorbed_by, reason, scores)
 
 
