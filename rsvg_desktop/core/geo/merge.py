@@ -36,6 +36,7 @@ than pairwise GEOS overlay).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,12 +55,15 @@ __all__ = [
     "MergeConfig",
     "MergeReason",
     "MergeResult",
+    "apply_merge",
     "edge_scores",
     "merge_boxes",
     "merge_detections",
     "phrase_groups",
     "priority_order",
     "quad_intersection_area",
+    "stitched_geometry",
+    "stitched_groups",
 ]
 
 log = logging.getLogger(__name__)
@@ -395,44 +399,53 @@ def _stitch(
         return i
 
     block = 4096
-    for s in range(0, len(cand_idx), block):
-        qi, j = tree.query(grown[s : s + block])
-        i = cand_idx[s + qi]
+    for start in range(0, len(cand_idx), block):
+        qi, j = tree.query(grown[start : start + block])
+        i = cand_idx[start + qi]
         keep = (i < j) & ok_box[j] & (groups[i] == groups[j])
         dr, dc = rows[j] - rows[i], cols[j] - cols[i]
-        keep &= np.abs(dr) + np.abs(dc) == 1
-        i, j, dr = i[keep], j[keep], dr[keep]
+        keep &= (np.abs(dr) <= 1) & (np.abs(dc) <= 1) & ((dr != 0) | (dc != 0))  # neighbour tiles
+        i, j = i[keep], j[keep]
         if not len(i):
             continue
-        horiz = dr == 0
-        # Orient every pair: ``a`` in the left (upper) tile, ``b`` in the right (lower) one.
-        first = np.where(horiz, cols[i] < cols[j], rows[i] < rows[j])
-        a, b = np.where(first, i, j), np.where(first, j, i)
-        ax = np.where(horiz, 0, 1)  # the axis across the seam: x for left/right neighbours
-        cx = 1 - ax  # the axis along the seam
-        lo_a, hi_a = ext[a, ax], ext[a, ax + 2]
-        lo_b, hi_b = ext[b, ax], ext[b, ax + 2]
-        band_lo = win[b, ax]  # where tile b starts
-        band_hi = win[a, ax] + win[a, ax + 2]  # where tile a ends
-        t = np.minimum(tol[a], tol[b])
-        cut_a = hi_a >= band_hi - t  # a reaches the seam-side edge of its tile
-        cut_b = lo_b <= band_lo + t
-        # Inside the shared band both tiles see the same thing: compare the parts of the two boxes
-        # there (a band narrower than the tolerance, as between tiles that only touch, is widened to it).
-        grow = np.clip(t - (band_hi - band_lo), 0.0, None) / 2.0
-        blo, bhi = band_lo - grow, band_hi + grow
-        pa_lo, pa_hi = np.clip(lo_a, blo, bhi), np.clip(hi_a, blo, bhi)
-        pb_lo, pb_hi = np.clip(lo_b, blo, bhi), np.clip(hi_b, blo, bhi)
-        ya_lo, ya_hi = ext[a, cx], ext[a, cx + 2]
-        yb_lo, yb_hi = ext[b, cx], ext[b, cx + 2]
-        inter = np.clip(np.minimum(pa_hi, pb_hi) - np.maximum(pa_lo, pb_lo), 0.0, None) * np.clip(
-            np.minimum(ya_hi, yb_hi) - np.maximum(ya_lo, yb_lo), 0.0, None
+        t = np.minimum(tol[i], tol[j])
+        cut = np.ones(len(i), dtype=bool)
+        part_i, part_j = ext[i].copy(), ext[j].copy()
+        for ax, idx in ((0, cols), (1, rows)):  # x across column seams, y across row seams
+            differ = idx[i] != idx[j]
+            if not differ.any():
+                continue
+            # ``f`` is the box in the tile that comes first along this axis, ``s`` the other one.
+            i_first = idx[i] < idx[j]
+            f, s = np.where(i_first, i, j), np.where(i_first, j, i)
+            band_lo = win[s, ax]  # where the second tile starts
+            band_hi = win[f, ax] + win[f, ax + 2]  # where the first tile ends
+            # Each differing axis needs a fragment that reaches its tile's seam-side edge (a cut).
+            cut_here = (ext[f, ax + 2] >= band_hi - t) | (ext[s, ax] <= band_lo + t)
+            cut &= np.where(differ, cut_here, True)
+            # A band narrower than the tolerance (tiles that only touch) is widened to it.
+            grow = np.clip(t - (band_hi - band_lo), 0.0, None) / 2.0
+            lo = np.where(differ, band_lo - grow, -np.inf)
+            hi = np.where(differ, band_hi + grow, np.inf)
+            for part in (part_i, part_j):
+                part[:, ax] = np.clip(part[:, ax], lo, hi)
+                part[:, ax + 2] = np.clip(part[:, ax + 2], lo, hi)
+        # Inside the shared band both tiles see the same thing: the parts of the two boxes there
+        # must agree.
+        iw = np.clip(
+            np.minimum(part_i[:, 2], part_j[:, 2]) - np.maximum(part_i[:, 0], part_j[:, 0]), 0.0, None
         )
-        union = (pa_hi - pa_lo) * (ya_hi - ya_lo) + (pb_hi - pb_lo) * (yb_hi - yb_lo) - inter
+        ih = np.clip(
+            np.minimum(part_i[:, 3], part_j[:, 3]) - np.maximum(part_i[:, 1], part_j[:, 1]), 0.0, None
+        )
+        inter = iw * ih
+        area_i = (part_i[:, 2] - part_i[:, 0]) * (part_i[:, 3] - part_i[:, 1])
+        area_j = (part_j[:, 2] - part_j[:, 0]) * (part_j[:, 3] - part_j[:, 1])
+        union = area_i + area_j - inter
         with np.errstate(divide="ignore", invalid="ignore"):
             band_iou = np.where(union > 0, inter / union, 0.0)
-        good = (cut_a | cut_b) & (band_iou >= config.stitch_band_iou)
-        for x, y in zip(a[good].tolist(), b[good].tolist(), strict=True):
+        good = cut & (band_iou >= config.stitch_band_iou)
+        for x, y in zip(i[good].tolist(), j[good].tolist(), strict=True):
             rx, ry = find(x), find(y)
             if rx != ry:
                 parent[max(rx, ry)] = min(rx, ry)
@@ -562,3 +575,40 @@ def merge_detections(
         else np.empty((0, 4, 2))
     )
     return merge_boxes(corners, windows, table.phrase, table.tile_row, table.tile_col, config)
+
+
+def stitched_groups(result: MergeResult) -> dict[int, np.ndarray]:
+    """For every survivor that stitched seam fragments: its input index → the indices of all its
+    fragments (itself first, then the stitched ones ascending). Survivors that stitched nothing are
+    left out."""
+    frag = np.flatnonzero(result.reason == MergeReason.STITCH)
+    if not len(frag):
+        return {}
+    heads = result.absorbed_by[frag]
+    groups: dict[int, list[int]] = {}
+    for h, f in zip(heads.tolist(), frag.tolist(), strict=True):
+        groups.setdefault(h, []).append(f)
+    return {h: np.asarray([h, *sorted(fs)], dtype=np.int64) for h, fs in sorted(groups.items())}
+
+
+def stitched_geometry(geometries: Sequence[Any] | np.ndarray) -> Any:
+    """One polygon for a stitched object: the convex hull of its fragments (exact for upright
+    fragments that agree across the seam: their union is then a rectangle, in any affine CRS)."""
+    parts = [g for g in geometries if g is not None and not shapely.is_empty(g)]
+    if not parts:
+        return None
+    return shapely.convex_hull(shapely.geometrycollections(parts))
+
+
+def apply_merge(table: DetectionTable, result: MergeResult) -> DetectionTable:
+    """The surviving rows of ``table`` in input order; a survivor that stitched seam fragments gets the
+    stitched polygon as its geometry (its tile and grid box stay those of the fragment kept)."""
+    kept = table.take(result.kept)
+    groups = stitched_groups(result)
+    if not groups:
+        return kept
+    geoms = kept.geometry.copy()
+    pos = {int(k): i for i, k in enumerate(result.kept.tolist())}
+    for head, members in groups.items():
+        geoms[pos[head]] = stitched_geometry(table.geometry[members])
+    return dataclasses.replace(kept, geometry=geoms)
