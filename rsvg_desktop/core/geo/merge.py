@@ -277,11 +277,12 @@ def _pair_test(
         a, b, m = al[k], ar[k], small[k]
         union = a + b - inter
         ok = np.zeros(len(k), dtype=bool)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if iou_min is not None:
-                ok |= (union > 0) & (inter / np.where(union > 0, union, 1.0) >= iou_min)
-            if ios_min is not None:
-                ok |= (m > 0) & (inter / np.where(m > 0, m, 1.0) >= ios_min)
+        # A relative slack of 1e-9: ratios that are exactly the threshold on the integer grid pass
+        # whatever the rounding of the clipping (which depends on the order of the two boxes).
+        if iou_min is not None:
+            ok |= (union > 0) & (inter >= iou_min * union * (1.0 - 1e-9))
+        if ios_min is not None:
+            ok |= (m > 0) & (inter >= ios_min * m * (1.0 - 1e-9))
         out[k] = ok
     return out
 
@@ -371,25 +372,31 @@ def _stitch(
 ) -> np.ndarray:
     """Seam fragments to stitch: absorber per box (the fragment first in priority order), −1 otherwise.
 
-    See the module documentation for the rule. Pairs come from an ``STRtree`` query of the fragments'
-    bounding boxes grown by the tolerance, in blocks; components are found with a union–find, so the
-    result does not depend on the input order.
+    See the module documentation for the rule. Pairs come from an ``STRtree`` query, in blocks, of
+    the bounding boxes (grown by the tolerance) of the boxes that reach an edge of their tile: every
+    stitched pair holds one. Components are found with a union–find, so the result does not depend on
+    the input order.
     """
     n = len(corners)
     absorber = np.full(n, -1, dtype=np.int64)
-    cand_idx = np.flatnonzero(active)
-    if len(cand_idx) < 2:
-        return absorber
     tol = config.stitch_tolerance * np.minimum(win[:, 2], win[:, 3])
     ext = _stitch_extents(corners, areas, bounds)
-    grown = shapely.box(
-        bounds[cand_idx, 0] - tol[cand_idx],
-        bounds[cand_idx, 1] - tol[cand_idx],
-        bounds[cand_idx, 2] + tol[cand_idx],
-        bounds[cand_idx, 3] + tol[cand_idx],
+    # Only a box that reaches an edge of its tile can be a fragment, and only if tiles differ.
+    near_edge = (
+        (ext[:, 0] <= win[:, 0] + tol)
+        | (ext[:, 1] <= win[:, 1] + tol)
+        | (ext[:, 2] >= win[:, 0] + win[:, 2] - tol)
+        | (ext[:, 3] >= win[:, 1] + win[:, 3] - tol)
     )
-    ok_box = np.zeros(n, dtype=bool)
-    ok_box[cand_idx] = True
+    single_tile = (rows == rows[0]).all() and (cols == cols[0]).all()
+    # Pairs are found from the boxes near an edge (every stitched pair holds one: the cut rule).
+    cand_idx = np.flatnonzero(active & near_edge)
+    if not len(cand_idx) or single_tile:
+        return absorber
+    queried = active & near_edge
+    lo = np.minimum(bounds[cand_idx, :2], ext[cand_idx, :2]) - tol[cand_idx, None]
+    hi = np.maximum(bounds[cand_idx, 2:], ext[cand_idx, 2:]) + tol[cand_idx, None]
+    grown = shapely.box(lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1])
     parent = np.arange(n)
 
     def find(i: int) -> int:
@@ -402,7 +409,7 @@ def _stitch(
     for start in range(0, len(cand_idx), block):
         qi, j = tree.query(grown[start : start + block])
         i = cand_idx[start + qi]
-        keep = (i < j) & ok_box[j] & (groups[i] == groups[j])
+        keep = active[j] & (groups[i] == groups[j]) & ((i < j) | ~queried[j])  # each pair once
         dr, dc = rows[j] - rows[i], cols[j] - cols[i]
         keep &= (np.abs(dr) <= 1) & (np.abs(dc) <= 1) & ((dr != 0) | (dc != 0))  # neighbour tiles
         i, j = i[keep], j[keep]
@@ -449,9 +456,11 @@ def _stitch(
             rx, ry = find(x), find(y)
             if rx != ry:
                 parent[max(rx, ry)] = min(rx, ry)
-    roots = np.array([find(int(k)) for k in cand_idx])
-    if (roots == cand_idx).all():
+    touched = np.flatnonzero(parent != np.arange(n))
+    if not len(touched):
         return absorber
+    cand_idx = np.union1d(touched, parent[touched])
+    roots = np.array([find(int(k)) for k in cand_idx])
     # Survivor of a component: its member first in priority order.
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
