@@ -147,9 +147,19 @@ def make_neighbours(pairs: int, grid: int, first_obj: int, rng: np.random.Genera
     return tuple(np.concatenate([o[i] for o in out]) for i in range(6))
 
 
-def make_single_answer(n: int, rng: np.random.Generator):
-    """One answer with ``n`` boxes in one 504 px tile, as a model stuck in a loop writes them: 70 %
-    small boxes (1–8 grid units), 20 % large ones (10–60 units) and 10 % repeats of 20 of the boxes."""
+def make_single_answer(n: int, rng: np.random.Generator, shape: str = "mixed"):
+    """One answer with ``n`` boxes in one 504 px tile. ``mixed``: 70 % small boxes (1–8 grid units),
+    20 % large ones (10–60 units) and 10 % repeats of 20 of the boxes. ``loop``: a model stuck in a
+    loop, every box one of 5 boxes moved by up to ±1 grid unit (nearly every pair overlaps)."""
+    if shape == "loop":
+        base = np.array(
+            [[10, 10, 40, 30, 90], [50, 20, 80, 60, 90], [5, 60, 45, 95, 0], [60, 70, 90, 90, 45]]
+        )
+        base = np.concatenate([base, [[30, 30, 70, 70, 90]]]).astype(float)
+        boxes = base[rng.integers(0, len(base), n)]
+        boxes[:, :4] += rng.integers(-1, 2, (n, 4))
+        windows = np.tile(np.array([0.0, 0.0, TILE, TILE]), (n, 1))
+        return boxes, windows, np.full(n, "tennis courts", dtype=object)
     m = n - n // 10
     x, y = rng.uniform(0, 95, m), rng.uniform(0, 95, m)
     large = rng.random(m) < 0.2 / 0.9
@@ -163,9 +173,9 @@ def make_single_answer(n: int, rng: np.random.Generator):
     return boxes, windows, phrases
 
 
-def single_answer_child(n: int) -> None:
+def single_answer_child(n: int, shape: str) -> None:
     """Merge one answer of ``n`` boxes; print ``n seconds peak-growth-MB kept`` (run in a fresh process)."""
-    boxes, windows, phrases = make_single_answer(n, np.random.default_rng(n))
+    boxes, windows, phrases = make_single_answer(n, np.random.default_rng(n), shape)
     corners = boxes_to_pixel_corners(boxes, windows)
     zeros = np.zeros(n, dtype=np.int64)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -178,12 +188,14 @@ def single_answer_child(n: int) -> None:
 
 def single_answer(sizes: list[int]) -> None:
     print("one answer, one tile: merge time and peak memory (each size in a fresh process)")
-    print(f"  {'boxes':>7s} {'seconds':>9s} {'peak RSS growth':>16s} {'peak RSS':>10s} {'kept':>7s}")
-    for n in sizes:
-        out = subprocess.run(
-            [sys.executable, __file__, "--single-child", str(n)], capture_output=True, text=True, check=True
-        ).stdout.split()
-        print(f"  {out[0]:>7s} {out[1]:>9s} {out[2] + ' MB':>16s} {out[3] + ' MB':>10s} {out[4]:>7s}")
+    head = ("shape", "boxes", "seconds", "peak RSS growth", "peak RSS", "kept")
+    print("  " + " ".join(f"{h:>{w}s}" for h, w in zip(head, (6, 7, 9, 16, 10, 7), strict=True)))
+    for shape in ("mixed", "loop"):
+        for n in sizes:
+            cmd = [sys.executable, __file__, "--single-child", str(n), "--single-shape", shape]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+            cells = (shape, out[0], out[1], out[2] + " MB", out[3] + " MB", out[4])
+            print("  " + " ".join(f"{c:>{w}s}" for c, w in zip(cells, (6, 7, 9, 16, 10, 7), strict=True)))
 
 
 def timed(label: str, fn, *args, **kwargs):
@@ -204,12 +216,13 @@ def main() -> None:
         "--single", default=None, help="comma-separated sizes: merge one answer of that many boxes"
     )
     ap.add_argument("--single-child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--single-shape", default="mixed", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="folder for the exports (default: a temp folder)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.single_child is not None:
-        single_answer_child(args.single_child)
+        single_answer_child(args.single_child, args.single_shape)
         return
     if args.single:
         single_answer([int(v) for v in args.single.split(",")])

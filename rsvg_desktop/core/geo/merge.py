@@ -69,7 +69,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Candidate pairs one block of greedy heads may produce before the block size shrinks.
-_PAIR_BUDGET = 400_000
+_PAIR_BUDGET = 200_000
 #: Pairs whose exact intersection is computed at once.
 _EXACT_CHUNK = 65_536
 
@@ -312,7 +312,8 @@ def _greedy(
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     seq = order[active[order]]
-    block, pos = 256, 0
+    block, pos = 1, 0  # grows while blocks stay under the budget (the first heads of a dense answer
+    # absorb most of it: they are queried alone)
     while pos < len(seq):
         heads = seq[pos : pos + block]
         pos += len(heads)
@@ -331,10 +332,15 @@ def _greedy(
         head, cand = head[ok], cand[ok]
         # Resolve the block in visiting order: a head absorbed by an earlier head of the block absorbs
         # nothing.
-        by = np.lexsort((rank[cand], rank[head]))
-        for h, c in zip(head[by].tolist(), cand[by].tolist(), strict=True):
-            if absorber[h] < 0 and absorber[c] < 0:
-                absorber[c] = h
+        if len(head):
+            by = np.argsort(rank[head], kind="stable")
+            head, cand = head[by], cand[by]
+            starts = np.flatnonzero(np.r_[True, head[1:] != head[:-1]])
+            ends = np.r_[starts[1:], len(head)]
+            for h, s, e in zip(head[starts].tolist(), starts.tolist(), ends.tolist(), strict=True):
+                if absorber[h] < 0:
+                    cs = cand[s:e]
+                    absorber[cs[absorber[cs] < 0]] = h
         if pairs > _PAIR_BUDGET:
             block = max(1, int(block * _PAIR_BUDGET / pairs))
         elif pairs < _PAIR_BUDGET // 4:
