@@ -51,12 +51,25 @@ def detections_for_answer(
     dst_crs: Any | None = None,
     convention: AngleConvention | str = AngleConvention.CCW,
 ) -> DetectionTable:
-    """The boxes of one answered tile as a table of polygons (scene CRS, or ``dst_crs``)."""
+    """The boxes of one answered tile as a table of polygons (scene CRS, or ``dst_crs``).
+
+    Phrases: a ``<p>`` phrase of the answer where present; else, for ``refer``, the query (the
+    expression the boxes answer); else the noun phrase read from the answer's text (or none).
+    """
     tile = record.tile or Tile(
         0, 0, record.col_off, record.row_off, record.width, record.height, record.tile_size
     )
+    objects = parsed.objects
+    if record.task == "refer" and record.query.strip():
+        query = " ".join(record.query.split())
+        objects = tuple(
+            o
+            if o.phrase is not None and not o.from_text
+            else dataclasses.replace(o, phrase=query, count=None)
+            for o in objects
+        )
     return DetectionTable.from_tile_objects(
-        ((tile, obj) for obj in parsed.objects),
+        ((tile, obj) for obj in objects),
         task=record.task,
         query=record.query,
         model=record.model or "",

@@ -1,8 +1,9 @@
 """Merge duplicate detections across tile seams (and repeats within one answer).
 
-Overlapping tiles see the same object twice. Two greedy passes remove the copies, each within one
-phrase group (phrases compared after trimming, collapsing whitespace and case-folding; ``None`` is its
-own group — a box never suppresses a box of another group):
+Overlapping tiles see the same object twice. Two greedy passes remove the copies and a third pass
+stitches fragments, each within one phrase group (phrases compared after trimming, collapsing
+whitespace, case-folding and making the last word singular — "Tennis courts" and "tennis court" are
+one group; ``None`` is its own group — a box never suppresses a box of another group):
 
 1. **IoU pass** (rotated IoU ≥ ``iou_threshold``, default 0.5): boxes are visited in *priority order*
    and a visited box that survives suppresses every later box it overlaps that much.
@@ -10,6 +11,28 @@ own group — a box never suppresses a box of another group):
    boxes are visited *largest first* (ties in priority order); a box mostly inside an already kept,
    larger box is dropped. This removes the fragment of an object cut by a tile edge, which the
    neighbouring tile saw whole.
+3. **Stitch pass** (``stitch=True``) on the survivors: where *both* tiles cut an object, each holds a
+   fragment and neither contains the other. Two survivors of one phrase group in neighbouring tiles
+   (sharing an edge or a corner) are fragments of one object when
+
+   - *a cut*: across every seam between their tiles, one of them reaches its own tile's edge on the
+     seam side, within ``stitch_tolerance`` (default 3 % of the tile, 15 px of 504) — only a box at a
+     tile edge can have been cut; and
+   - *they agree in the shared band*: both tiles see all of the overlap band between them, so the
+     parts of the two boxes inside it (the band widened to the tolerance where tiles only touch)
+     must match: their IoU there ≥ ``stitch_band_iou`` (default 0.75).
+
+   Fragments are joined transitively (union–find: an object at a four-tile corner has four); the
+   fragment first in priority order stands for the object and the others are dropped with reason
+   ``STITCH``. Its polygon becomes the convex hull of all its fragments (:func:`apply_merge`). The
+   test runs on each box's axis-aligned extent: its bounds when upright (θ a multiple of 90°), else
+   the rectangle as written before the turn, which is what GeoChat clipped at the tile edge.
+   *Limits*: two distinct objects are fused only if their boxes, cut at the seam, agree inside the
+   band — two neighbours side by side do not (the one that is whole in a tile does not reach its
+   edge, and their parts in the band differ); fragments that the model drew inconsistently across
+   the seam (band IoU under the threshold) stay apart; fragments of oblique boxes are compared
+   through their written rectangles, an approximation; the stitched polygon is a convex hull, so an
+   L-shaped union becomes its hull.
 
 **Priority order.** GeoChat gives no scores, so a box is preferred the farther it lies from the edges
 of its own tile window, where objects are cut and context is missing. The score is the smallest
@@ -31,7 +54,13 @@ areas by the same factor, so IoU and IoS in pixels equal those in the scene's ma
 result does not depend on the export CRS). Candidate pairs come from a shapely ``STRtree``, are
 pre-filtered with bounding-box bounds, and only the rest get an exact intersection: the boxes are convex
 quadrilaterals, clipped against each other with a vectorised Sutherland–Hodgman (about 30× faster
-than pairwise GEOS overlay).
+than pairwise GEOS overlay). Ratios exactly at a threshold pass (a relative slack of 1e-9).
+
+**Scale.** Nothing holds all candidate pairs at once: each greedy pass visits its heads in blocks
+(starting at one head, growing while a block yields under about 200,000 candidate pairs, shrinking
+when it yields more); a head already absorbed is never queried, and exact intersections are computed
+in chunks. One answer of 20,000 boxes in one tile, nearly all overlapping, merges in about a second
+in some tens of MB (``benchmarks/bench_boxes.py --single``).
 """
 
 from __future__ import annotations
@@ -129,14 +158,32 @@ class MergeResult:
 
 
 # --- building blocks ------------------------------------------------------------------------------
+def _singular(word: str) -> str:
+    """A plural English noun's singular, by suffix (enough to match one tile's "ships" with the
+    next tile's "ship"; irregular plurals stay as they are)."""
+    if len(word) <= 3 or word.endswith(("ss", "us", "is")):
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "xes", "sses", "uses")):
+        return word[:-2]
+    if word.endswith("s"):
+        return word[:-1]
+    return word
+
+
 def _norm_phrase(p: Any) -> Any:
     if p is None:
         return None
-    return " ".join(str(p).split()).casefold()
+    words = str(p).casefold().split()
+    if words:
+        words[-1] = _singular(words[-1])
+    return " ".join(words)
 
 
 def phrase_groups(phrases: Sequence[Any] | np.ndarray) -> np.ndarray:
-    """Group id per phrase (normalised: trimmed, whitespace collapsed, case-folded; ``None`` apart)."""
+    """Group id per phrase (normalised: trimmed, whitespace collapsed, case-folded, the last word made
+    singular; ``None`` apart)."""
     ids: dict[Any, int] = {}
     raw: dict[Any, int] = {}  # memo per raw value: phrases repeat a lot
     out = np.empty(len(phrases), dtype=np.int64)

@@ -90,6 +90,10 @@ def test_different_phrases_are_not_merged_and_none_is_its_own_group():
 
 def test_phrase_groups_normalise():
     assert phrase_groups(["A b", " a  B ", None, "c", None]).tolist() == [0, 0, 1, 2, 1]
+    # The last word is made singular: one tile's "ships" merges with the next tile's "ship".
+    groups = phrase_groups(["tennis courts", "Tennis court", "ships", "ship", "buses", "bus", "batteries"])
+    assert groups.tolist() == [0, 0, 1, 1, 2, 2, 3]
+    assert phrase_groups(["glass", "gas", "class"]).tolist() == [0, 1, 2]
 
 
 def test_ios_pass_removes_a_small_box_inside_a_large_one():
