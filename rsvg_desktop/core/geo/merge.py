@@ -19,8 +19,9 @@ one group; ``None`` is its own group — a box never suppresses a box of another
      seam side, within ``stitch_tolerance`` (default 3 % of the tile, 15 px of 504) — only a box at a
      tile edge can have been cut; and
    - *they agree in the shared band*: both tiles see all of the overlap band between them, so the
-     parts of the two boxes inside it (the band widened to the tolerance where tiles only touch)
-     must match: their IoU there ≥ ``stitch_band_iou`` (default 0.75).
+     parts of the two boxes inside it must match: their IoU there ≥ ``stitch_band_iou`` (default
+     0.75). Where tiles only touch (a band narrower than the tolerance), only the extents along the
+     seam are compared.
 
    Fragments are joined transitively (union–find: an object at a four-tile corner has four); the
    fragment first in priority order stands for the object and the others are dropped with reason
@@ -483,13 +484,14 @@ def _stitch(
             # Each differing axis needs a fragment that reaches its tile's seam-side edge (a cut).
             cut_here = (ext[f, ax + 2] >= band_hi - t) | (ext[s, ax] <= band_lo + t)
             cut &= np.where(differ, cut_here, True)
-            # A band narrower than the tolerance (tiles that only touch) is widened to it.
-            grow = np.clip(t - (band_hi - band_lo), 0.0, None) / 2.0
-            lo = np.where(differ, band_lo - grow, -np.inf)
-            hi = np.where(differ, band_hi + grow, np.inf)
+            lo = np.where(differ, band_lo, -np.inf)
+            hi = np.where(differ, band_hi, np.inf)
+            # Across a band narrower than the tolerance (tiles that only touch) there is nothing to
+            # compare: the cut rule already makes the two meet there; only the other axis counts.
+            thin = differ & (band_hi - band_lo < t)
             for part in (part_i, part_j):
-                part[:, ax] = np.clip(part[:, ax], lo, hi)
-                part[:, ax + 2] = np.clip(part[:, ax + 2], lo, hi)
+                part[:, ax] = np.where(thin, band_lo - t, np.clip(part[:, ax], lo, hi))
+                part[:, ax + 2] = np.where(thin, band_hi + t, np.clip(part[:, ax + 2], lo, hi))
         # Inside the shared band both tiles see the same thing: the parts of the two boxes there
         # must agree.
         iw = np.clip(
