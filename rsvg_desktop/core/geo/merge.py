@@ -60,8 +60,9 @@ than pairwise GEOS overlay). Ratios exactly at a threshold pass (a relative slac
 **Scale.** Nothing holds all candidate pairs at once: each greedy pass visits its heads in blocks
 (starting at one head, growing while a block yields under about 200,000 candidate pairs, shrinking
 when it yields more); a head already absorbed is never queried, and exact intersections are computed
-in chunks. One answer of 20,000 boxes in one tile, nearly all overlapping, merges in about a second
-in some tens of MB (``benchmarks/bench_boxes.py --single``).
+in chunks. One answer of 20,000 boxes in one tile merges in 1.6 s when nearly all of them overlap
+(a model in a loop) and in about 9 s for a dense mix of small and large boxes, in under 60 MB
+(``benchmarks/bench_boxes.py --single``; the previous all-pairs merge took 92 s and 3.9 GB).
 """
 
 from __future__ import annotations
