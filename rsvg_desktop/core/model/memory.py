@@ -48,6 +48,7 @@ __all__ = [
     "meta_model",
     "quant_state_bytes",
     "tile_bytes",
+    "torchao_weight_bytes",
 ]
 
 GIB = 1024**3
@@ -378,3 +379,38 @@ def quant_state_bytes(model: torch.nn.Module) -> int:
                 add(qs.state2.absmax)
                 add(qs.state2.code)
     return total
+
+
+def torchao_weight_bytes(model: torch.nn.Module) -> tuple[int, int]:
+    """``(param_bytes, quant_state_bytes)`` of a model with torchao-quantized weights, as stored.
+
+    ``get_memory_footprint()`` counts a torchao weight at its nominal (bf16/fp32) size; here a torchao
+    tensor counts the bytes of its inner tensors instead: its quantized data (``qdata``) in
+    ``param_bytes``, its scales and zero points in ``quant_state_bytes``. Every other parameter and
+    buffer counts at its own size. Shared tensors are counted once.
+    """
+    from torchao.utils import TorchAOBaseTensor
+
+    seen: set[tuple[str, int]] = set()
+    params = 0
+    state = 0
+
+    def size(t: torch.Tensor) -> int:
+        key = (str(t.device), t.data_ptr())
+        if key in seen:
+            return 0
+        seen.add(key)
+        return t.numel() * t.element_size()
+
+    for t in [*model.parameters(), *model.buffers()]:
+        if isinstance(t, TorchAOBaseTensor):
+            names, _ctx = t.__tensor_flatten__()
+            for name in names:
+                inner = getattr(t, name)
+                if name == "qdata":
+                    params += size(inner)
+                else:
+                    state += size(inner)
+        else:
+            params += size(t)
+    return params, state
