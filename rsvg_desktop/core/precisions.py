@@ -1,8 +1,9 @@
 """The precision names: one torch-free source for the CLI, the app, the loader and the benchmarks.
 
-A :class:`Precision` is a name and what a person reads for it. How a precision is *loaded* (dtypes,
-bitsandbytes or torchao settings, device fallbacks) is :mod:`rsvg_desktop.core.model.precision`, which needs torch;
-this module does not, so the app's panels and the CLI's argument parsing never import torch.
+A :class:`Precision` is a name and what a person reads for it. How a precision is *loaded*
+(dtypes, bitsandbytes or torchao settings, device fallbacks) is
+:mod:`rsvg_desktop.core.model.precision`, which needs torch; this module does not, so the app's
+panels and the CLI's argument parsing never import torch.
 
 To add a precision: add a member here (value, short label, menu description, and whether it is
 quantized / 4-bit), then teach :func:`rsvg_desktop.core.model.precision.plan_precision` to load it.

@@ -362,12 +362,15 @@ def _check_group_size(config: Any, plan: PrecisionPlan) -> None:
     if plan.precision is not Precision.INT4WO:
         return
     for name, module in meta_model(config).named_modules():
-        if isinstance(module, torch.nn.Linear) and not _is_skipped(name):
-            if module.in_features % plan.group_size:
-                raise PrecisionError(
-                    f"int4wo group size {plan.group_size} does not divide the input size "
-                    f"{module.in_features} of {name}: choose a group size that does"
-                )
+        if (
+            isinstance(module, torch.nn.Linear)
+            and not _is_skipped(name)
+            and module.in_features % plan.group_size
+        ):
+            raise PrecisionError(
+                f"int4wo group size {plan.group_size} does not divide the input size "
+                f"{module.in_features} of {name}: choose a group size that does"
+            )
 
 
 def _quantization_config(plan: PrecisionPlan, module_names: list[str]) -> Any:

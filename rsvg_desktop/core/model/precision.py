@@ -32,8 +32,8 @@ Dtypes chosen per device (the *compute dtype*)
     on the CPU are slower than fp32 and some ops lack them; fp32 holds every fp16 value, so answers are
     at least as exact); ``int8``/``nf4``/``fp4``/``int8wo``/``int4wo`` compute in fp32 (measured on an
     AVX2 CPU: 4-bit generation was 3x faster with fp32 than with bf16 compute).
-    torchao on CUDA: ``int8wo``/``int4wo``/``fp8`` compute in bf16 (fp16 without bf16 support). Every fallback is logged as a warning
-    and listed in :attr:`PrecisionPlan.notes`.
+    torchao on CUDA: ``int8wo``/``int4wo``/``fp8`` compute in bf16 (fp16 without bf16 support).
+    Every fallback is logged as a warning and listed in :attr:`PrecisionPlan.notes`.
 """
 
 from __future__ import annotations
