@@ -15,7 +15,7 @@ Two libraries warn at import about optional native kernels that this app does no
 
 :func:`route_library_messages` puts a filter on those two loggers (it is called when
 :mod:`rsvg_desktop.core.model` is imported, before anything imports the libraries) that lowers exactly
-these records to INFO: a log file or ``-v`` still shows them, a terminal at the default WARNING level
+these records to DEBUG: a log file or ``-vv`` still shows them, the terminal at the CLI's default level
 does not (torch's pytree notice, printed by torch's own handler at any level, is dropped). Every other
 record of those loggers is left as it is.
 """
@@ -26,7 +26,7 @@ import logging
 
 __all__ = ["DROPPED", "ROUTED_LOGGERS", "LibraryMessageFilter", "route_library_messages"]
 
-#: logger name → the start of the messages that are lowered to INFO.
+#: logger name → the start of the messages that are lowered to DEBUG.
 ROUTED_LOGGERS: dict[str, tuple[str, ...]] = {
     "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",),
     "torchao": ("Failed to load ", "Skipping import of cpp extensions"),
@@ -40,7 +40,7 @@ DROPPED: dict[str, tuple[str, ...]] = {
 
 
 class LibraryMessageFilter(logging.Filter):
-    """Lowers the known optional-kernel warnings of one logger to INFO (the record is kept)."""
+    """Lowers the known optional-kernel warnings of one logger to DEBUG (the record is kept)."""
 
     def __init__(self, prefixes: tuple[str, ...], drop: bool = False) -> None:
         super().__init__()
@@ -48,11 +48,14 @@ class LibraryMessageFilter(logging.Filter):
         self.drop = drop
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.INFO and record.getMessage().startswith(self.prefixes):
+        if record.levelno > logging.DEBUG and record.getMessage().startswith(self.prefixes):
             if self.drop:
                 return False
-            record.levelno = logging.INFO
-            record.levelname = logging.getLevelName(logging.INFO)
+            record.levelno = logging.DEBUG
+            record.levelname = logging.getLevelName(logging.DEBUG)
+            # Propagation does not re-check the root logger's level, only its handlers' (usually
+            # unset): keep the record only when the log is at DEBUG.
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True
 
 
