@@ -25,6 +25,7 @@ from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, tile_recor
 from rsvg_desktop.core.geo.export import ExportResult, export_detections, format_for_path
 from rsvg_desktop.core.geo.merge import MergeConfig, merge_detections
 from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.paths import refuse_same_file
 from rsvg_desktop.core.prompt.parser import parse_answer
 from rsvg_desktop.core.types import ParseResult, Tile
 from rsvg_desktop.errors import AnswerLogError, ConfigError, SceneError
@@ -149,8 +150,10 @@ def export_answer_log(
     reprojected to the first scene's CRS.
     """
     log_path = Path(answer_log)
+    refuse_same_file([output], [log_path])
     format_for_path(output, fmt)  # fail on a bad extension before reading anything
     records = _latest_per_tile(read_answer_log(log_path))
+    refuse_same_file([output], {r.scene for r in records})
     if not records:
         raise AnswerLogError(f"{log_path}: the answer log holds no records")
     conventions = {angle_convention or r.angle_convention or "ccw" for r in records}
