@@ -34,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AnswerLogWriter",
     "AnswerRecord",
+    "check_crs",
     "read_answer_log",
     "utc_now_iso",
 ]
@@ -95,7 +96,7 @@ def _check_int(
 
 
 @functools.lru_cache(maxsize=64)
-def _check_crs(text: str) -> None:
+def check_crs(text: str) -> None:
     """Refuse a ``crs`` that PROJ cannot read (checked once per distinct text)."""
     from pyproj import CRS
     from pyproj.exceptions import CRSError
@@ -197,9 +198,6 @@ class AnswerRecord:
                     "pixel on the map"
                 )
             object.__setattr__(self, "transform", values)
-
-        if self.crs is not None:
-            _check_crs(self.crs)
 
         if not isinstance(self.extra, Mapping):
             raise AnswerLogError(f"'extra' must be a mapping, got {_type_name(self.extra)}")

@@ -159,7 +159,7 @@ def check_question(
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError) as exc:
         raise TokenizerError(f"{model_dir}: the tokenizer cannot be read ({exc})") from exc
-    text_tokens = len(tokenizer(prompt).input_ids) - prompt.count(IMAGE_TOKEN)
+    text_tokens = len(tokenizer(prompt, verbose=False).input_ids) - prompt.count(IMAGE_TOKEN)
     images = image_tokens(config)
     total = text_tokens + images + int(max_new_tokens)
     if total > limit:

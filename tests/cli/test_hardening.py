@@ -125,7 +125,8 @@ def test_bad_answer_log_values_name_file_and_line(tmp_path: Path, line: str, nee
     proc = run_cli("export", str(log), "-o", str(tmp_path / "out.gpkg"))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"{log}:2:" in lines[0] and needle in lines[0]
+    where = f"{log}:" if needle == "crs" else f"{log}:2:"  # a CRS is checked where it is used
+    assert len(lines) == 1 and where in lines[0] and needle in lines[0]
     assert not (tmp_path / "out.gpkg").exists()
 
 
@@ -200,3 +201,46 @@ def test_answer_log_full_disk_keeps_complete_lines(tmp_path: Path) -> None:
         writer.write(_record("s.tif", col_off=100))
     writer.close()
     assert [r.col_off for r in read_answer_log(log)] == [0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("query", "needle"), [("", "needs a query"), ("airplane " * 12_000, "context")])
+def test_query_checked_before_the_model_loads(
+    tmp_path: Path, data_dir: Path, query: str, needle: str
+) -> None:
+    proc = run_cli(
+        "detect", str(data_dir / "RGB.byte.tif"), "--smoke", "--query", query, "-o", str(tmp_path / "o.gpkg")
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+    assert "model:" not in proc.stderr  # refused before loading
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_batch_goes_on_past_bad_inputs(corpus: dict[str, Path], tmp_path: Path) -> None:
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("complex_complex64", "corrupt_bad_ifd", "crs_engineering", "crs_ob_tran"):
+        (folder / corpus[name].name).write_bytes(corpus[name].read_bytes())
+    with rasterio.open(
+        folder / "good.tif", "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+        crs="EPSG:32633", transform=from_origin(500_000, 4_600_000, 10, 10),
+    ) as dst:  # fmt: skip
+        dst.write(np.full((3, 64, 64), 100, dtype="uint8"))
+    out = tmp_path / "b.gpkg"
+    proc = run_cli(
+        "batch", str(folder), "--smoke", "--query", "planes", "-o", str(out), "--tile-size", "64",
+        "--overlap", "0", "--max-new-tokens", "4", "--quiet", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = json.loads(proc.stdout)
+    failed = {Path(f["input"]).name for f in summary["failures"]}
+    assert {"complex_complex64.tif", "corrupt_bad_ifd.tif"} <= failed
+    assert summary["inputs_done"] >= 1
