@@ -42,7 +42,7 @@ from rsvg_desktop.engine.events import (
     TileStarted,
 )
 from rsvg_desktop.engine.prefetch import Prefetch
-from rsvg_desktop.engine.results import Georef, detections_for_answer, merge_table
+from rsvg_desktop.engine.results import Georef, detections_for_answer, merged_table
 from rsvg_desktop.errors import CancelledError, ConfigError, OutputExistsError, RsvgError, is_fatal
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def run_scene(
         finally:
             images.close()
             table = DetectionTable.concat(tables) if tables else DetectionTable.empty(convention)
-            kept = table.take(merge_table(table)) if len(table) else table
+            kept = merged_table(table) if len(table) else table
             answered = {(t.row, t.col) for t in todo[:done]}
             tile_recs = tile_records(
                 [t for t in todo if (t.row, t.col) in answered] + list(skipped),
