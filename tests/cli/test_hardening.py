@@ -244,3 +244,29 @@ def test_batch_goes_on_past_bad_inputs(corpus: dict[str, Path], tmp_path: Path) 
     failed = {Path(f["input"]).name for f in summary["failures"]}
     assert {"complex_complex64.tif", "corrupt_bad_ifd.tif"} <= failed
     assert summary["inputs_done"] >= 1
+
+
+@pytest.mark.slow
+def test_detect_says_when_the_export_could_not_be_written(tmp_path: Path) -> None:
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    scene = tmp_path / "good.tif"
+    with rasterio.open(
+        scene, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+        crs="EPSG:32633", transform=from_origin(500_000, 4_600_000, 10, 10),
+    ) as dst:  # fmt: skip
+        dst.write(np.full((3, 64, 64), 100, dtype="uint8"))
+    out = tmp_path / "o.gpkg"
+    out.mkdir()  # the GeoPackage cannot be written where a folder stands
+    proc = run_cli(
+        "-q", "detect", str(scene), "--smoke", "--query", "planes", "-o", str(out), "--overwrite",
+        "--tile-size", "64", "--overlap", "0", "--max-new-tokens", "4",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "→" not in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("rsvg: error:")]
+    assert len(errors) == 1 and "rsvg export" in errors[0] and "is complete" in errors[0]
+    log = tmp_path / "o.answers.jsonl"
+    assert len(list(read_answer_log(log))) == 1
