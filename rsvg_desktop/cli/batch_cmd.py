@@ -144,7 +144,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         crs=args.crs,
         command=shlex.join(["rsvg", *sys.argv[1:]]),
     )
-    spec = ModelSpec(str(model_dir), args.precision, args.device)
+    spec = ModelSpec(
+        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
+    )
     events = batch_detect(config, spec)
     bar: Progress | None = None
     started = False

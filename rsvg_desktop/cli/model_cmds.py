@@ -42,6 +42,18 @@ def add_model_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--precision", choices=PRECISIONS, default="nf4")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--group-size",
+        type=int,
+        choices=(32, 64, 128, 256),
+        default=128,
+        help="int4wo: weights per scale and zero point (default 128)",
+    )
+    p.add_argument(
+        "--compiled",
+        action="store_true",
+        help="CUDA only: static KV cache + torch.compile, batches padded to fixed shapes (experimental)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="tiles per model batch (default: automatic)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default 256)")
     p.add_argument(
@@ -246,7 +258,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
         classes=classes,
         angle_convention=args.angle_convention,
     )
-    spec = ModelSpec(str(model_dir), args.precision, args.device)
+    spec = ModelSpec(
+        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
+    )
     bar: Progress | None = None
     finished: RunFinished | None = None
     failed: RunFailed | None = None

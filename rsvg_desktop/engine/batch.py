@@ -876,7 +876,7 @@ def batch_detect(
         from rsvg_desktop.engine.model_jobs import load_spec, model_info
 
         loaded = load_model(load_spec(spec))
-        gen = GeoChatGenerator(loaded)
+        gen = GeoChatGenerator(loaded, compiled=spec.compiled)
         if cancel is not None:
             gen.should_stop = cancel
         size = config.batch_size or auto_batch_size(loaded, config.max_new_tokens)

@@ -61,6 +61,7 @@ def load_spec(spec: ModelSpec) -> Any:
         int8_threshold=spec.int8_threshold,
         double_quant=spec.double_quant,
         use_cache=spec.use_cache,
+        group_size=spec.group_size,
     )
 
 
@@ -197,7 +198,7 @@ def detect(
     )
     loaded = load_model(load_spec(spec))
     yield ModelLoaded(model_info(loaded))
-    generator = GeoChatGenerator(loaded)
+    generator = GeoChatGenerator(loaded, compiled=spec.compiled)
     if cancel is not None:
         generator.should_stop = cancel
     if config.batch_size is None:

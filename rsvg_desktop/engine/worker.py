@@ -151,7 +151,7 @@ def _load_real(spec: ModelSpec, progress: Callable[[str, float], None]) -> tuple
     from rsvg_desktop.engine.model_jobs import load_spec
 
     loaded = load_model(load_spec(spec), progress=progress)
-    return loaded, GeoChatGenerator(loaded)
+    return loaded, GeoChatGenerator(loaded, compiled=spec.compiled)
 
 
 def _torch_fatal(exc: BaseException) -> bool:
