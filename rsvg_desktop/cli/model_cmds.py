@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -287,11 +288,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise
     if finished is None:
         return 1
-    print(
-        f"{finished.done}/{finished.total} tiles, {finished.raw_detections} boxes, "
-        f"{finished.detections} after merging → {finished.output} (answers: {finished.answer_log})"
-    )
-    if failed is not None:
-        print(f"rsvg: error: {failed.message}", file=sys.stderr)
+    problems = [failed.message] if failed is not None else []
+    if finished.export_error is None:
+        print(
+            f"{finished.done}/{finished.total} tiles, {finished.raw_detections} boxes, "
+            f"{finished.detections} after merging → {finished.output} (answers: {finished.answer_log})"
+        )
+    else:
+        problems.append(
+            f"{finished.export_error}; the answer log {finished.answer_log} is complete "
+            f"({finished.done} tiles): rebuild the output with: "
+            f"rsvg export {shlex.quote(str(finished.answer_log))} -o {shlex.quote(str(finished.output))}"
+        )
+    if problems:
+        message = " ".join("; ".join(problems).split())
+        print(f"rsvg: error: {message}", file=sys.stderr)
         return 2
     return EXIT_OK

@@ -488,6 +488,41 @@ class BatchJob:
             return InputRecord(path=path, size_bytes=None, mtime_ns=None, **kw)
         return InputRecord(path=path, size_bytes=size, mtime_ns=mtime, **kw)
 
+    def _register(self, path: str, info: Any) -> tuple[Georeferencing, int, Any]:
+        """Record an opened input in the store and decide its reprojection: its georeferencing, input
+        id and the CRS its detections are reprojected to (``None``: none). Anything wrong with this one
+        input (a CRS GDAL cannot write or PROJ cannot transform, metadata the store refuses) raises."""
+        c = self._c
+        georef = georeference(info, self.assume_crs)
+        dst_crs = None
+        if not georef.pixel_mode:
+            assert georef.crs_wkt is not None
+            if self.store.output_crs_wkt is not None:
+                dst_crs = _output_crs_if_different(georef.crs_wkt, self.store.output_crs_wkt)
+                if dst_crs is not None:
+                    _check_transformable(georef.crs_wkt, self.store.output_crs_wkt)
+        if not georef.pixel_mode and self.store.output_crs_wkt is None:
+            self.store.set_output_crs(georef.crs_wkt)  # type: ignore[arg-type]
+        input_id = self.store.add_input(
+            self._file_record(
+                path,
+                driver=info.driver,
+                width=info.width,
+                height=info.height,
+                bands=info.count,
+                dtype=info.dtype,
+                crs=info.crs_name or (georef.source if georef.crs_wkt else None),
+                crs_wkt=georef.crs_wkt,
+                transform=georef.transform,
+                georef_source=georef.source,
+                pixel_mode=georef.pixel_mode,
+            )
+        )
+        if georef.pixel_mode:
+            self.store.prepare_pixel_layers()
+            c.inputs_pixel += 1
+        return georef, input_id, dst_crs
+
     def _produce_input(
         self, index: int, path: str, open_runs: tuple[int, ...], opened: _Opened
     ) -> Iterator[Any]:
@@ -501,30 +536,18 @@ class BatchJob:
             return
         with opened.scene as scene:
             info = scene.info
-            georef = georeference(info, self.assume_crs)
-            input_id = self.store.add_input(
-                self._file_record(
-                    path,
-                    driver=info.driver,
-                    width=info.width,
-                    height=info.height,
-                    bands=info.count,
-                    dtype=info.dtype,
-                    crs=info.crs_name or (georef.source if georef.crs_wkt else None),
-                    crs_wkt=georef.crs_wkt,
-                    transform=georef.transform,
-                    georef_source=georef.source,
-                    pixel_mode=georef.pixel_mode,
-                )
-            )
-            dst_crs = None
-            if georef.pixel_mode:
-                self.store.prepare_pixel_layers()
-                c.inputs_pixel += 1
-            else:
-                if self.store.output_crs_wkt is None:
-                    self.store.set_output_crs(georef.crs_wkt)  # type: ignore[arg-type]
-                dst_crs = _output_crs_if_different(georef.crs_wkt, self.store.output_crs_wkt)
+            try:
+                georef, input_id, dst_crs = self._register(path, info)
+            except Exception as exc:  # this input's CRS or metadata: the input fails, the batch goes on
+                if is_fatal(exc):
+                    raise
+                log.debug("%s: cannot be registered", path, exc_info=True)
+                input_id = self.store.add_input(self._file_record(path))
+                nothing = Georeferencing(None, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "none", False)
+                failure = Failure(path, "crs", " ".join(f"{path}: {exc}".split()))
+                state = _Input(path, input_id, nothing, None, open_runs, read_done=True, failed=failure)
+                yield from self._finish(state)
+                return
             state = _Input(path, input_id, georef, dst_crs, open_runs)
             plan = opened.plan
             if plan is None:
@@ -806,6 +829,14 @@ def _output_crs_if_different(src_wkt: str | None, out_wkt: str | None) -> Any | 
         return None
     out = CRS.from_wkt(out_wkt)
     return None if CRS.from_wkt(src_wkt).equals(out) else out
+
+
+@functools.lru_cache(maxsize=64)
+def _check_transformable(src_wkt: str, dst_wkt: str) -> None:
+    """Raise (pyproj's error) when PROJ cannot transform coordinates from ``src_wkt`` to ``dst_wkt``."""
+    from pyproj import CRS, Transformer
+
+    Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
 
 
 # --- entry points --------------------------------------------------------------------------------

@@ -138,6 +138,9 @@ class RunFinished:
     output: str | None = None
     answer_log: str | None = None
     errors: tuple[str, ...] = field(default_factory=tuple)
+    #: Why the output file could not be written (``None``: written); the answer log is complete and
+    #: ``rsvg export`` rebuilds the output from it.
+    export_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,6 +133,46 @@ def _check_scene(config: RunConfig) -> None:
         )
 
 
+def check_question(
+    model_dir: str | os.PathLike[str],
+    *,
+    task: str,
+    query: str,
+    classes: Sequence[str] = (),
+    region: Any = None,
+    history: Sequence[tuple[str, str]] = (),
+    max_new_tokens: int,
+) -> int:
+    """Refuse, before any weight is loaded, a question the model cannot take: an empty query for a task
+    that needs one (and any other wrong task argument), or a prompt that does not fit the model's
+    context once the image tokens and the answer budget are added. Reads only ``config.json`` and the
+    tokenizer. Returns the prompt's text tokens."""
+    from transformers import AutoTokenizer
+
+    from rsvg_desktop.core.model.memory import image_tokens, load_llava_config
+    from rsvg_desktop.core.prompt.templates import IMAGE_TOKEN, build_prompt
+    from rsvg_desktop.errors import ConfigError, TokenizerError
+
+    prompt = build_prompt(task, query, history, classes=tuple(classes) or None, region=region)
+    config = load_llava_config(model_dir)
+    limit = int(config.text_config.max_position_embeddings)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as exc:
+        raise TokenizerError(f"{model_dir}: the tokenizer cannot be read ({exc})") from exc
+    text_tokens = len(tokenizer(prompt, verbose=False).input_ids) - prompt.count(IMAGE_TOKEN)
+    images = image_tokens(config)
+    total = text_tokens + images + int(max_new_tokens)
+    if total > limit:
+        room = limit - images - int(max_new_tokens)
+        raise ConfigError(
+            f"the question does not fit the model's context of {limit} tokens: {text_tokens} prompt "
+            f"tokens + {images} image tokens + {max_new_tokens} answer tokens = {total}; shorten the "
+            f"query (room for about {max(room, 0)} prompt tokens) or lower --max-new-tokens"
+        )
+    return text_tokens
+
+
 def detect(
     config: RunConfig,
     spec: ModelSpec,
@@ -147,6 +187,15 @@ def detect(
     from rsvg_desktop.engine.detect import run_scene
 
     _check_scene(config)  # a scene that cannot run fails before the (slow) model load
+    check_question(
+        spec.model_dir,
+        task=config.task,
+        query=config.query,
+        classes=config.classes,
+        region=config.region,
+        history=config.history,
+        max_new_tokens=config.max_new_tokens,
+    )
     loaded = load_model(load_spec(spec))
     yield ModelLoaded(model_info(loaded))
     generator = GeoChatGenerator(loaded, compiled=spec.compiled)
