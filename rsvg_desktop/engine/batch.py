@@ -50,6 +50,7 @@ from rsvg_desktop.core.geo.boxes import AngleConvention
 from rsvg_desktop.core.geo.detections import tile_records
 from rsvg_desktop.core.geo.grid import iter_grid, plan_tiles
 from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.paths import refuse_same_file, same_file
 from rsvg_desktop.core.prompt import IMAGE_TOKEN, LLAVA_V1, build_prompt
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.detect import Generator, answer_log_path
@@ -307,7 +308,10 @@ class BatchJob:
         config.validate()
         self.config = config
         self.model = model
-        self.paths = expand_inputs(config.inputs)
+        outputs = [Path(config.output), answer_log_path(Path(config.output))]
+        # naming the output as an input would replace it; found inside an input folder, it is skipped
+        refuse_same_file(outputs, [p for p in config.inputs if Path(p).is_file()])
+        self.paths = [p for p in expand_inputs(config.inputs) if not any(same_file(p, o) for o in outputs)]
         self.runs = tuple(run_identity(q, model, config) for q in config.queries)
         self.run_ids = tuple(r.run_id for r in self.runs)
         self.assume_crs = parse_crs(config.assume_crs) if config.assume_crs else None
@@ -861,8 +865,13 @@ def batch_detect(
     """``rsvg batch``: check the arguments and open the store, then load the model (only when some
     pair is still open) and run; yields :class:`ModelLoaded` before the first batch."""
     from rsvg_desktop.core.model.loader import read_random_weights_flag
+    from rsvg_desktop.engine.model_jobs import check_question
 
     model_dir = Path(spec.model_dir)
+    for q in config.queries:  # every question fits the model's context, checked before any load
+        check_question(
+            model_dir, task=q.task, query=q.query, classes=q.classes, max_new_tokens=config.max_new_tokens
+        )
     identity = ModelIdentity(
         model=str(model_dir),
         model_id=model_fingerprint(model_dir),

@@ -3,6 +3,7 @@ and a whole detect run in this process (the GUI uses the worker process instead)
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -133,6 +134,22 @@ def _check_scene(config: RunConfig) -> None:
         )
 
 
+@functools.lru_cache(maxsize=4)
+def _context_of(model_dir: str) -> tuple[Any, int, int]:
+    """(tokenizer, context length, image tokens per tile) of a model folder, read once per process."""
+    from transformers import AutoTokenizer
+
+    from rsvg_desktop.core.model.memory import image_tokens, load_llava_config
+    from rsvg_desktop.errors import TokenizerError
+
+    config = load_llava_config(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        raise TokenizerError(f"{model_dir}: the tokenizer cannot be read ({exc})") from exc
+    return tokenizer, int(config.text_config.max_position_embeddings), image_tokens(config)
+
+
 def check_question(
     model_dir: str | os.PathLike[str],
     *,
@@ -147,21 +164,12 @@ def check_question(
     that needs one (and any other wrong task argument), or a prompt that does not fit the model's
     context once the image tokens and the answer budget are added. Reads only ``config.json`` and the
     tokenizer. Returns the prompt's text tokens."""
-    from transformers import AutoTokenizer
-
-    from rsvg_desktop.core.model.memory import image_tokens, load_llava_config
     from rsvg_desktop.core.prompt.templates import IMAGE_TOKEN, build_prompt
-    from rsvg_desktop.errors import ConfigError, TokenizerError
+    from rsvg_desktop.errors import ConfigError
 
     prompt = build_prompt(task, query, history, classes=tuple(classes) or None, region=region)
-    config = load_llava_config(model_dir)
-    limit = int(config.text_config.max_position_embeddings)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError) as exc:
-        raise TokenizerError(f"{model_dir}: the tokenizer cannot be read ({exc})") from exc
+    tokenizer, limit, images = _context_of(str(Path(model_dir).resolve()))
     text_tokens = len(tokenizer(prompt, verbose=False).input_ids) - prompt.count(IMAGE_TOKEN)
-    images = image_tokens(config)
     total = text_tokens + images + int(max_new_tokens)
     if total > limit:
         room = limit - images - int(max_new_tokens)

@@ -219,6 +219,46 @@ def test_query_checked_before_the_model_loads(
 
 
 @pytest.mark.slow
+def test_batch_checks_every_question_before_the_model_loads(tmp_path: Path, data_dir: Path) -> None:
+    queries = tmp_path / "q.txt"
+    queries.write_text("cars\n" + "airplane " * 12_000 + "\n")
+    out = tmp_path / "b.gpkg"
+    proc = run_cli(
+        "batch", str(data_dir / "RGB.byte.tif"), "--smoke", "--queries", str(queries), "-o", str(out)
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "context" in lines[0]
+    assert not out.exists()
+
+
+def test_the_app_worker_refuses_a_question_too_long_for_the_context(
+    tmp_path: Path, data_dir: Path, test_model_dir: Path
+) -> None:
+    import queue
+
+    from rsvg_desktop.engine.events import ModelSpec, RunConfig, RunStarted
+    from rsvg_desktop.engine.protocol import LoadModel, RunJob, StopWorker, WorkerError
+    from rsvg_desktop.engine.worker import WorkerServer
+
+    events: queue.Queue = queue.Queue()
+    commands: queue.Queue = queue.Queue()
+    for cmd in (
+        LoadModel(ModelSpec(str(test_model_dir), "fp32", "cpu")),
+        RunJob(
+            RunConfig(str(data_dir / "RGB.byte.tif"), "airplane " * 12_000, output=str(tmp_path / "o.gpkg"))
+        ),
+        StopWorker(),
+    ):
+        commands.put(cmd)
+    assert WorkerServer(events, lambda: False).serve(commands) == 0
+    msgs = [events.get_nowait() for _ in range(events.qsize())]
+    errors = [m for m in msgs if isinstance(m, WorkerError)]
+    assert len(errors) == 1 and "context" in errors[0].message and not errors[0].fatal
+    assert not any(isinstance(m, RunStarted) for m in msgs) and not (tmp_path / "o.gpkg").exists()
+
+
+@pytest.mark.slow
 def test_batch_goes_on_past_bad_inputs(corpus: dict[str, Path], tmp_path: Path) -> None:
     import numpy as np
     import rasterio
