@@ -127,6 +127,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     quiet = args.quiet or args.batch_quiet
     if args.summary and not Path(args.summary).resolve().parent.is_dir():
         raise ConfigError(f"the folder of --summary {args.summary} does not exist")
+    if args.summary:
+        from rsvg_desktop.core.paths import refuse_same_file
+
+        refuse_same_file([args.summary], [p for p in args.inputs if Path(p).is_file()])
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     config = BatchConfig(
         inputs=tuple(args.inputs),
@@ -144,7 +148,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         crs=args.crs,
         command=shlex.join(["rsvg", *sys.argv[1:]]),
     )
-    spec = ModelSpec(str(model_dir), args.precision, args.device)
+    spec = ModelSpec(
+        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
+    )
     events = batch_detect(config, spec)
     bar: Progress | None = None
     started = False

@@ -30,6 +30,7 @@ from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, tile_recor
 from rsvg_desktop.core.geo.export import export_detections, format_for_path
 from rsvg_desktop.core.geo.grid import iter_tile_images, plan_tiles
 from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.paths import refuse_same_file
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.events import (
     Event,
@@ -112,6 +113,7 @@ def run_scene(
     output = Path(config.output)
     format_for_path(output)
     log_path = answer_log_path(output)
+    refuse_same_file([output, log_path], [config.scene])
     for path in (output, log_path):
         if path.exists() and not config.overwrite:
             raise OutputExistsError(f"{path} exists (use --overwrite to replace the run's outputs)")
@@ -152,6 +154,7 @@ def run_scene(
         done = failed = 0
         errors: list[str] = []
         cancelled = False
+        export_error: str | None = None
         batch_size = max(1, config.batch_size or 4)
         common = dict(
             run_id=run_id,
@@ -262,7 +265,8 @@ def run_scene(
             try:
                 export_detections(output, kept, crs=info.crs_wkt, tiles=tile_recs, run=run, overwrite=True)
             except RsvgError as exc:  # the answer log still holds everything: `rsvg export` rebuilds it
-                log.error(
+                export_error = str(exc)
+                log.info(
                     "run %s: writing %s failed (%s); rebuild it with: rsvg export %s -o %s",
                     run_id,
                     output,
@@ -293,4 +297,5 @@ def run_scene(
         output=str(output),
         answer_log=str(log_path),
         errors=tuple(errors),
+        export_error=export_error,
     )

@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 from pyproj import CRS
 
-from rsvg_desktop.core.answers import AnswerRecord, read_answer_log
+from rsvg_desktop.core.answers import AnswerRecord, check_crs, read_answer_log
 from rsvg_desktop.core.geo.boxes import AngleConvention
 from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, tile_records
 from rsvg_desktop.core.geo.export import ExportResult, export_detections, format_for_path
 from rsvg_desktop.core.geo.merge import MergeConfig, merge_detections, stitched_geometry, stitched_groups
 from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.paths import refuse_same_file
 from rsvg_desktop.core.prompt.parser import parse_answer
 from rsvg_desktop.core.types import ParseResult, Tile
 from rsvg_desktop.errors import AnswerLogError, ConfigError, SceneError
@@ -186,8 +187,18 @@ def export_answer_log(
     reprojected to the first scene's CRS.
     """
     log_path = Path(answer_log)
+    refuse_same_file([output], [log_path])
     format_for_path(output, fmt)  # fail on a bad extension before reading anything
     records = _latest_per_tile(read_answer_log(log_path))
+    refuse_same_file([output], {r.scene for r in records})
+    for rec in records:  # a CRS PROJ cannot read fails here, naming the log and the record
+        if rec.crs is not None:
+            try:
+                check_crs(rec.crs)
+            except AnswerLogError as exc:
+                raise AnswerLogError(
+                    f"{log_path}: record of {rec.scene} window {rec.window}: {exc}"
+                ) from None
     if not records:
         raise AnswerLogError(f"{log_path}: the answer log holds no records")
     conventions = {angle_convention or r.angle_convention or "ccw" for r in records}
