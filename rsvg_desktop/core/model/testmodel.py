@@ -10,9 +10,9 @@ small: the vision tower still takes 336 px images with 14 px patches, so convers
 
 The config is exactly the published one: it names ``openai/clip-vit-large-patch14-336`` although the tower
 in the shard is tiny, as any checkpoint's name may be wrong; the converter reads the tower's dimensions from
-its tensors (and warns about the name). The tower's width is a multiple of 64, so its heads follow the
-converter's 64-channels-per-head rule. ``rsvg_random_weights: true`` and the ``_name_or_path`` marker travel
-into every converted copy so random weights can never be mistaken for GeoChat.
+its tensors (and warns about the name). The tower is 64 wide with one head, as the converter's
+64-channels-per-head rule infers. ``rsvg_random_weights: true`` and the ``_name_or_path`` marker travel into
+every converted copy so random weights can never be mistaken for GeoChat.
 
 :func:`write_tiny_clip` writes a tiny CLIP (``CLIPModel`` layout, 336 px) standing in for
 ``openai/clip-vit-large-patch14-336`` so the ``--clip`` conversion path can be tested offline.
@@ -226,10 +226,10 @@ def write_tiny_geochat(
     num_hidden_layers: int = 2,
     num_attention_heads: int = 4,
     max_position_embeddings: int = 2048,
-    vision_hidden_size: int = 128,
-    vision_intermediate_size: int = 256,
+    vision_hidden_size: int = 64,
+    vision_intermediate_size: int = 128,
     vision_num_hidden_layers: int = 2,
-    vision_num_attention_heads: int = 2,
+    vision_num_attention_heads: int = 1,
     vision_image_size: int = 336,
     patch_size: int = 14,
     dtype: torch.dtype = torch.float16,
@@ -369,10 +369,10 @@ def write_tiny_clip(
     out_dir: str | Path,
     *,
     seed: int = 1,
-    hidden_size: int = 128,
-    intermediate_size: int = 256,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
     num_hidden_layers: int = 2,
-    num_attention_heads: int = 2,
+    num_attention_heads: int = 1,
     image_size: int = 336,
     patch_size: int = 14,
     projection_dim: int = 16,

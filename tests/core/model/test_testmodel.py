@@ -155,7 +155,7 @@ def test_tiny_clip_is_a_transformers_clip(tiny_clip_dir: Path) -> None:
 
     model = CLIPVisionModel.from_pretrained(tiny_clip_dir)
     assert model.config.image_size == 336
-    assert model.embeddings.position_embedding.weight.shape == (577, 128)
+    assert model.embeddings.position_embedding.weight.shape == (577, 64)
     cfg = json.loads((tiny_clip_dir / "config.json").read_text())
     assert cfg["model_type"] == "clip" and cfg["rsvg_random_weights"] is True
 
@@ -163,4 +163,4 @@ def test_tiny_clip_is_a_transformers_clip(tiny_clip_dir: Path) -> None:
 def test_tiny_clip_bin_format(tmp_path: Path) -> None:
     out = write_tiny_clip(tmp_path / "clip-bin", file_format="bin")
     state = torch.load(out / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    assert state["vision_model.embeddings.position_embedding.weight"].shape == (577, 128)
+    assert state["vision_model.embeddings.position_embedding.weight"].shape == (577, 64)
