@@ -16,7 +16,10 @@ from collections.abc import Mapping
 
 from rsvg_desktop.errors import PrecisionError
 
-__all__ = ["PLANNED_PRECISIONS", "PRECISIONS", "Precision", "lower_precision"]
+__all__ = ["DEFAULT_INT4_GROUP_SIZE", "PLANNED_PRECISIONS", "PRECISIONS", "Precision", "lower_precision"]
+
+#: int4wo: weights per scale unless asked otherwise (torchao's default; 32/64/128/256 allowed).
+DEFAULT_INT4_GROUP_SIZE = 128
 
 #: Precisions that are planned but not implemented: asking for them raises PrecisionError.
 PLANNED_PRECISIONS: Mapping[str, str] = {

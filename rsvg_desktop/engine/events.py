@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE
 from rsvg_desktop.core.types import GridBox, Tile
 
 DEFAULT_TILE_SIZE = 504
@@ -30,7 +31,7 @@ class ModelSpec:
     int8_threshold: float = 6.0
     double_quant: bool = True
     use_cache: bool = True
-    group_size: int = 128
+    group_size: int = DEFAULT_INT4_GROUP_SIZE
     compiled: bool = False
 
 

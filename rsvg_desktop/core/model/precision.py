@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from rsvg_desktop.core.precisions import PLANNED_PRECISIONS, Precision
+from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, PLANNED_PRECISIONS, Precision
 from rsvg_desktop.errors import PrecisionError
 
 __all__ = [
@@ -75,7 +75,6 @@ log = logging.getLogger(__name__)
 DEFAULT_INT8_THRESHOLD = 6.0
 #: int4wo: weights per scale/zero-point group (along the input dimension), and the sizes torchao's
 #: kernels take.
-DEFAULT_INT4_GROUP_SIZE = 128
 INT4_GROUP_SIZES: tuple[int, ...] = (32, 64, 128, 256)
 #: fp8 needs float8 tensor cores: Ada (8.9), Hopper (9.0) and newer.
 FP8_MIN_CAPABILITY = (8, 9)
