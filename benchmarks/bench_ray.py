@@ -104,8 +104,8 @@ def main() -> None:
                 folder / f"t{i:05d}.tif", blob_image(64, 64, [(10, 10, 12)], seed=i), x0=5e5 + 40 * i
             )
 
-        from ray import cloudpickle
         import ray
+        from ray import cloudpickle
 
         cloudpickle.register_pickle_by_value(batch_helpers)
         cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -144,6 +144,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from rsvg_desktop.engine.model_jobs import resolve_model_dir
 
     quiet = args.quiet or args.batch_quiet
+    if args.ray is None and (args.workers is not None or args.worker_device != "auto"):
+        raise ConfigError("--workers and --worker-device need --ray")
     if args.summary and not Path(args.summary).resolve().parent.is_dir():
         raise ConfigError(f"the folder of --summary {args.summary} does not exist")
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
@@ -165,8 +167,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
     )
     spec = ModelSpec(str(model_dir), args.precision, args.device)
     if args.ray is None:
-        if args.workers is not None or args.worker_device != "auto":
-            raise ConfigError("--workers and --worker-device need --ray")
         events: Generator[Any, None, None] = batch_detect(config, spec)
     else:
         from rsvg_desktop.engine.ray_batch import RayOptions, ray_batch_detect

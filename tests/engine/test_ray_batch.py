@@ -6,6 +6,7 @@ test-only BlobGenerator (run inside the Ray workers); reads, polygons and the st
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,8 @@ from rsvg_desktop.engine.ray_batch import (  # noqa: E402
     WorkersProgress,
     run_ray_batch,
 )
+
+pytestmark = pytest.mark.slow  # a Ray instance and actors that import torch: minutes on 2 cores
 
 MODEL = ModelIdentity(model="blob-detector", model_id="0123456789abcdef", precision="fp32")
 REPO = Path(__file__).resolve().parents[2]
@@ -131,9 +134,6 @@ def test_two_workers_store_what_one_process_stores(ray_instance, tmp_path, folde
     stats = [e for e in events if isinstance(e, WorkersProgress)][-1]
     assert sum(w.tiles for w in stats.workers) == summary.tiles_done
     assert all(w.tiles > 0 for w in stats.workers)  # both workers answered
-    # The ledger names the worker device, and resuming finds nothing to do.
-    _, again = _ray(_config([folder], tmp_path / "ray.gpkg"))
-    assert again.tiles_done == 0 and again.inputs_already_done == 9
 
 
 def test_a_killed_worker_changes_nothing(ray_instance, tmp_path, folder):
@@ -214,16 +214,17 @@ def test_driver_killed_then_resumed_gives_the_same_store(ray_instance, tmp_path,
     _same_store(single, out)
 
 
-def test_unreadable_inputs_are_one_line_error_before_anything_runs(ray_instance, tmp_path, folder):
-    locked = folder / "tile_3.tif"
-    locked.chmod(0)
-    try:
-        if os.access(locked, os.R_OK):
-            pytest.skip("running as a user who reads any file (root)")
-        with pytest.raises(ConfigError, match=r"tile_3\.tif: not readable by Ray worker"):
-            _ray(_config([folder], tmp_path / "ray.gpkg"))
-    finally:
-        locked.chmod(0o644)
+def test_inputs_a_worker_cannot_read_are_a_one_line_error_before_anything_runs(
+    ray_instance, tmp_path, folder
+):
+    """A path the workers cannot open (here a link to storage that is not mounted) stops the run
+    before any model is loaded or anything stored."""
+    (folder / "tile_x.tif").symlink_to(tmp_path / "not-mounted" / "tile_x.tif")
+    out = tmp_path / "ray.gpkg"
+    with pytest.raises(ConfigError, match=r"tile_x\.tif: not readable by Ray worker") as exc:
+        _ray(_config([folder], out))
+    assert "\n" not in str(exc.value)
+    assert pyogrio.read_dataframe(out, layer="tiles").empty
 
 
 def test_unreadable_inputs_via_the_worker_check(tmp_path, folder):
@@ -233,3 +234,59 @@ def test_unreadable_inputs_via_the_worker_check(tmp_path, folder):
     core = TileWorkerCore(BlobGenerator, name="w", max_new_tokens=8)
     gone = str(folder / "gone.tif")
     assert core.unreadable([str(folder / "tile_0.tif"), gone, str(folder)]) == [gone, str(folder)]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "rsvg_desktop.cli.main", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+def test_cli_real_tiny_model_on_ray_workers_answers_like_one_process(ray_instance, tmp_path, test_model_dir):
+    """The real path end to end: each worker loads the tiny model with the project's loader; at batch
+    size 1 its answers are reproducible, so the ledgers of both runs must be equal."""
+    folder = tmp_path / "t"
+    folder.mkdir()
+    for i in range(3):
+        write_geotiff(folder / f"t{i}.tif", blob_image(64, 64, [(10, 10, 12)], seed=i), x0=5e5 + 40 * i)
+    common = ["batch", str(folder), "--query", "cars", "--model", str(test_model_dir), "--precision", "fp32"]
+    common += [
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "1",
+        "--tile-size",
+        "64",
+        "--overlap",
+        "16",
+    ]
+    common += ["--json"]
+    one = _cli(*common, "-o", str(tmp_path / "one.gpkg"))
+    assert one.returncode == 0, one.stderr
+    proc = _cli(*common, "-o", str(tmp_path / "ray.gpkg"), "--ray", ray_instance, "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "complete" and summary["tiles_done"] == 3
+    assert len(summary["workers"]) == 2 and sum(w["tiles"] for w in summary["workers"]) == 3
+    assert _ledger(tmp_path / "ray.gpkg") == _ledger(tmp_path / "one.gpkg")
+
+
+def test_cli_ray_errors_are_one_line(tmp_path, folder, test_model_dir):
+    """Ray missing (hidden from the subprocess), --workers without --ray: one line, exit 2."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "ray.py").write_text("raise ImportError('No module named ray')\n")
+    model = ["--model", str(test_model_dir), "--precision", "fp32", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "rsvg_desktop.cli.main", "batch", str(folder), "--query", "x", *model]
+    env = {**os.environ, "PYTHONPATH": str(hide)}
+    proc = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "o.gpkg"), "--ray"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "pip install 'rsvg-desktop[cluster]'" in proc.stderr
+    proc = _cli(
+        "batch", str(folder), "--query", "x", "--smoke", "-o", str(tmp_path / "o.gpkg"), "--workers", "2"
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "need --ray" in proc.stderr
