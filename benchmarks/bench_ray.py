@@ -122,7 +122,8 @@ def main() -> None:
         for w in (1, 2):
             n, total, steady = _ray(folder, work / f"ray{w}.gpkg", args.sleep, args.batch, w)
             print(
-                f"  ray, {w} worker(s): {n / total:6.2f} tiles/s overall ({total:.2f} s, incl. actor start)"
+                f"  ray, {w} worker(s): {n / total:6.2f} tiles/s overall ({total:.2f} s, incl. actor start), "
+                f"{(n - args.batch) / steady:6.2f} tiles/s after the first batch"
             )
 
         print(f"\noverhead per tile, stub answering at once, batch {args.batch}")

@@ -665,6 +665,8 @@ class BatchStore:
         found = self.input_id(path)
         if found is not None:
             return found
+        if self._con.execute("SELECT fid FROM inputs LIMIT 1").fetchone() is None:
+            return None  # a new store: nothing to match, no file to hash
         cid = content()
         if cid is None:
             return None
