@@ -93,7 +93,11 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, default=64, help="single-tile inputs (default 64)")
     ap.add_argument("--sleep", type=float, default=0.05, help="stub seconds per tile (default 0.05)")
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--id-files", type=int, default=10000, help="files for the content-id measurement")
+    ap.add_argument(
+        "--id-files", type=int, default=10000, help="files for the content-id measurement (0: skip)"
+    )
+    ap.add_argument("--drop-caches", action="store_true", help="drop the page cache before the first pass")
+    ap.add_argument("--no-overhead", action="store_true", help="skip the instant-stub overhead runs")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_ray_"))
     try:
@@ -129,7 +133,7 @@ def main() -> None:
         print(f"\noverhead per tile, stub answering at once, batch {args.batch}")
         n, s = _single(folder, work / "single0.gpkg", 0.0, args.batch)
         print(f"  single process : {1000 * s / n:6.2f} ms/tile")
-        for w in (1, 2):
+        for w in (1, 2) if not args.no_overhead else ():
             n, total, steady = _ray(folder, work / f"ray0_{w}.gpkg", 0.0, args.batch, w)
             print(
                 f"  ray, {w} worker(s): {1000 * total / n:6.2f} ms/tile ({total:.2f} s incl. actor start), "
@@ -137,6 +141,8 @@ def main() -> None:
             )
         ray.shutdown()
 
+        if args.id_files <= 0:
+            return
         ids = work / "ids"
         ids.mkdir()
         rng = np.random.default_rng(0)
@@ -146,12 +152,13 @@ def main() -> None:
             (sub / f"t{i:05d}.png").write_bytes(rng.bytes(int(rng.integers(8_000, 60_000))))
         paths = expand_inputs([str(ids)])
         dropped = False
-        try:
-            os.sync()
-            Path("/proc/sys/vm/drop_caches").write_text("1\n")
-            dropped = True
-        except OSError:
-            pass
+        if args.drop_caches:  # root only; affects the whole machine's page cache
+            try:
+                os.sync()
+                Path("/proc/sys/vm/drop_caches").write_text("1\n")
+                dropped = True
+            except OSError:
+                pass
         size = sum(os.path.getsize(p) for p in paths) / 1e6
         for label in ("first pass" + (" (page cache dropped)" if dropped else ""), "second pass"):
             t0 = time.perf_counter()
