@@ -114,6 +114,18 @@ class SceneNotFoundError(NotARasterError, FileNotFoundError):
     """The scene file does not exist (also a ``FileNotFoundError``)."""
 
 
+# --- benchmarks -------------------------------------------------------------------------------
+class BenchDataError(RsvgError, ValueError):
+    """A benchmark file (questions, annotations, answers, split) is missing a field or unreadable.
+
+    The message names the file and the line (or record) and says what is wrong.
+    """
+
+
+class BenchDataNotFoundError(BenchDataError, FileNotFoundError):
+    """A benchmark file or image named by the data does not exist."""
+
+
 def is_fatal(exc: BaseException) -> bool:
     """Whether ``exc`` leaves the process unable to go on: a device failure or running out of memory.
     The model worker ends on these (a reload starts clean); every other error is reported and the
