@@ -54,7 +54,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "Ray is not installed: pip install 'rsvg-desktop[cluster]' (or pip install 'ray[data]')"
+INSTALL_HINT = "Ray is not installed: pip install 'rsvg-desktop[cluster]' (or pip install ray)"
 #: Batches queued per actor beyond the one it is answering (keeps every GPU busy between batches).
 QUEUE_PER_WORKER = 1
 #: Replacement actors started over a whole run before the pool gives up (workers keep dying).
