@@ -21,6 +21,10 @@ class NotARasterError(SceneError, ValueError):
     """The file exists but is not a raster GDAL can open."""
 
 
+class UnsupportedRasterError(NotARasterError):
+    """GDAL opens the raster but its data cannot be shown or sent to the model (complex values)."""
+
+
 class NoCRSError(SceneError, ValueError):
     """The raster has no coordinate reference system (use pixel mode to work in pixel coordinates)."""
 
@@ -104,6 +108,10 @@ class OfflineError(ModelError, ConnectionError):
 
 class CancelledError(RsvgError):
     """A job was cancelled by the user; what finished before is kept."""
+
+
+class AnswerLogWriteError(AnswerLogError, OSError):
+    """Appending to an answer log failed (a full disk, no permission); the lines before are intact."""
 
 
 class AnswerLogNotFoundError(AnswerLogError, FileNotFoundError):

@@ -148,6 +148,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise ConfigError("--workers and --worker-device need --ray")
     if args.summary and not Path(args.summary).resolve().parent.is_dir():
         raise ConfigError(f"the folder of --summary {args.summary} does not exist")
+    if args.summary:
+        from rsvg_desktop.core.paths import refuse_same_file
+
+        refuse_same_file([args.summary], [p for p in args.inputs if Path(p).is_file()])
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     config = BatchConfig(
         inputs=tuple(args.inputs),
@@ -165,7 +169,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         crs=args.crs,
         command=shlex.join(["rsvg", *sys.argv[1:]]),
     )
-    spec = ModelSpec(str(model_dir), args.precision, args.device)
+    spec = ModelSpec(
+        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
+    )
     if args.ray is None:
         events: Generator[Any, None, None] = batch_detect(config, spec)
     else:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rsvg_desktop.cli._common import EXIT_OK, Progress
 from rsvg_desktop.core.eval.data import TASKS
+from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE
 from rsvg_desktop.errors import ConfigError
 
 
@@ -53,6 +54,13 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="a fixed, seeded subset per task")
     p.add_argument("--seed", type=int, default=0, metavar="S")
     p.add_argument("--device", default="auto", metavar="D")
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=DEFAULT_INT4_GROUP_SIZE,
+        metavar="N",
+        help="int4wo weights per scale",
+    )
     p.add_argument("--batch-size", type=int, default=None, metavar="N")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="(GeoChat's scripts: 256)")
     p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw")
@@ -67,6 +75,13 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--precisions", type=_csv, default=["bf16", "int8", "nf4"], metavar="P,...")
     p.add_argument("--device", default="auto", metavar="D")
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=DEFAULT_INT4_GROUP_SIZE,
+        metavar="N",
+        help="int4wo weights per scale",
+    )
     p.add_argument("--batch-sizes", type=_ints, default=[1, 8, 32], metavar="N,...")
     p.add_argument(
         "--new-tokens", type=int, default=16, metavar="N", help="forced new tokens per tile (0: load only)"
@@ -85,6 +100,13 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default="refer", choices=("refer", "grounding"))
     p.add_argument("--query", default="", metavar="Q")
     p.add_argument("--device", default="auto", metavar="D")
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=DEFAULT_INT4_GROUP_SIZE,
+        metavar="N",
+        help="int4wo weights per scale",
+    )
     p.add_argument("--batch-size", type=int, default=None, metavar="N")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N")
     p.add_argument("--tile-size", type=int, default=None, metavar="N")
@@ -131,6 +153,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         limit=args.limit,
         seed=args.seed,
         device=args.device,
+        group_size=args.group_size,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         convention=args.angle_convention,
@@ -168,6 +191,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
         model_dir=args.model,
         shape_of=args.shape_of,
         device=args.device,
+        group_size=args.group_size,
         batch_sizes=args.batch_sizes,
         new_tokens=args.new_tokens,
         work_dir=args.work_dir,
@@ -198,6 +222,7 @@ def cmd_bench_agree(args: argparse.Namespace) -> int:
         task=args.task,
         query=args.query,
         device=args.device,
+        group_size=args.group_size,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         tile_size=args.tile_size,

@@ -51,6 +51,7 @@ from rsvg_desktop.core.geo.boxes import AngleConvention
 from rsvg_desktop.core.geo.detections import tile_records
 from rsvg_desktop.core.geo.grid import iter_grid, plan_tiles
 from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.paths import refuse_same_file, same_file
 from rsvg_desktop.core.prompt import IMAGE_TOKEN, LLAVA_V1, build_prompt
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.answerer import Answerer, TileJob, TileReadError
@@ -320,7 +321,10 @@ class BatchJob:
         self._in_flight: dict[int, list[_Item]] = {}
         self.config = config
         self.model = model
-        self.paths = expand_inputs(config.inputs)
+        outputs = [Path(config.output), answer_log_path(Path(config.output))]
+        # naming the output as an input would replace it; found inside an input folder, it is skipped
+        refuse_same_file(outputs, [p for p in config.inputs if Path(p).is_file()])
+        self.paths = [p for p in expand_inputs(config.inputs) if not any(same_file(p, o) for o in outputs)]
         self.root = batch_root(self.paths)
         self._content: dict[str, str | None] = {}  # content ids computed by a lookup, until recorded
         self.runs = tuple(run_identity(q, model, config) for q in config.queries)
@@ -525,6 +529,41 @@ class BatchJob:
             return InputRecord(path=path, size_bytes=None, mtime_ns=None, content_id=cid, rel_path=rel, **kw)
         return InputRecord(path=path, size_bytes=size, mtime_ns=mtime, content_id=cid, rel_path=rel, **kw)
 
+    def _register(self, path: str, info: Any) -> tuple[Georeferencing, int, Any]:
+        """Record an opened input in the store and decide its reprojection: its georeferencing, input
+        id and the CRS its detections are reprojected to (``None``: none). Anything wrong with this one
+        input (a CRS GDAL cannot write or PROJ cannot transform, metadata the store refuses) raises."""
+        c = self._c
+        georef = georeference(info, self.assume_crs)
+        dst_crs = None
+        if not georef.pixel_mode:
+            assert georef.crs_wkt is not None
+            if self.store.output_crs_wkt is not None:
+                dst_crs = _output_crs_if_different(georef.crs_wkt, self.store.output_crs_wkt)
+                if dst_crs is not None:
+                    _check_transformable(georef.crs_wkt, self.store.output_crs_wkt)
+        if not georef.pixel_mode and self.store.output_crs_wkt is None:
+            self.store.set_output_crs(georef.crs_wkt)  # type: ignore[arg-type]
+        input_id = self.store.add_input(
+            self._file_record(
+                path,
+                driver=info.driver,
+                width=info.width,
+                height=info.height,
+                bands=info.count,
+                dtype=info.dtype,
+                crs=info.crs_name or (georef.source if georef.crs_wkt else None),
+                crs_wkt=georef.crs_wkt,
+                transform=georef.transform,
+                georef_source=georef.source,
+                pixel_mode=georef.pixel_mode,
+            )
+        )
+        if georef.pixel_mode:
+            self.store.prepare_pixel_layers()
+            c.inputs_pixel += 1
+        return georef, input_id, dst_crs
+
     def _produce_input(
         self, index: int, path: str, open_runs: tuple[int, ...], opened: _Opened
     ) -> Iterator[Any]:
@@ -538,30 +577,18 @@ class BatchJob:
             return
         with opened.scene as scene:
             info = scene.info
-            georef = georeference(info, self.assume_crs)
-            input_id = self.store.add_input(
-                self._file_record(
-                    path,
-                    driver=info.driver,
-                    width=info.width,
-                    height=info.height,
-                    bands=info.count,
-                    dtype=info.dtype,
-                    crs=info.crs_name or (georef.source if georef.crs_wkt else None),
-                    crs_wkt=georef.crs_wkt,
-                    transform=georef.transform,
-                    georef_source=georef.source,
-                    pixel_mode=georef.pixel_mode,
-                )
-            )
-            dst_crs = None
-            if georef.pixel_mode:
-                self.store.prepare_pixel_layers()
-                c.inputs_pixel += 1
-            else:
-                if self.store.output_crs_wkt is None:
-                    self.store.set_output_crs(georef.crs_wkt)  # type: ignore[arg-type]
-                dst_crs = _output_crs_if_different(georef.crs_wkt, self.store.output_crs_wkt)
+            try:
+                georef, input_id, dst_crs = self._register(path, info)
+            except Exception as exc:  # this input's CRS or metadata: the input fails, the batch goes on
+                if is_fatal(exc):
+                    raise
+                log.debug("%s: cannot be registered", path, exc_info=True)
+                input_id = self.store.add_input(self._file_record(path))
+                nothing = Georeferencing(None, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "none", False)
+                failure = Failure(path, "crs", " ".join(f"{path}: {exc}".split()))
+                state = _Input(path, input_id, nothing, None, open_runs, read_done=True, failed=failure)
+                yield from self._finish(state)
+                return
             state = _Input(path, input_id, georef, dst_crs, open_runs)
             plan = opened.plan
             if plan is None:
@@ -893,6 +920,14 @@ def _output_crs_if_different(src_wkt: str | None, out_wkt: str | None) -> Any | 
     return None if CRS.from_wkt(src_wkt).equals(out) else out
 
 
+@functools.lru_cache(maxsize=64)
+def _check_transformable(src_wkt: str, dst_wkt: str) -> None:
+    """Raise (pyproj's error) when PROJ cannot transform coordinates from ``src_wkt`` to ``dst_wkt``."""
+    from pyproj import CRS, Transformer
+
+    Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
+
+
 # --- entry points --------------------------------------------------------------------------------
 def run_batch(
     config: BatchConfig,
@@ -915,8 +950,13 @@ def batch_detect(
     """``rsvg batch``: check the arguments and open the store, then load the model (only when some
     pair is still open) and run; yields :class:`ModelLoaded` before the first batch."""
     from rsvg_desktop.core.model.loader import read_random_weights_flag
+    from rsvg_desktop.engine.model_jobs import check_question
 
     model_dir = Path(spec.model_dir)
+    for q in config.queries:  # every question fits the model's context, checked before any load
+        check_question(
+            model_dir, task=q.task, query=q.query, classes=q.classes, max_new_tokens=config.max_new_tokens
+        )
     identity = ModelIdentity(
         model=str(model_dir),
         model_id=model_fingerprint(model_dir),
@@ -930,7 +970,7 @@ def batch_detect(
         from rsvg_desktop.engine.model_jobs import load_spec, model_info
 
         loaded = load_model(load_spec(spec))
-        gen = GeoChatGenerator(loaded)
+        gen = GeoChatGenerator(loaded, compiled=spec.compiled)
         if cancel is not None:
             gen.should_stop = cancel
         size = config.batch_size or auto_batch_size(loaded, config.max_new_tokens)

@@ -64,6 +64,7 @@ from rsvg_desktop.core.geo import gpkg
 from rsvg_desktop.core.geo.boxes import AngleConvention
 from rsvg_desktop.core.geo.detections import DetectionTable, TileRecord
 from rsvg_desktop.core.geo.export import detections_frame
+from rsvg_desktop.core.geo.merge import stitched_geometry
 from rsvg_desktop.core.geo.styles import (
     detections_qml,
     detections_sld,
@@ -72,7 +73,7 @@ from rsvg_desktop.core.geo.styles import (
     write_layer_styles,
 )
 from rsvg_desktop.core.types import Tile
-from rsvg_desktop.engine.results import merge_table
+from rsvg_desktop.engine.results import merge_table_stitched
 from rsvg_desktop.errors import ConfigError, ExportError, OutputExistsError
 
 try:  # POSIX advisory lock: one writer per store
@@ -985,15 +986,32 @@ class BatchStore:
             fids, table = self._raw_for_merge(raw_layer, run_id, input_id, angle_convention)
             n_raw = len(fids)
             if n_raw:
-                kept = fids[merge_table(table)]
+                kept_idx, stitched = merge_table_stitched(table)
+                kept = fids[kept_idx]
                 n_merged = len(kept)
-                cols = ", ".join(f'"{c}"' for c in ("geom", *(c for c, _ in _det_columns(pixel_mode))))
-                for start in range(0, n_merged, 500):
-                    chunk = kept[start : start + 500].tolist()
+                attrs = ", ".join(f'"{c}"' for c, _ in _det_columns(pixel_mode))
+                cols = f'"geom", {attrs}'
+                # Stitched objects get their stitched polygon; every other survivor is copied as is.
+                plain = np.setdiff1d(kept, fids[list(stitched)]) if stitched else kept
+                for start in range(0, len(plain), 500):
+                    chunk = plain[start : start + 500].tolist()
                     con.execute(
                         f'INSERT INTO "{merged_layer}" ({cols}) SELECT {cols} FROM "{raw_layer}" '
                         f"WHERE fid IN ({','.join('?' * len(chunk))}) ORDER BY fid",
                         chunk,
+                    )
+                srs_id = self._layers[merged_layer].srs_id
+                for head, members in stitched.items():
+                    member_fids = fids[members].tolist()
+                    blobs = con.execute(
+                        f'SELECT geom FROM "{raw_layer}" WHERE fid IN ({",".join("?" * len(member_fids))})',
+                        member_fids,
+                    ).fetchall()
+                    geom = stitched_geometry([gpkg.geometry_from_blob(b[0]) for b in blobs])
+                    con.execute(
+                        f'INSERT INTO "{merged_layer}" ({cols}) SELECT ?, {attrs} FROM "{raw_layer}" '
+                        "WHERE fid = ?",
+                        (gpkg.geometry_blobs([geom], srs_id)[0], int(fids[head])),
                     )
                 lay, src = self._layers[merged_layer], self._layers[raw_layer]
                 if src.extent is not None:

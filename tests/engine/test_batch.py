@@ -366,3 +366,23 @@ def test_same_content_at_two_places_keeps_two_inputs(tmp_path):
     _, again = _run(_config([tmp_path / "b"], out))
     assert again.inputs_already_done == 2 and again.tiles_done == 0
     assert len(_layer(out, "inputs")) == 2
+
+
+def test_the_store_inside_an_input_folder_is_not_an_input(tmp_path, scene_folder):
+    """``rsvg batch tiles/ -o tiles/out.gpkg``: the store and its log live among the inputs; a rerun
+    must not take them for inputs (they would fail as rasters, or worse, be read)."""
+    out = scene_folder / "out.gpkg"
+    _, first = _run(_config([scene_folder], out))
+    _, again = _run(_config([scene_folder], out))
+    assert first.inputs_total == again.inputs_total == 7
+    assert again.inputs_failed == 0 and again.inputs_already_done == 7
+
+
+def test_an_output_named_as_an_input_is_refused(tmp_path):
+    from rsvg_desktop.core.paths import SameFileError
+
+    scene = write_geotiff(tmp_path / "scene.tif", blob_image(64, 64, [(20, 20, 8)], seed=1))
+    before = scene.read_bytes()
+    with pytest.raises(SameFileError, match="same file as the input"):
+        _run(_config([scene], scene, overwrite=True))
+    assert scene.read_bytes() == before

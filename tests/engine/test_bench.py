@@ -248,3 +248,18 @@ def test_run_names_a_missing_image_before_loading_any_model(
     err = capsys.readouterr().err.strip()
     where = bench_data / "vqa.jsonl"
     assert err == f"rsvg: error: {where}:2: image '{TILES[1]}' not found in {bench_data / 'images'}"
+
+
+@pytest.mark.slow
+def test_run_takes_any_precision_with_its_options(
+    bench_data: Path, test_model_dir: Path, tmp_path: Path
+) -> None:
+    """torchao's int4wo with a group size the tiny model's layers divide (the default 128 does not)."""
+    out = tmp_path / "out"
+    args = ["-q", "bench", "run", "--data", str(bench_data), "--model", str(test_model_dir),
+            "--precisions", "int4wo", "--group-size", "32", "--tasks", "scene", "--device", "cpu",
+            "--max-new-tokens", "2", "--limit", "1", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert (out / "answers" / "int4wo" / "scene.jsonl").read_text().strip()
+    keys = {(m["label"], m["metric"]) for m in json.loads((out / "metrics.json").read_text())["metrics"]}
+    assert ("int4wo", "accuracy") in keys

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import pickle
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -90,6 +91,11 @@ class VisionDims:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str) -> VisionDims:
+        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "image_size", "patch_size", "num_channels", "projection_dim"):  # fmt: skip
+            value = data.get(name, 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise CheckpointError(f"{where}: field {name} must be a positive integer, found {value!r}")
         try:
             return cls(**{f: data[f] for f in cls.__dataclass_fields__ if f in data})
         except TypeError as exc:
@@ -267,10 +273,16 @@ def open_weights(path: str | Path) -> Iterator[Mapping[str, torch.Tensor]]:
         return
     try:
         state = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # truncated zip, bad pickle, disallowed global: all mean "unusable shard"
+    except pickle.UnpicklingError:  # weights_only refused a global: the file holds more than tensors
+        raise CheckpointError(
+            f"{p}: refused: the file holds Python objects besides tensors (pickled code), which are "
+            "never loaded; only plain tensor files are accepted"
+        ) from None
+    except Exception as exc:  # truncated zip, bad pickle: all mean "unusable shard"
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(
             f"{p}: cannot be read as a PyTorch weights file (truncated or corrupt?): "
-            f"{type(exc).__name__}: {exc}"
+            f"{type(exc).__name__}: {first}"
         ) from None
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()

@@ -21,7 +21,7 @@ import numpy as np
 from rsvg_desktop.core.answers import AnswerRecord, read_answer_log
 from rsvg_desktop.core.eval.metrics import match_pairs, rouge_l
 from rsvg_desktop.core.eval.score import Metric
-from rsvg_desktop.core.precisions import Precision
+from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
 from rsvg_desktop.core.prompt import parse_answer
 from rsvg_desktop.engine.bench.jobs import BenchSummary
 from rsvg_desktop.engine.bench.report import metric_tables, write_metrics, write_report
@@ -66,6 +66,7 @@ def run_agree(
     max_new_tokens: int = 256,
     tile_size: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    group_size: int = DEFAULT_INT4_GROUP_SIZE,
 ) -> BenchSummary:
     """``rsvg bench agree`` (see the module doc)."""
     import geopandas as gpd
@@ -84,7 +85,7 @@ def run_agree(
     logs: dict[str, list[Path]] = {}
     random_weights = False
     for prec in [ref, *others]:
-        loaded = load_model(LoadSpec(Path(model_dir), prec, device=device))
+        loaded = load_model(LoadSpec(Path(model_dir), prec, device=device, group_size=group_size))
         random_weights = random_weights or loaded.random_weights
         gen = GeoChatGenerator(loaded)
         logs[prec.value] = []

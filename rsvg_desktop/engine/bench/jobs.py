@@ -19,7 +19,7 @@ from rsvg_desktop.core.eval.data import BenchRecord, find_image, read_answers, r
 from rsvg_desktop.core.eval.metrics import normalise_scene
 from rsvg_desktop.core.eval.score import Metric, score_task
 from rsvg_desktop.core.geo.boxes import DEFAULT_ANGLE_CONVENTION, AngleConvention
-from rsvg_desktop.core.precisions import Precision
+from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
 from rsvg_desktop.engine.bench.report import (
     metric_tables,
     plot_confusion,
@@ -219,6 +219,7 @@ def run_bench(
     max_new_tokens: int = MAX_NEW_TOKENS,
     convention: AngleConvention | str = DEFAULT_ANGLE_CONVENTION,
     progress: BenchProgress | None = None,
+    group_size: int = DEFAULT_INT4_GROUP_SIZE,
 ) -> BenchSummary:
     """``rsvg bench run``: answer every question at each precision, then score (see the module doc)."""
     from rsvg_desktop.core.model.generate import GenerationRequest, GeoChatGenerator
@@ -253,7 +254,7 @@ def run_bench(
         if not any(todo.values()):
             log.info("%s: every question already answered", label)
             continue
-        loaded = load_model(LoadSpec(Path(model_dir), prec, device=device))
+        loaded = load_model(LoadSpec(Path(model_dir), prec, device=device, group_size=group_size))
         memory[label] = loaded.weight_bytes / 2**30
         if loaded.random_weights:
             notes.append(f"{label}: the model has RANDOM WEIGHTS (a test model): the figures are meaningless")

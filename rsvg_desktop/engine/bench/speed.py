@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rsvg_desktop.core.precisions import Precision
+from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
 from rsvg_desktop.engine.bench.report import plot_speed, write_report
 from rsvg_desktop.errors import ConfigError
 
@@ -153,6 +153,7 @@ def measure_precision(
     new_tokens: int,
     use_cache: bool = True,
     repeats: int = 2,
+    group_size: int = DEFAULT_INT4_GROUP_SIZE,
 ) -> SpeedRow:
     """Load ``model_dir`` at ``precision`` and time it (run this in a fresh process for a clean peak)."""
     import numpy as np
@@ -164,7 +165,13 @@ def measure_precision(
     from rsvg_desktop.core.model.loader import LoadSpec, load_model
 
     loaded = load_model(
-        LoadSpec(Path(model_dir), Precision.parse(precision), device=device, use_cache=use_cache)
+        LoadSpec(
+            Path(model_dir),
+            Precision.parse(precision),
+            device=device,
+            use_cache=use_cache,
+            group_size=group_size,
+        )
     )
     cuda = loaded.device.startswith("cuda")
     gen = GeoChatGenerator(loaded)
@@ -242,6 +249,7 @@ def run_speed(
     new_tokens: int = 16,
     work_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    group_size: int = DEFAULT_INT4_GROUP_SIZE,
 ) -> tuple[list[SpeedRow], Path]:
     """``rsvg bench speed``: one fresh process per precision; writes report.md, metrics.json, a plot."""
     from concurrent.futures import ProcessPoolExecutor
@@ -282,6 +290,7 @@ def run_speed(
                 new_tokens,
                 use_cache,
                 1 if shape_of else 2,
+                group_size,
             ).result()
         rows.append(row)
         log.info("speed %s", asdict(row))
