@@ -21,6 +21,10 @@ class NotARasterError(SceneError, ValueError):
     """The file exists but is not a raster GDAL can open."""
 
 
+class UnsupportedRasterError(NotARasterError):
+    """GDAL opens the raster but its data cannot be shown or sent to the model (complex values)."""
+
+
 class NoCRSError(SceneError, ValueError):
     """The raster has no coordinate reference system (use pixel mode to work in pixel coordinates)."""
 
@@ -114,12 +118,28 @@ class CancelledError(RsvgError):
     """A job was cancelled by the user; what finished before is kept."""
 
 
+class AnswerLogWriteError(AnswerLogError, OSError):
+    """Appending to an answer log failed (a full disk, no permission); the lines before are intact."""
+
+
 class AnswerLogNotFoundError(AnswerLogError, FileNotFoundError):
     """The answer log to read does not exist (also a ``FileNotFoundError``)."""
 
 
 class SceneNotFoundError(NotARasterError, FileNotFoundError):
     """The scene file does not exist (also a ``FileNotFoundError``)."""
+
+
+# --- benchmarks -------------------------------------------------------------------------------
+class BenchDataError(RsvgError, ValueError):
+    """A benchmark file (questions, annotations, answers, split) is missing a field or unreadable.
+
+    The message names the file and the line (or record) and says what is wrong.
+    """
+
+
+class BenchDataNotFoundError(BenchDataError, FileNotFoundError):
+    """A benchmark file or image named by the data does not exist."""
 
 
 def is_fatal(exc: BaseException) -> bool:
