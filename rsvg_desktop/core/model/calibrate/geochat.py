@@ -59,7 +59,7 @@ CALIBRATION_QUESTIONS: tuple[tuple[str, str], ...] = (
     ("vqa", "What is the main land cover in this image?"),
     ("vqa", "Are there any buildings? Answer yes or no."),
     ("chat", "Describe this image in detail."),
-    ("classify", ""),
+    ("classify", "Which land-use class is this? Classes: residential, industrial, forest, water."),
 )
 _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".png", ".jpg", ".jpeg")
 
