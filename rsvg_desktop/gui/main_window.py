@@ -308,6 +308,7 @@ class MainWindow(QMainWindow):
         self.map.grid.set_grid(plan.kept, plan.skipped)
         self.results.reset(crs_wkt=info.crs_wkt, transform=info.transform, answer_log=None, run_id=None)
         self.runs.set_scene(info, plan)
+        self.models.calibration_inputs = [info.path]  # q4cal calibrates on the analyst's own scene
         self.settings.add_recent(info.path)
         self.refresh_recent_menu()
         name = Path(info.path).name
