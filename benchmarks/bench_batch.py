@@ -148,7 +148,8 @@ class StubGenerator:
 
 
 def _run(config, generator, identity) -> Any:
-    from rsvg_desktop.engine.batch import BatchFinished, run_batch
+    from rsvg_desktop.engine.batch import run_batch
+    from rsvg_desktop.engine.events import BatchFinished
 
     summary = None
     for event in run_batch(config, generator, model=identity):
@@ -177,7 +178,7 @@ def bench_model(
     from rsvg_desktop.core.model.generate import GeoChatGenerator
     from rsvg_desktop.core.model.loader import LoadSpec, load_model
     from rsvg_desktop.engine.batch import ModelIdentity, model_fingerprint
-    from rsvg_desktop.engine.models import ensure_test_model
+    from rsvg_desktop.engine.model_files import ensure_test_model
 
     model_dir = ensure_test_model(work / "model")
     loaded = load_model(LoadSpec(model_dir, "fp32", "cpu"))

@@ -80,6 +80,24 @@ class GenerationError(ModelError, RuntimeError):
     """Running the model failed (out of memory, device error)."""
 
 
+class DeviceFailure(GenerationError):
+    """The accelerator failed in a way that leaves it unusable for this process (a CUDA device-side
+    assert, an illegal memory access, a lost device). A process that sees it must end: the model
+    worker reports it as fatal and exits, and the app offers to reload."""
+
+
+class DeviceOutOfMemoryError(GenerationError, MemoryError):
+    """Not even one tile fits in the device's memory at this precision (also a ``MemoryError``)."""
+
+
+class ManifestError(ModelError, ValueError):
+    """A model manifest (``models/*.json``) is unreadable or malformed; the message names file and key."""
+
+
+class IntegrityError(ModelError, ValueError):
+    """A downloaded file does not match its expected size or hash; the message names the file."""
+
+
 class OfflineError(ModelError, ConnectionError):
     """A download was requested but the hub cannot be reached."""
 
@@ -94,3 +112,10 @@ class AnswerLogNotFoundError(AnswerLogError, FileNotFoundError):
 
 class SceneNotFoundError(NotARasterError, FileNotFoundError):
     """The scene file does not exist (also a ``FileNotFoundError``)."""
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether ``exc`` leaves the process unable to go on: a device failure or running out of memory.
+    The model worker ends on these (a reload starts clean); every other error is reported and the
+    process keeps serving."""
+    return isinstance(exc, DeviceFailure | MemoryError)

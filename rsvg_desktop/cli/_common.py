@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from rsvg_desktop.core.progress import RunProgress, format_duration
 from rsvg_desktop.errors import RsvgError
 
 log = logging.getLogger("rsvg_desktop.cli")
@@ -59,20 +60,32 @@ def run_guarded(func: Callable[[], int], *, debug: bool = False) -> int:
 
 class Progress:
     """A one-line progress bar on a terminal (counts, rate, time left); silent when quiet or not a TTY
-    unless forced. Updates at most ten times a second."""
+    unless forced. Updates at most ten times a second. The arithmetic is :class:`RunProgress`, the same
+    the app shows."""
 
     def __init__(self, total: int, *, label: str = "", stream: TextIO | None = None, enabled: bool = True):
-        self.total = max(total, 0)
         self.label = label
         self.stream = stream or sys.stderr
         self.enabled = enabled
-        self.done = 0
-        self._start = time.monotonic()
+        self._progress = RunProgress()
+        self._progress.start(max(total, 0))
         self._last = 0.0
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
+    @property
+    def total(self) -> int:
+        return self._progress.total
+
+    @total.setter
+    def total(self, value: int) -> None:
+        self._progress.total = max(value, 0)
+
+    @property
+    def done(self) -> int:
+        return self._progress.done
+
     def update(self, done: int, *, extra: str = "") -> None:
-        self.done = done
+        self._progress.update(done)
         if not self.enabled:
             return
         now = time.monotonic()
@@ -86,12 +99,11 @@ class Progress:
         self.stream.flush()
 
     def line(self, extra: str = "") -> str:
-        elapsed = max(time.monotonic() - self._start, 1e-9)
-        rate = self.done / elapsed
-        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        p = self._progress
+        rate, left = p.rate, p.remaining
         width = 24
-        filled = int(width * self.done / self.total) if self.total else width
+        filled = int(width * min(p.fraction, 1.0)) if p.total else width
         bar = "#" * filled + "-" * (width - filled)
-        eta = "--:--" if left != left else f"{int(left // 60):02d}:{int(left % 60):02d}"
-        text = f"{self.label} [{bar}] {self.done}/{self.total} {rate:.2f}/s left {eta}"
+        eta = "--:--" if left is None else format_duration(left)
+        text = f"{self.label} [{bar}] {p.done}/{p.total} {rate or 0.0:.2f}/s left {eta}"
         return f"{text} {extra}".rstrip()

@@ -17,12 +17,17 @@ import os
 import shlex
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rsvg_desktop.cli._common import EXIT_FAILED_INPUTS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Progress
 from rsvg_desktop.cli.model_cmds import TASK_CHOICES, add_model_run_options, report_model_loaded
 from rsvg_desktop.engine.events import ModelLoaded, ModelSpec
 from rsvg_desktop.errors import ConfigError, GenerationError, ModelError, RsvgError
+
+if TYPE_CHECKING:
+    from rsvg_desktop.engine.inputs import Query
 
 log = logging.getLogger("rsvg_desktop.cli")
 
@@ -36,7 +41,9 @@ _EXIT_FOR_STATUS = {
 }
 
 
-def add_batch_command(sub: argparse._SubParsersAction, grid_options) -> None:
+def add_batch_command(
+    sub: argparse._SubParsersAction, grid_options: Callable[[argparse.ArgumentParser], None]
+) -> None:
     p = sub.add_parser(
         "batch",
         help="ask GeoChat about every tile of many scenes/tiles; resumable GeoPackage output",
@@ -92,7 +99,7 @@ def add_batch_command(sub: argparse._SubParsersAction, grid_options) -> None:
     p.set_defaults(func=cmd_batch)
 
 
-def _queries(args: argparse.Namespace):
+def _queries(args: argparse.Namespace) -> tuple[Query, ...]:
     from rsvg_desktop.engine.inputs import Query, read_queries, unique_queries
 
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else ()
@@ -113,16 +120,9 @@ def _write_summary(path: str, text: str) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.batch import (
-        BatchConfig,
-        BatchFinished,
-        BatchProgress,
-        BatchStarted,
-        InputFinished,
-        batch_detect,
-        summary_json,
-    )
-    from rsvg_desktop.engine.modelops import resolve_model_dir
+    from rsvg_desktop.engine.batch import BatchConfig, batch_detect, summary_json
+    from rsvg_desktop.engine.events import BatchFinished, BatchProgress, BatchStarted, InputFinished
+    from rsvg_desktop.engine.model_jobs import resolve_model_dir
 
     quiet = args.quiet or args.batch_quiet
     if args.summary and not Path(args.summary).resolve().parent.is_dir():

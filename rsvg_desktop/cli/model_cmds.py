@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
-from rsvg_desktop.cli._common import EXIT_OK, Progress
+from rsvg_desktop.cli._common import EXIT_OK, EXIT_USAGE, Progress
 from rsvg_desktop.core.precisions import PRECISIONS
 from rsvg_desktop.engine.events import (
     ModelLoaded,
@@ -49,7 +51,9 @@ def add_model_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_commands(sub: argparse._SubParsersAction, grid_options) -> None:
+def add_model_commands(
+    sub: argparse._SubParsersAction, grid_options: Callable[[argparse.ArgumentParser], None]
+) -> None:
     model = sub.add_parser("model", help="download, convert and size GeoChat")
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
 
@@ -78,9 +82,27 @@ def add_model_commands(sub: argparse._SubParsersAction, grid_options) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_model_convert)
 
-    p = msub.add_parser("download", help="download MBZUAI/geochat-7B from the Hugging Face hub (≈14 GB)")
-    p.add_argument("-o", "--output", default=None, metavar="DIR", help="target folder (default: HF cache)")
+    p = msub.add_parser(
+        "download", help="download a known model (default geochat-7b: MBZUAI/geochat-7B, ≈14 GB); resumable"
+    )
+    p.add_argument("model_id", nargs="?", default="geochat-7b", help="a known model (rsvg model list)")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="DIR",
+        help="target folder (default: the data folder's models/)",
+    )
+    p.add_argument("--no-clip", action="store_true", help="skip the vision tower's CLIP checkpoint")
     p.set_defaults(func=cmd_model_download)
+
+    p = msub.add_parser("list", help="known models: on disk, converted, cached precisions")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_model_list)
+
+    p = msub.add_parser("verify", help="re-check a downloaded known model's files against their record")
+    p.add_argument("model_id", help="a known model (rsvg model list)")
+    p.set_defaults(func=cmd_model_verify)
 
     p = msub.add_parser("testmodel", help="build the tiny RANDOM-WEIGHTS test model and print its folder")
     p.set_defaults(func=cmd_model_testmodel)
@@ -112,7 +134,7 @@ def report_model_loaded(event: ModelLoaded) -> None:
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.modelops import memory_estimates
+    from rsvg_desktop.engine.model_jobs import memory_estimates
 
     precs = args.precision or list(PRECISIONS)
     ests = memory_estimates(args.model_dir, precs, double_quant=not args.no_double_quant)
@@ -132,11 +154,11 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def cmd_model_convert(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.modelops import convert_model
+    from rsvg_desktop.engine.model_jobs import convert_model
 
     bar = Progress(1, label="convert", enabled=not args.quiet)
 
-    def progress(p) -> None:
+    def progress(p: Any) -> None:
         bar.total = 1000
         bar.update(int(p.fraction * 1000))
 
@@ -148,22 +170,62 @@ def cmd_model_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_model_download(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.modelops import download_model
+    from rsvg_desktop.engine.model_jobs import download_known
 
-    path = download_model(args.output, progress=not args.quiet)
+    bar = Progress(1, label="MB", enabled=not args.quiet)
+
+    def progress(p: Any) -> None:
+        bar.total = max(1, (p.total or p.done) // 1_000_000)
+        bar.update(p.done // 1_000_000, extra=p.file)
+
+    path = download_known(args.model_id, args.output, progress=progress, with_clip=not args.no_clip)
     print(f"downloaded to {path}; next: rsvg model convert {path} -o CONVERTED_DIR")
     return EXIT_OK
 
 
+def cmd_model_list(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from rsvg_desktop.engine.model_jobs import list_models
+
+    models = list_models()
+    if args.json:
+        print(json.dumps([asdict(m) for m in models], indent=2))
+        return EXIT_OK
+    if not models:
+        print("no known models (manifests live in models/)")
+    for m in models:
+        size = f"≈{m.size_hint / 1e9:.1f} GB" if m.size_hint else "size unknown"
+        state = "downloaded" if m.downloaded else ("partly downloaded" if m.partial else "not downloaded")
+        print(f"{m.id}: {m.name} ({size}) — {state}: {m.download_dir}")
+        conv = f"converted: {m.converted_dir}" if m.converted else "not converted"
+        cached = ", ".join(m.cached_precisions) or "none"
+        print(f"    {conv}; cached precisions: {cached}")
+    return EXIT_OK
+
+
+def cmd_model_verify(args: argparse.Namespace) -> int:
+    from rsvg_desktop.engine.model_jobs import verify_known
+
+    problems = verify_known(args.model_id)
+    if problems:
+        for line in problems:
+            print(f"rsvg: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.model_id}: every file matches")
+    return EXIT_OK
+
+
 def cmd_model_testmodel(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.models import ensure_test_model
+    from rsvg_desktop.engine.model_files import ensure_test_model
 
     print(ensure_test_model())
     return EXIT_OK
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.modelops import detect, resolve_model_dir
+    from rsvg_desktop.engine.model_jobs import detect, resolve_model_dir
 
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else ()

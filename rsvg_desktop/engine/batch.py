@@ -40,9 +40,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Generator as PyGenerator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rsvg_desktop.core.answers import AnswerRecord
 from rsvg_desktop.core.geo.boxes import AngleConvention
@@ -51,26 +52,33 @@ from rsvg_desktop.core.geo.grid import iter_grid, plan_tiles
 from rsvg_desktop.core.geo.scene import open_scene
 from rsvg_desktop.core.prompt import IMAGE_TOKEN, LLAVA_V1, build_prompt
 from rsvg_desktop.core.types import Tile
-from rsvg_desktop.engine.detect import answer_log_path
-from rsvg_desktop.engine.events import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, ModelInfo, ModelLoaded, ModelSpec
+from rsvg_desktop.engine.detect import Generator, answer_log_path
+from rsvg_desktop.engine.events import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE_SIZE,
+    BatchEvent,
+    BatchFinished,
+    BatchProgress,
+    BatchStarted,
+    BatchSummary,
+    Failure,
+    InputFinished,
+    InputStarted,
+    ModelInfo,
+    ModelLoaded,
+    ModelSpec,
+)
 from rsvg_desktop.engine.inputs import Georeferencing, Query, expand_inputs, georeference, parse_crs
 from rsvg_desktop.engine.prefetch import Prefetch
 from rsvg_desktop.engine.results import Georef, detections_for_answer
 from rsvg_desktop.engine.store import BatchStore, InputRecord, RunRecord, TileAnswer
-from rsvg_desktop.errors import ConfigError, GenerationError, SceneError
+from rsvg_desktop.errors import ConfigError, GenerationError, SceneError, is_fatal
 
 __all__ = [
     "MAX_CONSECUTIVE_MODEL_FAILURES",
     "PROMPT_VERSION",
     "BatchConfig",
-    "BatchFinished",
     "BatchJob",
-    "BatchProgress",
-    "BatchStarted",
-    "BatchSummary",
-    "Failure",
-    "InputFinished",
-    "InputStarted",
     "LoadedGenerator",
     "ModelIdentity",
     "batch_detect",
@@ -85,12 +93,6 @@ log = logging.getLogger(__name__)
 PROMPT_VERSION = 1
 MAX_CONSECUTIVE_MODEL_FAILURES = 3
 CPU_BATCH_SIZE = 4
-
-
-class Generator(Protocol):
-    """What a batch needs of the model: :class:`rsvg_desktop.core.model.generate.GeoChatGenerator`."""
-
-    def generate(self, requests, *, max_new_tokens: int, batch_size: int | None): ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,107 +226,6 @@ def run_identity(query: Query, model: ModelIdentity, config: BatchConfig) -> Run
     )
 
 
-# --- events and summary --------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class BatchStarted:
-    output: str
-    answer_log: str
-    runs: tuple[tuple[str, str, str], ...]  # (run_id, task, query)
-    inputs: int
-
-
-@dataclass(frozen=True, slots=True)
-class InputStarted:
-    path: str
-    index: int  # 0-based position among the inputs
-    tiles: int  # (tile, question) pairs to answer now
-    tiles_done_before: int  # pairs found in the store
-    skipped: int  # tiles skipped as nodata
-    pixel_mode: bool
-    georef_source: str
-
-
-@dataclass(frozen=True, slots=True)
-class BatchProgress:
-    tiles_done: int  # (tile, question) pairs answered in this session
-    tiles_expected: int  # estimate for the whole session (grows as inputs are tiled)
-    inputs_finished: int
-    inputs_total: int
-    raw_detections: int  # boxes found in this session
-    path: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class InputFinished:
-    path: str
-    status: str  # done | failed | already_done
-    tiles_done: int = 0
-    detections: int = 0
-    stage: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    input: str
-    stage: str  # open | plan | read | model
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class BatchSummary:
-    """What a batch did (JSON: :meth:`to_dict`). Tile counts are (tile, question) pairs.
-
-    ``status``: ``complete`` (every input done), ``partial`` (some inputs failed), ``aborted`` (the
-    model kept failing) or ``cancelled``. ``tiles_done``/``raw_detections``: this session;
-    ``tiles_already_done``: pairs of these inputs that earlier sessions had answered;
-    ``detections``/``store_tiles_done``: totals in the store for these runs, after this session.
-    ``timings``: seconds spent loading the model, reading tiles, in the model, building polygons, and
-    writing the store (merging and the answer log included). ``tiles_per_second`` leaves the model's
-    loading out.
-    """
-
-    status: str
-    output: str
-    answer_log: str
-    runs: tuple[dict[str, str], ...]
-    model: str
-    precision: str
-    device: str
-    batch_size: int
-    inputs_total: int
-    inputs_done: int
-    inputs_already_done: int
-    inputs_failed: int
-    inputs_pixel_mode: int
-    tiles_done: int
-    tiles_already_done: int
-    tiles_skipped_nodata: int
-    tiles_failed: int
-    raw_detections: int
-    detections: int
-    store_tiles_done: int
-    failures: tuple[Failure, ...]
-    seconds: float
-    tiles_per_second: float
-    timings: dict[str, float] = field(default_factory=dict)
-    message: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["failures"] = [asdict(f) for f in self.failures]
-        d["runs"] = [dict(r) for r in self.runs]
-        return d
-
-
-@dataclass(frozen=True, slots=True)
-class BatchFinished:
-    summary: BatchSummary
-
-
-BatchEvent = BatchStarted | InputStarted | BatchProgress | InputFinished | BatchFinished | ModelLoaded
-
-
 # --- per-input state -----------------------------------------------------------------------------
 @dataclass(eq=False)
 class _Input:
@@ -440,7 +341,7 @@ class BatchJob:
         generator: Generator | Callable[[], LoadedGenerator],
         *,
         cancel: Callable[[], bool] | None = None,
-    ) -> Iterator[BatchEvent]:
+    ) -> PyGenerator[BatchEvent, None, None]:
         """Answer every open (tile, question) pair; yields events, the last one :class:`BatchFinished`.
 
         ``generator`` is a ready generator, or a function returning a :class:`LoadedGenerator`, called
@@ -511,7 +412,7 @@ class BatchJob:
         yield BatchFinished(summary)
 
     # --- inputs → items -------------------------------------------------------------------------
-    def _produce(self) -> Iterator[_Item | InputStarted | InputFinished | BatchProgress]:
+    def _produce(self) -> PyGenerator[_Item | InputStarted | InputFinished | BatchProgress, None, None]:
         c = self._c
         # The store says which inputs still have work (main thread: the store is not shared); those
         # are opened and their grids laid one or two inputs ahead in a background thread, so opening
@@ -519,16 +420,17 @@ class BatchJob:
         pending: list[tuple[int, str, tuple[int, ...] | None]] = []
         for index, path in enumerate(self.paths):
             input_id = self.store.input_id(path)
-            open_runs = tuple(range(len(self.runs)))
+            runs_left = tuple(range(len(self.runs)))
             if input_id is not None:
                 status = self.store.input_status(input_id, self.run_ids)
-                open_runs = tuple(i for i, r in enumerate(self.run_ids) if status.get(r) != "done")
-            pending.append((index, path, open_runs or None))
+                runs_left = tuple(i for i, r in enumerate(self.run_ids) if status.get(r) != "done")
+            pending.append((index, path, runs_left or None))
         opened = Prefetch(self._open(path) for _, path, runs in pending if runs is not None)
         try:
             for index, path, open_runs in pending:
                 if open_runs is None:
                     input_id = self.store.input_id(path)
+                    assert input_id is not None  # done inputs are in the store
                     c.inputs_already_done += 1
                     c.inputs_finished += 1
                     c.tiles_already_done += self.store.input_tiles_done(input_id, self.run_ids)
@@ -583,7 +485,7 @@ class BatchJob:
             st = os.stat(path)
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
-            size = mtime = None
+            return InputRecord(path=path, size_bytes=None, mtime_ns=None, **kw)
         return InputRecord(path=path, size_bytes=size, mtime_ns=mtime, **kw)
 
     def _produce_input(
@@ -641,7 +543,7 @@ class BatchJob:
             c.tiles_already_done += before
             c.tiles_known += n_pairs
             c.inputs_planned += 1
-            yield InputStarted(path, index, n_pairs, before, plan.n_skipped, georef.pixel_mode, georef.source)
+            yield InputStarted(path, index, n_pairs, plan.n_skipped, georef.pixel_mode, georef.source)
             if not work:
                 state.read_done = True
                 yield from self._finish(state)
@@ -691,6 +593,8 @@ class BatchJob:
             results = gen.generate(requests, max_new_tokens=cfg.max_new_tokens, batch_size=len(requests))
         except GenerationError as exc:
             c.t_model += time.perf_counter() - t0
+            if is_fatal(exc):  # the device is unusable: stop; finished batches are committed
+                raise
             yield from self._model_failed(items, exc)
             return
         c.t_model += time.perf_counter() - t0
@@ -813,8 +717,8 @@ class BatchJob:
                 pixel_mode=state.georef.pixel_mode,
                 tiles_planned=state.tiles_planned,
                 skipped=skipped,
-                stage=f and f.stage,
-                reason=f and f.reason,
+                stage=f.stage if f is not None else None,
+                reason=f.reason if f is not None else None,
                 angle_convention=self.config.angle_convention,
             )
         c.inputs_finished += 1
@@ -834,8 +738,8 @@ class BatchJob:
             "failed" if f else "done",
             state.tiles_done,
             state.detections,
-            f and f.stage,
-            f and f.reason,
+            f.stage if f is not None else None,
+            f.reason if f is not None else None,
         )
 
     def _progress(self, path: str) -> BatchProgress:
@@ -911,7 +815,7 @@ def run_batch(
     *,
     model: ModelIdentity,
     cancel: Callable[[], bool] | None = None,
-) -> Iterator[BatchEvent]:
+) -> PyGenerator[BatchEvent, None, None]:
     """Prepare and run a batch with a given generator (see :class:`BatchJob`); yields its events."""
     job = BatchJob(config, model)
     try:
@@ -922,7 +826,7 @@ def run_batch(
 
 def batch_detect(
     config: BatchConfig, spec: ModelSpec, *, cancel: Callable[[], bool] | None = None
-) -> Iterator[BatchEvent]:
+) -> PyGenerator[BatchEvent, None, None]:
     """``rsvg batch``: check the arguments and open the store, then load the model (only when some
     pair is still open) and run; yields :class:`ModelLoaded` before the first batch."""
     from rsvg_desktop.core.model.loader import read_random_weights_flag
@@ -937,19 +841,10 @@ def batch_detect(
 
     def load() -> LoadedGenerator:
         from rsvg_desktop.core.model.generate import GeoChatGenerator, auto_batch_size
-        from rsvg_desktop.core.model.loader import LoadSpec, load_model
-        from rsvg_desktop.engine.modelops import model_info
+        from rsvg_desktop.core.model.loader import load_model
+        from rsvg_desktop.engine.model_jobs import load_spec, model_info
 
-        loaded = load_model(
-            LoadSpec(
-                spec.model_dir,
-                spec.precision,
-                spec.device,
-                int8_threshold=spec.int8_threshold,
-                double_quant=spec.double_quant,
-                use_cache=spec.use_cache,
-            )
-        )
+        loaded = load_model(load_spec(spec))
         gen = GeoChatGenerator(loaded)
         if cancel is not None:
             gen.should_stop = cancel

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import shapely
@@ -42,7 +42,7 @@ from rsvg_desktop.engine.events import (
 )
 from rsvg_desktop.engine.prefetch import Prefetch
 from rsvg_desktop.engine.results import Georef, detections_for_answer, merge_table
-from rsvg_desktop.errors import CancelledError, ConfigError, OutputExistsError, RsvgError
+from rsvg_desktop.errors import CancelledError, ConfigError, OutputExistsError, RsvgError, is_fatal
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 class Generator(Protocol):
     """What the job needs of the model: :class:`rsvg_desktop.core.model.generate.GeoChatGenerator`."""
 
-    def generate(self, requests, *, max_new_tokens: int, batch_size: int | None): ...
+    def generate(
+        self, requests: Sequence[Any], *, max_new_tokens: int, batch_size: int | None
+    ) -> list[Any]: ...
 
 
 def answer_log_path(output: str | Path) -> Path:
@@ -228,6 +230,8 @@ def run_scene(
             failed += 1
             errors.append(str(exc))
             yield RunFailed(message=str(exc), done=done, answer_log=str(log_path))
+            if is_fatal(exc):  # a broken device: the caller (the worker process) must end
+                raise
         finally:
             images.close()
             table = DetectionTable.concat(tables) if tables else DetectionTable.empty(convention)

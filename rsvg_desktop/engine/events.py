@@ -7,7 +7,8 @@ picklable value so it can cross a process boundary (multiprocessing queues).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from rsvg_desktop.core.types import GridBox, Tile
 
@@ -143,3 +144,103 @@ class RunFailed:
 
 
 Event = RunStarted | TileStarted | TileDone | RunFinished | RunFailed
+
+
+# --- batch runs (rsvg batch) -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BatchStarted:
+    output: str
+    answer_log: str
+    runs: tuple[tuple[str, str, str], ...]  # (run_id, task, query)
+    inputs: int
+
+
+@dataclass(frozen=True, slots=True)
+class InputStarted:
+    path: str
+    index: int  # 0-based position among the inputs
+    tiles: int  # (tile, question) pairs to answer now
+    skipped: int  # tiles skipped as nodata
+    pixel_mode: bool
+    georef_source: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    tiles_done: int  # (tile, question) pairs answered in this session
+    tiles_expected: int  # estimate for the whole session (grows as inputs are tiled)
+    inputs_finished: int
+    inputs_total: int
+    raw_detections: int  # boxes found in this session
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InputFinished:
+    path: str
+    status: str  # done | failed | already_done
+    tiles_done: int = 0
+    detections: int = 0
+    stage: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    input: str
+    stage: str  # open | plan | read | model
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    """What a batch did (JSON: :meth:`to_dict`). Tile counts are (tile, question) pairs.
+
+    ``status``: ``complete`` (every input done), ``partial`` (some inputs failed), ``aborted`` (the
+    model kept failing) or ``cancelled``. ``tiles_done``/``raw_detections``: this session;
+    ``tiles_already_done``: pairs of these inputs that earlier sessions had answered;
+    ``detections``/``store_tiles_done``: totals in the store for these runs, after this session.
+    ``timings``: seconds spent loading the model, reading tiles, in the model, building polygons, and
+    writing the store (merging and the answer log included). ``tiles_per_second`` leaves the model's
+    loading out.
+    """
+
+    status: str
+    output: str
+    answer_log: str
+    runs: tuple[dict[str, str], ...]
+    model: str
+    precision: str
+    device: str
+    batch_size: int
+    inputs_total: int
+    inputs_done: int
+    inputs_already_done: int
+    inputs_failed: int
+    inputs_pixel_mode: int
+    tiles_done: int
+    tiles_already_done: int
+    tiles_skipped_nodata: int
+    tiles_failed: int
+    raw_detections: int
+    detections: int
+    store_tiles_done: int
+    failures: tuple[Failure, ...]
+    seconds: float
+    tiles_per_second: float
+    timings: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["failures"] = [asdict(f) for f in self.failures]
+        d["runs"] = [dict(r) for r in self.runs]
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFinished:
+    summary: BatchSummary
+
+
+BatchEvent = BatchStarted | InputStarted | BatchProgress | InputFinished | BatchFinished | ModelLoaded

@@ -35,8 +35,9 @@ Output CRS
     every other georeferenced input is reprojected to it (see :func:`BatchStore.set_output_crs`).
 
 Geometries are written as GeoPackage binary (``GP`` header with an XY envelope, then ISO WKB). The
-R-tree triggers GDAL and the spec define call ``ST_IsEmpty``/``ST_MinX``/...; this module registers
-those SQL functions on its own connection. ``gpkg_contents`` extents are widened at every commit.
+R-tree triggers GDAL and the spec define call ``ST_IsEmpty``/``ST_MinX``/...;
+:mod:`rsvg_desktop.core.geo.gpkg` registers those SQL functions on the store's own connection.
+``gpkg_contents`` extents are widened at every commit.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ import logging
 import math
 import os
 import sqlite3
-import struct
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +60,7 @@ import shapely
 
 from rsvg_desktop import __version__
 from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord, utc_now_iso
+from rsvg_desktop.core.geo import gpkg
 from rsvg_desktop.core.geo.boxes import AngleConvention
 from rsvg_desktop.core.geo.detections import DetectionTable, TileRecord
 from rsvg_desktop.core.geo.export import detections_frame
@@ -86,16 +87,12 @@ __all__ = [
     "RunRecord",
     "StoreTotals",
     "TileAnswer",
-    "gpkg_blob",
-    "gpkg_blob_to_geometry",
 ]
 
 log = logging.getLogger(__name__)
 
 STORE_FORMAT = 1
 META_TABLE = "rsvg_batch_meta"
-PIXEL_SRS_ID = -1
-RTREE_EXTENSION = "http://www.geopackage.org/spec120/#extension_rtree"
 
 # --- column sets -------------------------------------------------------------------------------
 _DET_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -249,93 +246,6 @@ _INDEXES = (
 )
 
 
-# --- GeoPackage geometry blobs -------------------------------------------------------------------
-_HEADER = struct.Struct("<2sBBi4d")  # magic, version, flags (LE, XY envelope), srs_id, minx maxx miny maxy
-_ENVELOPE_DOUBLES = {0: 0, 1: 4, 2: 6, 3: 6, 4: 8}
-
-
-def gpkg_blob(geoms: np.ndarray | Sequence[Any], srs_id: int) -> list[bytes]:
-    """GeoPackage binary geometries (header with XY envelope + ISO WKB, little endian) of ``geoms``."""
-    arr = np.asarray(geoms, dtype=object)
-    if len(arr) == 0:
-        return []
-    wkb = shapely.to_wkb(arr, byte_order=1, output_dimension=2, flavor="iso")
-    bounds = shapely.bounds(arr)  # minx, miny, maxx, maxy
-    pack = _HEADER.pack
-    return [
-        pack(b"GP", 0, 0b0000_0011, srs_id, b[0], b[2], b[1], b[3]) + w
-        for b, w in zip(bounds.tolist(), wkb.tolist(), strict=True)
-    ]
-
-
-def _parse_header(blob: bytes) -> tuple[int, bool, tuple[float, ...] | None]:
-    """``(header length, empty flag, envelope minx, maxx, miny, maxy or None)`` of a GPKG blob."""
-    if len(blob) < 8 or blob[:2] != b"GP":
-        raise ValueError("not a GeoPackage geometry blob")
-    flags = blob[3]
-    order = "<" if flags & 1 else ">"
-    n = _ENVELOPE_DOUBLES.get((flags >> 1) & 0b111)
-    if n is None:
-        raise ValueError("bad GeoPackage envelope code")
-    header = 8 + 8 * n
-    env = struct.unpack(order + "4d", blob[8:40]) if n else None
-    return header, bool(flags & 0b1_0000), env
-
-
-def gpkg_blob_to_geometry(blob: bytes | None) -> Any:
-    """A shapely geometry from a GeoPackage binary geometry (``None`` stays ``None``)."""
-    if blob is None:
-        return None
-    header, _, _ = _parse_header(bytes(blob))
-    return shapely.from_wkb(bytes(blob)[header:])
-
-
-class _Envelopes:
-    """Envelope of a GPKG blob for the R-tree triggers' SQL functions. A trigger asks for the same
-    blob five times in a row (``ST_IsEmpty``, ``ST_MinX``, ...): the last answer is kept."""
-
-    __slots__ = ("_blob", "_env")
-
-    def __init__(self) -> None:
-        self._blob: bytes | None = None
-        self._env: tuple[float, ...] | None = None
-
-    def get(self, blob: bytes | None) -> tuple[float, ...] | None:
-        if blob is None:
-            return None
-        if blob == self._blob:
-            return self._env
-        try:
-            header, empty, env = _parse_header(blob)
-        except ValueError:
-            env, empty = None, True
-        if not empty and env is None:
-            geom = shapely.from_wkb(bytes(blob)[header:])
-            if not geom.is_empty:
-                x0, y0, x1, y1 = geom.bounds
-                env = (x0, x1, y0, y1)
-        self._blob, self._env = blob, (None if empty else env)
-        return self._env
-
-    def register(self, con: sqlite3.Connection) -> None:
-        get = self.get
-        con.create_function(
-            "ST_IsEmpty", 1, lambda b: None if b is None else int(get(b) is None), deterministic=True
-        )
-        for i, name in enumerate(("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY")):
-            con.create_function(
-                name, 1, lambda b, i=i: None if (e := get(b)) is None else e[i], deterministic=True
-            )
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
-    _Envelopes().register(con)
-    con.execute("PRAGMA journal_mode = DELETE")
-    con.execute("PRAGMA synchronous = FULL")
-    return con
-
-
 # --- values --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class RunRecord:
@@ -480,7 +390,7 @@ class BatchStore:
                     with contextlib.suppress(FileNotFoundError):
                         p.unlink()
             if path.exists():
-                con = _connect(path)
+                con = gpkg.connect(path)
                 _check_store(con, path)
             else:
                 if log_path.exists() and log_path.stat().st_size > 0:
@@ -489,7 +399,7 @@ class BatchStore:
                         "--overwrite to start a new run store"
                     )
                 _create(path)
-                con = _connect(path)
+                con = gpkg.connect(path)
             store = cls(path, log_path, con, lock_fd)
         except BaseException:
             _unlock(lock_fd)
@@ -563,7 +473,7 @@ class BatchStore:
                 )
             return
         with self._transaction_raw():
-            srs_id = _ensure_srs(self._con, wanted)
+            srs_id = gpkg.ensure_srs(self._con, wanted)
             self._set_meta("output_crs_wkt", wanted.to_wkt())
             self._set_meta("output_crs", _crs_label(wanted))
             for name, cols, desc in (
@@ -583,28 +493,12 @@ class BatchStore:
                 ("detections_pixel", "merged detections in pixel coordinates (no CRS)"),
                 ("tile_detections_pixel", "raw boxes in pixel coordinates (no CRS)"),
             ):
-                self._create_layer(name, _det_columns(True), PIXEL_SRS_ID, desc)
+                self._create_layer(name, _det_columns(True), gpkg.PIXEL_SRS_ID, desc)
         self._ensure_styles()
 
     def _create_layer(self, name: str, columns: Sequence[tuple[str, str]], srs_id: int, desc: str) -> None:
         con = self._con
-        cols = ", ".join(f'"{c}" {t}' for c, t in columns)
-        con.execute(
-            f'CREATE TABLE "{name}" ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
-            f'"geom" POLYGON, {cols})'
-        )
-        con.execute(
-            "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change,"
-            " srs_id) VALUES (?, 'features', ?, ?, ?, ?)",
-            (name, name, desc, _gpkg_now(), srs_id),
-        )
-        con.execute(
-            "INSERT INTO gpkg_geometry_columns (table_name, column_name, geometry_type_name, srs_id,"
-            " z, m) VALUES (?, 'geom', 'POLYGON', ?, 0, 0)",
-            (name, srs_id),
-        )
-        _count_triggers(con, name)
-        _rtree(con, name)
+        gpkg.create_feature_table(con, name, columns, srs_id, desc)
         if name.startswith(("detections", "tile_detections")):
             con.execute(f'CREATE INDEX "ix_{name}_key" ON "{name}" (input_id, run_id)')
         else:
@@ -689,7 +583,7 @@ class BatchStore:
         lay.dirty = True
 
     def _flush_extents(self) -> None:
-        now = _gpkg_now()
+        now = utc_now_iso()
         for lay in self._layers.values():
             if lay.dirty and lay.extent is not None:
                 self._con.execute(
@@ -712,8 +606,6 @@ class BatchStore:
     # --- runs and inputs --------------------------------------------------------------------------
     def add_run(self, run: RunRecord) -> None:
         """Record a run id (nothing happens when it is already there)."""
-        from rsvg_desktop.core.geo.boxes import AngleConvention
-
         with self._transaction_raw():
             self._con.execute(
                 "INSERT OR IGNORE INTO run (run_id, task, query, classes, prompt, prompt_sha256, model,"
@@ -772,7 +664,7 @@ class BatchStore:
                     " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (rec.path, os.path.basename(rec.path), *values, utc_now_iso()),
                 )
-                return int(cur.lastrowid)
+                return _rowid(cur)
             if rec.driver is not None:
                 self._con.execute(
                     "UPDATE inputs SET driver = ?, width = ?, height = ?, bands = ?, dtype = ?, crs = ?,"
@@ -854,7 +746,7 @@ class BatchStore:
                     now,
                 ),
             )
-            seqs.append(int(cur.lastrowid))
+            seqs.append(_rowid(cur))
         txn.touched.add("tiles")
         for pixel in (False, True):
             group = [a for a in answers if a.pixel_mode is pixel and len(a.detections)]
@@ -890,7 +782,7 @@ class BatchStore:
         box_index = np.concatenate([np.arange(len(a.detections), dtype=np.int64) for a in answers])
         pixel = layer.endswith("_pixel")
         geoms = table.geometry
-        blobs = gpkg_blob(geoms, self._layers[layer].srs_id)
+        blobs = gpkg.geometry_blobs(geoms, self._layers[layer].srs_id)
         boxes, wins = table.boxes, table.windows
         angles = [None if math.isnan(a) else a for a in boxes[:, 4].tolist()]
         tile_rows, tile_cols = table.tile_row.tolist(), table.tile_col.tolist()
@@ -940,7 +832,7 @@ class BatchStore:
         txn = self._require_txn()
         layer = self._layers["tile_footprints"]
         geoms = np.asarray([it[4] for it in items], dtype=object)
-        blobs = gpkg_blob(geoms, layer.srs_id)
+        blobs = gpkg.geometry_blobs(geoms, layer.srs_id)
         rows = [
             (
                 blob,
@@ -1128,7 +1020,7 @@ class BatchStore:
                 "INSERT INTO sessions (started, status, pid, command) VALUES (?, ?, ?, ?)",
                 (utc_now_iso(), "running", os.getpid(), command),
             )
-            return int(cur.lastrowid)
+            return _rowid(cur)
 
     def finish_session(self, session: int, status: str, summary: dict[str, Any]) -> None:
         with self._transaction_raw():
@@ -1256,10 +1148,6 @@ class BatchStore:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def _gpkg_now() -> str:
-    return utc_now_iso()
-
-
 def _crs_label(crs: Any) -> str:
     auth = crs.to_authority()
     return f"{auth[0]}:{auth[1]}" if auth else crs.name
@@ -1299,7 +1187,7 @@ def _create(path: Path) -> None:
                 driver="GPKG",
                 layer_options={"DESCRIPTION": f"rsvg batch: {name}"},
             )
-        con = _connect(tmp)
+        con = gpkg.connect(tmp)
         try:
             con.execute("BEGIN")
             for sql in _INDEXES:
@@ -1336,87 +1224,6 @@ def _check_store(con: sqlite3.Connection, path: Path) -> None:
         raise ConfigError(f"{path}: run store format {row and row[0]} is not supported by this version")
 
 
-def _ensure_srs(con: sqlite3.Connection, crs: Any) -> int:
-    auth = crs.to_authority()
-    definition = crs.to_wkt("WKT1_GDAL") or crs.to_wkt()
-    if auth and auth[0] == "EPSG":
-        srs_id = int(auth[1])
-        if con.execute("SELECT 1 FROM gpkg_spatial_ref_sys WHERE srs_id = ?", (srs_id,)).fetchone():
-            return srs_id
-        org, org_id = "EPSG", srs_id
-    else:
-        rows = con.execute("SELECT srs_id, definition FROM gpkg_spatial_ref_sys WHERE srs_id >= 100000")
-        for sid, wkt in rows:
-            if wkt == definition:
-                return int(sid)
-        (top,) = con.execute("SELECT max(srs_id) FROM gpkg_spatial_ref_sys").fetchone()
-        srs_id = max(100000, int(top or 0) + 1)
-        org, org_id = "NONE", srs_id
-    con.execute(
-        "INSERT INTO gpkg_spatial_ref_sys (srs_name, srs_id, organization, organization_coordsys_id,"
-        " definition, description) VALUES (?, ?, ?, ?, ?, NULL)",
-        (crs.name, srs_id, org, org_id, definition),
-    )
-    return srs_id
-
-
-def _count_triggers(con: sqlite3.Connection, name: str) -> None:
-    con.execute("INSERT OR REPLACE INTO gpkg_ogr_contents (table_name, feature_count) VALUES (?, 0)", (name,))
-    con.execute(
-        f'CREATE TRIGGER "trigger_insert_feature_count_{name}" AFTER INSERT ON "{name}" BEGIN UPDATE '
-        f"gpkg_ogr_contents SET feature_count = feature_count + 1 WHERE lower(table_name) = "
-        f"lower('{name}'); END"
-    )
-    con.execute(
-        f'CREATE TRIGGER "trigger_delete_feature_count_{name}" AFTER DELETE ON "{name}" BEGIN UPDATE '
-        f"gpkg_ogr_contents SET feature_count = feature_count - 1 WHERE lower(table_name) = "
-        f"lower('{name}'); END"
-    )
-
-
-def _rtree(con: sqlite3.Connection, t: str) -> None:
-    """The spec's R-tree spatial index on ``t.geom`` and the triggers that keep it current."""
-    r = f"rtree_{t}_geom"
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT,"
-        " extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL,"
-        " CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))"
-    )
-    con.execute(f'CREATE VIRTUAL TABLE "{r}" USING rtree(id, minx, maxx, miny, maxy)')
-    env = 'ST_MinX(NEW."geom"), ST_MaxX(NEW."geom"), ST_MinY(NEW."geom"), ST_MaxY(NEW."geom")'
-    new_ok = 'NEW."geom" NOTNULL AND NOT ST_IsEmpty(NEW."geom")'
-    old_ok = 'OLD."geom" NOTNULL AND NOT ST_IsEmpty(OLD."geom")'
-    new_no = 'NEW."geom" ISNULL OR ST_IsEmpty(NEW."geom")'
-    old_no = 'OLD."geom" ISNULL OR ST_IsEmpty(OLD."geom")'
-    statements = (
-        f'CREATE TRIGGER "{r}_insert" AFTER INSERT ON "{t}" WHEN ({new_ok}) BEGIN '
-        f'INSERT OR REPLACE INTO "{r}" VALUES (NEW."fid", {env}); END',
-        f'CREATE TRIGGER "{r}_update6" AFTER UPDATE OF "geom" ON "{t}" WHEN OLD."fid" = NEW."fid" AND '
-        f'({new_ok}) AND ({old_ok}) BEGIN UPDATE "{r}" SET minx = ST_MinX(NEW."geom"), maxx = '
-        f'ST_MaxX(NEW."geom"), miny = ST_MinY(NEW."geom"), maxy = ST_MaxY(NEW."geom") '
-        f'WHERE id = NEW."fid"; END',
-        f'CREATE TRIGGER "{r}_update7" AFTER UPDATE OF "geom" ON "{t}" WHEN OLD."fid" = NEW."fid" AND '
-        f'({new_ok}) AND ({old_no}) BEGIN INSERT INTO "{r}" VALUES (NEW."fid", {env}); END',
-        f'CREATE TRIGGER "{r}_update2" AFTER UPDATE OF "geom" ON "{t}" WHEN OLD."fid" = NEW."fid" AND '
-        f'({new_no}) BEGIN DELETE FROM "{r}" WHERE id = OLD."fid"; END',
-        f'CREATE TRIGGER "{r}_update5" AFTER UPDATE ON "{t}" WHEN OLD."fid" != NEW."fid" AND ({new_ok}) '
-        f'BEGIN DELETE FROM "{r}" WHERE id = OLD."fid"; '
-        f'INSERT OR REPLACE INTO "{r}" VALUES (NEW."fid", {env}); END',
-        f'CREATE TRIGGER "{r}_update4" AFTER UPDATE ON "{t}" WHEN OLD."fid" != NEW."fid" AND ({new_no}) '
-        f"BEGIN "
-        f'DELETE FROM "{r}" WHERE id IN (OLD."fid", NEW."fid"); END',
-        f'CREATE TRIGGER "{r}_delete" AFTER DELETE ON "{t}" WHEN OLD."geom" NOT NULL BEGIN '
-        f'DELETE FROM "{r}" WHERE id = OLD."fid"; END',
-    )
-    for sql in statements:
-        con.execute(sql)
-    con.execute(
-        "INSERT OR REPLACE INTO gpkg_extensions (table_name, column_name, extension_name, definition,"
-        " scope) VALUES (?, 'geom', 'gpkg_rtree_index', ?, 'write-only')",
-        (t, RTREE_EXTENSION),
-    )
-
-
 def _last_logged_seq(path: Path) -> int:
     """The ``store_seq`` of the last complete line of the answer log (0 when none)."""
     try:
@@ -1446,3 +1253,10 @@ def _last_logged_seq(path: Path) -> int:
             "%s: the last line has no store_seq (not written by rsvg batch?): nothing re-logged", path
         )
         return 2**62
+
+
+def _rowid(cur: sqlite3.Cursor) -> int:
+    """The rowid of the row an INSERT just added."""
+    if cur.lastrowid is None:  # pragma: no cover - sqlite sets it after every INSERT
+        raise ExportError("the run store did not return the new row's id")
+    return int(cur.lastrowid)

@@ -11,8 +11,10 @@ Client API (all non-blocking except :meth:`ModelWorker.stop`)::
     for msg in worker.poll(0.05): ...       # run events, ModelLoaded, WorkerError, WorkerDied...
     worker.cancel()                          # the run stops within about a second, finished tiles kept
 
-Messages: the run events of :mod:`rsvg_desktop.engine.events` plus the classes below. A job's
-cancellation is checked between batches and, inside a batch, between generated tokens.
+Commands and messages are the typed values of :mod:`rsvg_desktop.engine.protocol`; the process side
+(:class:`WorkerServer`) dispatches on their types. A job's cancellation is checked between batches and,
+inside a batch, between generated tokens. Fatal errors (a device failure, out of memory: see
+:func:`rsvg_desktop.errors.is_fatal`) are reported, then the process exits with :data:`EXIT_FATAL`.
 """
 
 from __future__ import annotations
@@ -22,125 +24,156 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import sys
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from rsvg_desktop.engine.events import ModelInfo, ModelLoaded, ModelSpec, RunConfig, RunFailed
+from rsvg_desktop.engine.events import ModelLoaded, ModelSpec, RunConfig, RunFailed
+from rsvg_desktop.engine.protocol import (
+    Command,
+    LoadModel,
+    ModelLoading,
+    ModelUnloaded,
+    RunJob,
+    StopWorker,
+    UnloadModel,
+    WorkerDied,
+    WorkerError,
+    WorkerMessage,
+    WorkerReady,
+)
+from rsvg_desktop.errors import RsvgError, is_fatal
 
-__all__ = [
-    "ModelInfo",
-    "ModelLoaded",
-    "ModelLoading",
-    "ModelUnloaded",
-    "ModelWorker",
-    "WorkerDied",
-    "WorkerError",
-    "WorkerReady",
-]
+__all__ = ["EXIT_FATAL", "ModelWorker", "WorkerServer"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class WorkerReady:
-    pid: int
+#: Exit status of a worker that ended on a fatal error (device failure, out of memory).
+EXIT_FATAL = 3
 
 
-@dataclass(frozen=True, slots=True)
-class ModelLoading:
-    stage: str
-    fraction: float
+class _Queue(Protocol):
+    def put(self, item: Any) -> None: ...
 
-
-@dataclass(frozen=True, slots=True)
-class ModelUnloaded:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerError:
-    """An error in the worker. ``fatal``: the worker process is ending (reload to go on)."""
-
-    message: str
-    fatal: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerDied:
-    """The worker process is gone (killed, crashed, out of memory); its exit code."""
-
-    exitcode: int | None
+    def get(self) -> Any: ...
 
 
 # --- the process side ----------------------------------------------------------------------------
-def _worker_main(commands: Any, events: Any, cancel: Any, log_level: int) -> None:
-    """Process entry point: serve load/unload/run commands until told to stop."""
-    logging.basicConfig(level=log_level, format="worker %(levelname)s: %(message)s")
-    from rsvg_desktop.core.model.generate import GeoChatGenerator
-    from rsvg_desktop.core.model.loader import LoadSpec, load_model
-    from rsvg_desktop.engine.detect import run_scene
-    from rsvg_desktop.engine.modelops import model_info
-    from rsvg_desktop.errors import RsvgError
+class WorkerServer:
+    """Serves commands until :class:`StopWorker`. ``load`` turns a :class:`ModelSpec` into ``(loaded
+    model, generator)``; the default is the project's loader (tests may pass another). Returns the
+    process exit status: 0 when stopped, :data:`EXIT_FATAL` after a fatal error (reported first)."""
 
-    events.put(WorkerReady(os.getpid()))
-    loaded = generator = None
-    while True:
-        cmd, arg = commands.get()
-        if cmd == "stop":
-            return
-        try:
-            if cmd == "load":
-                spec: ModelSpec = arg
-                loaded = generator = None
-                loaded = load_model(
-                    LoadSpec(
-                        spec.model_dir,
-                        spec.precision,
-                        spec.device,
-                        int8_threshold=spec.int8_threshold,
-                        double_quant=spec.double_quant,
-                        use_cache=spec.use_cache,
-                    ),
-                    progress=lambda stage, fraction: events.put(ModelLoading(str(stage), float(fraction))),
+    def __init__(
+        self,
+        events: _Queue,
+        cancel: Callable[[], bool],
+        load: Callable[[ModelSpec, Callable[[str, float], None]], tuple[Any, Any]] | None = None,
+    ) -> None:
+        self._events = events
+        self._cancel = cancel
+        self._load = load or _load_real
+        self._loaded: Any = None
+        self._generator: Any = None
+
+    def serve(self, commands: _Queue) -> int:
+        self._events.put(WorkerReady(os.getpid()))
+        while True:
+            cmd: Command = commands.get()
+            if isinstance(cmd, StopWorker):
+                return 0
+            try:
+                self.handle(cmd)
+            except RsvgError as exc:
+                self._events.put(WorkerError(str(exc), fatal=is_fatal(exc)))
+                if is_fatal(exc):
+                    return EXIT_FATAL
+            except MemoryError as exc:
+                self._events.put(WorkerError(f"out of memory: {exc}; reload at a lower precision", True))
+                return EXIT_FATAL
+            except Exception as exc:
+                if _torch_fatal(exc):  # a CUDA fault or OOM outside the generator's own handling
+                    self._events.put(WorkerError(f"{type(exc).__name__}: {exc}", fatal=True))
+                    return EXIT_FATAL
+                log.exception("worker: %s failed", type(cmd).__name__)
+                self._events.put(WorkerError(f"{type(exc).__name__}: {exc}", fatal=False))
+
+    def handle(self, cmd: Command) -> None:
+        match cmd:
+            case LoadModel(spec=spec):
+                self._loaded = self._generator = None
+                self._loaded, self._generator = self._load(
+                    spec, lambda stage, fraction: self._events.put(ModelLoading(str(stage), float(fraction)))
                 )
-                generator = GeoChatGenerator(loaded)
-                events.put(ModelLoaded(model_info(loaded)))
-            elif cmd == "unload":
-                loaded = generator = None
-                with contextlib.suppress(Exception):
-                    import torch
+                self._events.put(ModelLoaded(_model_info(self._loaded)))
+            case UnloadModel():
+                self._loaded = self._generator = None
+                _free_device_memory()
+                self._events.put(ModelUnloaded())
+            case RunJob(config=config):
+                self._run(config)
+            case _:
+                raise TypeError(f"unknown worker command {cmd!r}")
 
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                events.put(ModelUnloaded())
-            elif cmd == "run":
-                config: RunConfig = arg
-                if generator is None:
-                    events.put(RunFailed("no model is loaded: load one first"))
-                    continue
-                generator.should_stop = cancel.is_set
-                for event in run_scene(
-                    config,
-                    generator,
-                    model=str(loaded.spec.model_dir),
-                    precision=str(loaded.precision),
-                    device=loaded.device_name,
-                    random_weights=loaded.random_weights,
-                    cancel=cancel.is_set,
-                ):
-                    events.put(event)
-        except RsvgError as exc:
-            events.put(WorkerError(str(exc), fatal=False))
-        except MemoryError as exc:
-            events.put(WorkerError(f"out of memory: {exc}; reload at a lower precision", fatal=True))
-            raise SystemExit(3) from exc
-        except Exception as exc:  # CUDA errors leave the process in an unknown state: end it
-            fatal = "CUDA" in str(exc) or "out of memory" in str(exc).lower()
-            events.put(WorkerError(f"{type(exc).__name__}: {exc}", fatal=fatal))
-            if fatal:
-                raise SystemExit(3) from exc
-            log.exception("worker: %s failed", cmd)
+    def _run(self, config: RunConfig) -> None:
+        from rsvg_desktop.engine.detect import run_scene
+
+        loaded, generator = self._loaded, self._generator
+        if loaded is None or generator is None:
+            self._events.put(RunFailed("no model is loaded: load one first"))
+            return
+        generator.should_stop = self._cancel
+        for event in run_scene(
+            config,
+            generator,
+            model=str(loaded.spec.model_dir),
+            precision=str(loaded.precision),
+            device=loaded.device_name,
+            random_weights=loaded.random_weights,
+            cancel=self._cancel,
+        ):
+            self._events.put(event)
+
+
+def _load_real(spec: ModelSpec, progress: Callable[[str, float], None]) -> tuple[Any, Any]:
+    from rsvg_desktop.core.model.generate import GeoChatGenerator
+    from rsvg_desktop.core.model.loader import load_model
+    from rsvg_desktop.engine.model_jobs import load_spec
+
+    loaded = load_model(load_spec(spec), progress=progress)
+    return loaded, GeoChatGenerator(loaded)
+
+
+def _torch_fatal(exc: BaseException) -> bool:
+    """A torch device error (CUDA fault, out of memory) that escaped the project's own wrapping into
+    :class:`~rsvg_desktop.errors.DeviceFailure`. Checked by type; torch is only consulted when loaded."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    return isinstance(exc, torch.AcceleratorError | torch.OutOfMemoryError)
+
+
+def _model_info(loaded: Any) -> Any:
+    from rsvg_desktop.engine.model_jobs import model_info
+
+    return model_info(loaded)
+
+
+def _free_device_memory() -> None:
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _worker_main(commands: Any, events: Any, cancel: Any, log_level: int) -> None:
+    """Process entry point."""
+    logging.basicConfig(level=log_level, format="worker %(levelname)s: %(message)s")
+    code = WorkerServer(events, cancel.is_set).serve(commands)
+    if code:
+        raise SystemExit(code)
 
 
 # --- the client side -----------------------------------------------------------------------------
@@ -180,13 +213,17 @@ class ModelWorker:
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 
+    @property
+    def exitcode(self) -> int | None:
+        return None if self._proc is None else self._proc.exitcode
+
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the process to end; kill it if it does not within ``timeout`` seconds."""
         if self._proc is None:
             return
         if self._proc.is_alive():
             self._cancel.set()
-            self._commands.put(("stop", None))
+            self._commands.put(StopWorker())
             self._proc.join(timeout)
             if self._proc.is_alive():
                 self._proc.kill()
@@ -200,30 +237,31 @@ class ModelWorker:
             self._proc.join(2.0)
 
     # commands
-    def _send(self, cmd: str, arg: Any = None) -> None:
+    def _send(self, cmd: Command) -> None:
         if not self.alive:
             self.start()
-        self._commands.put((cmd, arg))
+        self._commands.put(cmd)
 
     def load(self, spec: ModelSpec) -> None:
-        self._send("load", spec)
+        self._send(LoadModel(spec))
 
     def unload(self) -> None:
-        self._send("unload")
+        self._send(UnloadModel())
 
     def run(self, config: RunConfig) -> None:
-        self._cancel.clear() if self._cancel is not None else None
-        self._send("run", config)
+        if self._cancel is not None:
+            self._cancel.clear()
+        self._send(RunJob(config))
 
     def cancel(self) -> None:
         if self._cancel is not None:
             self._cancel.set()
 
     # messages
-    def poll(self, timeout: float = 0.0) -> list[Any]:
+    def poll(self, timeout: float = 0.0) -> list[WorkerMessage]:
         """Every message waiting (waits up to ``timeout`` seconds for the first), plus
         :class:`WorkerDied` once when the process has ended unasked."""
-        out: list[Any] = []
+        out: list[WorkerMessage] = []
         if self._events is None:
             return out
         deadline = time.monotonic() + timeout

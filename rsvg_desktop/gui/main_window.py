@@ -29,18 +29,18 @@ from rsvg_desktop import __version__
 from rsvg_desktop.core.geo.grid import TilePlan
 from rsvg_desktop.core.geo.scene import SceneInfo
 from rsvg_desktop.errors import ConfigError
-from rsvg_desktop.gui.coords import CursorFormatter
 from rsvg_desktop.gui.export_dialog import ExportDialog
+from rsvg_desktop.gui.logic.coords import CursorFormatter
+from rsvg_desktop.gui.logic.modelinfo import GUIDANCE
+from rsvg_desktop.gui.logic.replay import Replay, read_run, scene_of_log
+from rsvg_desktop.gui.logic.runplan import QueryRequest
 from rsvg_desktop.gui.map_view import LAYERS, MapView
 from rsvg_desktop.gui.model_controller import ModelController
 from rsvg_desktop.gui.model_panel import ModelPanel
-from rsvg_desktop.gui.modelinfo import GUIDANCE
 from rsvg_desktop.gui.query_panel import QueryPanel
-from rsvg_desktop.gui.replay import Replay, read_run, scene_of_log
 from rsvg_desktop.gui.results_model import ResultsModel
 from rsvg_desktop.gui.results_table import ResultsTable
 from rsvg_desktop.gui.run_controller import RunController
-from rsvg_desktop.gui.runplan import QueryRequest
 from rsvg_desktop.gui.scene_loader import OpenedScene, SceneLoader
 from rsvg_desktop.gui.settings import Settings
 from rsvg_desktop.gui.tasks import run_in_background
@@ -78,7 +78,6 @@ class MainWindow(QMainWindow):
         self.info: SceneInfo | None = None
         self.plan: TilePlan | None = None
         self.formatter: CursorFormatter | None = None
-        self.last_error = ""
         self.export_dialog: ExportDialog | None = None
         self._pending_run: str | None = None
         self.ask_pixel_mode: Callable[[str, str], bool] = self._ask_pixel_mode
@@ -191,9 +190,9 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         fit = QAction("&Fit scene", self, shortcut=QKeySequence("Ctrl+0"))
         fit.triggered.connect(self.map.fit_scene)
-        zoom_in = QAction("Zoom &in", self, shortcut=QKeySequence.StandardKey.ZoomIn)
+        zoom_in = QAction("Zoom &in", self, shortcut=QKeySequence(QKeySequence.StandardKey.ZoomIn))
         zoom_in.triggered.connect(lambda: self.map.zoom_by(1.25))
-        zoom_out = QAction("Zoom &out", self, shortcut=QKeySequence.StandardKey.ZoomOut)
+        zoom_out = QAction("Zoom &out", self, shortcut=QKeySequence(QKeySequence.StandardKey.ZoomOut))
         zoom_out.triggered.connect(lambda: self.map.zoom_by(0.8))
         for action in (fit, zoom_in, zoom_out):
             view_menu.addAction(action)
@@ -328,7 +327,6 @@ class MainWindow(QMainWindow):
         if no_crs and self.ask_pixel_mode(path, message):
             self.open_scene(path, pixel_mode=True)
             return
-        self.last_error = message
         self._pending_run = None
         self.show_status(f"Cannot open {path}")
         self._message("Cannot open the scene", message, warning=True)

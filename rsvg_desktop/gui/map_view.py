@@ -6,7 +6,7 @@ grid (kept tiles outlined, skipped nodata tiles hatched grey, finished tiles tin
 (the highlighted tile, the scope rectangle, the identify region, the rubber band).
 
 Pixel coordinates are the map's units: polygons arrive in the scene CRS and are brought back through
-the inverse of the full affine by the caller (:func:`rsvg_desktop.gui.geometry.polygon_to_pixels`), so
+the inverse of the full affine by the caller (:func:`rsvg_desktop.gui.logic.geometry.polygon_to_pixels`), so
 rotated or sheared geotransforms line up with the image.
 
 Mouse: drag on empty ground or with the middle button pans, the wheel zooms about the cursor, a click
@@ -142,7 +142,7 @@ class TileGridLayer(LayerItem):
         for item in self._items.values():
             if scene is not None:
                 scene.removeItem(item)
-            item.setParentItem(None)
+            item.setParentItem(None)  # type: ignore[arg-type]  # PySide6 accepts None (no parent)
         self._items.clear()
         self._states.clear()
         self.tiles.clear()
@@ -189,7 +189,7 @@ class _Label(QGraphicsSimpleTextItem):
         self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
     ) -> None:
         painter.fillRect(self.boundingRect().adjusted(-2, -1, 2, 1), QColor(0, 0, 0, 150))
-        super().paint(painter, option, widget)
+        super().paint(painter, option, widget)  # type: ignore[arg-type]  # None is allowed
 
 
 class DetectionItem(QGraphicsPolygonItem):
@@ -207,7 +207,7 @@ class DetectionItem(QGraphicsPolygonItem):
         self.setToolTip(label)
         self.label = _Label(label, self) if label else None
         if self.label is not None:
-            top = min(polygon, key=lambda p: (p.y(), p.x()))
+            top = min((polygon.at(i) for i in range(polygon.size())), key=lambda p: (p.y(), p.x()))
             self.label.setPos(top)
 
     def paint(
@@ -250,7 +250,7 @@ class DetectionsLayer(LayerItem):
             if item is not None:
                 if scene is not None:
                     scene.removeItem(item)
-                item.setParentItem(None)
+                item.setParentItem(None)  # type: ignore[arg-type]  # PySide6 accepts None (no parent)
 
     def clear(self) -> None:
         self.remove(list(self.items))

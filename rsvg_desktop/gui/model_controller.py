@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtWidgets import QWidget
 
 from rsvg_desktop.engine.events import ModelSpec
+from rsvg_desktop.gui.logic.modelinfo import describe_loaded, process_rss_bytes
+from rsvg_desktop.gui.model_manager import ModelManagerDialog
 from rsvg_desktop.gui.model_panel import ModelChoice, ModelPanel
-from rsvg_desktop.gui.modelinfo import describe_loaded, process_rss_bytes
 from rsvg_desktop.gui.settings import Settings
 from rsvg_desktop.gui.tasks import run_in_background
 from rsvg_desktop.gui.worker_bridge import WorkerBridge
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def default_test_model() -> Path:
     """The engine's cached tiny test model (random weights)."""
-    from rsvg_desktop.engine.models import ensure_test_model  # type: ignore[import-not-found]
+    from rsvg_desktop.engine.model_files import ensure_test_model
 
     return Path(ensure_test_model())
 
@@ -38,10 +40,11 @@ def default_test_model() -> Path:
 def discover_model() -> str | None:
     """The model folder the command line would use ($RSVG_MODEL_DIR, the HF cache), or None."""
     from rsvg_desktop.core.model.locate import find_model
+    from rsvg_desktop.engine.model_jobs import downloaded_model_dirs
     from rsvg_desktop.errors import ModelError
 
     try:
-        return str(find_model().path)
+        return str(find_model(downloaded=downloaded_model_dirs()).path)
     except ModelError:
         return None
 
@@ -91,6 +94,8 @@ class ModelController(QObject):
         panel.loadRequested.connect(self.load)
         panel.unloadRequested.connect(self.unload)
         panel.choiceChanged.connect(self._save_choice)
+        panel.manageRequested.connect(self.open_manager)
+        self.manager: ModelManagerDialog | None = None
         bridge.stateChanged.connect(self._on_state)
         bridge.modelLoading.connect(panel.show_loading)
         bridge.modelLoaded.connect(self._on_loaded)
@@ -119,6 +124,24 @@ class ModelController(QObject):
         self.settings.use_test_model = choice.source == "test"
         self.settings.precision = choice.precision
         self.settings.device = choice.device
+
+    # --- the model manager ---------------------------------------------------------------------
+    def open_manager(self) -> ModelManagerDialog:
+        """Show the model manager (download, convert, verify a known model); one at a time."""
+        if self.manager is None:
+            parent = self.panel.window()
+            self.manager = ModelManagerDialog(parent if isinstance(parent, QWidget) else None)
+            self.manager.modelChosen.connect(self._use_downloaded)
+        self.manager.refresh()
+        self.manager.show()
+        self.manager.raise_()
+        return self.manager
+
+    def _use_downloaded(self, folder: str) -> None:
+        self.panel.folder_radio.setChecked(True)
+        self.panel.folder_edit.setText(folder)
+        self._save_choice()
+        self.statusMessage.emit(f"Model folder set to {folder}: press Load")
 
     # --- commands ----------------------------------------------------------------------------
     def load(self, choice: ModelChoice) -> None:

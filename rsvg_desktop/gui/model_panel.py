@@ -24,14 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rsvg_desktop.gui.modelinfo import (
+from rsvg_desktop.gui.logic.modelinfo import (
     GUIDANCE,
     RANDOM_WEIGHTS_LABEL,
     check_model_folder,
     describe_loaded,
     format_bytes,
 )
-from rsvg_desktop.gui.runplan import PLANNED, PRECISIONS, lower_precision
+from rsvg_desktop.gui.logic.runplan import PLANNED, PRECISIONS, lower_precision
 
 __all__ = ["DEVICES", "ModelChoice", "ModelPanel"]
 
@@ -56,6 +56,7 @@ class ModelPanel(QWidget):
     loadRequested = Signal(object)
     unloadRequested = Signal()
     choiceChanged = Signal()
+    manageRequested = Signal()  # "Get a model…": open the model manager
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -79,6 +80,9 @@ class ModelPanel(QWidget):
         folder_row.setContentsMargins(0, 0, 0, 0)
         folder_row.addWidget(self.folder_edit, 1)
         folder_row.addWidget(self.browse_button)
+        self.get_button = QPushButton("Get a model…", self)
+        self.get_button.setToolTip("Download, convert and verify a known model (GeoChat-7B…)")
+        self.get_button.clicked.connect(self.manageRequested.emit)
 
         self.guidance = QLabel(self)
         self.guidance.setWordWrap(True)
@@ -151,6 +155,7 @@ class ModelPanel(QWidget):
         form.addRow(folder_row)
         form.addRow(self.guidance)
         form.addRow(self.use_test_button)
+        form.addRow(self.get_button)
         form.addRow(self.test_radio)
         form.addRow("Precision", self.precision_combo)
         form.addRow("Device", self.device_combo)

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from rsvg_desktop.core.prompt.templates import TASKS
-from rsvg_desktop.gui.runplan import SCOPES, PixelRect, QueryRequest
+from rsvg_desktop.gui.logic.runplan import SCOPES, PixelRect, QueryRequest
 
 __all__ = ["QueryPanel"]
 
@@ -40,7 +40,7 @@ DEFAULT_CLASSES = (
 
 
 class QueryPanel(QWidget):
-    """Builds a :class:`~rsvg_desktop.gui.runplan.QueryRequest` from the analyst's choices."""
+    """Builds a :class:`~rsvg_desktop.gui.logic.runplan.QueryRequest` from the analyst's choices."""
 
     runRequested = Signal(object)  # QueryRequest
     cancelRequested = Signal()
@@ -256,12 +256,14 @@ class QueryPanel(QWidget):
         self.task_help.setText(task.description)
         self.query_edit.setPlaceholderText(_PLACEHOLDERS.get(task.name, ""))
         self.query_edit.setEnabled(not task.needs_region)
-        for w in (self.classes_label, self.classes_edit):
-            w.setVisible(task.takes_classes)
-        for w in (self.region_row_label, self.region_widget):
-            w.setVisible(task.needs_region)
-        for w in (self.scope_row_label, self.scope_widget):
-            w.setVisible(not task.needs_region)
+        widgets: tuple[QWidget, ...]
+        for widgets, visible in (
+            ((self.classes_label, self.classes_edit), task.takes_classes),
+            ((self.region_row_label, self.region_widget), task.needs_region),
+            ((self.scope_row_label, self.scope_widget), not task.needs_region),
+        ):
+            for w in widgets:
+                w.setVisible(visible)
 
     def _scope_changed(self, *_args: object) -> None:
         self.scope_button.setVisible(self.scope == "rectangle")

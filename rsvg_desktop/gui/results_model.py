@@ -21,7 +21,7 @@ import shapely
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 
 from rsvg_desktop.core.types import Tile
-from rsvg_desktop.gui.geometry import AreaCalculator, format_area, polygon_to_pixels
+from rsvg_desktop.gui.logic.geometry import AreaCalculator, format_area, polygon_to_pixels
 
 __all__ = ["COLUMNS", "KEY_ROLE", "SORT_ROLE", "DetectionRow", "ResultsModel"]
 
@@ -193,9 +193,6 @@ class ResultsModel(QAbstractTableModel):
     def detection(self, key: Key) -> DetectionRow | None:
         pos = self._index.get(key)
         return None if pos is None else self._rows[pos]
-
-    def key_at(self, row: int) -> Key:
-        return self._rows[row].key
 
     # --- Qt model ----------------------------------------------------------------------------
     def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008

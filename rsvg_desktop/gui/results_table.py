@@ -121,9 +121,8 @@ class ResultsTable(QWidget):
             first = first or idx
         self._syncing = True
         try:
-            flags = QItemSelectionModel.SelectionFlag
-            flags = flags.ClearAndSelect | flags.Rows
-            self.view.selectionModel().select(selection, flags)
+            flag = QItemSelectionModel.SelectionFlag
+            self.view.selectionModel().select(selection, flag.ClearAndSelect | flag.Rows)
             if first is not None and scroll:
                 self.view.scrollTo(first)
         finally:

@@ -24,15 +24,15 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from rsvg_desktop.core.geo.grid import TilePlan
 from rsvg_desktop.core.geo.scene import SceneInfo
+from rsvg_desktop.core.progress import RunProgress, format_duration
 from rsvg_desktop.core.prompt.templates import TASKS, build_query
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.events import RunConfig
 from rsvg_desktop.errors import ConfigError
+from rsvg_desktop.gui.logic.replay import Replay
+from rsvg_desktop.gui.logic.runplan import QueryRequest, build_run_config
 from rsvg_desktop.gui.map_view import MapView
-from rsvg_desktop.gui.progress import RunProgress, format_duration
-from rsvg_desktop.gui.replay import Replay
 from rsvg_desktop.gui.results_model import ResultsModel
-from rsvg_desktop.gui.runplan import QueryRequest, build_run_config
 from rsvg_desktop.gui.transcript import Conversations, TranscriptModel, run_title, summarise_answer
 from rsvg_desktop.gui.worker_bridge import WorkerBridge
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
@@ -141,7 +142,7 @@ class Settings:
     # --- recent files ------------------------------------------------------------------------
     @property
     def recent_files(self) -> list[str]:
-        value = self.q.value("files/recent", [])
+        value: Any = self.q.value("files/recent", [])
         if value is None:
             return []
         if isinstance(value, str):  # INI stores a one-item list as a plain string

@@ -70,7 +70,7 @@ class Conversations:
 class TranscriptModel(QStandardItemModel):
     """Runs as top-level rows, tile answers and notes as their children."""
 
-    def __init__(self, parent: object = None) -> None:
+    def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.setHorizontalHeaderLabels(["Transcript"])
         self._runs: dict[str, QStandardItem] = {}
@@ -86,11 +86,6 @@ class TranscriptModel(QStandardItemModel):
         self.appendRow(item)
         self._runs[run_key] = item
         return item
-
-    def set_run_title(self, run_key: str, title: str) -> None:
-        item = self._runs.get(run_key)
-        if item is not None:
-            item.setText(title)
 
     def _child(self, run_key: str, text: str, kind: str) -> QStandardItem:
         parent = self._runs.get(run_key) or self.begin_run(run_key, run_key)
@@ -125,9 +120,6 @@ class TranscriptModel(QStandardItemModel):
                 if child is not None and child.data(KIND_ROLE) == "tile":
                     out.append(child)
         return out
-
-    def run_item(self, run_key: str) -> QStandardItem | None:
-        return self._runs.get(run_key)
 
 
 class _WrappingDelegate(QStyledItemDelegate):

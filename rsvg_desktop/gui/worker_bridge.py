@@ -13,7 +13,7 @@ Messages → signals: ``WorkerReady`` → :attr:`workerReady`, ``ModelLoaded(inf
 name, ``WorkerError(message, fatal)`` → :attr:`error`, ``WorkerDied(exitcode)`` → :attr:`workerDied`
 (also emitted when the process is found dead without having said so). A ``WorkerError`` during a run
 ends that run (the worker's run loop has stopped); :attr:`error` is emitted after the state change.
-Messages are matched by class name, so the bridge does not depend on which module defines them.
+Messages are the typed values of :mod:`rsvg_desktop.engine.protocol`, dispatched by type.
 
 :attr:`state` is one of ``stopped`` (no process), ``starting``, ``idle`` (process, no model),
 ``loading``, ``ready`` (model loaded), ``running``, ``cancelling``, ``unloading``.
@@ -29,14 +29,31 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from rsvg_desktop.engine.events import ModelSpec, RunConfig
+from rsvg_desktop.engine.events import (
+    ModelLoaded,
+    ModelSpec,
+    RunConfig,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    TileDone,
+    TileStarted,
+)
+from rsvg_desktop.engine.protocol import (
+    ModelLoading,
+    ModelUnloaded,
+    WorkerClient,
+    WorkerDied,
+    WorkerError,
+    WorkerReady,
+)
 
 __all__ = ["WorkerBridge", "default_worker_factory"]
 
 log = logging.getLogger(__name__)
 
 
-def default_worker_factory() -> Any:
+def default_worker_factory() -> WorkerClient:
     """A new (not started) ``ModelWorker`` from the engine."""
     from rsvg_desktop.engine.worker import ModelWorker
 
@@ -61,7 +78,7 @@ class WorkerBridge(QObject):
 
     def __init__(
         self,
-        worker_factory: Callable[[], Any] | None = None,
+        worker_factory: Callable[[], WorkerClient] | None = None,
         *,
         poll_ms: int = 30,
         budget_ms: float = 12.0,
@@ -69,7 +86,7 @@ class WorkerBridge(QObject):
     ) -> None:
         super().__init__(parent)
         self._factory = worker_factory or default_worker_factory
-        self._worker: Any = None
+        self._worker: WorkerClient | None = None
         self._state = "stopped"
         self._model_info: Any = None
         self._spec: ModelSpec | None = None
@@ -79,20 +96,18 @@ class WorkerBridge(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
         self._timer.timeout.connect(self._poll)
-        self._handlers: dict[str, Callable[[Any], None]] = {
-            "WorkerReady": self._on_ready,
-            "ModelLoading": lambda m: self.modelLoading.emit(
-                str(getattr(m, "stage", "")), float(getattr(m, "fraction", 0.0))
-            ),
-            "ModelLoaded": self._on_loaded,
-            "ModelUnloaded": self._on_unloaded,
-            "RunStarted": self._on_run_started,
-            "TileStarted": self.tileStarted.emit,
-            "TileDone": self.tileDone.emit,
-            "RunFinished": self._on_run_finished,
-            "RunFailed": self._on_run_failed,
-            "WorkerError": self._on_error,
-            "WorkerDied": self._on_died,
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            WorkerReady: self._on_ready,
+            ModelLoading: lambda m: self.modelLoading.emit(m.stage, m.fraction),
+            ModelLoaded: self._on_loaded,
+            ModelUnloaded: self._on_unloaded,
+            RunStarted: self._on_run_started,
+            TileStarted: self.tileStarted.emit,
+            TileDone: self.tileDone.emit,
+            RunFinished: self._on_run_finished,
+            RunFailed: self._on_run_failed,
+            WorkerError: self._on_error,
+            WorkerDied: self._on_died,
         }
 
     # --- state -------------------------------------------------------------------------------
@@ -120,14 +135,14 @@ class WorkerBridge(QObject):
 
     @property
     def alive(self) -> bool:
-        return self._worker is not None and bool(getattr(self._worker, "alive", False))
+        return self._worker is not None and self._worker.alive
 
     @property
     def pid(self) -> int | None:
-        return getattr(self._worker, "pid", None) if self._worker is not None else None
+        return self._worker.pid if self._worker is not None else None
 
     @property
-    def worker(self) -> Any:
+    def worker(self) -> WorkerClient | None:
         return self._worker
 
     def _set_state(self, state: str) -> None:
@@ -141,9 +156,9 @@ class WorkerBridge(QObject):
         """Start the worker process if none is running (idempotent)."""
         if self._worker is not None:
             return
-        self._worker = self._factory()
+        self._worker = worker = self._factory()
         self._pending.clear()
-        self._worker.start()
+        worker.start()
         self._last_alive_check = time.monotonic()
         self._timer.start()
         log.info("model worker started (pid %s)", self.pid)
@@ -154,6 +169,7 @@ class WorkerBridge(QObject):
         if self.running:
             raise RuntimeError("cannot load a model while a run is in progress")
         self.start()
+        assert self._worker is not None
         self._spec = spec
         self._model_info = None
         self._worker.load(spec)
@@ -168,7 +184,7 @@ class WorkerBridge(QObject):
         self._set_state("unloading")
 
     def run(self, config: RunConfig) -> None:
-        if not self.loaded or self._state != "ready":
+        if not self.loaded or self._state != "ready" or self._worker is None:
             raise RuntimeError("load a model before running a query")
         self._worker.run(config)
         self._set_state("running")
@@ -194,13 +210,10 @@ class WorkerBridge(QObject):
         if worker is None:
             return
         try:
-            try:
-                worker.stop(timeout=timeout)
-            except TypeError:  # a stop() without a timeout argument
-                worker.stop()
+            worker.stop(timeout=timeout)
         except Exception:
             log.warning("graceful worker stop failed; killing it", exc_info=True)
-        if getattr(worker, "alive", False):
+        if worker.alive:
             try:
                 worker.kill()
             except Exception:
@@ -217,7 +230,7 @@ class WorkerBridge(QObject):
             self._pending.extend(worker.poll(0.0))
         except Exception as exc:  # a broken pipe: the process is gone
             log.warning("polling the worker failed: %s", exc)
-            self._pending.append(WorkerDied(getattr(worker, "exitcode", None)))
+            self._pending.append(WorkerDied(worker.exitcode))
         deadline = time.monotonic() + self._budget
         while self._pending and self._worker is worker:
             msg = self._pending.popleft()
@@ -227,26 +240,25 @@ class WorkerBridge(QObject):
         now = time.monotonic()
         if self._worker is worker and not self._pending and now - self._last_alive_check > 0.5:
             self._last_alive_check = now
-            if not getattr(worker, "alive", True):
+            if not worker.alive:
                 # Dead without a WorkerDied message (e.g. killed before its monitor noticed).
                 try:
                     self._pending.extend(worker.poll(0.0))
                 except Exception:
                     log.debug("final poll of the dead worker failed", exc_info=True)
-                if not any(type(m).__name__ == "WorkerDied" for m in self._pending):
-                    self._pending.append(WorkerDied(getattr(worker, "exitcode", None)))
+                if not any(isinstance(m, WorkerDied) for m in self._pending):
+                    self._pending.append(WorkerDied(worker.exitcode))
 
     def dispatch(self, msg: object) -> None:
         """Handle one worker message (public so tests can feed messages without a process)."""
-        name = type(msg).__name__
-        handler = self._handlers.get(name)
+        handler = self._handlers.get(type(msg))
         if handler is None:
             log.debug("ignoring worker message %r", msg)
             return
         try:
             handler(msg)
         except Exception:  # a bug in a slot must not stop the polling
-            log.exception("handling worker message %s failed", name)
+            log.exception("handling worker message %s failed", type(msg).__name__)
 
     # --- handlers ----------------------------------------------------------------------------
     def _on_ready(self, _msg: Any) -> None:
@@ -254,8 +266,8 @@ class WorkerBridge(QObject):
             self._set_state("idle")
         self.workerReady.emit()
 
-    def _on_loaded(self, msg: Any) -> None:
-        self._model_info = getattr(msg, "info", msg)
+    def _on_loaded(self, msg: ModelLoaded) -> None:
+        self._model_info = msg.info
         self._set_state("ready")
         self.modelLoaded.emit(self._model_info)
 
@@ -280,9 +292,8 @@ class WorkerBridge(QObject):
         self._after_run()
         self.runFailed.emit(msg)
 
-    def _on_error(self, msg: Any) -> None:
-        message = str(getattr(msg, "message", msg))
-        fatal = bool(getattr(msg, "fatal", False))
+    def _on_error(self, msg: WorkerError) -> None:
+        message, fatal = msg.message, msg.fatal
         if self._state == "loading":
             self._set_state("idle")
         elif self._state == "unloading":
@@ -292,12 +303,12 @@ class WorkerBridge(QObject):
             self._after_run()  # an error escaping a run ends it (e.g. its output already exists)
         self.error.emit(message, fatal)
 
-    def _on_died(self, msg: Any) -> None:
+    def _on_died(self, msg: WorkerDied) -> None:
         worker, self._worker = self._worker, None
         self._timer.stop()
         self._pending.clear()
         self._model_info = None
-        code = getattr(msg, "exitcode", None)
+        code = msg.exitcode
         log.error("the model worker died (exit code %s)", code)
         if worker is not None:
             try:  # reap the process; never block the window
@@ -306,11 +317,3 @@ class WorkerBridge(QObject):
                 log.debug("reaping the dead worker failed", exc_info=True)
         self._set_state("stopped")
         self.workerDied.emit(code)
-
-
-class WorkerDied:
-    """The bridge's own death notice, used when it finds the process dead without the worker's message
-    (matched by class name like the worker's ``WorkerDied``)."""
-
-    def __init__(self, exitcode: int | None) -> None:
-        self.exitcode = exitcode

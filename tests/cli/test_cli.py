@@ -178,3 +178,60 @@ def test_detect_on_empty_scene_fails_before_loading_the_model(data_dir, tmp_path
     assert proc.returncode == 2
     assert "no valid pixels" in proc.stderr and "model:" not in proc.stderr
     assert not (tmp_path / "n.gpkg").exists()
+
+
+def test_model_list_download_verify_through_a_manifest(tmp_path):
+    """A user's own manifest (a fine-tune on a mirror), downloaded by name, listed and verified."""
+    from hub_server import serve_hub
+
+    hub_root = tmp_path / "hub"
+    hub_root.mkdir()
+    (hub_root / "config.json").write_text('{"architectures": ["GeoChatLlamaForCausalLM"]}')
+    (hub_root / "weights.bin").write_bytes(b"w" * 300_000)
+    data_home = tmp_path / "data"
+    (data_home / "models").mkdir(parents=True)
+    env = {**os.environ, "RSVG_DATA_DIR": str(data_home)}
+    env.pop("HF_HUB_OFFLINE", None)
+    with serve_hub(hub_root, "me/geochat-ft") as (url, _):
+        manifest = {
+            "format": 1,
+            "id": "geochat-ft",
+            "name": "GeoChat fine-tune",
+            "hub": {"endpoint": url, "repository": "me/geochat-ft", "revision": "main"},
+            "files": [{"name": "config.json"}, {"name": "weights.bin", "bytes": 300_000}],
+        }
+        (data_home / "models" / "geochat-ft.json").write_text(json.dumps(manifest))
+        listed = subprocess.run(
+            [sys.executable, "-m", "rsvg_desktop.cli.main", "model", "list", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert listed.returncode == 0, listed.stderr
+        rows = {m["id"]: m for m in json.loads(listed.stdout)}
+        assert set(rows) >= {"geochat-7b", "geochat-ft"} and not rows["geochat-ft"]["downloaded"]
+        got = subprocess.run(
+            [sys.executable, "-m", "rsvg_desktop.cli.main", "-q", "model", "download", "geochat-ft"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert got.returncode == 0, got.stderr
+    folder = data_home / "models" / "geochat-ft" / "download"
+    assert (folder / "weights.bin").stat().st_size == 300_000
+    verify = [sys.executable, "-m", "rsvg_desktop.cli.main", "model", "verify", "geochat-ft"]
+    ok = subprocess.run(verify, capture_output=True, text=True, timeout=120, env=env)
+    assert ok.returncode == 0 and "every file matches" in ok.stdout
+    (folder / "config.json").write_text('{"architectures": ["Tampered"]}')
+    bad = subprocess.run(verify, capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 2 and "config.json" in bad.stderr and "Traceback" not in bad.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "rsvg_desktop.cli.main", "model", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert "geochat-ft: GeoChat fine-tune" in listed.stdout and "downloaded" in listed.stdout

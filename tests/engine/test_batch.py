@@ -23,18 +23,20 @@ from batch_helpers import (
 from rsvg_desktop.core.answers import read_answer_log
 from rsvg_desktop.engine.batch import (
     BatchConfig,
-    BatchFinished,
-    BatchProgress,
-    BatchStarted,
-    InputFinished,
-    InputStarted,
     ModelIdentity,
     model_fingerprint,
     run_batch,
     run_identity,
 )
 from rsvg_desktop.engine.detect import run_scene
-from rsvg_desktop.engine.events import RunConfig
+from rsvg_desktop.engine.events import (
+    BatchFinished,
+    BatchProgress,
+    BatchStarted,
+    InputFinished,
+    InputStarted,
+    RunConfig,
+)
 from rsvg_desktop.engine.inputs import Query
 from rsvg_desktop.errors import ConfigError
 

@@ -15,6 +15,7 @@ import shapely
 from pyproj import CRS
 
 from rsvg_desktop.core.answers import read_answer_log
+from rsvg_desktop.core.geo import gpkg
 from rsvg_desktop.core.geo.detections import DetectionTable, tile_records
 from rsvg_desktop.core.types import GridBox, ParsedObject, Tile
 from rsvg_desktop.engine.store import (
@@ -22,8 +23,6 @@ from rsvg_desktop.engine.store import (
     InputRecord,
     RunRecord,
     TileAnswer,
-    gpkg_blob,
-    gpkg_blob_to_geometry,
 )
 from rsvg_desktop.errors import ConfigError, ExportError, OutputExistsError
 
@@ -113,9 +112,9 @@ def _fill(store, n_tiles=4, boxes=((10, 10, 30, 30), (60, 60, 90, 90))):
 
 def test_blob_roundtrip_and_envelope():
     polys = np.asarray([shapely.box(1, 2, 3, 5), shapely.Polygon([(0, 0), (4, 1), (2, 6)])], dtype=object)
-    blobs = gpkg_blob(polys, 32633)
+    blobs = gpkg.geometry_blobs(polys, 32633)
     assert [b[:2] for b in blobs] == [b"GP", b"GP"]
-    back = [gpkg_blob_to_geometry(b) for b in blobs]
+    back = [gpkg.geometry_from_blob(b) for b in blobs]
     assert all(a.equals_exact(b, 0) for a, b in zip(polys, back, strict=True))
 
 

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from rsvg_desktop.engine.events import ModelLoaded, ModelSpec, RunConfig, RunFinished, RunStarted, TileDone
-from rsvg_desktop.engine.worker import ModelWorker, WorkerDied, WorkerError, WorkerReady
+from rsvg_desktop.engine.protocol import WorkerDied, WorkerError, WorkerReady
+from rsvg_desktop.engine.worker import ModelWorker
 
 pytestmark = pytest.mark.slow
 

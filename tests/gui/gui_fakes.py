@@ -32,8 +32,8 @@ from rsvg_desktop.engine.events import (
     TileDone,
     TileStarted,
 )
+from rsvg_desktop.engine.protocol import ModelLoading, ModelUnloaded, WorkerDied, WorkerError, WorkerReady
 from rsvg_desktop.engine.results import Georef, detections_for_answer
-from rsvg_desktop.engine.worker import ModelLoading, ModelUnloaded, WorkerDied, WorkerError, WorkerReady
 
 
 def scripted_answer(config: RunConfig, tile: Tile) -> str:

@@ -10,16 +10,15 @@ import pytest
 
 from rsvg_desktop.core.geo.grid import iter_grid, plan_tiles
 from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.progress import RunProgress, format_duration
 from rsvg_desktop.core.prompt.parser import format_box
 from rsvg_desktop.core.prompt.templates import TASKS, build_query
 from rsvg_desktop.engine.detect import tiles_in_scope
 from rsvg_desktop.errors import ConfigError
-from rsvg_desktop.gui.coords import CursorFormatter, format_latlon
-from rsvg_desktop.gui.geometry import AreaCalculator, format_area, polygon_to_pixels
-from rsvg_desktop.gui.model_controller import explain_exit
-from rsvg_desktop.gui.modelinfo import check_model_folder, describe_loaded, format_bytes
-from rsvg_desktop.gui.progress import RunProgress, format_duration
-from rsvg_desktop.gui.runplan import (
+from rsvg_desktop.gui.logic.coords import CursorFormatter, format_latlon
+from rsvg_desktop.gui.logic.geometry import AreaCalculator, format_area, polygon_to_pixels
+from rsvg_desktop.gui.logic.modelinfo import check_model_folder, describe_loaded, format_bytes
+from rsvg_desktop.gui.logic.runplan import (
     QueryRequest,
     build_run_config,
     clip_window,
@@ -28,6 +27,7 @@ from rsvg_desktop.gui.runplan import (
     region_in_tile,
     tile_probe_window,
 )
+from rsvg_desktop.gui.model_controller import explain_exit
 
 
 @pytest.mark.parametrize("size", [(1024, 1024), (504, 504), (3000, 1200), (1300, 2000), (1900, 505)])

@@ -8,7 +8,7 @@ import pytest
 from gui_fakes import FakeWorker
 
 from rsvg_desktop.engine.events import ModelSpec, RunConfig, TileDone
-from rsvg_desktop.engine.worker import WorkerError
+from rsvg_desktop.engine.protocol import WorkerError
 from rsvg_desktop.gui.worker_bridge import WorkerBridge
 
 pytestmark = pytest.mark.gui

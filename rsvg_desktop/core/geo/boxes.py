@@ -151,10 +151,10 @@ def _as_transform6(transform6: Any) -> tuple[float, float, float, float, float, 
         vals = vals[:6]
     if len(vals) != 6:
         raise ConfigError(f"transform must have 6 members (a, b, c, d, e, f); got {len(vals)}")
-    a, b, _, d, e, _ = vals
+    a, b, c, d, e, f = vals
     if not np.isfinite(vals).all() or a * e - b * d == 0:
         raise ConfigError(f"transform {vals} is not invertible")
-    return vals  # type: ignore[return-value]
+    return (a, b, c, d, e, f)
 
 
 # --- the chain ---------------------------------------------------------------------------------------

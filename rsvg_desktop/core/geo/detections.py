@@ -232,7 +232,7 @@ class DetectionTable:
         tiles = [t for t, _ in pairs]
         boxes = boxes_to_array(o.box for _, o in pairs).reshape(len(pairs), 5)
         windows = windows_to_array(tiles).reshape(len(pairs), 4)
-        geoms = (
+        geoms: Any = (
             grid_boxes_to_polygons(boxes, windows, transform6, src_crs, dst_crs, convention=angle_convention)
             if pairs
             else []
@@ -306,13 +306,6 @@ class DetectionTable:
         idx = np.asarray(indices)
         cols = {name: getattr(self, name)[idx] for name in _COLUMNS}
         return DetectionTable(**cols, angle_convention=self.angle_convention)
-
-    def with_geometry(self, geometry: Any) -> DetectionTable:
-        """The same rows with other geometries (e.g. reprojected)."""
-        geoms = np.empty(len(self), dtype=object)
-        geoms[:] = list(geometry)
-        cols = {name: getattr(self, name) for name in _COLUMNS if name != "geometry"}
-        return DetectionTable(**cols, geometry=geoms, angle_convention=self.angle_convention)
 
 
 def _now_iso() -> str:

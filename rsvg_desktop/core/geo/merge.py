@@ -153,7 +153,7 @@ def priority_order(
     # Three corners fix a parallelogram: enough to order distinct boxes.
     flat = np.asarray(pixel_corners, dtype=np.float64)[:, :3, :].reshape(n, -1)
     # np.lexsort sorts by the *last* key first.
-    keys = [np.arange(n)]
+    keys: list[np.ndarray] = [np.arange(n)]
     keys += [flat[:, k] for k in range(flat.shape[1] - 1, -1, -1)]
     keys += [np.asarray(tile_cols), np.asarray(tile_rows), -np.asarray(scores, dtype=np.float64)]
     return np.lexsort(keys)

@@ -70,7 +70,7 @@ from rsvg_desktop.errors import (
 try:  # GDAL errors that rasterio does not translate derive from this private base class
     from rasterio._err import CPLE_BaseError
 except ImportError:  # pragma: no cover - layout of a future rasterio
-    CPLE_BaseError = RasterioError  # type: ignore[misc,assignment]
+    CPLE_BaseError = RasterioError
 
 __all__ = [
     "FILL_RGB",
@@ -675,6 +675,7 @@ class Scene:
         win = Window(0, 0, info.width, info.height)
         kind = info.mask_kind
         what = f"the validity mask (decimated to {out_w}x{out_h})"
+        valid: np.ndarray | None
         if kind == "all_valid" and np.dtype(info.dtype).kind != "f":
             valid = np.ones((out_h, out_w), dtype=bool)
         elif kind in ("per_dataset", "alpha"):

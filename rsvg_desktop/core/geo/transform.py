@@ -43,7 +43,8 @@ def as_transform6(transform: Sequence[float] | Any) -> Transform6:
     values = tuple(float(v) for v in tuple(transform)[:6])
     if len(values) != 6:
         raise ValueError(f"a transform needs 6 coefficients (a, b, c, d, e, f), got {len(values)}")
-    return values  # type: ignore[return-value]
+    a, b, c, d, e, f = values
+    return (a, b, c, d, e, f)
 
 
 def is_identity(transform: Sequence[float], *, tol: float = 0.0) -> bool:

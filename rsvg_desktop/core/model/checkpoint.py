@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -358,9 +358,9 @@ class GeoChatCheckpoint:
         return int(self.config.get("mm_vision_select_layer", -2))
 
     @property
-    def vision_feature_select_strategy(self) -> str:
+    def vision_feature_select_strategy(self) -> Literal["default", "full"]:
         feature = self.config.get("mm_vision_select_feature", "patch")
-        return {"patch": "default", "cls_patch": "full"}[feature]
+        return "full" if feature == "cls_patch" else "default"
 
     @property
     def torch_dtype(self) -> str | None:
@@ -436,8 +436,8 @@ class GeoChatCheckpoint:
         stale = [k for k in expected if k.startswith(STALE_CLIP_PREFIX) and not k.endswith("position_ids")]
         present = [k for k in stale if k in seen]
         if present and len(present) != len(stale):
-            absent = next(k for k in stale if k not in seen)
-            raise CheckpointError(f"{self.path}: the checkpoint's CLIP copy is incomplete: {absent} missing")
+            first = next(k for k in stale if k not in seen)
+            raise CheckpointError(f"{self.path}: the checkpoint's CLIP copy is incomplete: {first} missing")
         return infos
 
     def check_shape(self, path: Path, key: str, shape: tuple[int, ...]) -> None:

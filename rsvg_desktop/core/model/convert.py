@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -283,7 +283,7 @@ class _SafetensorsWriter:
             rows += block.shape[0] if block.dim() else 1
             if block.numel():
                 data = block.detach().contiguous().reshape(-1).view(torch.uint8)
-                self._file.write(memoryview(data.numpy()))
+                self._file.write(data.numpy().tobytes())
         if rows != (p.shape[0] if p.shape else 1):
             raise RuntimeError(f"{self.path}: {name} got {rows} rows, planned shape {p.shape}")
         self._next += 1
@@ -488,7 +488,7 @@ def llava_config(
     dtype: torch.dtype | None = None,
     *,
     vision_feature_layer: int = -2,
-    vision_feature_select_strategy: str = "default",
+    vision_feature_select_strategy: Literal["default", "full"] = "default",
 ) -> Any:
     """The converted ``LlavaConfig`` for GeoChat's text and vision dimensions: ``<image>`` and ``<pad>``
     appended to the vocabulary, the vision tower at 504 px, layer −2 features. The one definition of the

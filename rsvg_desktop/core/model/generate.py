@@ -43,7 +43,13 @@ from rsvg_desktop.core.model.loader import LoadedModel
 from rsvg_desktop.core.model.memory import GIB, tile_bytes
 from rsvg_desktop.core.prompt import LLAVA_V1, build_prompt, parse_answer
 from rsvg_desktop.core.types import GridBox, ParseResult
-from rsvg_desktop.errors import CancelledError, ConfigError, GenerationError
+from rsvg_desktop.errors import (
+    CancelledError,
+    ConfigError,
+    DeviceFailure,
+    DeviceOutOfMemoryError,
+    GenerationError,
+)
 
 __all__ = [
     "CLIP_MEAN_RGB",
@@ -326,7 +332,7 @@ class GeoChatGenerator:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(idx) == 1:
-                raise GenerationError(
+                raise DeviceOutOfMemoryError(
                     f"out of memory on {self.loaded.device_name} with a single tile "
                     f"(max_new_tokens={max_new_tokens}): {exc}"
                 ) from exc
@@ -373,6 +379,12 @@ class GeoChatGenerator:
                 )
         except torch.OutOfMemoryError:
             raise
+        except torch.AcceleratorError as exc:
+            # A CUDA error (device-side assert, illegal address...) poisons the context: the process
+            # that owns it must end, so it gets its own type.
+            raise DeviceFailure(
+                f"the device {self.loaded.device_name} failed during a batch of {len(idx)}: {exc}"
+            ) from exc
         except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
             raise GenerationError(
                 f"generation failed on {self.loaded.device_name} for a batch of {len(idx)}: {exc}"

@@ -52,6 +52,7 @@ from rsvg_desktop.core.model.precision import (
 )
 from rsvg_desktop.errors import (
     CheckpointError,
+    DeviceFailure,
     ModelError,
     ModelNotFoundError,
     PrecisionError,
@@ -336,6 +337,8 @@ def _from_pretrained(path: Path, plan: PrecisionPlan, spec: LoadSpec, quantizati
         raise PrecisionError(
             f"{path}: not enough memory on {plan.device.name} for {plan.precision.value}: {exc}"
         ) from exc
+    except torch.AcceleratorError as exc:
+        raise DeviceFailure(f"{path}: the device {plan.device.name} failed while loading: {exc}") from exc
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         raise CheckpointError(f"{path}: cannot load the model: {exc}") from exc
     model.eval()

@@ -5,20 +5,19 @@ variable, the path the application's settings hold (the GUI/CLI reads QSettings 
 here), and the Hugging Face cache (offline, for ``MBZUAI/geochat-7B``). Each candidate is identified from its
 ``config.json`` (:func:`~rsvg_desktop.core.model.checkpoint.identify`), never from its name.
 
-:func:`download_geochat` fetches the published checkpoint with ``huggingface_hub.snapshot_download``
-(resumable: an interrupted download continues where it stopped) and fails fast with :class:`OfflineError`
-when the hub cannot be reached.
+Downloading is :mod:`rsvg_desktop.core.model.fetch`, driven by the manifests in ``models/``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rsvg_desktop.core.model.checkpoint import ModelKind, identify
-from rsvg_desktop.errors import CheckpointError, ModelError, ModelNotFoundError, OfflineError
+from rsvg_desktop.errors import CheckpointError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,6 @@ __all__ = [
     "GEOCHAT_REPO_ID",
     "LocatedModel",
     "ModelKind",
-    "download_geochat",
     "find_model",
 ]
 
@@ -100,8 +98,10 @@ def find_model(
     settings_dir: str | os.PathLike[str] | None = None,
     repo_id: str = GEOCHAT_REPO_ID,
     cache_dir: str | os.PathLike[str] | None = None,
+    downloaded: Sequence[Path] = (),
 ) -> LocatedModel:
-    """Find the model: ``explicit``, then ``$RSVG_MODEL_DIR``, then ``settings_dir``, then the HF cache.
+    """Find the model: ``explicit``, then ``$RSVG_MODEL_DIR``, then ``settings_dir``, then the folders
+    of models downloaded by name (``downloaded``: converted folders first), then the HF cache.
 
     An explicit path is authoritative: if it is not a model folder, the search stops there. Other places
     that are set but unusable are skipped (and logged). ``cache_dir`` overrides the Hugging Face cache
@@ -122,16 +122,17 @@ def find_model(
     env = os.environ.get(ENV_MODEL_DIR)
     candidates.append(("env", f"${ENV_MODEL_DIR}", Path(env).expanduser() if env else None))
     candidates.append(("settings", "settings", Path(settings_dir).expanduser() if settings_dir else None))
-    for source, label, path in candidates:
-        if path is None:
+    candidates += [("downloaded", "downloaded", d) for d in downloaded if d.exists()]
+    for source, label, candidate in candidates:
+        if candidate is None:
             searched.append(f"{label}: not set")
             continue
-        kind, why = _check(path)
+        kind, why = _check(candidate)
         if kind is not None:
-            log.info("model found via %s: %s (%s)", label, path, kind.value)
-            return LocatedModel(path, kind, source)
-        log.warning("%s points to %s, which is not a usable model folder: %s", label, path, why)
-        searched.append(f"{label}: {path} ({why})")
+            log.info("model found via %s: %s (%s)", label, candidate, kind.value)
+            return LocatedModel(candidate, kind, source)
+        log.warning("%s points to %s, which is not a usable model folder: %s", label, candidate, why)
+        searched.append(f"{label}: {candidate} ({why})")
 
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     snapshot = _hf_cache_snapshot(repo_id, cache)
@@ -146,102 +147,5 @@ def find_model(
     raise ModelNotFoundError(
         "no GeoChat model found; searched: "
         + "; ".join(searched)
-        + f". Download it with download_geochat() (`rsvg model download`) or set ${ENV_MODEL_DIR}."
+        + f". Download it with `rsvg model download` (or the app's model manager), or set ${ENV_MODEL_DIR}."
     )
-
-
-def _offline_env() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE", "")
-    if value.strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except (ImportError, AttributeError):
-        return False
-
-
-def _is_connection_problem(exc: BaseException) -> bool:
-    """Whether ``exc`` (or its cause chain) means the hub could not be reached."""
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, (OfflineModeIsEnabled, LocalEntryNotFoundError, ConnectionError, TimeoutError)):
-            return True
-        name = type(e).__name__
-        module = type(e).__module__ or ""
-        if module.startswith(("httpx", "httpcore", "requests", "urllib3")) and (
-            "Connect" in name or "Timeout" in name or "Network" in name or "Proxy" in name
-        ):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of a library's (often multi-line) error message."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-def download_geochat(
-    dest: str | os.PathLike[str] | None = None,
-    progress: bool = True,
-    *,
-    repo_id: str = GEOCHAT_REPO_ID,
-    endpoint: str | None = None,
-    timeout_s: float = _CONNECT_TIMEOUT_S,
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Download the published GeoChat checkpoint (≈14 GB) and return its folder.
-
-    ``dest``: a folder to download into (default: the Hugging Face cache, where :func:`find_model` looks).
-    Resumable: calling it again after an interruption continues the partial files. ``progress`` shows
-    huggingface_hub's progress bars. ``endpoint`` overrides the hub URL (mirrors, tests). Raises
-    :class:`OfflineError` at once when ``HF_HUB_OFFLINE`` is set, and within about ``timeout_s`` seconds
-    when the hub cannot be reached; :class:`ModelError` for other hub errors (e.g. repository not found).
-    """
-    if _offline_env():
-        raise OfflineError(
-            f"cannot download {repo_id}: offline mode is on (HF_HUB_OFFLINE). Copy the model folder to this "
-            f"machine and pass its path or set ${ENV_MODEL_DIR}."
-        )
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    was_disabled = are_progress_bars_disabled()
-    if not progress:
-        disable_progress_bars()
-    url = endpoint or "the Hugging Face hub"
-    log.info("downloading %s from %s into %s", repo_id, url, dest or "the Hugging Face cache")
-    try:
-        path = snapshot_download(
-            repo_id,
-            local_dir=Path(dest) if dest is not None else None,
-            cache_dir=cache_dir,
-            allow_patterns=list(GEOCHAT_FILES),
-            etag_timeout=timeout_s,
-            endpoint=endpoint,
-            max_workers=2,
-        )
-    except RepositoryNotFoundError as exc:
-        raise ModelError(f"{repo_id}: repository not found on {url} ({_first_line(exc)})") from None
-    except Exception as exc:
-        if _is_connection_problem(exc):
-            raise OfflineError(
-                f"cannot download {repo_id}: {url} is not reachable "
-                f"({type(exc).__name__}: {_first_line(exc)}). "
-                "Check the network or proxy, or copy the model folder to this machine."
-            ) from None
-        if isinstance(exc, HfHubHTTPError):
-            raise ModelError(f"cannot download {repo_id} from {url}: {_first_line(exc)}") from None
-        raise
-    finally:
-        if not progress and not was_disabled:
-            enable_progress_bars()
-    return Path(path)

@@ -217,7 +217,8 @@ def estimate_weight_bytes(
     quant_state = 0
     n_quant = 0
     if prec.quantized:
-        for _name, module in _quantized_linears(model):
+        for _name, linear in _quantized_linears(model):
+            module: Any = linear
             w = module.weight
             n = w.numel()
             quantized_weights.add(id(w))

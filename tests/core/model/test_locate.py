@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,9 @@ from rsvg_desktop.core.model.locate import (
     GEOCHAT_REPO_ID,
     LocatedModel,
     ModelKind,
-    download_geochat,
     find_model,
 )
-from rsvg_desktop.errors import ModelError, ModelNotFoundError, OfflineError
+from rsvg_desktop.errors import ModelNotFoundError
 
 
 @pytest.fixture
@@ -106,25 +104,6 @@ def test_not_found_lists_every_place(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_nothing_set(no_env: Path) -> None:
     with pytest.raises(ModelNotFoundError, match=rf"\${ENV_MODEL_DIR}: not set; settings: not set"):
         find_model(cache_dir=no_env)
-
-
-def test_download_offline_mode_fails_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.monotonic()
-    with pytest.raises(OfflineError, match="offline"):
-        download_geochat(tmp_path / "dl", progress=False)
-    assert time.monotonic() - start < 1.0
-    assert not (tmp_path / "dl").exists()
-
-
-def test_download_unreachable_endpoint_fails_fast(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    start = time.monotonic()
-    # Port 9 ("discard") on loopback: nothing listens, the connection is refused at once.
-    with pytest.raises(OfflineError, match=r"127\.0\.0\.1:9 is not reachable") as info:
-        download_geochat(tmp_path / "dl", progress=False, endpoint="http://127.0.0.1:9", timeout_s=2)
-    assert time.monotonic() - start < 15
-    assert isinstance(info.value, ConnectionError) and isinstance(info.value, ModelError)
 
 
 def test_located_model_is_frozen(tiny_geochat_dir: Path) -> None:

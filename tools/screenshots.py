@@ -1,6 +1,6 @@
 """Take screenshots of the real window at each main step (for the README and for review).
 
-    python -m rsvg_desktop.gui.screenshots OUT_DIR [--scene resources/sample_scene.tif]
+    python tools/screenshots.py OUT_DIR [--scene resources/sample_scene.tif]
 
 Runs the application on the sample scene with the real model worker and the test model (RANDOM
 WEIGHTS, so its answers are noise: the screenshots show the flow, not GeoChat's quality): opening,
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-log = logging.getLogger("rsvg_desktop.gui.screenshots")
+log = logging.getLogger("rsvg_screenshots")
 
 
 def _wait(app: object, done: Callable[[], bool], timeout: float, what: str) -> None:
@@ -132,7 +132,7 @@ def take(out_dir: Path, scene: Path, *, size: tuple[int, int] = (1500, 940)) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rsvg_desktop.gui.screenshots")
+    parser = argparse.ArgumentParser(prog="python tools/screenshots.py")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--scene", type=Path, default=Path("resources/sample_scene.tif"))
     args = parser.parse_args(argv)

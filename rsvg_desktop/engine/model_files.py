@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -49,3 +50,40 @@ def ensure_test_model(root: str | os.PathLike[str] | None = None, *, seed: int =
             shutil.rmtree(converted)
         os.replace(staged, converted)
     return converted
+
+
+def models_home() -> Path:
+    """Where known models are downloaded and converted: ``<data folder>/models/``."""
+    return data_dir() / "models"
+
+
+def user_manifest_dir() -> Path:
+    """The user's own model manifests (override bundled ones of the same id)."""
+    return data_dir() / "models"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPlace:
+    """The folders of one known model under :func:`models_home`."""
+
+    id: str
+    root: Path
+
+    @property
+    def download(self) -> Path:
+        """The original checkpoint as published."""
+        return self.root / "download"
+
+    @property
+    def clip(self) -> Path:
+        """The vision tower the conversion uses (when the manifest names one)."""
+        return self.root / "clip"
+
+    @property
+    def converted(self) -> Path:
+        """The converted model the app loads."""
+        return self.root / "converted"
+
+
+def model_place(model_id: str, root: Path | None = None) -> ModelPlace:
+    return ModelPlace(model_id, (root or models_home()) / model_id)

@@ -1,0 +1,301 @@
+"""Model operations behind ``rsvg model …`` and ``rsvg detect``: memory estimates, conversion, download,
+and a whole detect run in this process (the GUI uses the worker process instead)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rsvg_desktop.core.precisions import PRECISIONS, Precision
+from rsvg_desktop.engine.events import Event, ModelInfo, ModelLoaded, ModelSpec, RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def memory_estimates(
+    model_dir: str | os.PathLike[str] | None,
+    precisions: Sequence[str] = PRECISIONS,
+    *,
+    double_quant: bool = True,
+) -> list[Any]:
+    """Exact weight memory per precision, computed on the meta device (no weights read). ``model_dir``
+    ``None`` → the published GeoChat-7B configuration, so a user can size it before downloading."""
+    from rsvg_desktop.core.model.memory import estimate_weight_bytes, geochat7b_config
+
+    config: Any = geochat7b_config() if model_dir is None else Path(model_dir)
+    return [estimate_weight_bytes(config, p, double_quant=double_quant) for p in precisions]
+
+
+def convert_model(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    clip: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    progress: Callable[[Any], None] | None = None,
+) -> Any:
+    from rsvg_desktop.core.model.convert import convert_geochat
+
+    return convert_geochat(
+        Path(src),
+        Path(out),
+        clip_dir=None if clip is None else Path(clip),
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def load_spec(spec: ModelSpec) -> Any:
+    """The loader's :class:`~rsvg_desktop.core.model.loader.LoadSpec` for a model spec (the plain,
+    picklable request that crosses from the app or the CLI)."""
+    from rsvg_desktop.core.model.loader import LoadSpec
+
+    return LoadSpec(
+        Path(spec.model_dir),
+        Precision.parse(spec.precision),
+        spec.device,
+        int8_threshold=spec.int8_threshold,
+        double_quant=spec.double_quant,
+        use_cache=spec.use_cache,
+    )
+
+
+def downloaded_model_dirs() -> list[Path]:
+    """The converted, then original, folders of every known model downloaded into the data folder."""
+    from rsvg_desktop.engine.model_files import model_place
+
+    places = [model_place(m) for m in sorted(known_models())]
+    return [p.converted for p in places] + [p.download for p in places]
+
+
+def resolve_model_dir(explicit: str | os.PathLike[str] | None, *, smoke: bool = False) -> Path:
+    """The converted model folder to load: the built-in random-weights test model with ``smoke``, else
+    the first found of explicit path, ``$RSVG_MODEL_DIR``, the Hugging Face cache. An original GeoChat
+    checkpoint is refused with the command that converts it."""
+    from rsvg_desktop.core.model.locate import find_model
+    from rsvg_desktop.engine.model_files import ensure_test_model
+    from rsvg_desktop.errors import ModelNotFoundError
+
+    if smoke:
+        return ensure_test_model()
+    found = find_model(explicit, downloaded=downloaded_model_dirs())
+    if found.needs_conversion:
+        raise ModelNotFoundError(
+            f"{found.path} is an original GeoChat checkpoint: convert it once with "
+            f"`rsvg model convert {found.path} -o CONVERTED_DIR`, then pass --model CONVERTED_DIR"
+        )
+    return found.path
+
+
+def model_info(loaded: Any) -> ModelInfo:
+    """The picklable description of a :class:`~rsvg_desktop.core.model.loader.LoadedModel`."""
+    from rsvg_desktop.core.model.precision import dtype_name
+
+    return ModelInfo(
+        model_dir=str(loaded.spec.model_dir),
+        precision=str(loaded.precision),
+        device=loaded.device,
+        device_name=loaded.device_name,
+        dtype=dtype_name(loaded.dtype),
+        param_bytes=loaded.weight_bytes,
+        load_seconds=loaded.load_seconds,
+        from_cache=loaded.from_cache,
+        random_weights=loaded.random_weights,
+        description=loaded.describe(),
+        notes=tuple(loaded.notes),
+    )
+
+
+def _check_scene(config: RunConfig) -> None:
+    """Open the scene and lay its grid once: raises the scene's own error (no CRS, not a raster, no
+    valid pixels, existing output) without touching the model."""
+    from rsvg_desktop.core.geo.grid import plan_tiles
+    from rsvg_desktop.core.geo.scene import open_scene
+    from rsvg_desktop.engine.detect import answer_log_path
+    from rsvg_desktop.errors import OutputExistsError
+
+    if config.output is not None and not config.overwrite:
+        for path in (Path(config.output), answer_log_path(config.output)):
+            if path.exists():
+                raise OutputExistsError(f"{path} exists (use --overwrite to replace the run's outputs)")
+    with open_scene(config.scene, pixel_mode=config.pixel_mode, bands=config.bands) as scene:
+        plan_tiles(
+            scene,
+            tile_size=config.tile_size,
+            overlap=config.overlap,
+            target_gsd=config.target_gsd,
+            max_nodata_fraction=config.max_nodata_fraction,
+        )
+
+
+def detect(
+    config: RunConfig,
+    spec: ModelSpec,
+    *,
+    cancel: Callable[[], bool] | None = None,
+    batch_size: int | None = None,
+) -> Generator[Any, None, None]:
+    """Load the model in this process, then run the scene job; yields :class:`ModelLoaded` first, then
+    the job's events (see :func:`rsvg_desktop.engine.detect.run_scene`)."""
+    from rsvg_desktop.core.model.generate import GeoChatGenerator, auto_batch_size
+    from rsvg_desktop.core.model.loader import load_model
+    from rsvg_desktop.engine.detect import run_scene
+
+    _check_scene(config)  # a scene that cannot run fails before the (slow) model load
+    loaded = load_model(load_spec(spec))
+    yield ModelLoaded(model_info(loaded))
+    generator = GeoChatGenerator(loaded)
+    if cancel is not None:
+        generator.should_stop = cancel
+    if config.batch_size is None:
+        from dataclasses import replace
+
+        config = replace(config, batch_size=batch_size or auto_batch_size(loaded, config.max_new_tokens))
+    events: Iterator[Event] = run_scene(
+        config,
+        generator,
+        model=str(spec.model_dir),
+        precision=str(loaded.precision),
+        device=loaded.device_name,
+        random_weights=loaded.random_weights,
+        cancel=cancel,
+    )
+    yield from events
+
+
+# --- known models (models/*.json) -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class KnownModelStatus:
+    """What ``rsvg model list`` and the app's model manager show for one known model."""
+
+    id: str
+    name: str
+    license: str
+    download_dir: str
+    downloaded: bool  # every file fetched and checked
+    partial: bool  # some files or .part files present, not complete
+    converted_dir: str
+    converted: bool
+    cached_precisions: tuple[str, ...]
+    size_hint: int | None
+
+
+def known_models() -> dict[str, Any]:
+    """The manifests of every known model, the user's own included."""
+    from rsvg_desktop.core.model.manifest import known_models as load_known
+    from rsvg_desktop.engine.model_files import user_manifest_dir
+
+    return load_known(user_dir=user_manifest_dir())
+
+
+def known_model(model_id: str) -> Any:
+    from rsvg_desktop.errors import ModelNotFoundError
+
+    models = known_models()
+    if model_id not in models:
+        names = ", ".join(sorted(models)) or "none"
+        raise ModelNotFoundError(f"{model_id}: not a known model (known: {names}; manifests live in models/)")
+    return models[model_id]
+
+
+def _cached_precisions(converted: Path) -> tuple[str, ...]:
+    from rsvg_desktop.core.model.loader import CACHE_DIRNAME
+
+    cache = converted / CACHE_DIRNAME
+    if not cache.is_dir():
+        return ()
+    return tuple(sorted({p.name.split("-", 1)[0] for p in cache.iterdir() if p.is_dir()}))
+
+
+def model_status(manifest: Any) -> KnownModelStatus:
+    from rsvg_desktop.core.model.fetch import is_complete
+    from rsvg_desktop.engine.model_files import model_place
+
+    place = model_place(manifest.id)
+    downloaded = is_complete(place.download)
+    partial = not downloaded and place.download.is_dir() and any(place.download.iterdir())
+    converted = (place.converted / "rsvg_manifest.json").is_file()
+    return KnownModelStatus(
+        id=manifest.id,
+        name=manifest.name,
+        license=manifest.license,
+        download_dir=str(place.download),
+        downloaded=downloaded,
+        partial=partial,
+        converted_dir=str(place.converted),
+        converted=converted,
+        cached_precisions=_cached_precisions(place.converted) if converted else (),
+        size_hint=manifest.model.size_hint,
+    )
+
+
+def list_models() -> list[KnownModelStatus]:
+    return [model_status(m) for _, m in sorted(known_models().items())]
+
+
+def download_known(
+    model_id: str,
+    dest: str | os.PathLike[str] | None = None,
+    *,
+    progress: Callable[[Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    with_clip: bool = True,
+) -> Path:
+    """Download a known model (and the vision tower its manifest names, into ``<dest>/../clip`` or the
+    model's own ``clip`` folder); returns the folder of the original checkpoint. Resumable."""
+    from rsvg_desktop.core.model.fetch import download_component
+    from rsvg_desktop.engine.model_files import model_place
+
+    manifest = known_model(model_id)
+    place = model_place(model_id)
+    target = Path(dest) if dest is not None else place.download
+    download_component(
+        manifest.model, target, progress=progress, should_stop=should_stop, label=manifest.hub_label
+    )
+    if with_clip and manifest.vision_tower is not None:
+        clip_dir = target.parent / "clip" if dest is not None else place.clip
+        download_component(
+            manifest.vision_tower,
+            clip_dir,
+            progress=progress,
+            should_stop=should_stop,
+            label=manifest.vision_tower.hub.repository,
+        )
+    return target
+
+
+def convert_known(
+    model_id: str,
+    *,
+    progress: Callable[[Any], None] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Convert a downloaded known model into its ``converted`` folder (with its CLIP folder when one
+    was downloaded); returns the converted folder."""
+    from rsvg_desktop.core.model.fetch import is_complete
+    from rsvg_desktop.engine.model_files import model_place
+    from rsvg_desktop.errors import ModelNotFoundError
+
+    place = model_place(model_id)
+    if not is_complete(place.download):
+        raise ModelNotFoundError(f"{model_id}: not downloaded yet (rsvg model download {model_id})")
+    clip = place.clip if is_complete(place.clip) else None
+    convert_model(place.download, place.converted, clip=clip, overwrite=overwrite, progress=progress)
+    return place.converted
+
+
+def verify_known(model_id: str, *, should_stop: Callable[[], bool] | None = None) -> list[str]:
+    """Problems with a downloaded known model's files (empty: the files match what was recorded)."""
+    from rsvg_desktop.core.model.fetch import verify_component
+    from rsvg_desktop.engine.model_files import model_place
+
+    manifest = known_model(model_id)
+    place = model_place(model_id)
+    problems = verify_component(manifest.model, place.download, should_stop=should_stop)
+    if manifest.vision_tower is not None and place.clip.is_dir():
+        problems += verify_component(manifest.vision_tower, place.clip, should_stop=should_stop)
+    return problems

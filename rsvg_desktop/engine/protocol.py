@@ -1,0 +1,152 @@
+"""The typed protocol between a client (the app) and the model worker process.
+
+Commands go to the worker, messages come back; both are small frozen values that pickle across the
+process boundary, and both sides dispatch on their *types* (``match`` / a dict keyed by class), never
+on names or message text.
+
+Commands: :class:`LoadModel`, :class:`UnloadModel`, :class:`RunJob`, :class:`StopWorker`.
+Messages: :class:`WorkerReady`, :class:`ModelLoading`, ``ModelLoaded``, :class:`ModelUnloaded`, the run
+events of :mod:`rsvg_desktop.engine.events`, :class:`WorkerError` and :class:`WorkerDied`.
+
+:class:`WorkerClient` is what the app needs from a worker handle; the real
+:class:`~rsvg_desktop.engine.worker.ModelWorker` and the tests' in-process fake both implement it.
+
+Which errors end the worker is decided by type in :func:`rsvg_desktop.errors.is_fatal`: a device failure
+(:class:`~rsvg_desktop.errors.DeviceFailure`, e.g. a CUDA device-side assert that poisons the context)
+and running out of memory (``MemoryError``, including
+:class:`~rsvg_desktop.errors.DeviceOutOfMemoryError`) end the process so that a reload starts clean;
+every other error is reported and the worker keeps serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from rsvg_desktop.engine.events import (
+    ModelLoaded,
+    ModelSpec,
+    RunConfig,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    TileDone,
+    TileStarted,
+)
+
+__all__ = [
+    "Command",
+    "LoadModel",
+    "ModelLoading",
+    "ModelUnloaded",
+    "RunJob",
+    "StopWorker",
+    "UnloadModel",
+    "WorkerClient",
+    "WorkerDied",
+    "WorkerError",
+    "WorkerMessage",
+    "WorkerReady",
+]
+
+
+# --- commands (client → worker) -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LoadModel:
+    spec: ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class UnloadModel:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RunJob:
+    config: RunConfig
+
+
+@dataclass(frozen=True, slots=True)
+class StopWorker:
+    pass
+
+
+Command = LoadModel | UnloadModel | RunJob | StopWorker
+
+
+# --- messages (worker → client) -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WorkerReady:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLoading:
+    stage: str
+    fraction: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUnloaded:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerError:
+    """An error in the worker. ``fatal``: the worker process is ending (reload to go on)."""
+
+    message: str
+    fatal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerDied:
+    """The worker process is gone (killed, crashed, out of memory); its exit code. Sent by the client
+    handle (a dead process sends nothing), and by the app's bridge when it finds the process dead."""
+
+    exitcode: int | None
+
+
+WorkerMessage = (
+    WorkerReady
+    | ModelLoading
+    | ModelLoaded
+    | ModelUnloaded
+    | RunStarted
+    | TileStarted
+    | TileDone
+    | RunFinished
+    | RunFailed
+    | WorkerError
+    | WorkerDied
+)
+
+
+@runtime_checkable
+class WorkerClient(Protocol):
+    """What the app's bridge needs from a worker handle. Every call but :meth:`stop` is non-blocking."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exitcode(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def load(self, spec: ModelSpec) -> None: ...
+
+    def unload(self) -> None: ...
+
+    def run(self, config: RunConfig) -> None: ...
+
+    def cancel(self) -> None: ...
+
+    def poll(self, timeout: float = 0.0) -> list[WorkerMessage]: ...

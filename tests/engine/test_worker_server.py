@@ -1,0 +1,107 @@
+"""The worker's command loop in this process: typed commands, and fatal errors classified by type."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+
+from rsvg_desktop.engine.events import ModelLoaded, ModelSpec, RunConfig, RunFailed
+from rsvg_desktop.engine.protocol import (
+    LoadModel,
+    ModelUnloaded,
+    RunJob,
+    StopWorker,
+    UnloadModel,
+    WorkerClient,
+    WorkerError,
+    WorkerReady,
+)
+from rsvg_desktop.engine.worker import EXIT_FATAL, ModelWorker, WorkerServer
+from rsvg_desktop.errors import (
+    ConfigError,
+    DeviceFailure,
+    DeviceOutOfMemoryError,
+    GenerationError,
+    is_fatal,
+)
+
+
+def _drain(q: queue.Queue) -> list[object]:
+    out = []
+    while not q.empty():
+        out.append(q.get_nowait())
+    return out
+
+
+def _commands(*cmds: object) -> queue.Queue:
+    q: queue.Queue = queue.Queue()
+    for c in cmds:
+        q.put(c)
+    return q
+
+
+def test_fatal_errors_are_classified_by_type() -> None:
+    assert is_fatal(DeviceFailure("cuda context lost"))
+    assert is_fatal(DeviceOutOfMemoryError("one tile does not fit"))
+    assert is_fatal(MemoryError())
+    # the words in a message decide nothing
+    assert not is_fatal(GenerationError("CUDA out of memory"))
+    assert not is_fatal(ConfigError("CUDA"))
+    assert not is_fatal(RuntimeError("CUDA error: device-side assert triggered"))
+
+
+def test_the_real_worker_handle_implements_the_client_protocol() -> None:
+    assert isinstance(ModelWorker(), WorkerClient)
+
+
+def test_ordinary_errors_are_reported_and_the_worker_keeps_serving(tmp_path, data_dir) -> None:
+    events: queue.Queue = queue.Queue()
+    config = RunConfig(str(data_dir / "RGB.byte.tif"), "planes", output=str(tmp_path / "o.gpkg"))
+    server = WorkerServer(events, lambda: False)
+    code = server.serve(
+        _commands(
+            RunJob(config),  # no model yet
+            LoadModel(ModelSpec(str(tmp_path / "nowhere"), "fp32", "cpu")),
+            UnloadModel(),
+            StopWorker(),
+        )
+    )
+    assert code == 0
+    msgs = _drain(events)
+    assert isinstance(msgs[0], WorkerReady)
+    assert isinstance(msgs[1], RunFailed) and "no model is loaded" in msgs[1].message
+    assert isinstance(msgs[2], WorkerError) and not msgs[2].fatal and "nowhere" in msgs[2].message
+    assert isinstance(msgs[3], ModelUnloaded)
+
+
+@pytest.mark.slow
+def test_a_device_failure_during_a_run_ends_the_worker(tmp_path, data_dir, test_model_dir) -> None:
+    """A CUDA fault (here torch's own AcceleratorError, raised where a device-side assert would be)
+    reaches the worker as DeviceFailure: the run reports it, the worker reports a fatal error and
+    stops serving (the StopWorker behind it is never read), and the finished log stays on disk."""
+    import torch
+
+    events: queue.Queue = queue.Queue()
+    server = WorkerServer(events, lambda: False)
+    server.handle(LoadModel(ModelSpec(str(test_model_dir), "fp32", "cpu")))
+    generator = server._generator
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise torch.AcceleratorError("CUDA error: device-side assert triggered")
+
+    generator.model.generate = broken
+    out = tmp_path / "run.gpkg"
+    commands = _commands(
+        RunJob(RunConfig(str(data_dir / "RGB.byte.tif"), "planes", output=str(out), max_new_tokens=4)),
+        StopWorker(),
+    )
+    assert server.serve(commands) == EXIT_FATAL
+    msgs = _drain(events)
+    assert any(isinstance(m, ModelLoaded) for m in msgs)
+    failed = [m for m in msgs if isinstance(m, RunFailed)]
+    assert failed and "failed" in failed[0].message
+    errors = [m for m in msgs if isinstance(m, WorkerError)]
+    assert len(errors) == 1 and errors[0].fatal and "device" in errors[0].message
+    assert isinstance(commands.get_nowait(), StopWorker)  # never served
+    assert out.exists()  # the run's output (empty: nothing finished) was still written
