@@ -114,6 +114,10 @@ class SceneNotFoundError(NotARasterError, FileNotFoundError):
     """The scene file does not exist (also a ``FileNotFoundError``)."""
 
 
+class OverlayError(RsvgError, ValueError):
+    """A vector file cannot be shown over the scene (unreadable, no layer, no way to place it)."""
+
+
 def is_fatal(exc: BaseException) -> bool:
     """Whether ``exc`` leaves the process unable to go on: a device failure or running out of memory.
     The model worker ends on these (a reload starts clean); every other error is reported and the
