@@ -49,10 +49,13 @@ from rsvg_desktop.gui.tasks import run_in_background
 from rsvg_desktop.gui.transcript import Conversations, TranscriptModel, TranscriptPanel
 from rsvg_desktop.gui.worker_bridge import WorkerBridge
 
-__all__ = ["SCENE_FILTER", "MainWindow"]
+__all__ = ["COMPACT_SIZE", "MAP_MIN_SIZE", "SCENE_FILTER", "MainWindow"]
 
 log = logging.getLogger(__name__)
 
+#: Below this window size (width, height) the docks are tabbed together (see ``arrange_docks``).
+COMPACT_SIZE = (1100, 700)
+MAP_MIN_SIZE = (320, 200)
 OVERLAY_FILTER = "Vector layers (*.gpkg *.geojson *.json *.shp);;All files (*)"
 SCENE_FILTER = "Rasters (*.tif *.tiff *.vrt *.img *.jp2 *.png *.jpg *.ecw *.sid);;All files (*)"
 
@@ -113,8 +116,13 @@ class MainWindow(QMainWindow):
         self.results_dock = self._dock(
             "Results", "resultsDock", self.results_table, Qt.DockWidgetArea.BottomDockWidgetArea
         )
+        # The map has priority: it keeps a usable minimum, the docks give way (their panels scroll).
+        self.map.setMinimumSize(MAP_MIN_SIZE[0], MAP_MIN_SIZE[1])
+        self.results_table.setMinimumHeight(90)
+        self.transcript.setMinimumWidth(180)
         self.resizeDocks([self.model_dock, self.transcript_dock], [380, 380], Qt.Orientation.Horizontal)
         self.resizeDocks([self.results_dock], [220], Qt.Orientation.Vertical)
+        self._compact: bool | None = None
 
         # --- status bar --------------------------------------------------------------------------
         self.cursor_label = QLabel(self)
@@ -137,6 +145,36 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state is not None:
             self.restoreState(state)
+
+    # --- layout ------------------------------------------------------------------------------
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self.arrange_docks()
+
+    def arrange_docks(self) -> None:
+        """Fit the docks to the window: on a small window (below :data:`COMPACT_SIZE`) the Model and Ask
+        panels share one tabbed dock (Ask in front: Run stays on screen) and the Transcript shares the
+        Results dock, so the map keeps most of the room; the Results get about a quarter of the
+        height. Done when the window crosses the threshold, so the analyst's own arrangement stays."""
+        compact = self.width() < COMPACT_SIZE[0] or self.height() < COMPACT_SIZE[1]
+        if compact == self._compact:
+            return
+        self._compact = compact
+        if compact:
+            self.tabifyDockWidget(self.model_dock, self.query_dock)
+            self.tabifyDockWidget(self.results_dock, self.transcript_dock)
+            self.query_dock.raise_()
+            self.results_dock.raise_()
+            left = max(240, min(340, self.width() // 3))
+            self.resizeDocks([self.query_dock], [left], Qt.Orientation.Horizontal)
+        else:
+            left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+            self.addDockWidget(left, self.model_dock)
+            self.addDockWidget(left, self.query_dock)
+            self.splitDockWidget(self.model_dock, self.query_dock, Qt.Orientation.Vertical)
+            self.addDockWidget(right, self.transcript_dock)
+            self.resizeDocks([self.model_dock, self.transcript_dock], [380, 380], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.results_dock], [max(110, self.height() // 4)], Qt.Orientation.Vertical)
 
     def _dock(
         self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea, scroll: bool = False

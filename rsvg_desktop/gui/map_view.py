@@ -301,8 +301,9 @@ class MapView(QGraphicsView):
         return min(vw / max(w, 1e-6), vh / max(h, 1e-6))
 
     def set_scale(self, scale: float) -> None:
-        lo = self._fit_scale() * 0.25
-        scale = max(lo, min(self.MAX_SCALE, scale))
+        fit = self._fit_scale()
+        # A scene of a few pixels may be fitted to the view: the upper bound never stops a fit.
+        scale = max(fit * 0.25, min(max(self.MAX_SCALE, fit), scale))
         factor = scale / max(self.current_scale(), 1e-12)
         if abs(factor - 1.0) > 1e-9:
             self.scale(factor, factor)
