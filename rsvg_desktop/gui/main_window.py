@@ -165,8 +165,8 @@ class MainWindow(QMainWindow):
             self.tabifyDockWidget(self.results_dock, self.transcript_dock)
             self.query_dock.raise_()
             self.results_dock.raise_()
-            left = max(240, min(340, self.width() // 3))
-            self.resizeDocks([self.query_dock], [left], Qt.Orientation.Horizontal)
+            width = max(240, min(340, self.width() // 3))
+            self.resizeDocks([self.query_dock], [width], Qt.Orientation.Horizontal)
         else:
             left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
             self.addDockWidget(left, self.model_dock)
@@ -489,7 +489,9 @@ class MainWindow(QMainWindow):
         if self.info is None:
             self.show_status("Open a scene first: a vector layer is drawn over it.")
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Add vector layer", self.settings.last_dir, OVERLAY_FILTER)
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Add vector layer", self.settings.last_dir, OVERLAY_FILTER
+        )
         if path:
             self.add_overlay(path)
 

@@ -158,7 +158,7 @@ class TileGridLayer(LayerItem):
         for item in items:
             if scene is not None:
                 scene.removeItem(item)
-            item.setParentItem(None)
+            item.setParentItem(None)  # type: ignore[arg-type]  # PySide6 accepts None (no parent)
         self.padding = None
         self._items.clear()
         self._states.clear()
@@ -326,7 +326,7 @@ class VectorOverlayLayer(LayerItem):
             scene = self.scene()
             if scene is not None:
                 scene.removeItem(item)
-            item.setParentItem(None)
+            item.setParentItem(None)  # type: ignore[arg-type]  # PySide6 accepts None (no parent)
 
     def clear(self) -> None:
         for name in list(self.overlays):

@@ -17,32 +17,24 @@ selects a detection (Ctrl adds). Keys: ``+``/``-`` zoom, arrows pan, ``Home`` or
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QBrush,
-    QTransform,
     QColor,
     QKeyEvent,
     QMouseEvent,
     QPainter,
-    QPen,
-    QPolygonF,
+    QTransform,
     QWheelEvent,
 )
 from PySide6.QtWidgets import (
     QGraphicsItem,
-    QGraphicsPolygonItem,
     QGraphicsRectItem,
     QGraphicsScene,
-    QGraphicsSimpleTextItem,
     QGraphicsView,
-    QStyle,
-    QStyleOptionGraphicsItem,
     QWidget,
 )
 
