@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from rsvg_desktop.engine.events import ModelLoaded, ModelSpec, RunConfig, RunFailed
+from rsvg_desktop.engine.lifeline import watch_parent
 from rsvg_desktop.engine.protocol import (
     Command,
     LoadModel,
@@ -76,6 +77,7 @@ class WorkerServer:
         self._load = load or _load_real
         self._loaded: Any = None
         self._generator: Any = None
+        self.running = False
 
     def serve(self, commands: _Queue) -> int:
         self._events.put(WorkerReady(os.getpid()))
@@ -117,13 +119,20 @@ class WorkerServer:
                 raise TypeError(f"unknown worker command {cmd!r}")
 
     def _run(self, config: RunConfig) -> None:
-        from rsvg_desktop.engine.detect import run_scene
-
         loaded, generator = self._loaded, self._generator
         if loaded is None or generator is None:
             self._events.put(RunFailed("no model is loaded: load one first"))
             return
         generator.should_stop = self._cancel
+        self.running = True
+        try:
+            self._run_events(config, loaded, generator)
+        finally:
+            self.running = False
+
+    def _run_events(self, config: RunConfig, loaded: Any, generator: Any) -> None:
+        from rsvg_desktop.engine.detect import run_scene
+
         for event in run_scene(
             config,
             generator,
@@ -171,7 +180,14 @@ def _free_device_memory() -> None:
 def _worker_main(commands: Any, events: Any, cancel: Any, log_level: int) -> None:
     """Process entry point."""
     logging.basicConfig(level=log_level, format="worker %(levelname)s: %(message)s")
-    code = WorkerServer(events, cancel.is_set).serve(commands)
+    server = WorkerServer(events, cancel.is_set)
+
+    def wind_down() -> float:
+        cancel.set()  # a run in progress stops at its next tile; finished tiles are in its answer log
+        return 2.0 if server.running else 0.0
+
+    watch_parent(wind_down)
+    code = server.serve(commands)
     if code:
         raise SystemExit(code)
 

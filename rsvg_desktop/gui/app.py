@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rsvg_desktop import __version__
 
@@ -63,6 +64,28 @@ def _icon_path() -> Path | None:
     return next((r / "rsvg-desktop.png" for r in roots if (r / "rsvg-desktop.png").is_file()), None)
 
 
+def _close_on_signals(app: Any, window: Any) -> None:
+    """SIGTERM (the desktop session ending, ``kill``), SIGHUP and Ctrl-C close the window like the
+    user would: settings saved, the model worker stopped (never left holding GPU memory). Python runs
+    signal handlers only between bytecodes, so a timer wakes the interpreter while Qt waits."""
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    def handler(signum: int, _frame: object) -> None:
+        log.warning("received %s: closing", signal.Signals(signum).name)
+        window.close()
+        app.quit()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, handler)
+    wake = QTimer(app)
+    wake.setInterval(200)
+    wake.timeout.connect(lambda: None)
+    wake.start()
+
+
 def create_window(args: argparse.Namespace) -> object:
     """Build the main window for parsed ``args`` (a QApplication must exist)."""
     from rsvg_desktop.gui.main_window import MainWindow
@@ -101,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         QApplication.setWindowIcon(QIcon(str(icon)))
     window = create_window(args)
     window.show()  # type: ignore[attr-defined]
+    _close_on_signals(app, window)
     from PySide6.QtCore import QTimer
 
     QTimer.singleShot(0, lambda: log.info("window shown %.2f s after start", time.monotonic() - _IMPORTED))

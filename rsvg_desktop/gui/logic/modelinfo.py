@@ -30,12 +30,9 @@ log = logging.getLogger(__name__)
 RANDOM_WEIGHTS_LABEL = "test model (random weights)"
 
 GUIDANCE = (
-    "<b>No GeoChat model is set.</b> To get one:"
-    "<ol style='margin-left:-20px'>"
-    "<li><b>Download</b> GeoChat-7B (≈14 GB) from Hugging Face: <code>MBZUAI/geochat-7B</code>.</li>"
-    "<li><b>Convert</b> it once with the project's converter (see the README).</li>"
-    "<li><b>Choose</b> the converted folder with <i>Browse…</i>.</li>"
-    "</ol>"
+    "<b>No GeoChat model is set.</b> <i>Get a model…</i> downloads GeoChat-7B (≈14 GB, "
+    "<code>MBZUAI/geochat-7B</code>), converts and checks it here. Offline, copy a converted "
+    "folder to this machine and choose it with <i>Browse…</i>. "
     "Or try the <b>test model (random weights)</b> to see the flow work: its answers are meaningless."
 )
 
