@@ -154,6 +154,28 @@ def test_export_dialog_follows_the_extension(qtbot, window: MainWindow, fake_wor
     assert pyogrio.read_info(out)["driver"] == "ESRI Shapefile"
 
 
+def test_app_export_records_the_grid_the_run_used(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    _open(qtbot, window, Path(__file__).resolve().parents[2] / "resources" / "sample_scene.tif")
+    tile_size, overlap = window.query_panel.grid()
+    assert overlap > 0
+    _load(qtbot, window)
+    run = _run(qtbot, window, "refer", "tanks")
+    records = list(read_answer_log(run.answer_log))
+    assert records and all(r.overlap == overlap for r in records)
+    assert all(r.max_nodata_fraction is not None for r in records)
+    for name in ("re.gpkg", "re.geojson"):
+        dialog = window.open_export_dialog()
+        assert dialog is not None
+        dialog.set_path(str(tmp_path / name))
+        with qtbot.waitSignal(dialog.exported, timeout=20000):
+            dialog.start_export()
+        dialog.close()
+    table = pyogrio.read_dataframe(tmp_path / "re.gpkg", layer="run", read_geometry=False)
+    assert int(table.overlap[0]) == overlap and int(table.tile_size[0]) == tile_size
+    foreign = json.loads((tmp_path / "re.geojson").read_text())
+    assert [r["overlap"] for r in foreign["rsvg_runs"]] == [overlap]
+
+
 def test_cli_export_refuses_a_format_the_name_contradicts(tmp_path: Path, capsys) -> None:
     from rsvg_desktop.cli.main import main
 
