@@ -1,13 +1,17 @@
 """The map: a QGraphicsView in scene *pixel* coordinates with toggleable layers and drawing tools.
 
-Layers (bottom to top): the scene raster (:class:`~rsvg_desktop.gui.raster_layer.RasterLayer`), the tile
-grid (kept tiles outlined, skipped nodata tiles hatched grey, finished tiles tinted), the detections
-(rotated polygons outlined, labelled by phrase, selectable), the tiles being processed, and the overlay
-(the highlighted tile, the scope rectangle, the identify region, the rubber band).
+Layers (bottom to top, classes in :mod:`rsvg_desktop.gui.map_layers`): the scene raster
+(:class:`~rsvg_desktop.gui.raster_layer.RasterLayer`), the tile grid (kept tiles outlined, skipped nodata
+tiles hatched grey, finished tiles tinted, padding past the raster dotted), the vector overlays, the
+detections (rotated polygons outlined, labelled by phrase, selectable), the tiles being processed, and
+the overlay (the highlighted tile, the scope rectangle, the identify region, the rubber band).
 
 Pixel coordinates are the map's units: polygons arrive in the scene CRS and are brought back through
-the inverse of the full affine by the caller (:func:`rsvg_desktop.gui.logic.geometry.polygon_to_pixels`), so
-rotated or sheared geotransforms line up with the image.
+the inverse of the full affine by the caller (:func:`rsvg_desktop.gui.logic.geometry.polygon_to_pixels`).
+The view then turns pixels to the screen with the geotransform's linear part, so the map is north-up
+(rotated scenes line up with QGIS) while every item, drawn rectangle and cursor position stays in
+pixels: one convention, :func:`~rsvg_desktop.gui.logic.geometry.view_orientation`. Zoom is a uniform
+scale on top of that turn (:meth:`MapView.current_scale` is screen pixels per scene pixel).
 
 Mouse: drag on empty ground or with the middle button pans, the wheel zooms about the cursor, a click
 selects a detection (Ctrl adds). Keys: ``+``/``-`` zoom, arrows pan, ``Home`` or ``0`` fits the scene,
