@@ -159,7 +159,9 @@ class MainWindow(QMainWindow):
         compact = self.width() < COMPACT_SIZE[0] or self.height() < COMPACT_SIZE[1]
         if compact == self._compact:
             return
-        self._compact = compact
+        first, self._compact = self._compact is None, compact
+        if first and not compact:
+            return  # the default (or the analyst's saved) arrangement stands
         if compact:
             self.tabifyDockWidget(self.model_dock, self.query_dock)
             self.tabifyDockWidget(self.results_dock, self.transcript_dock)
