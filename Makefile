@@ -29,12 +29,17 @@ sysdeps:
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
 	  apt-get install -y -qq desktop-file-utils appstream >/dev/null; } || \
 	echo "warning: install desktop-file-utils and appstream (Debian) to validate the desktop files"
+	@# WordNet 3.0 for rsvg bench's METEOR (Debian wordnet-base, /usr/share/wordnet).
+	@test -f /usr/share/wordnet/data.noun || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	  apt-get install -y -qq wordnet-base >/dev/null; } || \
+	echo "warning: install wordnet-base (Debian) for METEOR in rsvg bench"
 
 test: lint sysdeps
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q --durations=10
 
 # The quick loop while editing: no model-building integration tests, no Qt.
-test-fast: $(STAMP)
+test-fast: $(STAMP) sysdeps
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m "not slow and not gui" --durations=10
 
 # Main job: the app on the bundled sample scene.

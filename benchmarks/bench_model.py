@@ -2,7 +2,8 @@
 
 Each precision runs in its own subprocess (so its peak memory is its own):
 
-1. load from the converted 16-bit weights (quantizing on load for int8/nf4/fp4; the quantization cache
+1. load from the converted 16-bit weights (quantizing on load for int8/nf4/fp4 and torchao's int8wo/
+   int4wo/fp8 (``--group-size`` for int4wo; ``--compiled`` for the compiled path on CUDA); the cache
    entry is deleted first, then written: the write time is reported apart);
 2. quantized precisions only: load again, now from the cache;
 3. generate for ``--tiles`` random 504 px tiles with one prompt, exactly ``--max-new-tokens`` tokens per
@@ -53,14 +54,16 @@ if str(ROOT) not in sys.path:
 logger = logging.getLogger("bench_model")
 
 TINY_DEFAULTS = {
-    "precisions": "bf16,fp16,fp32,int8,nf4,fp4",
+    "precisions": "bf16,fp16,fp32,int8,nf4,fp4,int8wo,int4wo",
+    "group_size": 64,  # the tiny model's linears have 64 or 128 inputs
     "tiles": 8,
     "max_new_tokens": 16,
     "batch_sizes": "1,2,4,8",
     "repeat": 3,
 }
 BIG_DEFAULTS = {
-    "precisions": "bf16,int8,nf4",
+    "precisions": "bf16,int8,nf4,int8wo,int4wo,fp8",
+    "group_size": 128,
     "tiles": 8,
     "max_new_tokens": 32,
     "batch_sizes": "1,8",
@@ -171,6 +174,8 @@ def measure(
     max_new: int,
     batch_sizes: list[int],
     repeat: int = 1,
+    group_size: int = 128,
+    compiled: bool = False,
 ) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -181,8 +186,8 @@ def measure(
     from rsvg_desktop.core.model.precision import plan_precision
 
     cuda = device.startswith("cuda")
-    spec = LoadSpec(model_dir, precision, device, cache_dir=cache_dir)
-    plan = plan_precision(precision, device)
+    spec = LoadSpec(model_dir, precision, device, cache_dir=cache_dir, group_size=group_size)
+    plan = plan_precision(precision, device, group_size=group_size)
     entry = cache_entry_dir(spec, plan)
     if entry.exists():
         shutil.rmtree(entry)
@@ -191,7 +196,7 @@ def measure(
         if cuda:
             torch.cuda.synchronize()
 
-    out: dict[str, Any] = {"precision": precision, "device": device}
+    out: dict[str, Any] = {"precision": precision, "device": device, "compiled": compiled}
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -206,7 +211,7 @@ def measure(
         param_bytes=loaded.param_bytes,
         notes=list(loaded.notes),
     )
-    est = estimate_weight_bytes(model_dir, precision, compute_dtype=loaded.dtype)
+    est = estimate_weight_bytes(model_dir, precision, compute_dtype=loaded.dtype, group_size=group_size)
     out["estimate_bytes"] = est.total_bytes
     if cuda:
         out["load_peak_bytes"] = torch.cuda.max_memory_allocated()
@@ -224,7 +229,7 @@ def measure(
         out["weights_allocated_bytes"] = torch.cuda.memory_allocated()
         out["auto_batch_size"] = auto_batch_size(loaded, max_new)
 
-    gen = GeoChatGenerator(loaded)
+    gen = GeoChatGenerator(loaded, compiled=compiled)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (504, 504, 3), dtype=np.uint8) for _ in range(tiles)]
     reqs = [GenerationRequest(img, "refer", QUERY) for img in images]
@@ -248,6 +253,8 @@ def measure(
             "tokens_s": n_out / seconds,
             "input_tokens": results[0].input_tokens,
         }
+        if compiled:  # first batch of each padded shape, compilation included (the warm-up's too)
+            run["first_shape_s"] = {f"{r}x{t}": s for (r, t), s in gen.first_shape_seconds.items()}
         if cuda:
             run["peak_bytes"] = torch.cuda.max_memory_allocated()
         runs.append(run)
@@ -277,6 +284,9 @@ def run_child(args: argparse.Namespace, model_dir: Path, precision: str) -> dict
         args.batch_sizes,
         "--repeat",
         str(args.repeat),
+        "--group-size",
+        str(args.group_size),
+        *(["--compiled"] if args.compiled else []),
         "--workdir",
         str(args.workdir),
         "--result",
@@ -367,6 +377,10 @@ def main() -> None:
         "--geochat7b-random", action="store_true", help="GeoChat-7B shape, random weights (GPU)"
     )
     parser.add_argument("--repeat", type=int, help="runs per batch size, the fastest counts (3; 1 for 7B)")
+    parser.add_argument("--group-size", type=int, help="int4wo group size (64 tiny; 128 for 7B)")
+    parser.add_argument(
+        "--compiled", action="store_true", help="CUDA: the compiled generation path (static cache)"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench" / "model")
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -392,6 +406,8 @@ def main() -> None:
             args.max_new_tokens,
             batch_sizes,
             args.repeat,
+            args.group_size,
+            args.compiled,
         )
         args.result.write_text(json.dumps(result))
         return

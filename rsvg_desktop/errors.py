@@ -21,6 +21,10 @@ class NotARasterError(SceneError, ValueError):
     """The file exists but is not a raster GDAL can open."""
 
 
+class UnsupportedRasterError(NotARasterError):
+    """GDAL opens the raster but its data cannot be shown or sent to the model (complex values)."""
+
+
 class NoCRSError(SceneError, ValueError):
     """The raster has no coordinate reference system (use pixel mode to work in pixel coordinates)."""
 
@@ -106,6 +110,10 @@ class CancelledError(RsvgError):
     """A job was cancelled by the user; what finished before is kept."""
 
 
+class AnswerLogWriteError(AnswerLogError, OSError):
+    """Appending to an answer log failed (a full disk, no permission); the lines before are intact."""
+
+
 class AnswerLogNotFoundError(AnswerLogError, FileNotFoundError):
     """The answer log to read does not exist (also a ``FileNotFoundError``)."""
 
@@ -116,6 +124,18 @@ class SceneNotFoundError(NotARasterError, FileNotFoundError):
 
 class OverlayError(RsvgError, ValueError):
     """A vector file cannot be shown over the scene (unreadable, no layer, no way to place it)."""
+
+
+# --- benchmarks -------------------------------------------------------------------------------
+class BenchDataError(RsvgError, ValueError):
+    """A benchmark file (questions, annotations, answers, split) is missing a field or unreadable.
+
+    The message names the file and the line (or record) and says what is wrong.
+    """
+
+
+class BenchDataNotFoundError(BenchDataError, FileNotFoundError):
+    """A benchmark file or image named by the data does not exist."""
 
 
 def is_fatal(exc: BaseException) -> bool:

@@ -19,9 +19,49 @@ EXIT_USAGE = 2  # bad arguments or bad input: argparse uses 2 as well
 EXIT_INTERNAL = 1  # a bug: unexpected exception
 
 
+#: Loggers of the libraries underneath: GDAL/libtiff warnings arrive through rasterio's; Python
+#: warnings (``py.warnings``) are captured into logging too.
+LIBRARY_LOGGERS = (
+    "py",
+    "rasterio",
+    "fiona",
+    "pyogrio",
+    "urllib3",
+    "httpx",
+    "huggingface_hub",
+    "transformers",
+)
+
+
+class LibraryFilter(logging.Filter):
+    """What libraries log reaches stderr only on request: not at all by default (a GDAL/libtiff
+    ``CPLE_AppDefined`` warning about an odd tag is not the user's business unless they ask), their
+    warnings and errors with ``-v``, and the traceback text some of them attach (rasterio logs one for
+    an undecodable GDAL message) only with ``-vv``."""
+
+    def __init__(self, verbosity: int) -> None:
+        super().__init__()
+        self.verbosity = verbosity
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] not in LIBRARY_LOGGERS:
+            return True
+        if self.verbosity < 1:
+            return False
+        if self.verbosity < 2 and (record.exc_info or record.exc_text or record.stack_info):
+            exc = record.exc_info[1] if record.exc_info else None
+            if exc is not None:
+                record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+                record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.stack_info = None
+        return True
+
+
 def setup_logging(verbosity: int) -> None:
     """-q → errors only, default → warnings, -v → info, -vv → debug. Log lines go to stderr; results and
-    progress are printed by the commands themselves."""
+    progress are printed by the commands themselves. Library messages: see :class:`LibraryFilter`."""
     level = (
         logging.ERROR
         if verbosity < 0
@@ -32,8 +72,11 @@ def setup_logging(verbosity: int) -> None:
         else logging.DEBUG
     )
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    logging.captureWarnings(True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LibraryFilter(verbosity))
     # Third-party libraries are chatty at INFO.
-    for name in ("rasterio", "fiona", "pyogrio", "urllib3", "httpx", "huggingface_hub", "transformers"):
+    for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 

@@ -17,9 +17,9 @@ import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rsvg_desktop.cli._common import EXIT_FAILED_INPUTS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Progress
 from rsvg_desktop.cli.model_cmds import TASK_CHOICES, add_model_run_options, report_model_loaded
@@ -92,6 +92,25 @@ def add_batch_command(
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON on stdout")
     p.add_argument("--summary", default=None, metavar="FILE", help="also write the JSON summary to FILE")
     p.add_argument("--quiet", dest="batch_quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="answer on Ray workers, one model each (needs pip install 'rsvg-desktop[cluster]'): without "
+        "ADDRESS a local Ray instance; 'auto' or ray://host:10001 joins a running cluster. Inputs must "
+        "be readable by every worker under the same path (see docs/batch.md)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="with --ray: workers (default one per GPU)"
+    )
+    p.add_argument(
+        "--worker-device",
+        default="auto",
+        choices=("auto", "cuda", "cpu"),
+        help="with --ray: device of each worker (default: --device; GPUs when the cluster has them)",
+    )
     grid_options(p)
     for action in p._actions:
         if action.dest == "pixel_mode":
@@ -125,8 +144,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from rsvg_desktop.engine.model_jobs import resolve_model_dir
 
     quiet = args.quiet or args.batch_quiet
+    if args.ray is None and (args.workers is not None or args.worker_device != "auto"):
+        raise ConfigError("--workers and --worker-device need --ray")
     if args.summary and not Path(args.summary).resolve().parent.is_dir():
         raise ConfigError(f"the folder of --summary {args.summary} does not exist")
+    if args.summary:
+        from rsvg_desktop.core.paths import refuse_same_file
+
+        refuse_same_file([args.summary], [p for p in args.inputs if Path(p).is_file()])
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     config = BatchConfig(
         inputs=tuple(args.inputs),
@@ -144,9 +169,23 @@ def cmd_batch(args: argparse.Namespace) -> int:
         crs=args.crs,
         command=shlex.join(["rsvg", *sys.argv[1:]]),
     )
-    spec = ModelSpec(str(model_dir), args.precision, args.device)
-    events = batch_detect(config, spec)
+    spec = ModelSpec(
+        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
+    )
+    if args.ray is None:
+        events: Generator[Any, None, None] = batch_detect(config, spec)
+    else:
+        from rsvg_desktop.engine.ray_batch import RayOptions, ray_batch_detect
+
+        options = RayOptions(
+            address=None if args.ray == "local" else args.ray,
+            workers=args.workers,
+            worker_device=args.worker_device,
+        )
+        events = ray_batch_detect(config, spec, options)
+    workers: list[dict[str, Any]] | None = None
     bar: Progress | None = None
+    per_worker = ""
     started = False
     finished = None
     try:
@@ -168,7 +207,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 bar.update(
                     event.tiles_done,
                     extra=f"inputs {event.inputs_finished}/{event.inputs_total}, "
-                    f"{event.raw_detections} boxes",
+                    f"{event.raw_detections} boxes{per_worker}",
+                )
+            elif hasattr(event, "workers") and hasattr(event, "retried_batches"):  # --ray: WorkersProgress
+                workers = [w.to_dict() for w in event.workers]
+                per_worker = "; " + " ".join(
+                    f"w{i} {w.tiles_per_second:.2f}/s" for i, w in enumerate(event.workers) if w.batches
                 )
             elif isinstance(event, InputFinished) and event.status == "failed":
                 log.info("%s failed (%s): %s", event.path, event.stage, event.reason)
@@ -194,7 +238,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if finished is None:  # pragma: no cover - the engine always ends with BatchFinished
         return EXIT_INTERNAL
     code = _EXIT_FOR_STATUS.get(finished.status, EXIT_INTERNAL)
-    text = summary_json(finished, exit_code=code)
+    extra: dict[str, Any] = {"exit_code": code}
+    if workers is not None:
+        extra["workers"] = workers
+    text = summary_json(finished, **extra)
     if args.summary:
         _write_summary(args.summary, text)
     if args.json:

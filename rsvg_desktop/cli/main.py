@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from rsvg_desktop import __version__
 from rsvg_desktop.cli._common import EXIT_OK, run_guarded, setup_logging
 from rsvg_desktop.cli.batch_cmd import add_batch_command
+from rsvg_desktop.cli.bench_cmd import add_bench_commands
 from rsvg_desktop.cli.model_cmds import add_model_commands
 from rsvg_desktop.engine.events import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_commands(sub, _add_grid_options)
     add_batch_command(sub, _add_grid_options)
+    add_bench_commands(sub)
     return parser
 
 

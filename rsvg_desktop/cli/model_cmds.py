@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,18 @@ def add_model_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--precision", choices=PRECISIONS, default="nf4")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--group-size",
+        type=int,
+        choices=(32, 64, 128, 256),
+        default=128,
+        help="int4wo: weights per scale and zero point (default 128)",
+    )
+    p.add_argument(
+        "--compiled",
+        action="store_true",
+        help="CUDA only: static KV cache + torch.compile, batches padded to fixed shapes (experimental)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="tiles per model batch (default: automatic)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default 256)")
     p.add_argument(
@@ -245,7 +258,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
         classes=classes,
         angle_convention=args.angle_convention,
     )
-    spec = ModelSpec(str(model_dir), args.precision, args.device)
+    spec = ModelSpec(
+        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
+    )
     bar: Progress | None = None
     finished: RunFinished | None = None
     failed: RunFailed | None = None
@@ -273,11 +288,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise
     if finished is None:
         return 1
-    print(
-        f"{finished.done}/{finished.total} tiles, {finished.raw_detections} boxes, "
-        f"{finished.detections} after merging → {finished.output} (answers: {finished.answer_log})"
-    )
-    if failed is not None:
-        print(f"rsvg: error: {failed.message}", file=sys.stderr)
+    problems = [failed.message] if failed is not None else []
+    if finished.export_error is None:
+        print(
+            f"{finished.done}/{finished.total} tiles, {finished.raw_detections} boxes, "
+            f"{finished.detections} after merging → {finished.output} (answers: {finished.answer_log})"
+        )
+    else:
+        problems.append(
+            f"{finished.export_error}; the answer log {finished.answer_log} is complete "
+            f"({finished.done} tiles): rebuild the output with: "
+            f"rsvg export {shlex.quote(str(finished.answer_log))} -o {shlex.quote(str(finished.output))}"
+        )
+    if problems:
+        message = " ".join("; ".join(problems).split())
+        print(f"rsvg: error: {message}", file=sys.stderr)
         return 2
     return EXIT_OK

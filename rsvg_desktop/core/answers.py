@@ -16,6 +16,7 @@ older code can copy newer logs. The schema is documented in ``docs/answer_log.md
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -27,12 +28,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from rsvg_desktop.core.types import Tile
-from rsvg_desktop.errors import AnswerLogError, AnswerLogNotFoundError
+from rsvg_desktop.errors import AnswerLogError, AnswerLogNotFoundError, AnswerLogWriteError
 
 __all__ = [
     "SCHEMA_VERSION",
     "AnswerLogWriter",
     "AnswerRecord",
+    "check_crs",
     "read_answer_log",
     "utc_now_iso",
 ]
@@ -70,13 +72,42 @@ def _check_str(name: str, value: Any, optional: bool) -> None:
         raise AnswerLogError(f"field {name!r} must be a string, got {_type_name(value)}")
 
 
-def _check_int(name: str, value: Any, optional: bool, minimum: int | None = None) -> None:
+#: Largest magnitude of a pixel offset or size: GDAL counts raster pixels in 32-bit signed integers,
+#: so nothing larger can name a real window (and a 400-digit number must not reach numpy or GDAL).
+MAX_PIXELS = 2**31 - 1
+
+
+def _short(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}…({len(text)} digits)"
+
+
+def _check_int(
+    name: str, value: Any, optional: bool, minimum: int | None = None, maximum: int | None = MAX_PIXELS
+) -> None:
     if value is None and optional:
         return
     if not _is_int(value):
         raise AnswerLogError(f"field {name!r} must be an integer, got {_type_name(value)}")
     if minimum is not None and value < minimum:
-        raise AnswerLogError(f"field {name!r} must be >= {minimum}, got {value}")
+        raise AnswerLogError(f"field {name!r} must be >= {minimum}, got {_short(value)}")
+    if maximum is not None and abs(value) > maximum:
+        raise AnswerLogError(f"field {name!r} is out of range (|value| <= {maximum}), got {_short(value)}")
+
+
+@functools.lru_cache(maxsize=64)
+def check_crs(text: str) -> None:
+    """Refuse a ``crs`` that PROJ cannot read (checked once per distinct text)."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        CRS.from_user_input(text)
+    except CRSError:
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise AnswerLogError(
+            f"field 'crs' is not a coordinate reference system PROJ can read: {shown!r}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +198,19 @@ class AnswerRecord:
             t = self.transform
             if isinstance(t, str | bytes) or not hasattr(t, "__len__") or len(t) != 6:
                 raise AnswerLogError("field 'transform' must be a list of 6 numbers or null")
-            if not all(_is_number(v) and math.isfinite(v) for v in t):
+            try:
+                values = tuple(float(v) for v in t if _is_number(v))
+            except OverflowError:  # an integer too large for a float
+                values = ()
+            if len(values) != 6 or not all(math.isfinite(v) for v in values):
                 raise AnswerLogError("field 'transform' must hold 6 finite numbers")
-            object.__setattr__(self, "transform", tuple(float(v) for v in t))
+            a, b, _c, d, e, _f = values
+            if a * e - b * d == 0.0:
+                raise AnswerLogError(
+                    f"field 'transform' {list(values)} is degenerate (zero pixel size): it places no "
+                    "pixel on the map"
+                )
+            object.__setattr__(self, "transform", values)
 
         if not isinstance(self.extra, Mapping):
             raise AnswerLogError(f"'extra' must be a mapping, got {_type_name(self.extra)}")
@@ -313,7 +354,14 @@ class AnswerLogWriter:
         self._fsync = fsync
         self._count = 0
         _repair_tail(self._path)
-        self._file: IO[bytes] | None = open(self._path, "ab")  # noqa: SIM115 - closed in close()
+        try:
+            # Unbuffered: each record goes to the OS in one write() loop, so a failure (a full disk)
+            # can be undone to the last complete line and leaves nothing pending for close().
+            self._file: IO[bytes] | None = open(self._path, "ab", buffering=0)  # noqa: SIM115
+        except OSError as exc:
+            raise AnswerLogWriteError(
+                f"cannot write the answer log {self._path}: {exc.strerror or exc}"
+            ) from exc
 
     @property
     def path(self) -> Path:
@@ -341,10 +389,23 @@ class AnswerLogWriter:
         if record.time is None:
             record = replace(record, time=utc_now_iso())
         data = _encode(record)
-        self._file.write(data)
-        self._file.flush()
-        if self._fsync:
-            os.fsync(self._file.fileno())
+        fd = self._file.fileno()
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self._fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            try:  # keep the log valid up to its last complete line
+                os.ftruncate(fd, start)
+            except OSError:  # pragma: no cover - readers skip a cut-off last line anyway
+                log.debug("could not cut %s back to %d bytes", self._path, start, exc_info=True)
+            raise AnswerLogWriteError(
+                f"writing the answer log {self._path} failed: {exc.strerror or exc}; it holds "
+                f"every complete line written before ({self._count} by this run)"
+            ) from exc
         self._count += 1
         return record
 
@@ -418,8 +479,10 @@ def _iter_records(p: Path, f: IO[bytes]) -> Iterator[AnswerRecord]:
                     log.warning("%s:%d: skipped a cut-off last line (%d bytes)", p, lineno, len(body))
                     return
                 raise AnswerLogError(f"{p}:{lineno}: not JSON ({exc.msg} at column {exc.colno})") from None
-            except ValueError as exc:  # NaN / Infinity
+            except ValueError as exc:  # NaN / Infinity, an integer of more than 4300 digits
                 raise AnswerLogError(f"{p}:{lineno}: not strict JSON ({exc})") from None
+            except RecursionError:
+                raise AnswerLogError(f"{p}:{lineno}: JSON nested too deeply to be a record") from None
             if not isinstance(obj, dict):
                 raise AnswerLogError(f"{p}:{lineno}: expected a JSON object, got {_json_kind(obj)}")
             try:

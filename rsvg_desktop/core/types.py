@@ -25,10 +25,17 @@ class GridBox:
 
 @dataclass(frozen=True, slots=True)
 class ParsedObject:
-    """One object of a GeoChat answer: its phrase (from ``<p>…</p>``, else ``None``) and its box."""
+    """One object of a GeoChat answer: its phrase and its box.
+
+    ``phrase``: from ``<p>…</p>`` where the answer tags it, else the noun phrase its box group follows
+    (``from_text`` is then true; see ``core.prompt.phrases``), else ``None``. ``count``: the count
+    written before that noun phrase ("four tennis courts" → 4), ``None`` when none was written.
+    """
 
     phrase: str | None
     box: GridBox
+    count: int | None = None
+    from_text: bool = False
 
 
 @dataclass(frozen=True, slots=True)

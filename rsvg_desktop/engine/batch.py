@@ -35,11 +35,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Generator as PyGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +51,10 @@ from rsvg_desktop.core.geo.boxes import AngleConvention
 from rsvg_desktop.core.geo.detections import tile_records
 from rsvg_desktop.core.geo.grid import iter_grid, plan_tiles
 from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.paths import refuse_same_file, same_file
 from rsvg_desktop.core.prompt import IMAGE_TOKEN, LLAVA_V1, build_prompt
 from rsvg_desktop.core.types import Tile
+from rsvg_desktop.engine.answerer import Answerer, TileJob, TileReadError
 from rsvg_desktop.engine.detect import Generator, answer_log_path
 from rsvg_desktop.engine.events import (
     DEFAULT_OVERLAP,
@@ -68,7 +71,15 @@ from rsvg_desktop.engine.events import (
     ModelLoaded,
     ModelSpec,
 )
-from rsvg_desktop.engine.inputs import Georeferencing, Query, expand_inputs, georeference, parse_crs
+from rsvg_desktop.engine.inputs import (
+    Georeferencing,
+    Query,
+    batch_root,
+    content_id,
+    expand_inputs,
+    georeference,
+    parse_crs,
+)
 from rsvg_desktop.engine.prefetch import Prefetch
 from rsvg_desktop.engine.results import Georef, detections_for_answer
 from rsvg_desktop.engine.store import BatchStore, InputRecord, RunRecord, TileAnswer
@@ -303,11 +314,19 @@ class BatchJob:
     then yields the events; :meth:`close` (or ``with``) releases the store.
     """
 
-    def __init__(self, config: BatchConfig, model: ModelIdentity) -> None:
+    def __init__(self, config: BatchConfig, model: ModelIdentity, *, read_tiles: bool = True) -> None:
         config.validate()
+        self.read_tiles = read_tiles  # False: workers read the tiles (an Answerer gets paths and windows)
+        self._keys = itertools.count()
+        self._in_flight: dict[int, list[_Item]] = {}
         self.config = config
         self.model = model
-        self.paths = expand_inputs(config.inputs)
+        outputs = [Path(config.output), answer_log_path(Path(config.output))]
+        # naming the output as an input would replace it; found inside an input folder, it is skipped
+        refuse_same_file(outputs, [p for p in config.inputs if Path(p).is_file()])
+        self.paths = [p for p in expand_inputs(config.inputs) if not any(same_file(p, o) for o in outputs)]
+        self.root = batch_root(self.paths)
+        self._content: dict[str, str | None] = {}  # content ids computed by a lookup, until recorded
         self.runs = tuple(run_identity(q, model, config) for q in config.queries)
         self.run_ids = tuple(r.run_id for r in self.runs)
         self.assume_crs = parse_crs(config.assume_crs) if config.assume_crs else None
@@ -377,14 +396,17 @@ class BatchJob:
                         yield ModelLoaded(loaded.info)
                 if len(buffer) >= (self.batch_size or CPU_BATCH_SIZE):
                     batch, buffer = buffer, []
-                    yield from self._answer(gen, batch)
+                    yield from self._dispatch(gen, batch)
                     if cancel is not None and cancel():
                         status, message = "cancelled", "cancelled by the user"
                         break
             else:
                 if buffer:
                     batch, buffer = buffer, []
-                    yield from self._answer(gen, batch)
+                    yield from self._dispatch(gen, batch)
+                if isinstance(gen, Answerer):
+                    while gen.in_flight:
+                        yield from self._collect(gen, block=True)
         except _Abort as exc:
             status, message = "aborted", str(exc)
         except KeyboardInterrupt:
@@ -419,7 +441,7 @@ class BatchJob:
         # many small files overlaps with the model too.
         pending: list[tuple[int, str, tuple[int, ...] | None]] = []
         for index, path in enumerate(self.paths):
-            input_id = self.store.input_id(path)
+            input_id = self._lookup(path)
             runs_left = tuple(range(len(self.runs)))
             if input_id is not None:
                 status = self.store.input_status(input_id, self.run_ids)
@@ -429,6 +451,7 @@ class BatchJob:
         try:
             for index, path, open_runs in pending:
                 if open_runs is None:
+                    self._content.pop(path, None)
                     input_id = self.store.input_id(path)
                     assert input_id is not None  # done inputs are in the store
                     c.inputs_already_done += 1
@@ -467,6 +490,21 @@ class BatchJob:
             return _Opened(scene, None, Failure(path, "plan", str(exc)))
         return _Opened(scene, plan, None)
 
+    def _rel(self, path: str) -> str:
+        return Path(os.path.relpath(path, self.root)).as_posix() if self.root else path
+
+    def _content_id(self, path: str) -> str | None:
+        if path not in self._content:
+            try:
+                self._content[path] = content_id(path)
+            except OSError:
+                self._content[path] = None
+        return self._content[path]
+
+    def _lookup(self, path: str) -> int | None:
+        """The stored input at ``path``, or the same file stored under another path (moved archive)."""
+        return self.store.find_input(path, self._rel(path), lambda: self._content_id(path))
+
     def _warn_if_changed(self, path: str, input_id: int) -> None:
         try:
             st = os.stat(path)
@@ -481,12 +519,50 @@ class BatchJob:
             )
 
     def _file_record(self, path: str, **kw: Any) -> InputRecord:
+        rel = self._rel(path)
+        cid = self._content_id(path)
+        self._content.pop(path, None)
         try:
             st = os.stat(path)
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
-            return InputRecord(path=path, size_bytes=None, mtime_ns=None, **kw)
-        return InputRecord(path=path, size_bytes=size, mtime_ns=mtime, **kw)
+            return InputRecord(path=path, size_bytes=None, mtime_ns=None, content_id=cid, rel_path=rel, **kw)
+        return InputRecord(path=path, size_bytes=size, mtime_ns=mtime, content_id=cid, rel_path=rel, **kw)
+
+    def _register(self, path: str, info: Any) -> tuple[Georeferencing, int, Any]:
+        """Record an opened input in the store and decide its reprojection: its georeferencing, input
+        id and the CRS its detections are reprojected to (``None``: none). Anything wrong with this one
+        input (a CRS GDAL cannot write or PROJ cannot transform, metadata the store refuses) raises."""
+        c = self._c
+        georef = georeference(info, self.assume_crs)
+        dst_crs = None
+        if not georef.pixel_mode:
+            assert georef.crs_wkt is not None
+            if self.store.output_crs_wkt is not None:
+                dst_crs = _output_crs_if_different(georef.crs_wkt, self.store.output_crs_wkt)
+                if dst_crs is not None:
+                    _check_transformable(georef.crs_wkt, self.store.output_crs_wkt)
+        if not georef.pixel_mode and self.store.output_crs_wkt is None:
+            self.store.set_output_crs(georef.crs_wkt)  # type: ignore[arg-type]
+        input_id = self.store.add_input(
+            self._file_record(
+                path,
+                driver=info.driver,
+                width=info.width,
+                height=info.height,
+                bands=info.count,
+                dtype=info.dtype,
+                crs=info.crs_name or (georef.source if georef.crs_wkt else None),
+                crs_wkt=georef.crs_wkt,
+                transform=georef.transform,
+                georef_source=georef.source,
+                pixel_mode=georef.pixel_mode,
+            )
+        )
+        if georef.pixel_mode:
+            self.store.prepare_pixel_layers()
+            c.inputs_pixel += 1
+        return georef, input_id, dst_crs
 
     def _produce_input(
         self, index: int, path: str, open_runs: tuple[int, ...], opened: _Opened
@@ -501,30 +577,18 @@ class BatchJob:
             return
         with opened.scene as scene:
             info = scene.info
-            georef = georeference(info, self.assume_crs)
-            input_id = self.store.add_input(
-                self._file_record(
-                    path,
-                    driver=info.driver,
-                    width=info.width,
-                    height=info.height,
-                    bands=info.count,
-                    dtype=info.dtype,
-                    crs=info.crs_name or (georef.source if georef.crs_wkt else None),
-                    crs_wkt=georef.crs_wkt,
-                    transform=georef.transform,
-                    georef_source=georef.source,
-                    pixel_mode=georef.pixel_mode,
-                )
-            )
-            dst_crs = None
-            if georef.pixel_mode:
-                self.store.prepare_pixel_layers()
-                c.inputs_pixel += 1
-            else:
-                if self.store.output_crs_wkt is None:
-                    self.store.set_output_crs(georef.crs_wkt)  # type: ignore[arg-type]
-                dst_crs = _output_crs_if_different(georef.crs_wkt, self.store.output_crs_wkt)
+            try:
+                georef, input_id, dst_crs = self._register(path, info)
+            except Exception as exc:  # this input's CRS or metadata: the input fails, the batch goes on
+                if is_fatal(exc):
+                    raise
+                log.debug("%s: cannot be registered", path, exc_info=True)
+                input_id = self.store.add_input(self._file_record(path))
+                nothing = Georeferencing(None, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "none", False)
+                failure = Failure(path, "crs", " ".join(f"{path}: {exc}".split()))
+                state = _Input(path, input_id, nothing, None, open_runs, read_done=True, failed=failure)
+                yield from self._finish(state)
+                return
             state = _Input(path, input_id, georef, dst_crs, open_runs)
             plan = opened.plan
             if plan is None:
@@ -549,11 +613,9 @@ class BatchJob:
                 yield from self._finish(state)
                 return
             # Reads run one batch ahead in a background thread, overlapping with the model; t_read
-            # counts only the time spent waiting for them.
-            reads = Prefetch(
-                (scene.read_tile(t) for t, _ in work),
-                depth=self.batch_size or cfg.batch_size or CPU_BATCH_SIZE,
-            )
+            # counts only the time spent waiting for them. Without read_tiles the workers read.
+            tiles = (scene.read_tile(t) for t, _ in work) if self.read_tiles else ((None, None) for _ in work)
+            reads = Prefetch(tiles, depth=self.batch_size or cfg.batch_size or CPU_BATCH_SIZE)
             try:
                 for k, (tile, rs) in enumerate(work):
                     if state.failed is not None:
@@ -578,6 +640,51 @@ class BatchJob:
                 yield from self._finish(state)
 
     # --- the model and the store ----------------------------------------------------------------
+    def _dispatch(self, gen: Any, items: list[_Item]) -> Iterator[Any]:
+        """Answer a batch: at once with a generator, or handed to an :class:`Answerer` (several batches
+        in flight, stored as they come back, in any order)."""
+        if not isinstance(gen, Answerer):
+            yield from self._answer(gen, items)
+            return
+        jobs = []
+        for it in items:
+            run = self.runs[it.run]
+            jobs.append(TileJob(it.state.path, it.tile, run.task, run.query, run.classes))
+        key = next(self._keys)
+        self._in_flight[key] = items
+        gen.submit(key, tuple(jobs))
+        while gen.in_flight >= gen.capacity:
+            yield from self._collect(gen, block=True)
+        yield from self._collect(gen, block=False)
+
+    def _collect(self, gen: Answerer, *, block: bool) -> Iterator[Any]:
+        for key, outcome, seconds in gen.collect(block=block):
+            items = self._in_flight.pop(key)
+            self._c.t_model += seconds
+            if isinstance(outcome, GenerationError):
+                if is_fatal(outcome):
+                    raise outcome
+                yield from self._model_failed(items, outcome)
+                continue
+            self._c.model_failures_in_a_row = 0
+            failed = [(it, r) for it, r in zip(items, outcome, strict=True) if isinstance(r, TileReadError)]
+            for it, r in failed:
+                if it.state.failed is None:
+                    it.state.failed = Failure(it.state.path, "read", r.message)
+            if failed:
+                keep = [
+                    (it, r) for it, r in zip(items, outcome, strict=True) if not isinstance(r, TileReadError)
+                ]
+                for it, _ in failed:
+                    it.state.outstanding -= 1
+                for state in dict.fromkeys(it.state for it, _ in failed):
+                    if state.ready and not any(k.state is state for k, _ in keep):
+                        yield from self._finish(state)
+                if not keep:
+                    continue
+                items, outcome = [k for k, _ in keep], [r for _, r in keep]
+            yield from self._store(items, outcome)
+
     def _answer(self, gen: Any, items: list[_Item]) -> Iterator[Any]:
         from rsvg_desktop.core.model.generate import GenerationRequest
 
@@ -599,6 +706,11 @@ class BatchJob:
             return
         c.t_model += time.perf_counter() - t0
         c.model_failures_in_a_row = 0
+        yield from self._store(items, results)
+
+    def _store(self, items: list[_Item], results: Sequence[Any]) -> Iterator[Any]:
+        """Turn answers into polygons and commit them with the inputs they finish (one transaction)."""
+        c, cfg = self._c, self.config
 
         t0 = time.perf_counter()
         answers: list[TileAnswer] = []
@@ -639,7 +751,7 @@ class BatchJob:
                     output_tokens=res.output_tokens,
                     seconds=res.seconds,
                     batch_size=getattr(res, "batch_size", len(items)),
-                    device=self.device,
+                    device=getattr(res, "device", None) or self.device,
                     footprint=footprint,
                 )
             )
@@ -808,6 +920,14 @@ def _output_crs_if_different(src_wkt: str | None, out_wkt: str | None) -> Any | 
     return None if CRS.from_wkt(src_wkt).equals(out) else out
 
 
+@functools.lru_cache(maxsize=64)
+def _check_transformable(src_wkt: str, dst_wkt: str) -> None:
+    """Raise (pyproj's error) when PROJ cannot transform coordinates from ``src_wkt`` to ``dst_wkt``."""
+    from pyproj import CRS, Transformer
+
+    Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
+
+
 # --- entry points --------------------------------------------------------------------------------
 def run_batch(
     config: BatchConfig,
@@ -830,8 +950,13 @@ def batch_detect(
     """``rsvg batch``: check the arguments and open the store, then load the model (only when some
     pair is still open) and run; yields :class:`ModelLoaded` before the first batch."""
     from rsvg_desktop.core.model.loader import read_random_weights_flag
+    from rsvg_desktop.engine.model_jobs import check_question
 
     model_dir = Path(spec.model_dir)
+    for q in config.queries:  # every question fits the model's context, checked before any load
+        check_question(
+            model_dir, task=q.task, query=q.query, classes=q.classes, max_new_tokens=config.max_new_tokens
+        )
     identity = ModelIdentity(
         model=str(model_dir),
         model_id=model_fingerprint(model_dir),
@@ -845,7 +970,7 @@ def batch_detect(
         from rsvg_desktop.engine.model_jobs import load_spec, model_info
 
         loaded = load_model(load_spec(spec))
-        gen = GeoChatGenerator(loaded)
+        gen = GeoChatGenerator(loaded, compiled=spec.compiled)
         if cancel is not None:
             gen.should_stop = cancel
         size = config.batch_size or auto_batch_size(loaded, config.max_new_tokens)

@@ -30,6 +30,7 @@ from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, tile_recor
 from rsvg_desktop.core.geo.export import export_detections, format_for_path
 from rsvg_desktop.core.geo.grid import iter_tile_images, plan_tiles
 from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.paths import refuse_same_file
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.events import (
     Event,
@@ -41,7 +42,7 @@ from rsvg_desktop.engine.events import (
     TileStarted,
 )
 from rsvg_desktop.engine.prefetch import Prefetch
-from rsvg_desktop.engine.results import Georef, detections_for_answer, merge_table
+from rsvg_desktop.engine.results import Georef, detections_for_answer, merged_table
 from rsvg_desktop.errors import CancelledError, ConfigError, OutputExistsError, RsvgError, is_fatal
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def run_scene(
     output = Path(config.output)
     format_for_path(output)
     log_path = answer_log_path(output)
+    refuse_same_file([output, log_path], [config.scene])
     for path in (output, log_path):
         if path.exists() and not config.overwrite:
             raise OutputExistsError(f"{path} exists (use --overwrite to replace the run's outputs)")
@@ -152,6 +154,7 @@ def run_scene(
         done = failed = 0
         errors: list[str] = []
         cancelled = False
+        export_error: str | None = None
         batch_size = max(1, config.batch_size or 4)
         common = dict(
             run_id=run_id,
@@ -235,7 +238,7 @@ def run_scene(
         finally:
             images.close()
             table = DetectionTable.concat(tables) if tables else DetectionTable.empty(convention)
-            kept = table.take(merge_table(table)) if len(table) else table
+            kept = merged_table(table) if len(table) else table
             answered = {(t.row, t.col) for t in todo[:done]}
             tile_recs = tile_records(
                 [t for t in todo if (t.row, t.col) in answered] + list(skipped),
@@ -267,7 +270,8 @@ def run_scene(
             try:
                 export_detections(output, kept, crs=info.crs_wkt, tiles=tile_recs, run=run, overwrite=True)
             except RsvgError as exc:  # the answer log still holds everything: `rsvg export` rebuilds it
-                log.error(
+                export_error = str(exc)
+                log.info(
                     "run %s: writing %s failed (%s); rebuild it with: rsvg export %s -o %s",
                     run_id,
                     output,
@@ -298,4 +302,5 @@ def run_scene(
         output=str(output),
         answer_log=str(log_path),
         errors=tuple(errors),
+        export_error=export_error,
     )

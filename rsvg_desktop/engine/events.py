@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE
 from rsvg_desktop.core.types import GridBox, Tile
 
 DEFAULT_TILE_SIZE = 504
@@ -18,7 +19,11 @@ DEFAULT_OVERLAP = 64
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """What model to load and how: folder, precision, device, quantization options."""
+    """What model to load and how: folder, precision, device, quantization options.
+
+    ``group_size``: int4wo's weights per scale; ``compiled``: the compiled generation path (CUDA only,
+    static KV cache + ``torch.compile``, batches padded to fixed shapes; off by default).
+    """
 
     model_dir: str
     precision: str = "nf4"
@@ -26,6 +31,8 @@ class ModelSpec:
     int8_threshold: float = 6.0
     double_quant: bool = True
     use_cache: bool = True
+    group_size: int = DEFAULT_INT4_GROUP_SIZE
+    compiled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +139,9 @@ class RunFinished:
     output: str | None = None
     answer_log: str | None = None
     errors: tuple[str, ...] = field(default_factory=tuple)
+    #: Why the output file could not be written (``None``: written); the answer log is complete and
+    #: ``rsvg export`` rebuilds the output from it.
+    export_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,16 @@ Inputs
     arguments' order, each argument's files sorted by their path components; a file reached twice keeps
     its first place. An argument that matches nothing is a :class:`~rsvg_desktop.errors.ConfigError`
     (a typo should not silently shrink an overnight run). Paths are made absolute without resolving
-    symbolic links: the absolute path is the input's identity in the run store, so resuming works from
-    any working directory, but not after the archive was moved.
+    symbolic links, so resuming works from any working directory.
+
+Identity (:func:`content_id`, :func:`batch_root`)
+    The run store knows an input by its absolute path, by its content and by its path relative to the
+    batch root (the deepest folder holding every input). The content id is the file size plus a
+    BLAKE2b hash of the whole file when it is small (up to :data:`WHOLE_FILE_LIMIT`), else of its
+    first and last 64 KiB and 16 samples of 4 KiB spread evenly between (so any file costs at most
+    about 200 KiB of reads). An input not found under its path is looked up by (relative path,
+    content id), then by content id alone when exactly one stored input has it and that input's old
+    path is gone: a moved or renamed archive resumes instead of starting from zero.
 
 Georeferencing (:func:`georeference`), in this order:
     1. the raster's own CRS as GDAL reads it: GeoTIFF tags, or for PNG/JPEG/TIFF a world file
@@ -34,6 +42,7 @@ Queries
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -50,6 +59,8 @@ __all__ = [
     "RASTER_SUFFIXES",
     "Georeferencing",
     "Query",
+    "batch_root",
+    "content_id",
     "expand_inputs",
     "georeference",
     "parse_crs",
@@ -130,6 +141,41 @@ def expand_inputs(args: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
         for f in sorted((os.path.abspath(f) for f in files), key=_sort_key):
             out.setdefault(f, None)
     return tuple(out)
+
+
+# --- identity ------------------------------------------------------------------------------------
+#: Files up to this size are hashed whole; larger ones by head, tail and evenly spaced samples.
+WHOLE_FILE_LIMIT = 256 * 1024
+_EDGE = 64 * 1024
+_SAMPLE = 4 * 1024
+_SAMPLES = 16
+
+
+def content_id(path: str | os.PathLike[str]) -> str:
+    """``"<size>-<hash>"``: the input's identity by content (see the module doc); OSError when the file
+    cannot be read."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= WHOLE_FILE_LIMIT:
+            h.update(f.read())
+        else:
+            h.update(f.read(_EDGE))
+            span = size - 2 * _EDGE - _SAMPLE
+            for k in range(_SAMPLES):
+                f.seek(_EDGE + span * k // (_SAMPLES - 1))
+                h.update(f.read(_SAMPLE))
+            f.seek(size - _EDGE)
+            h.update(f.read(_EDGE))
+    return f"{size}-{h.hexdigest()}"
+
+
+def batch_root(paths: Sequence[str]) -> str:
+    """The deepest folder that holds every input (absolute paths): relative paths below it survive a
+    move of the whole archive."""
+    if not paths:
+        return ""
+    return os.path.commonpath([os.path.dirname(p) for p in paths])
 
 
 # --- georeferencing ------------------------------------------------------------------------------

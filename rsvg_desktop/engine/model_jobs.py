@@ -3,6 +3,7 @@ and a whole detect run in this process (the GUI uses the worker process instead)
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -61,6 +62,7 @@ def load_spec(spec: ModelSpec) -> Any:
         int8_threshold=spec.int8_threshold,
         double_quant=spec.double_quant,
         use_cache=spec.use_cache,
+        group_size=spec.group_size,
     )
 
 
@@ -132,6 +134,53 @@ def _check_scene(config: RunConfig) -> None:
         )
 
 
+@functools.lru_cache(maxsize=4)
+def _context_of(model_dir: str) -> tuple[Any, int, int]:
+    """(tokenizer, context length, image tokens per tile) of a model folder, read once per process."""
+    from transformers import AutoTokenizer
+
+    from rsvg_desktop.core.model.memory import image_tokens, load_llava_config
+    from rsvg_desktop.errors import TokenizerError
+
+    config = load_llava_config(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        raise TokenizerError(f"{model_dir}: the tokenizer cannot be read ({exc})") from exc
+    return tokenizer, int(config.text_config.max_position_embeddings), image_tokens(config)
+
+
+def check_question(
+    model_dir: str | os.PathLike[str],
+    *,
+    task: str,
+    query: str,
+    classes: Sequence[str] = (),
+    region: Any = None,
+    history: Sequence[tuple[str, str]] = (),
+    max_new_tokens: int,
+) -> int:
+    """Refuse, before any weight is loaded, a question the model cannot take: an empty query for a task
+    that needs one (and any other wrong task argument), or a prompt that does not fit the model's
+    context once the image tokens and the answer budget are added. Reads only ``config.json`` and the
+    tokenizer. Returns the prompt's text tokens."""
+    from rsvg_desktop.core.prompt.templates import IMAGE_TOKEN, build_prompt
+    from rsvg_desktop.errors import ConfigError
+
+    prompt = build_prompt(task, query, history, classes=tuple(classes) or None, region=region)
+    tokenizer, limit, images = _context_of(str(Path(model_dir).resolve()))
+    text_tokens = len(tokenizer(prompt, verbose=False).input_ids) - prompt.count(IMAGE_TOKEN)
+    total = text_tokens + images + int(max_new_tokens)
+    if total > limit:
+        room = limit - images - int(max_new_tokens)
+        raise ConfigError(
+            f"the question does not fit the model's context of {limit} tokens: {text_tokens} prompt "
+            f"tokens + {images} image tokens + {max_new_tokens} answer tokens = {total}; shorten the "
+            f"query (room for about {max(room, 0)} prompt tokens) or lower --max-new-tokens"
+        )
+    return text_tokens
+
+
 def detect(
     config: RunConfig,
     spec: ModelSpec,
@@ -146,9 +195,18 @@ def detect(
     from rsvg_desktop.engine.detect import run_scene
 
     _check_scene(config)  # a scene that cannot run fails before the (slow) model load
+    check_question(
+        spec.model_dir,
+        task=config.task,
+        query=config.query,
+        classes=config.classes,
+        region=config.region,
+        history=config.history,
+        max_new_tokens=config.max_new_tokens,
+    )
     loaded = load_model(load_spec(spec))
     yield ModelLoaded(model_info(loaded))
-    generator = GeoChatGenerator(loaded)
+    generator = GeoChatGenerator(loaded, compiled=spec.compiled)
     if cancel is not None:
         generator.should_stop = cancel
     if config.batch_size is None:

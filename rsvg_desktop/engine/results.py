@@ -4,11 +4,12 @@ One path serves live runs and re-exports: an :class:`~rsvg_desktop.core.answers.
 tile window plus the model's raw text) is parsed, its boxes become polygons in the scene CRS, and
 duplicates across tile seams are merged per (scene, task, query). ``rsvg export`` and the GUI's export
 dialog call :func:`export_answer_log`; a detect run calls :func:`detections_for_answer` per tile and
-:func:`merge_table` at the end.
+:func:`merged_table` at the end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -19,12 +20,13 @@ from typing import Any
 import numpy as np
 from pyproj import CRS
 
-from rsvg_desktop.core.answers import AnswerRecord, read_answer_log
+from rsvg_desktop.core.answers import AnswerRecord, check_crs, read_answer_log
 from rsvg_desktop.core.geo.boxes import AngleConvention
 from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, tile_records
 from rsvg_desktop.core.geo.export import ExportResult, export_detections, format_for_path
-from rsvg_desktop.core.geo.merge import MergeConfig, merge_detections
+from rsvg_desktop.core.geo.merge import MergeConfig, merge_detections, stitched_geometry, stitched_groups
 from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.paths import refuse_same_file
 from rsvg_desktop.core.prompt.parser import parse_answer
 from rsvg_desktop.core.types import ParseResult, Tile
 from rsvg_desktop.errors import AnswerLogError, ConfigError, SceneError
@@ -50,12 +52,25 @@ def detections_for_answer(
     dst_crs: Any | None = None,
     convention: AngleConvention | str = AngleConvention.CCW,
 ) -> DetectionTable:
-    """The boxes of one answered tile as a table of polygons (scene CRS, or ``dst_crs``)."""
+    """The boxes of one answered tile as a table of polygons (scene CRS, or ``dst_crs``).
+
+    Phrases: a ``<p>`` phrase of the answer where present; else, for ``refer``, the query (the
+    expression the boxes answer); else the noun phrase read from the answer's text (or none).
+    """
     tile = record.tile or Tile(
         0, 0, record.col_off, record.row_off, record.width, record.height, record.tile_size
     )
+    objects = parsed.objects
+    if record.task == "refer" and record.query.strip():
+        query = " ".join(record.query.split())
+        objects = tuple(
+            o
+            if o.phrase is not None and not o.from_text
+            else dataclasses.replace(o, phrase=query, count=None)
+            for o in objects
+        )
     return DetectionTable.from_tile_objects(
-        ((tile, obj) for obj in parsed.objects),
+        ((tile, obj) for obj in objects),
         task=record.task,
         query=record.query,
         model=record.model or "",
@@ -70,21 +85,44 @@ def detections_for_answer(
     )
 
 
-def merge_table(table: DetectionTable, config: MergeConfig = MergeConfig()) -> np.ndarray:
-    """Indices of the detections that survive seam merging, merged per (scene, task, query) group
-    (pixel corners are only comparable inside one scene); ascending."""
+def merge_table_stitched(
+    table: DetectionTable, config: MergeConfig = MergeConfig()
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Seam merging per (scene, task, query) group (pixel corners are only comparable inside one
+    scene): the ascending indices of the surviving detections, and for every survivor that stitched
+    seam fragments, the indices of all its fragments (see :func:`stitched_groups`)."""
     if not len(table):
-        return np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=np.int64), {}
     keys = np.asarray(
         [f"{s}\x1f{t}\x1f{q}" for s, t, q in zip(table.scene, table.task, table.query, strict=True)],
         dtype=object,
     )
     kept: list[np.ndarray] = []
+    stitched: dict[int, np.ndarray] = {}
     for key in dict.fromkeys(keys.tolist()):
         idx = np.flatnonzero(keys == key)
         result = merge_detections(table.take(idx), config)
         kept.append(idx[result.kept])
-    return np.sort(np.concatenate(kept))
+        stitched.update({int(idx[h]): idx[m] for h, m in stitched_groups(result).items()})
+    return np.sort(np.concatenate(kept)), stitched
+
+
+def merge_table(table: DetectionTable, config: MergeConfig = MergeConfig()) -> np.ndarray:
+    """Indices of the detections that survive seam merging (see :func:`merge_table_stitched`)."""
+    return merge_table_stitched(table, config)[0]
+
+
+def merged_table(table: DetectionTable, config: MergeConfig = MergeConfig()) -> DetectionTable:
+    """The detections that survive seam merging; stitched objects carry the stitched polygon."""
+    kept, stitched = merge_table_stitched(table, config)
+    out = table.take(kept)
+    if not stitched:
+        return out
+    geoms = out.geometry.copy()
+    pos = {int(k): i for i, k in enumerate(kept.tolist())}
+    for head, members in stitched.items():
+        geoms[pos[head]] = stitched_geometry(table.geometry[members])
+    return dataclasses.replace(out, geometry=geoms)
 
 
 class _GeorefCache:
@@ -149,8 +187,18 @@ def export_answer_log(
     reprojected to the first scene's CRS.
     """
     log_path = Path(answer_log)
+    refuse_same_file([output], [log_path])
     format_for_path(output, fmt)  # fail on a bad extension before reading anything
     records = _latest_per_tile(read_answer_log(log_path))
+    refuse_same_file([output], {r.scene for r in records})
+    for rec in records:  # a CRS PROJ cannot read fails here, naming the log and the record
+        if rec.crs is not None:
+            try:
+                check_crs(rec.crs)
+            except AnswerLogError as exc:
+                raise AnswerLogError(
+                    f"{log_path}: record of {rec.scene} window {rec.window}: {exc}"
+                ) from None
     if not records:
         raise AnswerLogError(f"{log_path}: the answer log holds no records")
     conventions = {angle_convention or r.angle_convention or "ccw" for r in records}
@@ -191,7 +239,7 @@ def export_answer_log(
         table = table.take(np.flatnonzero(mask))
     n_excluded = raw - len(table)
     if merge is not None:
-        table = table.take(merge_table(table, merge))
+        table = merged_table(table, merge)
 
     tile_recs = []
     for tile, georef in tiles.values():

@@ -10,6 +10,7 @@ from rsvg_desktop.core.geo.detections import tile_records
 from rsvg_desktop.core.geo.export import ExportResult, export_tiles
 from rsvg_desktop.core.geo.grid import TilePlan, plan_tiles
 from rsvg_desktop.core.geo.scene import SceneInfo, open_scene
+from rsvg_desktop.core.paths import refuse_same_file
 from rsvg_desktop.engine.events import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
 
@@ -60,6 +61,7 @@ def write_tile_grid(
     fmt: str | None = None,
 ) -> tuple[SceneSummary, ExportResult]:
     """Write the scene's tile footprints (skipped nodata tiles flagged) as a vector file."""
+    refuse_same_file([output], [path])
     summary = describe_scene(
         path,
         tile_size=tile_size,

@@ -49,7 +49,7 @@ import math
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ from rsvg_desktop.core.geo import gpkg
 from rsvg_desktop.core.geo.boxes import AngleConvention
 from rsvg_desktop.core.geo.detections import DetectionTable, TileRecord
 from rsvg_desktop.core.geo.export import detections_frame
+from rsvg_desktop.core.geo.merge import stitched_geometry
 from rsvg_desktop.core.geo.styles import (
     detections_qml,
     detections_sld,
@@ -72,7 +73,7 @@ from rsvg_desktop.core.geo.styles import (
     write_layer_styles,
 )
 from rsvg_desktop.core.types import Tile
-from rsvg_desktop.engine.results import merge_table
+from rsvg_desktop.engine.results import merge_table_stitched
 from rsvg_desktop.errors import ConfigError, ExportError, OutputExistsError
 
 try:  # POSIX advisory lock: one writer per store
@@ -190,6 +191,8 @@ _ATTRIBUTE_TABLES: dict[str, dict[str, str]] = {
         "size_bytes": "int64",
         "mtime_ns": "int64",
         "first_seen": "object",
+        "content_id": "object",
+        "rel_path": "object",
     },
     "input_runs": {
         "run_id": "object",
@@ -243,6 +246,19 @@ _INDEXES = (
     'CREATE UNIQUE INDEX IF NOT EXISTS "ux_inputs_path" ON "inputs" (path)',
     'CREATE UNIQUE INDEX IF NOT EXISTS "ux_input_runs_key" ON "input_runs" (run_id, input_id)',
     'CREATE UNIQUE INDEX IF NOT EXISTS "ux_run_id" ON "run" (run_id)',
+    'CREATE INDEX IF NOT EXISTS "ix_inputs_content" ON "inputs" (content_id)',
+)
+#: Columns added after the first stores were written: added to an older store when it is opened.
+_LATER_COLUMNS = (("inputs", "content_id", "TEXT"), ("inputs", "rel_path", "TEXT"))
+#: Tables whose ``scene`` (or ``path``) column names the input file, rewritten when an input moved.
+_PATH_COLUMNS = (
+    ("tiles", "scene"),
+    ("input_runs", "path"),
+    ("detections", "scene"),
+    ("tile_detections", "scene"),
+    ("tile_footprints", "scene"),
+    ("detections_pixel", "scene"),
+    ("tile_detections_pixel", "scene"),
 )
 
 
@@ -286,6 +302,8 @@ class InputRecord:
     pixel_mode: bool = False
     size_bytes: int | None = None
     mtime_ns: int | None = None
+    content_id: str | None = None
+    rel_path: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -392,6 +410,7 @@ class BatchStore:
             if path.exists():
                 con = gpkg.connect(path)
                 _check_store(con, path)
+                _add_later_columns(con)
             else:
                 if log_path.exists() and log_path.stat().st_size > 0:
                     raise OutputExistsError(
@@ -639,6 +658,47 @@ class BatchStore:
         row = self._con.execute("SELECT fid FROM inputs WHERE path = ?", (path,)).fetchone()
         return None if row is None else int(row[0])
 
+    def find_input(self, path: str, rel_path: str | None, content: Callable[[], str | None]) -> int | None:
+        """The id of a stored input: by ``path``; else (a moved or renamed archive) by ``rel_path`` and
+        content id, then by content id alone when exactly one stored input has it and its old path is
+        gone. ``content`` computes the content id, called only when the path is not known. A match
+        under another path is moved to ``path`` (see :meth:`relocate_input`)."""
+        found = self.input_id(path)
+        if found is not None:
+            return found
+        if self._con.execute("SELECT fid FROM inputs LIMIT 1").fetchone() is None:
+            return None  # a new store: nothing to match, no file to hash
+        cid = content()
+        if cid is None:
+            return None
+        rows = self._con.execute(
+            "SELECT fid, path, rel_path FROM inputs WHERE content_id = ? ORDER BY fid", (cid,)
+        ).fetchall()
+        match = [r for r in rows if rel_path is not None and r[2] == rel_path]
+        if not match:
+            gone = [r for r in rows if not os.path.exists(r[1])]
+            match = gone if len(gone) == 1 else []
+        if len(match) != 1:
+            return None
+        fid, old, _ = match[0]
+        self.relocate_input(int(fid), path, rel_path)
+        log.info("%s: resuming the input stored as %s (same content)", path, old)
+        return int(fid)
+
+    def relocate_input(self, input_id: int, path: str, rel_path: str | None) -> None:
+        """Record that input ``input_id`` is now at ``path``: the input row and every row naming it."""
+        with self._transaction_raw():
+            self._con.execute(
+                "UPDATE inputs SET path = ?, name = ?, rel_path = ? WHERE fid = ?",
+                (path, os.path.basename(path), rel_path, input_id),
+            )
+            present = {r[0] for r in self._con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for table, column in _PATH_COLUMNS:
+                if table in present:
+                    self._con.execute(
+                        f'UPDATE "{table}" SET "{column}" = ? WHERE input_id = ?', (path, input_id)
+                    )
+
     def add_input(self, rec: InputRecord) -> int:
         """The input's id, recording (or refreshing) what is known about the file."""
         values = (
@@ -654,14 +714,16 @@ class BatchStore:
             int(rec.pixel_mode),
             rec.size_bytes,
             rec.mtime_ns,
+            rec.content_id,
+            rec.rel_path,
         )
         with self._transaction_raw():
             found = self.input_id(rec.path)
             if found is None:
                 cur = self._con.execute(
                     "INSERT INTO inputs (path, name, driver, width, height, bands, dtype, crs, crs_wkt,"
-                    " transform, georef_source, pixel_mode, size_bytes, mtime_ns, first_seen) VALUES"
-                    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " transform, georef_source, pixel_mode, size_bytes, mtime_ns, content_id, rel_path,"
+                    " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (rec.path, os.path.basename(rec.path), *values, utc_now_iso()),
                 )
                 return _rowid(cur)
@@ -669,7 +731,8 @@ class BatchStore:
                 self._con.execute(
                     "UPDATE inputs SET driver = ?, width = ?, height = ?, bands = ?, dtype = ?, crs = ?,"
                     " crs_wkt = ?, transform = ?, georef_source = ?, pixel_mode = ?, size_bytes = ?,"
-                    " mtime_ns = ? WHERE fid = ?",
+                    " mtime_ns = ?, content_id = coalesce(?, content_id), rel_path = coalesce(?, rel_path)"
+                    " WHERE fid = ?",
                     (*values, found),
                 )
             return found
@@ -923,15 +986,32 @@ class BatchStore:
             fids, table = self._raw_for_merge(raw_layer, run_id, input_id, angle_convention)
             n_raw = len(fids)
             if n_raw:
-                kept = fids[merge_table(table)]
+                kept_idx, stitched = merge_table_stitched(table)
+                kept = fids[kept_idx]
                 n_merged = len(kept)
-                cols = ", ".join(f'"{c}"' for c in ("geom", *(c for c, _ in _det_columns(pixel_mode))))
-                for start in range(0, n_merged, 500):
-                    chunk = kept[start : start + 500].tolist()
+                attrs = ", ".join(f'"{c}"' for c, _ in _det_columns(pixel_mode))
+                cols = f'"geom", {attrs}'
+                # Stitched objects get their stitched polygon; every other survivor is copied as is.
+                plain = np.setdiff1d(kept, fids[list(stitched)]) if stitched else kept
+                for start in range(0, len(plain), 500):
+                    chunk = plain[start : start + 500].tolist()
                     con.execute(
                         f'INSERT INTO "{merged_layer}" ({cols}) SELECT {cols} FROM "{raw_layer}" '
                         f"WHERE fid IN ({','.join('?' * len(chunk))}) ORDER BY fid",
                         chunk,
+                    )
+                srs_id = self._layers[merged_layer].srs_id
+                for head, members in stitched.items():
+                    member_fids = fids[members].tolist()
+                    blobs = con.execute(
+                        f'SELECT geom FROM "{raw_layer}" WHERE fid IN ({",".join("?" * len(member_fids))})',
+                        member_fids,
+                    ).fetchall()
+                    geom = stitched_geometry([gpkg.geometry_from_blob(b[0]) for b in blobs])
+                    con.execute(
+                        f'INSERT INTO "{merged_layer}" ({cols}) SELECT ?, {attrs} FROM "{raw_layer}" '
+                        "WHERE fid = ?",
+                        (gpkg.geometry_blobs([geom], srs_id)[0], int(fids[head])),
                     )
                 lay, src = self._layers[merged_layer], self._layers[raw_layer]
                 if src.extent is not None:
@@ -1212,6 +1292,18 @@ def _create(path: Path) -> None:
         if isinstance(exc, Exception) and not isinstance(exc, ConfigError):
             raise ExportError(f"creating the run store {path} failed: {exc}") from exc
         raise
+
+
+def _add_later_columns(con: sqlite3.Connection) -> None:
+    """Bring a store written by an earlier version up to date (columns and indexes added since)."""
+    for table, column, kind in _LATER_COLUMNS:
+        have = {r[1] for r in con.execute(f'PRAGMA table_info("{table}")')}
+        if column not in have:
+            con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {kind}')
+    for sql in _INDEXES:
+        con.execute(sql)
+    if con.in_transaction:
+        con.commit()
 
 
 def _check_store(con: sqlite3.Connection, path: Path) -> None:

@@ -123,6 +123,17 @@ class WorkerServer:
         if loaded is None or generator is None:
             self._events.put(RunFailed("no model is loaded: load one first"))
             return
+        from rsvg_desktop.engine.model_jobs import check_question
+
+        check_question(  # a question that does not fit the context is refused before any tile
+            loaded.spec.model_dir,
+            task=config.task,
+            query=config.query,
+            classes=config.classes,
+            region=config.region,
+            history=config.history,
+            max_new_tokens=config.max_new_tokens,
+        )
         generator.should_stop = self._cancel
         self.running = True
         try:
@@ -151,7 +162,7 @@ def _load_real(spec: ModelSpec, progress: Callable[[str, float], None]) -> tuple
     from rsvg_desktop.engine.model_jobs import load_spec
 
     loaded = load_model(load_spec(spec), progress=progress)
-    return loaded, GeoChatGenerator(loaded)
+    return loaded, GeoChatGenerator(loaded, compiled=spec.compiled)
 
 
 def _torch_fatal(exc: BaseException) -> bool:

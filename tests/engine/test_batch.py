@@ -324,3 +324,66 @@ def test_crs_of_the_store_is_kept(tmp_path, scene_folder):
         _run(_config([scene_folder], out, crs="EPSG:4326"))
     det = _layer(out, "detections")
     assert det.crs.to_epsg() == 32633 and np.isfinite(det.total_bounds).all()
+
+
+def test_a_moved_archive_resumes_instead_of_starting_again(tmp_path, scene_folder):
+    """Inputs are known by content and by path below the batch root: a moved folder (also a renamed
+    file in it) resumes; a cancelled half is finished, the rest is not redone."""
+    out = tmp_path / "out.gpkg"
+    calls = iter(range(100))
+    _, part = _run(_config([scene_folder], out, batch_size=2), cancel=lambda: next(calls) >= 3)
+    assert part.status == "cancelled" and 0 < part.tiles_done < 15
+    moved = tmp_path / "elsewhere" / "archive"
+    moved.parent.mkdir()
+    shutil.move(scene_folder, moved)
+    (moved / "tile_0.tif").rename(moved / "renamed_0.tif")
+    gen = BlobGenerator()
+    _, resumed = _run(_config([moved], out, batch_size=2), gen)
+    assert resumed.status == "complete" and resumed.tiles_done == 15 - part.tiles_done
+    assert sum(gen.calls) == 15 - part.tiles_done
+    inputs = _layer(out, "inputs")
+    assert len(inputs) == 7 and all(p.startswith(str(moved)) for p in inputs["path"])
+    assert "renamed_0.tif" in set(inputs["rel_path"])
+    # Every row now names the new paths: the store reads as if the archive had always been there.
+    for layer in ("detections", "tile_detections", "tiles"):
+        assert all(s.startswith(str(moved)) for s in _layer(out, layer)["scene"])
+    full = tmp_path / "full.gpkg"
+    _run(_config([moved], full))
+    assert _detection_rows(out) == _detection_rows(full)
+
+
+def test_same_content_at_two_places_keeps_two_inputs(tmp_path):
+    """Identical files (e.g. blank tiles) are told apart by their relative path."""
+    folder = tmp_path / "a"
+    (folder / "x").mkdir(parents=True)
+    (folder / "y").mkdir()
+    img = blob_image(64, 64, [(20, 20, 10)], seed=1)
+    write_geotiff(folder / "x" / "t.tif", img)
+    write_geotiff(folder / "y" / "t.tif", img)
+    out = tmp_path / "out.gpkg"
+    _, first = _run(_config([folder], out))
+    assert first.inputs_done == 2
+    shutil.move(folder, tmp_path / "b")
+    _, again = _run(_config([tmp_path / "b"], out))
+    assert again.inputs_already_done == 2 and again.tiles_done == 0
+    assert len(_layer(out, "inputs")) == 2
+
+
+def test_the_store_inside_an_input_folder_is_not_an_input(tmp_path, scene_folder):
+    """``rsvg batch tiles/ -o tiles/out.gpkg``: the store and its log live among the inputs; a rerun
+    must not take them for inputs (they would fail as rasters, or worse, be read)."""
+    out = scene_folder / "out.gpkg"
+    _, first = _run(_config([scene_folder], out))
+    _, again = _run(_config([scene_folder], out))
+    assert first.inputs_total == again.inputs_total == 7
+    assert again.inputs_failed == 0 and again.inputs_already_done == 7
+
+
+def test_an_output_named_as_an_input_is_refused(tmp_path):
+    from rsvg_desktop.core.paths import SameFileError
+
+    scene = write_geotiff(tmp_path / "scene.tif", blob_image(64, 64, [(20, 20, 8)], seed=1))
+    before = scene.read_bytes()
+    with pytest.raises(SameFileError, match="same file as the input"):
+        _run(_config([scene], scene, overwrite=True))
+    assert scene.read_bytes() == before

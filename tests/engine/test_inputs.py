@@ -149,3 +149,22 @@ def test_queries_file_errors_name_the_line(tmp_path, text, needle):
         read_queries(f)
     with pytest.raises(ConfigError, match="not found"):
         read_queries(tmp_path / "absent.txt")
+
+
+def test_content_id_reads_size_and_bytes_not_names(tmp_path):
+    from rsvg_desktop.engine.inputs import WHOLE_FILE_LIMIT, batch_root, content_id
+
+    small = tmp_path / "a.bin"
+    small.write_bytes(b"x" * 1000)
+    twin = tmp_path / "b.bin"
+    twin.write_bytes(b"x" * 1000)
+    assert content_id(small) == content_id(twin) and content_id(small).startswith("1000-")
+    twin.write_bytes(b"x" * 999 + b"y")
+    assert content_id(small) != content_id(twin)
+    big = bytearray(WHOLE_FILE_LIMIT * 8)
+    (tmp_path / "big.bin").write_bytes(big)
+    before = content_id(tmp_path / "big.bin")
+    big[len(big) // 2 - 100_000 : len(big) // 2 + 100_000] = b"\1" * 200_000  # a change in the middle
+    (tmp_path / "big.bin").write_bytes(big)
+    assert content_id(tmp_path / "big.bin") != before
+    assert batch_root([str(tmp_path / "x" / "1.tif"), str(tmp_path / "y" / "z" / "2.tif")]) == str(tmp_path)

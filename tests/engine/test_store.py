@@ -118,6 +118,39 @@ def test_blob_roundtrip_and_envelope():
     assert all(a.equals_exact(b, 0) for a, b in zip(polys, back, strict=True))
 
 
+def test_merged_layer_holds_one_polygon_for_an_object_cut_by_two_tiles(tmp_path):
+    # Tiles of 64 px that touch (overlap 0); a car at x 40–90, y 10–30 px is cut by both.
+    store = _open(tmp_path, crs_wkt=UTM)
+    store.add_run(_run())
+    iid = store.add_input(
+        InputRecord(
+            "/data/a.tif",
+            driver="GTiff",
+            width=128,
+            height=64,
+            bands=3,
+            dtype="uint8",
+            crs="EPSG:32633",
+            crs_wkt=UTM,
+            transform=TRANSFORM,
+            georef_source="file",
+        )
+    )
+    a, b = Tile(0, 0, 0, 0, 64, 64, 64), Tile(0, 1, 64, 0, 64, 64, 64)
+    with store.transaction():
+        store.add_answers([_answer(iid, a, [(62.5, 15.625, 100, 46.875)])], UTM)
+        store.add_answers([_answer(iid, b, [(0, 15.625, 40.625, 46.875), (70, 70, 90, 90)])], UTM)
+    with store.transaction():
+        out = store.finish_input("refer-test", iid, "/data/a.tif", status="done", pixel_mode=False)
+    assert (out.raw_detections, out.detections) == (3, 2)
+    det = pyogrio.read_dataframe(tmp_path / "run.gpkg", layer="detections")
+    areas = sorted(det.geometry.area)
+    assert areas == pytest.approx([(12.8 * 0.5) ** 2, 50 * 20 * 0.25])
+    x0, y0 = 500000.0, 4650000.0
+    big = det.geometry[det.geometry.area.argmax()]
+    assert big.bounds == pytest.approx((x0 + 20, y0 - 15, x0 + 45, y0 - 5))
+
+
 def test_store_is_a_geopackage_gdal_reads_while_it_is_written(tmp_path):
     store = _open(tmp_path, crs_wkt=UTM)
     iid, _ = _fill(store)

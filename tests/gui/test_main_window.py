@@ -268,7 +268,7 @@ def test_failed_load_offers_a_reload(qtbot, window: MainWindow, fake_workers, sa
     fake_workers[0].fail_load = "CUDA out of memory"
     fake_workers[0]._queue.clear()
     fake_workers[0].load(fake_workers[0].specs[0])
-    qtbot.waitUntil(lambda: window.model_panel.banner_visible, timeout=10000)
+    qtbot.waitUntil(lambda: window.model_panel.banner_visible, timeout=30000)
     assert "out of memory" in window.model_panel.banner_label.text()
 
 
@@ -369,7 +369,9 @@ def test_ui_stays_responsive_while_the_fake_worker_streams(qtbot, ready: MainWin
     with LagProbe() as probe:
         run_query(qtbot, ready, "refer", "buildings")
     assert probe.ticks > 3
-    assert probe.max_lag < 0.1, probe.max_lag
+    # A stall of a second means blocking work on the GUI thread (a bug); how small the lag is on an
+    # idle machine is a figure for benchmarks, not a test (CI machines are shared).
+    assert probe.max_lag < 1.0, probe.max_lag
 
 
 def test_settings_persist_between_sessions(qtbot, settings, fake_factory, fake_test_model, tmp_path) -> None:

@@ -415,6 +415,8 @@ def _remove_quietly(*paths: Path) -> None:
             p.with_name(p.name + "-wal"),
             p.with_name(p.name + "-shm"),
         ):
+            if not os.path.lexists(q):
+                continue  # never made (e.g. the folder is read-only): nothing to say
             try:
                 q.unlink()
             except FileNotFoundError:
@@ -428,6 +430,8 @@ def _check_target(path: Path, overwrite: bool, extra: Sequence[Path] = ()) -> No
         raise ExportError(f"{path} is a folder, not a file name")
     if not path.parent.is_dir():
         raise ExportError(f"the folder of {path} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write {path}: its folder {path.parent} is not writable")
     if overwrite:
         return
     for p in (path, *extra):
@@ -676,7 +680,10 @@ def _export_shapefile(
     write: Callable[[Path, str, gpd.GeoDataFrame, Path], None] | None = None,
 ) -> tuple[Path, ...]:
     stem = path.name[: -len(path.suffix)]
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc} in {path.parent}") from exc
     try:
         try:
             (write or _write_shapefile)(tmpdir, stem, det, path)

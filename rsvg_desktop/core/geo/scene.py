@@ -26,20 +26,22 @@ A ``Scene`` wraps one rasterio dataset and is not thread-safe: use one per threa
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import stat
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from rsvg_desktop.core.geo.stretch import (
@@ -65,6 +67,7 @@ from rsvg_desktop.errors import (
     NotARasterError,
     RasterReadError,
     SceneNotFoundError,
+    UnsupportedRasterError,
 )
 
 try:  # GDAL errors that rasterio does not translate derive from this private base class
@@ -78,7 +81,9 @@ __all__ = [
     "Preview",
     "Scene",
     "SceneInfo",
+    "check_input_file",
     "open_scene",
+    "route_gdal_messages",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +94,10 @@ _GDAL_ERRORS = (RasterioError, CPLE_BaseError)
 STRETCH_SAMPLE_SIZE = 1024
 
 MaskKind = str  # "all_valid" | "nodata" | "per_dataset" | "alpha"
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _same(a: object, b: object) -> bool:
@@ -201,6 +210,52 @@ def _is_local(path: str) -> bool:
     return "://" not in path and not path.startswith("/vsi")
 
 
+_thread_env = threading.local()
+
+
+def route_gdal_messages() -> None:
+    """Send GDAL's (and libtiff's) warnings from this thread to Python logging (logger
+    ``rasterio._env``) instead of GDAL's default printing to stderr. GDAL error handlers are per
+    thread, and rasterio only installs its logging handler inside a ``rasterio.Env``: this enters one
+    for the rest of the thread's life when none is active. Cheap; called before every read."""
+    if getattr(_thread_env, "env", None) is None and not rasterio.env.hasenv():
+        env = rasterio.Env()
+        env.__enter__()
+        _thread_env.env = env
+
+
+def check_input_file(path: str | os.PathLike[str], what: str = "raster file") -> None:
+    """Refuse, in one line naming ``path``, what cannot be read as a file: a missing file, a dangling
+    symbolic link or a link loop, a folder, and any non-regular file (a FIFO, a device, a socket: GDAL
+    would block on a FIFO forever)."""
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise SceneNotFoundError(
+                f"{p}: a symbolic link to {os.readlink(p)}, which does not exist (dangling link)"
+            ) from None
+        raise SceneNotFoundError(f"{p}: no such file") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise NotARasterError(f"{p}: a loop of symbolic links, not a {what}") from None
+        raise NotARasterError(f"{p}: cannot be read ({err.strerror or err})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise NotARasterError(f"{p}: is a directory, not a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "not a regular file"
+        )
+        raise NotARasterError(f"{p}: is {kind}, not a {what}: only regular files are read")
+
+
 def _crs_name(crs: rasterio.crs.CRS) -> str | None:
     try:
         auth = crs.to_authority()
@@ -286,6 +341,13 @@ def _describe(
         subs = ds.subdatasets
         hint = f"; open one of its {len(subs)} subdatasets, e.g. {subs[0]}" if subs else ""
         raise NotARasterError(f"{path}: the file has no raster bands{hint}")
+    complex_bands = [i for i, dt in enumerate(ds.dtypes, start=1) if str(dt).startswith(("c", "complex"))]
+    if complex_bands:
+        raise UnsupportedRasterError(
+            f"{path}: complex-valued data ({ds.dtypes[complex_bands[0] - 1]}, e.g. SAR single-look "
+            "complex) is not supported; convert it to amplitude first, e.g. gdal_calc.py -A IN "
+            "--calc='numpy.absolute(A)' --type=Float32 --outfile=OUT.tif"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         crs = ds.crs
@@ -349,23 +411,24 @@ def open_scene(
     missing file, :class:`NotARasterError` for anything GDAL cannot open as a raster,
     :class:`NoCRSError`, :class:`BandSelectionError`, and :class:`ConfigError` for bad percentiles.
     """
+    route_gdal_messages()
     p = _as_str_path(path)
     p_lo, p_hi = percentiles
     if not 0.0 <= p_lo < p_hi <= 100.0:
         raise ConfigError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
     if _is_local(p):
-        if not Path(p).exists():
-            raise SceneNotFoundError(f"{p}: no such file")
-        if Path(p).is_dir():
-            raise NotARasterError(f"{p}: is a directory, not a raster file")
+        check_input_file(p)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(p)
     except _GDAL_ERRORS as err:
-        raise NotARasterError(f"{p}: not a raster GDAL can read ({err})") from err
+        raise NotARasterError(f"{p}: not a raster GDAL can read ({_one_line(err)})") from err
     try:
         info = _describe(ds, p, pixel_mode, bands)
+    except (*_GDAL_ERRORS, CRSError) as err:  # e.g. a CRS GDAL cannot express as WKT
+        ds.close()
+        raise NotARasterError(f"{p}: GDAL cannot describe the raster ({_one_line(err)})") from err
     except BaseException:
         ds.close()
         raise
@@ -439,6 +502,7 @@ class Scene:
 
     @contextmanager
     def _reading(self, window: tuple[int, int, int, int], what: str = "pixels") -> Iterator[None]:
+        route_gdal_messages()  # reads may run in read-ahead threads
         try:
             yield
         except _GDAL_ERRORS as err:

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rsvg_desktop.core.constants import CLIP_MEAN_RGB
+
 __all__ = ["DEFAULT_PERCENTILES", "FILL_RGB", "Stretch", "compute_stretch", "render_rgb"]
 
 #: Colour of nodata pixels in every image produced by ``core.geo`` (CLIP's mean colour, see module doc).
-FILL_RGB: tuple[int, int, int] = (122, 116, 104)
+FILL_RGB: tuple[int, int, int] = CLIP_MEAN_RGB
 
 #: Default lower/upper percentiles of the scene-wide stretch.
 DEFAULT_PERCENTILES: tuple[float, float] = (2.0, 98.0)

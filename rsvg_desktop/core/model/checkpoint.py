@@ -15,9 +15,10 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import pickle
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,7 @@ __all__ = [
     "GEOCHAT_ARCHITECTURE",
     "LLAVA_ARCHITECTURE",
     "STALE_CLIP_PREFIX",
+    "ST_DTYPES",
     "GeoChatCheckpoint",
     "ModelKind",
     "ShardInfo",
@@ -90,6 +92,11 @@ class VisionDims:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str) -> VisionDims:
+        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "image_size", "patch_size", "num_channels", "projection_dim"):  # fmt: skip
+            value = data.get(name, 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise CheckpointError(f"{where}: field {name} must be a positive integer, found {value!r}")
         try:
             return cls(**{f: data[f] for f in cls.__dataclass_fields__ if f in data})
         except TypeError as exc:
@@ -224,10 +231,11 @@ class _SafetensorsMapping(Mapping[str, torch.Tensor]):
 
     def meta(self, key: str) -> tuple[tuple[int, ...], torch.dtype]:
         sl = self._h.get_slice(key)
-        return tuple(sl.get_shape()), _ST_DTYPES[sl.get_dtype()]
+        return tuple(sl.get_shape()), ST_DTYPES[sl.get_dtype()]
 
 
-_ST_DTYPES = {
+#: safetensors dtype names -> torch dtypes (the writer in ``convert`` uses the inverse).
+ST_DTYPES = {
     "F64": torch.float64,
     "F32": torch.float32,
     "F16": torch.float16,
@@ -267,10 +275,16 @@ def open_weights(path: str | Path) -> Iterator[Mapping[str, torch.Tensor]]:
         return
     try:
         state = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # truncated zip, bad pickle, disallowed global: all mean "unusable shard"
+    except pickle.UnpicklingError:  # weights_only refused a global: the file holds more than tensors
+        raise CheckpointError(
+            f"{p}: refused: the file holds Python objects besides tensors (pickled code), which are "
+            "never loaded; only plain tensor files are accepted"
+        ) from None
+    except Exception as exc:  # truncated zip, bad pickle: all mean "unusable shard"
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(
             f"{p}: cannot be read as a PyTorch weights file (truncated or corrupt?): "
-            f"{type(exc).__name__}: {exc}"
+            f"{type(exc).__name__}: {first}"
         ) from None
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
@@ -342,8 +356,6 @@ class GeoChatCheckpoint:
     config: Mapping[str, Any] = field(repr=False)
     text: TextDims
     vision: VisionDims
-    vision_dims_from_config: bool
-    """True for test models that record their CLIP dims in ``rsvg_test_vision_config``."""
     weight_files: tuple[Path, ...]
     weight_map: Mapping[str, str] = field(repr=False)
     """Key → file name, from the index (empty for a single-file checkpoint)."""
@@ -451,13 +463,6 @@ class GeoChatCheckpoint:
                 f"{path}: tensor {key} has shape {list(shape)}, expected {list(want)} from config.json"
             )
 
-    def has_stale_clip(self) -> bool:
-        """Whether the checkpoint carries its own copy of the CLIP tower (per the index when there is one)."""
-        key = STALE_CLIP_PREFIX + "embeddings.position_embedding.weight"
-        if self.weight_map:
-            return key in self.weight_map
-        return any(key in info.tensors for info in self.scan())
-
     def iter_shards(self) -> Iterator[tuple[Path, Mapping[str, torch.Tensor]]]:
         """Yield ``(file, {key: tensor})`` one weights file at a time; the previous one is released first.
 
@@ -532,8 +537,18 @@ def _weight_files(model_dir: Path) -> tuple[tuple[Path, ...], dict[str, str]]:
     )
 
 
-def open_geochat(model_dir: str | Path, *, check_tokenizer: bool = True) -> GeoChatCheckpoint:
+def open_geochat(
+    model_dir: str | Path,
+    *,
+    check_tokenizer: bool = True,
+    clip_vision: VisionDims | None = None,
+    clip_where: str = "the CLIP folder's config.json",
+) -> GeoChatCheckpoint:
     """Validate an original GeoChat checkpoint folder (config, index, shard files, tokenizer) and describe it.
+
+    The vision tower's dimensions come from ``clip_vision`` (a CLIP folder's config, described by
+    ``clip_where``) when given, otherwise from the shapes of the tower tensors in the shard (metadata only;
+    see :mod:`rsvg_desktop.core.model.tower`), and must agree with ``mm_hidden_size``.
 
     Raises :class:`CheckpointError` (wrong family, bad config, index naming a missing shard) or
     :class:`TokenizerError`. Shards are not read here: see :meth:`GeoChatCheckpoint.scan`.
@@ -577,22 +592,8 @@ def open_geochat(model_dir: str | Path, *, check_tokenizer: bool = True) -> GeoC
     )
     if text.hidden_size % heads:
         raise CheckpointError(f"{where}: hidden_size {text.hidden_size} is not a multiple of {heads} heads")
-    test_vision = config.get("rsvg_test_vision_config")
-    if test_vision is not None:
-        if not config.get("rsvg_random_weights"):
-            raise CheckpointError(f"{where}: rsvg_test_vision_config is only allowed in rsvg test models")
-        vision = VisionDims.from_mapping(test_vision, where=f"{where} rsvg_test_vision_config")
-    else:
-        tower = config.get("mm_vision_tower")
-        if tower != "openai/clip-vit-large-patch14-336":
-            log.warning("%s: mm_vision_tower is %r; assuming CLIP ViT-L/14-336 dimensions", where, tower)
-        vision = CLIP_L14_336
-    if vision.hidden_size != _int(config, "mm_hidden_size", where):
-        raise CheckpointError(
-            f"{where}: mm_hidden_size {config['mm_hidden_size']} differs from the CLIP width "
-            f"{vision.hidden_size}"
-        )
     files, weight_map = _weight_files(path)
+    vision = _tower_dims(path, config, files, weight_map, clip_vision, clip_where)
     if check_tokenizer:
         load_sentencepiece(path, vocab_size=text.vocab_size)
     return GeoChatCheckpoint(
@@ -600,8 +601,64 @@ def open_geochat(model_dir: str | Path, *, check_tokenizer: bool = True) -> GeoC
         config=config,
         text=text,
         vision=vision,
-        vision_dims_from_config=test_vision is not None,
         weight_files=files,
         weight_map=weight_map,
         random_weights=bool(config.get("rsvg_random_weights", False)),
     )
+
+
+def _tower_dims(
+    path: Path,
+    config: Mapping[str, Any],
+    files: tuple[Path, ...],
+    weight_map: Mapping[str, str],
+    clip_vision: VisionDims | None,
+    clip_where: str,
+) -> VisionDims:
+    """The tower's dims from the CLIP config or the shard's tower tensors, checked against each other,
+    against ``mm_hidden_size`` and (a warning only) against the name ``mm_vision_tower``."""
+    from rsvg_desktop.core.model.tower import (
+        check_tower_shapes,
+        tower_dims_from_tensors,
+        warn_if_name_disagrees,
+    )
+
+    where = str(path / "config.json")
+    if weight_map:
+        names = {f for k, f in weight_map.items() if k.startswith(STALE_CLIP_PREFIX)}
+        holders = [f for f in files if f.name in names]
+    else:
+        holders = list(files)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in holders:
+        for key, (shape, _dtype) in scan_weights(f).tensors.items():
+            if key.startswith(STALE_CLIP_PREFIX):
+                shapes[key[len(STALE_CLIP_PREFIX) :]] = shape
+    shard_where = ", ".join(str(f) for f in holders)
+    if clip_vision is not None:
+        vision, source = clip_vision, clip_where
+        if shapes:
+            depth = 1 + max(
+                (int(k.split(".")[2]) for k in shapes if k.startswith("encoder.layers.")), default=-1
+            )
+            if depth > clip_vision.num_hidden_layers:
+                raise CheckpointError(
+                    f"{clip_where}: {clip_vision.num_hidden_layers} vision layers, "
+                    f"the checkpoint's own tower has {depth}"
+                )
+            vision = replace(clip_vision, num_hidden_layers=depth)
+            check_tower_shapes(shapes, vision, prefix=STALE_CLIP_PREFIX, where=shard_where, source=clip_where)
+    elif shapes:
+        vision = tower_dims_from_tensors(shapes, prefix=STALE_CLIP_PREFIX, where=shard_where)
+        source = f"tensor {STALE_CLIP_PREFIX}embeddings.class_embedding"
+    else:
+        raise CheckpointError(
+            f"{path}: the checkpoint holds no CLIP tower; pass clip_dir (CLIP ViT-L/14-336)"
+        )
+    warn_if_name_disagrees(config.get("mm_vision_tower"), vision, where=where)
+    if vision.hidden_size != _int(config, "mm_hidden_size", where):
+        raise CheckpointError(
+            f"{where}: mm_hidden_size {config['mm_hidden_size']} differs from the vision tower's width "
+            f"{vision.hidden_size} (from {source})"
+        )
+    return vision

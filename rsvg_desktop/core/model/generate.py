@@ -20,6 +20,16 @@ dequantization buffers, the vision tower's own peak) and ``per_tile`` is
 :func:`rsvg_desktop.core.model.memory.tile_bytes` (KV cache of 1296 image tokens + prompt +
 ``max_new_tokens`` + prefill activations), clamped to ``[1, MAX_AUTO_BATCH]``.
 
+Compiled path (``compiled=True``, CUDA only, off by default): a static KV cache
+(``cache_implementation="static"``) lets transformers ``torch.compile`` the decoding step (its
+``CompileConfig``: mode ``reduce-overhead``, static shapes). So that it compiles for a few shapes rather
+than for every batch, each batch is padded to fixed shapes: its rows up to the next of
+:data:`COMPILED_BATCH_BUCKETS` (the extra rows repeat the last tile and are dropped) and its prompt
+length (left padding) up to a multiple of :data:`COMPILED_SEQ_MULTIPLE` tokens. The first batch of each
+shape pays the compilation: its time is logged and kept in :attr:`GeoChatGenerator.first_shape_seconds`.
+Asking for it on the CPU is a :class:`~rsvg_desktop.errors.ConfigError`. Unmeasured on a GPU so far
+(see benchmarks/README.md), hence off by default.
+
 Out of memory on CUDA: the batch is split in two halves that are run one after the other (recursively);
 the smaller size is kept as the cap for later batches, and each result records the batch size it
 really ran with. Out of memory with a single tile, or any other failure of the model, raises
@@ -39,6 +49,7 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from rsvg_desktop.core.constants import CLIP_MEAN_RGB
 from rsvg_desktop.core.model.loader import LoadedModel
 from rsvg_desktop.core.model.memory import GIB, tile_bytes
 from rsvg_desktop.core.prompt import LLAVA_V1, build_prompt, parse_answer
@@ -53,6 +64,8 @@ from rsvg_desktop.errors import (
 
 __all__ = [
     "CLIP_MEAN_RGB",
+    "COMPILED_BATCH_BUCKETS",
+    "COMPILED_SEQ_MULTIPLE",
     "CPU_BATCH_SIZE",
     "DEFAULT_MAX_NEW_TOKENS",
     "MAX_AUTO_BATCH",
@@ -60,6 +73,7 @@ __all__ = [
     "GenerationResult",
     "GeoChatGenerator",
     "auto_batch_size",
+    "bucket_size",
     "check_image",
     "expand_to_square",
 ]
@@ -71,8 +85,10 @@ CPU_BATCH_SIZE = 4
 MAX_AUTO_BATCH = 64
 #: Prompt tokens assumed per tile when sizing batches (system + task wording + a short query).
 PROMPT_TOKENS_GUESS = 128
-#: GeoChat's padding colour: the CLIP mean (0.48145466, 0.4578275, 0.40821073) × 255, rounded.
-CLIP_MEAN_RGB = (122, 116, 104)
+#: Batch sizes the compiled path pads a batch up to (beyond the last: multiples of it).
+COMPILED_BATCH_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+#: The compiled path pads every batch's prompt length up to a multiple of this many tokens.
+COMPILED_SEQ_MULTIPLE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +132,20 @@ class GenerationResult:
     batch_size: int
     prompt: str
     token_ids: tuple[int, ...] = ()
+
+
+def bucket_size(n: int, buckets: Sequence[int] = COMPILED_BATCH_BUCKETS) -> int:
+    """The smallest of ``buckets`` (ascending) that holds ``n`` rows; above the largest, the next
+    multiple of the largest. ConfigError for ``n`` < 1 or no buckets."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"a batch needs at least one row, got {n!r}")
+    if not buckets:
+        raise ConfigError("no batch buckets given")
+    for size in sorted(buckets):
+        if n <= size:
+            return int(size)
+    top = int(max(buckets))
+    return -(-n // top) * top
 
 
 def check_image(image: Any) -> None:
@@ -196,9 +226,14 @@ class _CancelCriteria(StoppingCriteria):
 class GeoChatGenerator:
     """Answers GeoChat requests in batches with one loaded model (build once, call many times)."""
 
-    def __init__(self, loaded: LoadedModel, *, template: Any = LLAVA_V1) -> None:
+    def __init__(self, loaded: LoadedModel, *, template: Any = LLAVA_V1, compiled: bool = False) -> None:
         from transformers import GenerationConfig
 
+        if compiled and not str(loaded.device).startswith("cuda"):
+            raise ConfigError(
+                f"the compiled generation path needs a CUDA GPU, not {loaded.device_name}: "
+                "run without --compiled"
+            )
         self.loaded = loaded
         self.model = loaded.model
         self.processor = loaded.processor
@@ -226,6 +261,18 @@ class GeoChatGenerator:
             bos_token_id=self.tokenizer.bos_token_id,
             use_cache=True,
         )
+        #: The compiled path: static KV cache + torch.compile of the decoding step (CUDA only).
+        self.compiled = bool(compiled)
+        #: Pad batches to fixed shapes (rows to COMPILED_BATCH_BUCKETS, prompt length to a multiple of
+        #: COMPILED_SEQ_MULTIPLE); on with ``compiled``, which would recompile for every new shape.
+        self.pad_shapes = self.compiled
+        #: Seconds of the first batch of each padded (rows, tokens) shape (compilation included).
+        self.first_shape_seconds: dict[tuple[int, int], float] = {}
+        if self.compiled:
+            from transformers import CompileConfig
+
+            self.generation_config.cache_implementation = "static"
+            self.generation_config.compile_config = CompileConfig(fullgraph=True, mode="reduce-overhead")
         self._configs: dict[tuple[int, int], Any] = {}
         self._batch_cap: int | None = None  # lowered after an out-of-memory split
         #: Polled between generated tokens; when it returns true the batch in flight is abandoned and
@@ -352,13 +399,19 @@ class GeoChatGenerator:
         min_new_tokens: int,
     ) -> list[GenerationResult]:
         t0 = time.perf_counter()
-        batch_prompts = [prompts[i] for i in idx]
+        rows = list(idx)
+        pad_kwargs: dict[str, Any] = {}
+        if self.pad_shapes:
+            rows += [idx[-1]] * (bucket_size(len(idx)) - len(idx))
+            pad_kwargs["pad_to_multiple_of"] = COMPILED_SEQ_MULTIPLE
+        batch_prompts = [prompts[i] for i in rows]
         try:
             inputs = self.processor(
-                images=[expand_to_square(images[i]) for i in idx],
+                images=[expand_to_square(images[i]) for i in rows],
                 text=batch_prompts,
                 padding=True,
                 return_tensors="pt",
+                **pad_kwargs,
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise GenerationError(f"preparing a batch of {len(idx)} tiles failed: {exc}") from exc
@@ -394,7 +447,18 @@ class GeoChatGenerator:
         if self._stopping.fired:
             self._stopping.fired = False
             raise CancelledError(f"cancelled during a batch of {len(idx)} tiles")
-        seconds = (time.perf_counter() - t0) / len(idx)
+        elapsed = time.perf_counter() - t0
+        seconds = elapsed / len(idx)
+        if self.pad_shapes:
+            shape = (int(input_ids.shape[0]), int(input_ids.shape[1]))
+            if shape not in self.first_shape_seconds:
+                self.first_shape_seconds[shape] = elapsed
+                log.info(
+                    "first batch of shape %d rows × %d tokens: %.1f s%s",
+                    *shape,
+                    elapsed,
+                    " (includes torch.compile)" if self.compiled else "",
+                )
 
         new_tokens = sequences[:, input_ids.shape[1] :].cpu()
         n_inputs = attention_mask.sum(dim=1).tolist()

@@ -6,17 +6,20 @@ decides dtypes and bitsandbytes settings; this module loads, places and checks t
 
 Quantize once, reuse (``use_cache=True``)
     Quantizing on load reads the 16-bit weights and quantizes every layer. The quantized model is then
-    saved (bitsandbytes serialisation via ``save_pretrained``) to a cache entry::
+    saved (bitsandbytes' or torchao's safetensors serialisation via ``save_pretrained``; torchao's CPU
+    int4 layout is registered with torchao's serialiser by
+    :func:`~rsvg_desktop.core.model.precision.torchao_config`) to a cache entry::
 
         <model_dir>/.rsvg-cache/<precision>-<12 hex of sha256(options)>/
             config.json, model.safetensors, rsvg_cache.json
 
     (``LoadSpec.cache_dir`` replaces ``<model_dir>/.rsvg-cache``, e.g. for a read-only model folder).
     The options are everything that changes the stored weights: precision, compute dtype, device type
-    (cpu/cuda), int8 threshold, double quantization, block size, skipped modules. ``rsvg_cache.json``
+    (cpu/cuda), int8 threshold, double quantization, block size, torchao config, int4 layout, group size
+    and HQQ, skipped modules. ``rsvg_cache.json``
     records what the entry was built from: the size and modification time (ns) of the source's
     ``config.json`` and every ``*.safetensors`` / index file, the SHA-256 of ``rsvg_manifest.json``,
-    and the transformers and bitsandbytes versions. An entry whose record differs from the current
+    and the transformers, bitsandbytes and torchao versions. An entry whose record differs from the current
     source or versions, or that is incomplete, is stale: it is deleted and rebuilt. Entries are written
     to a temporary folder and renamed into place, so a crash never leaves a half entry that looks valid.
     A cache that cannot be written (read-only folder) only costs a warning and a note.
@@ -40,8 +43,14 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from rsvg_desktop.core.model.memory import load_llava_config, meta_model, quant_state_bytes
+from rsvg_desktop.core.model.memory import (
+    load_llava_config,
+    meta_model,
+    quant_state_bytes,
+    torchao_weight_bytes,
+)
 from rsvg_desktop.core.model.precision import (
+    DEFAULT_INT4_GROUP_SIZE,
     DEFAULT_INT8_THRESHOLD,
     SKIP_MODULES,
     Precision,
@@ -49,7 +58,9 @@ from rsvg_desktop.core.model.precision import (
     bnb_config,
     dtype_name,
     plan_precision,
+    torchao_config,
 )
+from rsvg_desktop.core.model.versions import library_versions
 from rsvg_desktop.errors import (
     CheckpointError,
     DeviceFailure,
@@ -91,7 +102,8 @@ class LoadSpec:
     threshold. ``double_quant``: 4-bit double quantization. ``use_cache``: reuse/write the quantized
     cache (quantized precisions only). ``cache_dir``: cache root (default ``<model_dir>/.rsvg-cache``).
     ``compute_dtype``: override the automatic compute dtype of quantized precisions (``bf16``/``fp16``
-    /``fp32``). ``attn_implementation``: transformers' attention backend.
+    /``fp32``). ``attn_implementation``: transformers' attention backend. ``group_size``: int4wo's
+    weights per scale (32, 64, 128, 256); ``int4_hqq``: int4wo's scales chosen by HQQ.
     """
 
     model_dir: Path
@@ -103,6 +115,8 @@ class LoadSpec:
     cache_dir: Path | None = None
     compute_dtype: str | None = None
     attn_implementation: str = "sdpa"
+    group_size: int = DEFAULT_INT4_GROUP_SIZE
+    int4_hqq: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", Path(self.model_dir))
@@ -201,16 +215,7 @@ def source_fingerprint(model_dir: Path) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    import transformers
-
-    out = {"transformers": transformers.__version__}
-    try:
-        import bitsandbytes
-
-        out["bitsandbytes"] = bitsandbytes.__version__
-    except ImportError:  # pragma: no cover - dependency
-        out["bitsandbytes"] = "missing"
-    return out
+    return library_versions("transformers", "bitsandbytes", "torchao")
 
 
 def cache_entry_dir(spec: LoadSpec, plan: PrecisionPlan) -> Path:
@@ -280,14 +285,17 @@ def _install_bnb_log_filter() -> None:
 
 
 def check_quantized_layout(model: Any, precision: Precision) -> int:
-    """Check that only language-model linear layers are bitsandbytes layers; return how many are.
+    """Check that only language-model linear layers are quantized layers; return how many are.
 
-    Raises ModelError when a skipped module (vision tower, projector, lm_head) was quantized or when a
-    quantized precision produced no bitsandbytes layer: both mean the skip patterns did not match this
-    transformers version's module names.
+    bitsandbytes: raises ModelError when a skipped module (vision tower, projector, lm_head) was
+    quantized or when a quantized precision produced no bitsandbytes layer: both mean the skip patterns
+    did not match this transformers version's module names. torchao: the linears whose weight is a
+    torchao tensor must be exactly the language model's linears (every one of them, nothing else).
     """
     if not precision.quantized:
         return 0
+    if precision.backend == "torchao":
+        return _check_torchao_layout(model, precision)
     import bitsandbytes as bnb
 
     kind = bnb.nn.Linear8bitLt if precision is Precision.INT8 else bnb.nn.Linear4bit
@@ -302,6 +310,59 @@ def check_quantized_layout(model: Any, precision: Precision) -> int:
     if count == 0:
         raise ModelError(f"precision {precision.value}: no layer was quantized")
     return count
+
+
+def _is_skipped(name: str) -> bool:
+    return any(part in SKIP_MODULES for part in name.split("."))
+
+
+def _check_torchao_layout(model: Any, precision: Precision) -> int:
+    from torchao.utils import TorchAOBaseTensor
+
+    quantized: set[str] = set()
+    expected: set[str] = set()
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, TorchAOBaseTensor):
+            quantized.add(name)
+            if _is_skipped(name):
+                raise ModelError(f"{name} was quantized although {SKIP_MODULES} must stay unquantized")
+        if isinstance(module, torch.nn.Linear) and not _is_skipped(name):
+            expected.add(name)
+    if not quantized:
+        raise ModelError(f"precision {precision.value}: no layer was quantized")
+    missing = sorted(expected - quantized)
+    if missing:
+        raise ModelError(
+            f"precision {precision.value}: {len(missing)} language-model linear(s) stayed unquantized, "
+            f"e.g. {missing[0]}"
+        )
+    extra = sorted(quantized - expected)
+    if extra:
+        raise ModelError(f"precision {precision.value}: {extra[0]} is quantized but is not a linear layer")
+    return len(quantized)
+
+
+def _check_group_size(config: Any, plan: PrecisionPlan) -> None:
+    """int4wo: every language-model linear's input size must be a multiple of the group size."""
+    if plan.precision is not Precision.INT4WO:
+        return
+    for name, module in meta_model(config).named_modules():
+        if (
+            isinstance(module, torch.nn.Linear)
+            and not _is_skipped(name)
+            and module.in_features % plan.group_size
+        ):
+            raise PrecisionError(
+                f"int4wo group size {plan.group_size} does not divide the input size "
+                f"{module.in_features} of {name}: choose a group size that does"
+            )
+
+
+def _quantization_config(plan: PrecisionPlan, module_names: list[str]) -> Any:
+    if plan.backend == "torchao":
+        return torchao_config(plan, module_names)
+    return bnb_config(plan, module_names)
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -389,7 +450,10 @@ def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> Load
         int8_threshold=spec.int8_threshold,
         double_quant=spec.double_quant,
         compute_dtype=spec.compute_dtype,
+        group_size=spec.group_size,
+        int4_hqq=spec.int4_hqq,
     )
+    _check_group_size(config, plan)
     notes = list(plan.notes)
     random_weights = read_random_weights_flag(spec.model_dir, config)
     if random_weights:
@@ -401,7 +465,8 @@ def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> Load
     record: dict[str, Any] | None = None
     model = None
     if plan.quantized:
-        _install_bnb_log_filter()
+        if plan.backend == "bitsandbytes":
+            _install_bnb_log_filter()
         if spec.use_cache:
             cache_path = cache_entry_dir(spec, plan)
             record = _cache_record(spec, plan)
@@ -409,6 +474,8 @@ def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> Load
             if valid:
                 report(f"loading {plan.precision.value} from cache", 0.1)
                 try:
+                    if plan.backend == "torchao":
+                        torchao_config(plan)  # registers what reading this torchao layout needs
                     model = _from_pretrained(cache_path, plan, spec, None)
                     from_cache = True
                 except CheckpointError as exc:
@@ -420,7 +487,8 @@ def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> Load
         if model is None:
             report(f"quantizing to {plan.precision.value} while loading", 0.1)
             module_names = [name for name, _ in meta_model(config).named_modules()]
-            model = _from_pretrained(spec.model_dir, plan, spec, bnb_config(plan, module_names))
+            quant_config = _quantization_config(plan, module_names)
+            model = _from_pretrained(spec.model_dir, plan, spec, quant_config)
         check_quantized_layout(model, plan.precision)
     else:
         report(f"loading {dtype_name(plan.dtype)} weights", 0.1)
@@ -437,6 +505,11 @@ def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> Load
             notes.append(f"quantization cache not written: {exc}")
             cache_path = None
 
+    if plan.backend == "torchao":
+        param_bytes, state_bytes = torchao_weight_bytes(model)
+    else:
+        param_bytes = int(model.get_memory_footprint())
+        state_bytes = quant_state_bytes(model) if plan.quantized else 0
     loaded = LoadedModel(
         model=model,
         processor=processor,
@@ -446,8 +519,8 @@ def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> Load
         device_name=plan.device.name,
         dtype=plan.dtype,
         precision=plan.precision,
-        param_bytes=int(model.get_memory_footprint()),
-        quant_state_bytes=quant_state_bytes(model) if plan.quantized else 0,
+        param_bytes=param_bytes,
+        quant_state_bytes=state_bytes,
         load_seconds=load_seconds,
         from_cache=from_cache,
         random_weights=random_weights,

@@ -8,6 +8,12 @@ sums every parameter and buffer by the precision's storage rule:
   ``nf4``/``fp4``: 0.5 byte per weight + one absmax per block of 64 weights: fp32 without double
   quantization; with it, one uint8 per block + one fp32 per 256 blocks + a 256-entry fp32 code table
   and an fp32 offset per layer. Each layer also keeps its 16-entry fp32 4-bit code table.
+  ``int8wo`` (torchao): 1 byte per weight + per output row a scale at the compute dtype and an int8
+  zero point.
+  ``int4wo`` (torchao): 0.5 byte per weight + per group of ``group_size`` weights (along the input) a
+  scale and a zero point, both at the compute dtype (the CUDA tile-packed and CPU layouts alike).
+  ``fp8`` (torchao): 1 byte per weight + one fp32 scale per output row (per tensor: one per layer, on
+  compute capability 8.9).
   Their biases stay at the compute dtype.
 * Everything else (vision tower, projector, ``lm_head``, embeddings, norms) at the compute dtype;
   buffers (rotary frequencies, position ids) at their own dtype.
@@ -31,7 +37,13 @@ from typing import Any
 import torch
 
 from rsvg_desktop.core.model.checkpoint import TextDims
-from rsvg_desktop.core.model.precision import SKIP_MODULES, Precision, dtype_name, parse_dtype
+from rsvg_desktop.core.model.precision import (
+    DEFAULT_INT4_GROUP_SIZE,
+    SKIP_MODULES,
+    Precision,
+    dtype_name,
+    parse_dtype,
+)
 from rsvg_desktop.errors import CheckpointError, ModelNotFoundError
 
 __all__ = [
@@ -48,6 +60,7 @@ __all__ = [
     "meta_model",
     "quant_state_bytes",
     "tile_bytes",
+    "torchao_weight_bytes",
 ]
 
 GIB = 1024**3
@@ -198,13 +211,16 @@ def estimate_weight_bytes(
     *,
     double_quant: bool = True,
     compute_dtype: str | torch.dtype | None = None,
+    group_size: int = DEFAULT_INT4_GROUP_SIZE,
+    fp8_per_tensor: bool = False,
 ) -> MemoryEstimate:
     """Exact weight bytes of a converted LLaVA model at ``precision``, without loading weights.
 
     ``config_or_model_dir``: a LlavaConfig (e.g. :func:`geochat7b_config`), a converted model folder,
     or its ``config.json``. ``compute_dtype``: dtype of the unquantized parts; default what the loader
     picks on a bf16-capable GPU (:func:`default_compute_dtype`); pass the loaded model's dtype to
-    compare with a model loaded on the CPU.
+    compare with a model loaded on the CPU. ``group_size``: int4wo's group size; ``fp8_per_tensor``:
+    fp8 with one scale per layer (compute capability 8.9) instead of one per row.
     """
     prec = Precision.parse(precision)
     config = load_llava_config(config_or_model_dir)
@@ -226,6 +242,15 @@ def estimate_weight_bytes(
             if prec is Precision.INT8:
                 quant_param_bytes += n
                 quant_state += module.out_features * 4
+            elif prec is Precision.INT8WO:
+                quant_param_bytes += n
+                quant_state += module.out_features * (elem + 1)
+            elif prec is Precision.INT4WO:
+                quant_param_bytes += math.ceil(n / 2)
+                quant_state += module.out_features * math.ceil(module.in_features / group_size) * 2 * elem
+            elif prec is Precision.FP8:
+                quant_param_bytes += n
+                quant_state += 4 if fp8_per_tensor else module.out_features * 4
             else:
                 quant_param_bytes += math.ceil(n / 2)
                 quant_state += _four_bit_state_bytes(n, double_quant)
@@ -378,3 +403,38 @@ def quant_state_bytes(model: torch.nn.Module) -> int:
                 add(qs.state2.absmax)
                 add(qs.state2.code)
     return total
+
+
+def torchao_weight_bytes(model: torch.nn.Module) -> tuple[int, int]:
+    """``(param_bytes, quant_state_bytes)`` of a model with torchao-quantized weights, as stored.
+
+    ``get_memory_footprint()`` counts a torchao weight at its nominal (bf16/fp32) size; here a torchao
+    tensor counts the bytes of its inner tensors instead: its quantized data (``qdata``) in
+    ``param_bytes``, its scales and zero points in ``quant_state_bytes``. Every other parameter and
+    buffer counts at its own size. Shared tensors are counted once.
+    """
+    from torchao.utils import TorchAOBaseTensor
+
+    seen: set[tuple[str, int]] = set()
+    params = 0
+    state = 0
+
+    def size(t: torch.Tensor) -> int:
+        key = (str(t.device), t.data_ptr())
+        if key in seen:
+            return 0
+        seen.add(key)
+        return t.numel() * t.element_size()
+
+    for t in [*model.parameters(), *model.buffers()]:
+        if isinstance(t, TorchAOBaseTensor):
+            names, _ctx = t.__tensor_flatten__()
+            for name in names:
+                inner = getattr(t, name)
+                if name == "qdata":
+                    params += size(inner)
+                else:
+                    state += size(inner)
+        else:
+            params += size(t)
+    return params, state

@@ -10,6 +10,15 @@ Precisions
     ``int8``: LLM.int8 (bitsandbytes ``Linear8bitLt``), outlier threshold ``int8_threshold`` (6.0).
     ``nf4``, ``fp4``: bitsandbytes 4-bit (``Linear4bit``), blocks of 64, double quantization on by
     default.
+    ``int8wo``: torchao int8 weight-only (one int8 per weight, one scale per output row; activations stay
+    at the compute dtype).
+    ``int4wo``: torchao int4 weight-only, groups of ``group_size`` (128) weights along the input with a
+    scale and a zero point each (``Int4WeightOnlyConfig``, tinygemm's tile-packed layout, on CUDA; on the
+    CPU torchao's CPU layout, ``PrototypeInt4WeightOnlyConfig``, whose kernel is
+    ``_weight_int4pack_mm_for_cpu``). ``int4_hqq`` chooses the scales and zero points with HQQ.
+    ``fp8``: torchao float8 (e4m3) weights and dynamic float8 activations, one scale per row (per
+    tensor on compute capability 8.9), CUDA of compute capability ≥ 8.9 only; elsewhere a one-line
+    PrecisionError.
     The vision tower, the multimodal projector and ``lm_head`` are never quantized (only the language
     model's linear layers are). ``q4cal`` (calibrated 4-bit) is reserved for later: asking for it raises
     :class:`~rsvg_desktop.errors.PrecisionError`.
@@ -21,9 +30,10 @@ Dtypes chosen per device (the *compute dtype*)
     CPU: ``bf16`` stays bf16 when a bf16 matmul works (it does in torch ≥ 2.1; a note says when the
     CPU has no native bf16 and it is emulated, i.e. slow); ``fp16`` falls back to fp32 (fp16 kernels
     on the CPU are slower than fp32 and some ops lack them; fp32 holds every fp16 value, so answers are
-    at least as exact); ``int8``/``nf4``/``fp4`` compute in fp32 (measured on an AVX2 CPU: 4-bit
-    generation was 3x faster with fp32 than with bf16 compute). Every fallback is logged as a warning
-    and listed in :attr:`PrecisionPlan.notes`.
+    at least as exact); ``int8``/``nf4``/``fp4``/``int8wo``/``int4wo`` compute in fp32 (measured on an
+    AVX2 CPU: 4-bit generation was 3x faster with fp32 than with bf16 compute).
+    torchao on CUDA: ``int8wo``/``int4wo``/``fp8`` compute in bf16 (fp16 without bf16 support).
+    Every fallback is logged as a warning and listed in :attr:`PrecisionPlan.notes`.
 """
 
 from __future__ import annotations
@@ -36,11 +46,14 @@ from typing import Any
 
 import torch
 
-from rsvg_desktop.core.precisions import PLANNED_PRECISIONS, Precision
+from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, PLANNED_PRECISIONS, Precision
 from rsvg_desktop.errors import PrecisionError
 
 __all__ = [
+    "DEFAULT_INT4_GROUP_SIZE",
     "DEFAULT_INT8_THRESHOLD",
+    "FP8_MIN_CAPABILITY",
+    "INT4_GROUP_SIZES",
     "PLANNED_PRECISIONS",
     "SKIP_MODULES",
     "DeviceInfo",
@@ -54,11 +67,17 @@ __all__ = [
     "plan_precision",
     "resolve_device",
     "skip_module_patterns",
+    "torchao_config",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INT8_THRESHOLD = 6.0
+#: int4wo: weights per scale/zero-point group (along the input dimension), and the sizes torchao's
+#: kernels take.
+INT4_GROUP_SIZES: tuple[int, ...] = (32, 64, 128, 256)
+#: fp8 needs float8 tensor cores: Ada (8.9), Hopper (9.0) and newer.
+FP8_MIN_CAPABILITY = (8, 9)
 #: Module names (last path component) that are never quantized.
 SKIP_MODULES: tuple[str, ...] = ("vision_tower", "multi_modal_projector", "lm_head")
 _DTYPES = {
@@ -96,6 +115,8 @@ class DeviceInfo:
     torch_device: str
     name: str
     bf16_supported: bool
+    #: CUDA compute capability (major, minor); None on the CPU.
+    capability: tuple[int, int] | None = None
 
     @property
     def is_cuda(self) -> bool:
@@ -133,7 +154,8 @@ def resolve_device(device: str = "auto") -> DeviceInfo:
             raise PrecisionError(f"device {device!r} requested but only {count} CUDA device(s) exist")
         with torch.cuda.device(index):
             bf16 = bool(torch.cuda.is_bf16_supported())
-        return DeviceInfo(f"cuda:{index}", torch.cuda.get_device_name(index), bf16)
+        major, minor = torch.cuda.get_device_capability(index)
+        return DeviceInfo(f"cuda:{index}", torch.cuda.get_device_name(index), bf16, (major, minor))
     raise PrecisionError(f"unknown device {device!r}; valid devices: auto, cpu, cuda, cuda:N")
 
 
@@ -170,7 +192,9 @@ class PrecisionPlan:
 
     ``dtype`` is the dtype of every unquantized weight and of the activations (the 4-bit compute
     dtype). ``quant`` holds the :class:`transformers.BitsAndBytesConfig` keyword arguments (empty for
-    unquantized precisions) except ``llm_int8_skip_modules``, which :func:`bnb_config` adds.
+    unquantized precisions) except ``llm_int8_skip_modules``, which :func:`bnb_config` adds; for the
+    torchao precisions it holds the settings :func:`torchao_config` builds its config from
+    (``config``: the torchao config class, plus ``group_size``, ``algorithm``, ``granularity``).
     """
 
     precision: Precision
@@ -180,10 +204,16 @@ class PrecisionPlan:
     double_quant: bool = True
     quant: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    group_size: int = DEFAULT_INT4_GROUP_SIZE
 
     @property
     def quantized(self) -> bool:
         return self.precision.quantized
+
+    @property
+    def backend(self) -> str:
+        """``bitsandbytes``, ``torchao`` or ``none``."""
+        return self.precision.backend
 
     def options(self) -> dict[str, Any]:
         """The settings that change the loaded weights (what a quantization cache is keyed on)."""
@@ -197,6 +227,8 @@ class PrecisionPlan:
         if self.precision.is_4bit:
             out["double_quant"] = bool(self.double_quant)
             out["blocksize"] = 64
+        if self.backend == "torchao":
+            out.update({k: v for k, v in self.quant.items() if isinstance(v, str | int | float)})
         if self.quantized:
             out["skip_modules"] = list(SKIP_MODULES)
         return out
@@ -209,12 +241,16 @@ def plan_precision(
     int8_threshold: float = DEFAULT_INT8_THRESHOLD,
     double_quant: bool = True,
     compute_dtype: str | torch.dtype | None = None,
+    group_size: int = DEFAULT_INT4_GROUP_SIZE,
+    int4_hqq: bool = False,
 ) -> PrecisionPlan:
     """Decide dtypes and quantization settings for ``precision`` on ``device`` (see the module doc).
 
     ``compute_dtype`` overrides the automatic choice of the unquantized/compute dtype for the
-    quantized precisions (ignored, with a note, for bf16/fp16/fp32). Raises PrecisionError for an
-    unknown precision or device, an unusable threshold, or bitsandbytes missing.
+    quantized precisions (ignored, with a note, for bf16/fp16/fp32). ``group_size`` and ``int4_hqq``
+    are int4wo's group size and HQQ choice of scales. Raises PrecisionError for an unknown precision or
+    device, an unusable threshold or group size, bitsandbytes/torchao missing, or ``fp8`` on a device
+    without float8 support.
     """
     prec = Precision.parse(precision)
     dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
@@ -226,6 +262,9 @@ def plan_precision(
 
     if not isinstance(int8_threshold, int | float) or isinstance(int8_threshold, bool) or int8_threshold < 0:
         raise PrecisionError(f"int8 outlier threshold must be a number >= 0, got {int8_threshold!r}")
+
+    if prec.backend == "torchao":
+        return _plan_torchao(prec, dev, compute_dtype, group_size, int4_hqq, float(int8_threshold))
 
     if prec.quantized:
         _require_bitsandbytes(prec)
@@ -284,6 +323,143 @@ _UNQUANTIZED_DTYPES = {
     Precision.FP16: torch.float16,
     Precision.FP32: torch.float32,
 }
+
+
+def _plan_torchao(
+    prec: Precision,
+    dev: DeviceInfo,
+    compute_dtype: str | torch.dtype | None,
+    group_size: int,
+    int4_hqq: bool,
+    int8_threshold: float,
+) -> PrecisionPlan:
+    notes: list[str] = []
+    if prec is Precision.FP8:
+        cap = dev.capability
+        if not dev.is_cuda or cap is None or cap < FP8_MIN_CAPABILITY:
+            where = (
+                "the CPU"
+                if not dev.is_cuda
+                else f"{dev.name} (compute capability {cap[0]}.{cap[1]})"
+                if cap
+                else dev.name
+            )
+            raise PrecisionError(
+                f"precision fp8 needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper), "
+                f"not {where}: use int8wo or int4wo"
+            )
+    if isinstance(group_size, bool) or group_size not in INT4_GROUP_SIZES:
+        raise PrecisionError(
+            f"int4 group size must be one of {', '.join(map(str, INT4_GROUP_SIZES))}, got {group_size!r}"
+        )
+    _require_torchao(prec)
+    if compute_dtype is not None:
+        dtype = parse_dtype(compute_dtype)
+    elif dev.is_cuda:
+        dtype = torch.bfloat16 if dev.bf16_supported else torch.float16
+    else:
+        dtype = torch.float32
+    if dev.is_cuda and dtype is torch.bfloat16 and not dev.bf16_supported:
+        notes.append(f"{dev.name} has no bf16 support: compute dtype fp16 instead of bf16")
+        dtype = torch.float16
+    if not dev.is_cuda and (dtype is torch.float16 or (dtype is torch.bfloat16 and not dev.bf16_supported)):
+        notes.append(f"compute dtype {dtype_name(dtype)} is not usable on this CPU: using fp32")
+        dtype = torch.float32
+    for text in notes:
+        log.warning("%s", text)
+    quant: dict[str, Any]
+    if prec is Precision.INT8WO:
+        quant = {"config": "Int8WeightOnlyConfig", "granularity": "per_row"}
+    elif prec is Precision.INT4WO:
+        quant = {
+            "config": "Int4WeightOnlyConfig" if dev.is_cuda else "PrototypeInt4WeightOnlyConfig",
+            "layout": "tile_packed_to_4d" if dev.is_cuda else "cpu_opaque",
+            "group_size": int(group_size),
+            "algorithm": "hqq" if int4_hqq else "tinygemm",
+        }
+    else:
+        cap = dev.capability or FP8_MIN_CAPABILITY
+        quant = {
+            "config": "Float8DynamicActivationFloat8WeightConfig",
+            "granularity": "per_row" if cap >= (9, 0) else "per_tensor",
+        }
+    if not dev.is_cuda:
+        notes.append(f"{prec.label} on the CPU runs torchao's CPU kernels")
+    return PrecisionPlan(
+        prec, dev, dtype, int8_threshold, True, quant, tuple(notes), group_size=int(group_size)
+    )
+
+
+def torchao_config(plan: PrecisionPlan, module_names: list[str] | tuple[str, ...] = ()) -> Any:
+    """The :class:`transformers.TorchAoConfig` of a torchao plan (None for other precisions).
+
+    ``modules_to_not_convert`` is :func:`skip_module_patterns` (vision tower, projector, lm_head);
+    embeddings are never converted (``include_input_output_embeddings`` stays false).
+    """
+    if plan.backend != "torchao":
+        return None
+    from torchao.quantization import (
+        Float8DynamicActivationFloat8WeightConfig,
+        Int4WeightOnlyConfig,
+        Int8WeightOnlyConfig,
+        PerRow,
+        PerTensor,
+    )
+    from torchao.quantization.quantize_.workflows import Int4ChooseQParamsAlgorithm, Int4PackingFormat
+    from transformers import TorchAoConfig
+
+    q = plan.quant
+    config: Any
+    if plan.precision is Precision.INT8WO:
+        config = Int8WeightOnlyConfig(granularity=PerRow())
+    elif plan.precision is Precision.INT4WO:
+        algorithm = (
+            Int4ChooseQParamsAlgorithm.HQQ if q["algorithm"] == "hqq" else Int4ChooseQParamsAlgorithm.TINYGEMM
+        )
+        if q["layout"] == "cpu_opaque":
+            from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
+
+            _register_cpu_int4_serialisation()
+            config = PrototypeInt4WeightOnlyConfig(
+                group_size=plan.group_size, int4_choose_qparams_algorithm=algorithm
+            )
+        else:
+            config = Int4WeightOnlyConfig(
+                group_size=plan.group_size,
+                int4_packing_format=Int4PackingFormat.TILE_PACKED_TO_4D,
+                int4_choose_qparams_algorithm=algorithm,
+            )
+    else:
+        granularity = PerRow() if q["granularity"] == "per_row" else PerTensor()
+        config = Float8DynamicActivationFloat8WeightConfig(granularity=granularity)
+    return TorchAoConfig(config, modules_to_not_convert=skip_module_patterns(module_names))
+
+
+def _register_cpu_int4_serialisation() -> None:
+    """Let torchao's safetensors (de)serialiser handle its CPU int4 tensor (``Int4OpaqueTensor``).
+
+    torchao 0.18 lists the tensor classes its safetensors support may write and rebuild; its CPU int4
+    layout is not among them (nor is its config's module among the modules torchao's config reader
+    looks in) although it is an ordinary torchao tensor (packed ``qdata``, a
+    ``scale_and_zero`` tensor and JSON-able attributes). Adding it lets the quantized-model cache store
+    CPU int4wo like every other precision (tested by a round trip). Idempotent.
+    """
+    from torchao.core import config as ao_config
+    from torchao.prototype.quantization.int4.int4_opaque_tensor import Int4OpaqueTensor
+    from torchao.prototype.safetensors import safetensors_utils
+
+    # The config class (PrototypeInt4WeightOnlyConfig) recorded in the cache's config.json.
+    ao_config.ALLOWED_AO_MODULES.add("torchao.prototype.quantization.int4")
+    safetensors_utils.ALLOWED_CLASSES.setdefault("Int4OpaqueTensor", Int4OpaqueTensor)
+    if "Int4OpaqueTensor" not in safetensors_utils.ALLOWED_TENSORS_SUBCLASSES:
+        safetensors_utils.ALLOWED_TENSORS_SUBCLASSES.append("Int4OpaqueTensor")
+
+
+def _require_torchao(prec: Precision) -> None:
+    try:
+        import torchao  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - the package is a dependency
+        raise PrecisionError(f"precision {prec.value} needs the torchao package: {exc}") from exc
 
 
 def _require_bitsandbytes(prec: Precision) -> None:

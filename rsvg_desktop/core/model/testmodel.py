@@ -8,10 +8,11 @@ SentencePiece ``tokenizer.model`` trained on the spot, and the tokenizer's JSON 
 small: the vision tower still takes 336 px images with 14 px patches, so conversion meets the real
 24×24 → 36×36 position-embedding grid.
 
-Because the real ``config.json`` names its CLIP tower by hub id only, the tiny model records its vision
-dimensions in ``rsvg_test_vision_config``; the converter reads that field for test models and uses the real
-CLIP ViT-L/14-336 dimensions otherwise. ``rsvg_random_weights: true`` and the ``_name_or_path`` marker travel
-into every converted copy so random weights can never be mistaken for GeoChat.
+The config is exactly the published one: it names ``openai/clip-vit-large-patch14-336`` although the tower
+in the shard is tiny, as any checkpoint's name may be wrong; the converter reads the tower's dimensions from
+its tensors (and warns about the name). The tower is 64 wide with one head, as the converter's
+64-channels-per-head rule infers. ``rsvg_random_weights: true`` and the ``_name_or_path`` marker travel into
+every converted copy so random weights can never be mistaken for GeoChat.
 
 :func:`write_tiny_clip` writes a tiny CLIP (``CLIPModel`` layout, 336 px) standing in for
 ``openai/clip-vit-large-patch14-336`` so the ``--clip`` conversion path can be tested offline.
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from rsvg_desktop.core.prompt import GEOCHAT_SYSTEM
 from rsvg_desktop.errors import OutputExistsError
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,7 @@ _STALE_CLIP = "model.vision_tower.vision_tower.vision_model."
 # A short built-in corpus: GeoChat's prompt vocabulary (system text, roles, task prefixes, box grammar)
 # and remote-sensing words, so the trained pieces look like what the model will be asked.
 _CORPUS = (
-    "A chat between a curious human and an artificial intelligence assistant. The assistant gives "
-    "helpful, detailed, and polite answers to the human's questions.",
+    GEOCHAT_SYSTEM,
     "USER: <image>\nPlease describe the image in detail. ASSISTANT: The image shows an airport with "
     "several airplanes parked near the terminal building.",
     "[grounding]Please describe the image in detail.",
@@ -225,10 +226,10 @@ def write_tiny_geochat(
     num_hidden_layers: int = 2,
     num_attention_heads: int = 4,
     max_position_embeddings: int = 2048,
-    vision_hidden_size: int = 32,
-    vision_intermediate_size: int = 64,
+    vision_hidden_size: int = 64,
+    vision_intermediate_size: int = 128,
     vision_num_hidden_layers: int = 2,
-    vision_num_attention_heads: int = 2,
+    vision_num_attention_heads: int = 1,
     vision_image_size: int = 336,
     patch_size: int = 14,
     dtype: torch.dtype = torch.float16,
@@ -338,7 +339,6 @@ def write_tiny_geochat(
         "vocab_size": vocab_size,
         # rsvg test-model markers (absent from the real checkpoint):
         "rsvg_random_weights": True,
-        "rsvg_test_vision_config": vision,
         "rsvg_seed": seed,
     }
     _write_json(out / "config.json", config)
@@ -369,10 +369,10 @@ def write_tiny_clip(
     out_dir: str | Path,
     *,
     seed: int = 1,
-    hidden_size: int = 32,
-    intermediate_size: int = 64,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
     num_hidden_layers: int = 2,
-    num_attention_heads: int = 2,
+    num_attention_heads: int = 1,
     image_size: int = 336,
     patch_size: int = 14,
     projection_dim: int = 16,

@@ -6,6 +6,7 @@ Pure Python: no torch, no transformers, no Qt.
 from rsvg_desktop.core.prompt.parser import DELIM, format_box, format_boxes, parse_answer
 from rsvg_desktop.core.prompt.templates import (
     DEFAULT_GROUNDING_QUERY,
+    GEOCHAT_SYSTEM,
     IMAGE_TOKEN,
     LLAVA_V1,
     TASKS,
@@ -13,6 +14,7 @@ from rsvg_desktop.core.prompt.templates import (
     Task,
     build_prompt,
     build_query,
+    chat_template_jinja,
     format_class_list,
     get_task,
     normalise_class_answer,
@@ -22,6 +24,7 @@ from rsvg_desktop.core.prompt.templates import (
 __all__ = [
     "DEFAULT_GROUNDING_QUERY",
     "DELIM",
+    "GEOCHAT_SYSTEM",
     "IMAGE_TOKEN",
     "LLAVA_V1",
     "TASKS",
@@ -29,6 +32,7 @@ __all__ = [
     "Task",
     "build_prompt",
     "build_query",
+    "chat_template_jinja",
     "format_box",
     "format_boxes",
     "format_class_list",

@@ -28,9 +28,15 @@ Separators
 
 Phrases and their scope
     ``<p>phrase</p>`` names an object. A phrase applies to every box that follows it until the next
-    ``<p>`` phrase (boxes before the first phrase get ``None``). An empty phrase (``<p> </p>``) ends
-    the scope of the previous one (following boxes get ``None``). If a box comes while a ``<p>`` is
-    still open (no ``</p>`` yet), the text read since ``<p>`` is the phrase.
+    ``<p>`` phrase (boxes before the first phrase get none from tags). An empty phrase (``<p> </p>``)
+    ends the scope of the previous one. If a box comes while a ``<p>`` is still open (no ``</p>``
+    yet), the text read since ``<p>`` is the phrase.
+
+Phrases from the text
+    A box that no ``<p>`` phrase covers gets the noun phrase its *group* follows (boxes separated only
+    by spaces or ``<delim>`` form a group), read from the plain text around the group by
+    :func:`~rsvg_desktop.core.prompt.phrases.group_phrase` ("there are four tennis courts {…}{…}" →
+    ``"tennis courts"``, count 4); ``ParsedObject.from_text`` marks it. Boxes with none stay ``None``.
 
 Normalisation
     Each box is returned with ``x1 <= x2`` and ``y1 <= y2`` (corners swapped where written the other
@@ -53,6 +59,7 @@ import math
 import re
 from collections.abc import Iterable
 
+from rsvg_desktop.core.prompt.phrases import group_phrase
 from rsvg_desktop.core.types import GridBox, ParsedObject, ParseResult
 from rsvg_desktop.errors import ConfigError
 
@@ -143,6 +150,7 @@ def parse_answer(text: str) -> ParseResult:
         raise TypeError(f"parse_answer expects str, got {type(text).__name__}")
 
     objects: list[ParsedObject] = []
+    spans: list[tuple[int, int]] = []  # where each object's box is in ``text``
     pieces: list[str] = []
     phrase: str | None = None  # the phrase that applies to the next boxes
     open_phrase: list[str] | None = None  # text collected since an unclosed <p>
@@ -165,6 +173,7 @@ def parse_answer(text: str) -> ParseResult:
                 rejected += 1
                 continue
             objects.append(ParsedObject(phrase, box))
+            spans.append((m.start(), m.end()))
         elif kind == "popen":
             open_phrase = []
         elif kind == "pclose":
@@ -182,11 +191,47 @@ def parse_answer(text: str) -> ParseResult:
         tail = tail[: cut.start()]
     pieces.append(tail)
 
+    end = len(text) - len(remainder)
+    if any(o.phrase is None for o in objects):
+        objects = _phrases_from_text(text[:end], objects, spans)
+
     if rejected:
         log.warning("dropped %d box(es) with non-finite values from a GeoChat answer", rejected)
     if remainder:
         log.debug("GeoChat answer ends in an incomplete box: %r", remainder)
     return ParseResult(objects=tuple(objects), text=_clean_text(pieces), remainder=remainder)
+
+
+_GROUP_GAP = re.compile(r"(?:[ \t\r\n]|<delim>)*")
+_MARKUP = re.compile(r"</?p>|</s>|<delim>|<[^<>]*>|[{}]")  # tags and the rest of almost-boxes
+
+
+def _phrases_from_text(
+    text: str, objects: list[ParsedObject], spans: list[tuple[int, int]]
+) -> list[ParsedObject]:
+    """Give every box without a ``<p>`` phrase the noun phrase its group follows (module docs)."""
+    groups: list[list[int]] = []
+    for k, (start, _) in enumerate(spans):
+        if groups and _GROUP_GAP.fullmatch(text, spans[k - 1][1], start):
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    out = list(objects)
+    for g, members in enumerate(groups):
+        if all(objects[k].phrase is not None for k in members):
+            continue
+        prev_end = spans[groups[g - 1][-1]][1] if g else 0
+        next_start = spans[groups[g + 1][0]][0] if g + 1 < len(groups) else len(text)
+        before = _MARKUP.sub(" ", text[prev_end : spans[members[0]][0]])
+        after = text[spans[members[-1]][1] : next_start]
+        after = _MARKUP.sub(" ", after.split("<p>", 1)[0])  # a tagged phrase belongs to later boxes
+        phrase, count = group_phrase(before, after, at_start=g == 0)
+        if phrase is None:
+            continue
+        for k in members:
+            if objects[k].phrase is None:
+                out[k] = ParsedObject(phrase, objects[k].box, count, True)
+    return out
 
 
 def _int_text(value: float, what: str) -> str:

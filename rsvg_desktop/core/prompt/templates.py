@@ -32,6 +32,7 @@ from rsvg_desktop.errors import ConfigError
 
 __all__ = [
     "DEFAULT_GROUNDING_QUERY",
+    "GEOCHAT_SYSTEM",
     "IMAGE_TOKEN",
     "LLAVA_V1",
     "TASKS",
@@ -39,6 +40,7 @@ __all__ = [
     "Task",
     "build_prompt",
     "build_query",
+    "chat_template_jinja",
     "format_class_list",
     "get_task",
     "normalise_class_answer",
@@ -46,6 +48,11 @@ __all__ = [
 ]
 
 IMAGE_TOKEN = "<image>"
+#: GeoChat's (LLaVA-1.5's) system text.
+GEOCHAT_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
 DEFAULT_GROUNDING_QUERY = "Please describe the image in detail."
 
 
@@ -91,13 +98,52 @@ class ConversationTemplate:
 
 
 #: The template GeoChat was trained and evaluated with.
-LLAVA_V1 = ConversationTemplate(
-    name="llava_v1",
-    system=(
-        "A chat between a curious human and an artificial intelligence assistant. "
-        "The assistant gives helpful, detailed, and polite answers to the human's questions."
-    ),
-)
+LLAVA_V1 = ConversationTemplate(name="llava_v1", system=GEOCHAT_SYSTEM)
+
+
+def _jinja_str(text: str) -> str:
+    """``text`` as a Jinja string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def chat_template_jinja(template: ConversationTemplate, image_token: str = IMAGE_TOKEN) -> str:
+    """``template`` as a Jinja chat template (transformers' ``apply_chat_template``), built from its fields.
+
+    Renders what :meth:`ConversationTemplate.render` does: a leading ``system`` message replaces the
+    default system text; the image items of a user message become ``{image_token}\\n`` before its text
+    (GeoChat puts the image first); no ``<s>`` (the tokenizer adds it).
+    """
+    user, assistant = template.roles
+    sep, sep2 = _jinja_str(template.sep), _jinja_str(template.sep2)
+    texts = "| selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ')"
+    return (
+        "{%- set ns = namespace(system=" + _jinja_str(template.system) + ") -%}"
+        "{%- if messages and messages[0]['role'] == 'system' -%}"
+        "{%- if messages[0]['content'] is string -%}{%- set ns.system = messages[0]['content'] -%}"
+        "{%- else -%}{%- set ns.system = messages[0]['content'] " + texts + " -%}{%- endif -%}"
+        "{%- set messages = messages[1:] -%}"
+        "{%- endif -%}"
+        "{{- ns.system + " + sep + " -}}"
+        "{%- for message in messages -%}"
+        "{%- if message['content'] is string -%}{%- set text = message['content'] -%}{%- set n_images = 0 -%}"
+        "{%- else -%}"
+        "{%- set text = message['content'] " + texts + " -%}"
+        "{%- set n_images = message['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
+        "{%- endif -%}"
+        "{%- if message['role'] == 'user' -%}"
+        "{{- "
+        + _jinja_str(user + ": ")
+        + " + ("
+        + _jinja_str(image_token + "\n")
+        + " * n_images) + text + "
+        + sep
+        + " -}}"
+        "{%- elif message['role'] == 'assistant' -%}"
+        "{{- " + _jinja_str(assistant + ": ") + " + text + " + sep2 + " -}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- " + _jinja_str(assistant + ":") + " -}}{%- endif -%}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

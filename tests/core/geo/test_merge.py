@@ -20,11 +20,14 @@ from rsvg_desktop.core.geo.detections import DetectionTable
 from rsvg_desktop.core.geo.merge import (
     MergeConfig,
     MergeReason,
+    apply_merge,
     edge_scores,
     merge_boxes,
     merge_detections,
     phrase_groups,
+    priority_order,
     quad_intersection_area,
+    stitched_groups,
 )
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.errors import ConfigError
@@ -87,6 +90,10 @@ def test_different_phrases_are_not_merged_and_none_is_its_own_group():
 
 def test_phrase_groups_normalise():
     assert phrase_groups(["A b", " a  B ", None, "c", None]).tolist() == [0, 0, 1, 2, 1]
+    # The last word is made singular: one tile's "ships" merges with the next tile's "ship".
+    groups = phrase_groups(["tennis courts", "Tennis court", "ships", "ship", "buses", "bus", "batteries"])
+    assert groups.tolist() == [0, 0, 1, 1, 2, 2, 3]
+    assert phrase_groups(["glass", "gas", "class"]).tolist() == [0, 1, 2]
 
 
 def test_ios_pass_removes_a_small_box_inside_a_large_one():
@@ -200,6 +207,14 @@ def scenes(draw):
     # Exact repeats, as GeoChat produces them.
     for i in draw(st.lists(st.integers(0, n - 1), max_size=5)):
         entries.append(entries[i])
+    # Objects cut by both tiles of a seam: each tile holds its fragment (the stitch pass's input).
+    for _ in range(draw(st.integers(0, 4))):
+        x0, x1 = draw(st.integers(380, 436)), draw(st.integers(508, 570))
+        y0 = draw(st.integers(100, 300))
+        y1 = y0 + draw(st.integers(8, 60))
+        phrase = draw(st.sampled_from(["plane", "ship", None]))
+        entries.append((TILE_A, (x0, y0, 504, y1), phrase, 0.0))
+        entries.append((TILE_B, (440, y0, x1, y1), phrase, 0.0))
     return entries
 
 
@@ -241,6 +256,127 @@ def test_merge_invariants(entries):
     # Merging the survivors again changes nothing.
     again = run([entries[i] for i in ks], cfg)
     assert len(again.kept) == len(ks)
+
+
+# --- stitching seam fragments ----------------------------------------------------------------------
+def _table(entries):
+    boxes = np.array([grid_of(e[1], e[0], e[3] if len(e) > 3 else 0.0) for e in entries])
+    wins = np.array([e[0].window for e in entries], dtype=float)
+    return DetectionTable.from_columns(
+        phrase=[e[2] for e in entries],
+        task="grounding",
+        query="q",
+        tile_row=[e[0].row for e in entries],
+        tile_col=[e[0].col for e in entries],
+        boxes=boxes,
+        windows=wins,
+        geometry=grid_boxes_to_polygons(boxes, wins),
+        model="m",
+        precision="bf16",
+        run_id="r",
+        scene="s.tif",
+    )
+
+
+def test_fragments_cut_by_both_tiles_become_one_polygon():
+    # Object 400..560 × 200..240 across the A|B seam (band 440..504): A sees 400..504, B sees 440..560.
+    entries = [(TILE_A, (400, 200, 504, 240), "ship"), (TILE_B, (440, 200, 560, 240), "ship")]
+    assert len(run(entries, MergeConfig(stitch=False)).kept) == 2  # neither holds the other
+    res = run(entries)
+    assert len(res.kept) == 1
+    dropped = res.dropped[0]
+    assert res.reason[dropped] == MergeReason.STITCH and res.absorbed_by[dropped] == res.kept[0]
+    assert {k: v.tolist() for k, v in stitched_groups(res).items()} == {
+        int(res.kept[0]): [int(res.kept[0]), 1 - int(res.kept[0])]
+    }
+    table = _table(entries)
+    merged = apply_merge(table, merge_detections(table))
+    assert len(merged) == 1
+    assert merged.geometry[0].bounds == pytest.approx((400, 200, 560, 240))
+    assert merged.geometry[0].area == pytest.approx(160 * 40)
+
+
+def test_fragments_at_a_four_tile_corner_become_one():
+    d = Tile(1, 1, 440, 440, 504, 504)
+    obj = (420, 410, 530, 520)
+    entries = []
+    for t in (TILE_A, TILE_B, TILE_C, d):
+        c0, r0, w, h = t.window
+        clip = (max(obj[0], c0), max(obj[1], r0), min(obj[2], c0 + w), min(obj[3], r0 + h))
+        entries.append((t, clip, "tank"))
+    res = run(entries)
+    assert len(res.kept) == 1
+    merged = apply_merge(_table(entries), res)
+    assert merged.geometry[0].bounds == pytest.approx(obj)
+
+
+def test_neighbouring_objects_across_a_seam_are_not_fused():
+    # P 380..470 and Q 476..560 side by side, same phrase and height: A sees P whole and Q cut at 504,
+    # B sees P cut at 440 and Q whole.
+    p, q = (380, 200, 470, 240), (476, 200, 560, 240)
+    entries = [
+        (TILE_A, p, "car"),
+        (TILE_A, (476, 200, 504, 240), "car"),
+        (TILE_B, (440, 200, 470, 240), "car"),
+        (TILE_B, q, "car"),
+    ]
+    res = run(entries)
+    assert sorted(res.kept.tolist()) == [0, 3]
+    assert res.absorbed_by[1] == 3 and res.absorbed_by[2] == 0
+
+
+def test_stitching_needs_the_same_phrase_agreement_in_the_band_and_a_cut():
+    a, b = (400, 200, 504, 240), (440, 200, 560, 240)
+    assert len(run([(TILE_A, a, "ship"), (TILE_B, b, "plane")]).kept) == 2
+    # In the band the two boxes disagree (different rows): two objects.
+    assert len(run([(TILE_A, a, "ship"), (TILE_B, (440, 230, 560, 290), "ship")]).kept) == 2
+    # Neither reaches its tile's seam-side edge: nothing was cut, nothing to stitch.
+    assert (
+        len(run([(TILE_A, (400, 200, 470, 240), "ship"), (TILE_B, (476, 200, 560, 240), "ship")]).kept) == 2
+    )
+    # Tiles that are not neighbours are never stitched.
+    far = Tile(0, 3, 1320, 0, 504, 504)
+    assert len(run([(TILE_A, a, "ship"), (far, (1320, 200, 1400, 240), "ship")]).kept) == 2
+
+
+def test_stitch_config_is_validated():
+    with pytest.raises(ConfigError):
+        MergeConfig(stitch_band_iou=0.0)
+    with pytest.raises(ConfigError):
+        MergeConfig(stitch_tolerance=0.6)
+
+
+def test_dense_single_answer_matches_pairwise_greedy():
+    # Many overlapping boxes in one tile: the blocked greedy (small pair budget forces tiny blocks)
+    # equals a plain pairwise greedy over every pair.
+    rng = np.random.default_rng(3)
+    n = 300
+    x0, y0 = rng.uniform(0, 90, n), rng.uniform(0, 90, n)
+    w, h = rng.uniform(2, 10, n), rng.uniform(2, 10, n)
+    boxes = np.column_stack([x0, y0, x0 + w, y0 + h, np.full(n, 90.0)])
+    boxes[::7] = boxes[::7][:, :]  # keep some exact repeats below
+    boxes = np.concatenate([boxes, boxes[:40]])
+    m = len(boxes)
+    wins = np.tile(np.array(TILE_A.window, dtype=float), (m, 1))
+    corners = boxes_to_pixel_corners(boxes, wins)
+    cfg = MergeConfig(stitch=False, ios_threshold=None)
+    res = merge_boxes(corners, wins, ["x"] * m, [0] * m, [0] * m, cfg)
+    order = priority_order(res.score, np.zeros(m), np.zeros(m), corners)
+    polys = shapely.polygons(corners)
+    dropped = np.full(m, -1)
+    for i in order:
+        if dropped[i] >= 0:
+            continue
+        for j in order:
+            if j == i or dropped[j] >= 0:
+                continue
+            if np.flatnonzero(order == j)[0] < np.flatnonzero(order == i)[0]:
+                continue
+            inter = shapely.intersection(polys[i], polys[j]).area
+            if inter / (polys[i].area + polys[j].area - inter) >= 0.5 - 1e-12:
+                dropped[j] = i
+    assert res.kept.tolist() == np.flatnonzero(dropped < 0).tolist()
+    assert len(res.kept) < m - 40 + 1
 
 
 def test_convention_matters_only_through_geometry():

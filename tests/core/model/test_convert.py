@@ -309,9 +309,11 @@ def test_logits_match_independent_reference(tiny_geochat_dir: Path, tiny_convert
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     src_cfg = json.loads((tiny_geochat_dir / "config.json").read_text())
-    vcfg = src_cfg["rsvg_test_vision_config"]
     vocab = src_cfg["vocab_size"]
     orig = original_state(tiny_geochat_dir)
+    # the tower's depth and heads, from the tensors (64 channels per head, as in every OpenAI CLIP ViT)
+    depth = len({k.split(".")[6] for k in orig if k.startswith(STALE + "encoder.layers.")})
+    heads = orig[STALE + "embeddings.class_embedding"].shape[0] // 64
 
     model = LlavaForConditionalGeneration.from_pretrained(tiny_converted_dir, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(tiny_converted_dir)
@@ -326,7 +328,7 @@ def test_logits_match_independent_reference(tiny_geochat_dir: Path, tiny_convert
     ids = torch.tensor(geochat_input_ids(tiny_geochat_dir, prompt, vocab, 1296))
     assert torch.equal(batch["input_ids"][0], ids)
     pos = geochat_pos_interp(orig[STALE + "embeddings.position_embedding.weight"]).half().float()
-    states = clip_forward(orig, STALE, pixels, pos, vcfg["num_hidden_layers"], vcfg["num_attention_heads"])
+    states = clip_forward(orig, STALE, pixels, pos, depth, heads)
     feats = states[src_cfg["mm_vision_select_layer"]][:, 1:]  # layer -2, CLS dropped
     assert feats.shape[1] == 1296
     w0, b0 = orig["model.mm_projector.0.weight"].float(), orig["model.mm_projector.0.bias"].float()
@@ -529,10 +531,10 @@ def test_no_pickle_code_execution(broken: Path, tmp_path: Path) -> None:
 def test_streaming_in_tiny_pieces_gives_the_same_tensors(
     tiny_geochat_dir: Path, tiny_converted_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rsvg_desktop.core.model import convert as convert_module
+    from rsvg_desktop.core.model import safetensors_stream
 
-    monkeypatch.setattr(convert_module, "_BATCH_BYTES", 4096)  # re-map the shard every few tensors
-    monkeypatch.setattr(convert_module, "_BLOCK_BYTES", 512)  # write tensors a few rows at a time
+    monkeypatch.setattr(safetensors_stream, "BATCH_BYTES", 4096)  # re-map the shard every few tensors
+    monkeypatch.setattr(safetensors_stream, "BLOCK_BYTES", 512)  # write tensors a few rows at a time
     convert_geochat(tiny_geochat_dir, tmp_path / "pieces")
     a, b = converted_state(tiny_converted_dir), converted_state(tmp_path / "pieces")
     assert a.keys() == b.keys()
@@ -600,3 +602,27 @@ def test_iter_shards_streams_one_file_at_a_time(tiny_geochat_dir: Path) -> None:
         assert all(isinstance(t, torch.Tensor) for t in weights.values())
     assert seen == list(SHARDS)
     assert ckpt.text.vocab_size == 384 and ckpt.vision.num_positions == 577 and ckpt.random_weights
+
+
+def test_apply_chat_template_equals_build_prompt(tiny_converted_dir: Path) -> None:
+    """The converted processor's Jinja template (built from LLAVA_V1) renders what build_prompt does."""
+    from transformers import AutoProcessor
+
+    from rsvg_desktop.core.prompt import build_prompt, build_query
+
+    processor = AutoProcessor.from_pretrained(tiny_converted_dir)
+    q1 = build_query("grounding", "")
+    q2 = "How many planes are there?"
+    q3 = "Which one is the largest? Say 'left' or \"right\"."
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q1}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "An airport {<1><2><3><4>|<0>}."}]},
+        {"role": "user", "content": [{"type": "text", "text": q2}]},
+        {"role": "assistant", "content": "Three."},
+        {"role": "user", "content": q3},
+    ]
+    got = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    history = [(q1, "An airport {<1><2><3><4>|<0>}."), (q2, "Three.")]
+    assert got == build_prompt("chat", q3, history)
+    one = processor.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    assert one == build_prompt("grounding", "")

@@ -58,14 +58,16 @@ def generators(tiny_converted_dir: Path, tmp_path_factory: pytest.TempPathFactor
 
     def get(precision: str) -> GeoChatGenerator:
         if precision not in made:
-            loaded = load_model(LoadSpec(tiny_converted_dir, precision, "cpu", cache_dir=cache))
+            # group size 32: the tiny model's linears have 64 or 128 inputs (int4wo only)
+            spec = LoadSpec(tiny_converted_dir, precision, "cpu", cache_dir=cache, group_size=32)
+            loaded = load_model(spec)
             made[precision] = GeoChatGenerator(loaded)
         return made[precision]
 
     return get
 
 
-@pytest.mark.parametrize("precision", [p.value for p in Precision])
+@pytest.mark.parametrize("precision", [p.value for p in Precision if p is not Precision.FP8])
 def test_every_precision_generates_a_batch_of_three(generators, precision: str) -> None:
     gen = generators(precision)
     results = gen.generate(_mixed_requests(), max_new_tokens=MAX_NEW, batch_size=3)

@@ -53,7 +53,11 @@ def _answers(loaded) -> list[tuple[int, ...]]:
     return [r.token_ids for r in results]
 
 
-@pytest.mark.parametrize("precision", [p.value for p in Precision])
+#: bitsandbytes and unquantized precisions (torchao's are tested in test_torchao.py).
+NOT_TORCHAO = [p.value for p in Precision if p.backend != "torchao"]
+
+
+@pytest.mark.parametrize("precision", NOT_TORCHAO)
 def test_every_precision_loads_on_cpu(tiny_converted_dir: Path, tmp_path: Path, precision: str) -> None:
     spec = LoadSpec(tiny_converted_dir, precision, "cpu", cache_dir=tmp_path / "cache")
     loaded = load_model(spec)
@@ -118,7 +122,7 @@ def test_int8_threshold_reaches_the_layers(tiny_converted_dir: Path) -> None:
 # --- estimates against the loaded model ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("precision", [p.value for p in Precision])
+@pytest.mark.parametrize("precision", NOT_TORCHAO)
 def test_estimate_matches_loaded_footprint(tiny_converted_dir: Path, precision: str) -> None:
     loaded = load_model(LoadSpec(tiny_converted_dir, precision, "cpu", use_cache=False))
     est = estimate_weight_bytes(tiny_converted_dir, precision, compute_dtype=loaded.dtype)

@@ -67,8 +67,13 @@ def test_precision_error_is_a_value_error() -> None:
 
 
 def test_quantized_flags() -> None:
-    assert {p for p in Precision if p.quantized} == {Precision.INT8, Precision.NF4, Precision.FP4}
+    bnb = {Precision.INT8, Precision.NF4, Precision.FP4}
+    torchao = {Precision.INT8WO, Precision.INT4WO, Precision.FP8}
+    assert {p for p in Precision if p.quantized} == bnb | torchao
+    assert {p for p in Precision if p.backend == "bitsandbytes"} == bnb
+    assert {p for p in Precision if p.backend == "torchao"} == torchao
     assert {p for p in Precision if p.is_4bit} == {Precision.NF4, Precision.FP4}
+    assert {p for p in Precision if p.bits == 4} == {Precision.NF4, Precision.FP4, Precision.INT4WO}
 
 
 # --- devices ------------------------------------------------------------------------------------
@@ -119,13 +124,13 @@ def test_cpu_bf16_matmul_works() -> None:
 
 
 def test_cpu_plans() -> None:
-    plans = {p: plan_precision(p, "cpu") for p in Precision}
+    plans = {p: plan_precision(p, "cpu") for p in Precision if p is not Precision.FP8}
     assert plans[Precision.FP32].dtype is torch.float32
     assert plans[Precision.BF16].dtype is torch.bfloat16
     # fp16 falls back to fp32 on the CPU and says so.
     assert plans[Precision.FP16].dtype is torch.float32
     assert any("fp16" in n and "fp32" in n for n in plans[Precision.FP16].notes)
-    for p in (Precision.INT8, Precision.NF4, Precision.FP4):
+    for p in (Precision.INT8, Precision.NF4, Precision.FP4, Precision.INT8WO, Precision.INT4WO):
         assert plans[p].dtype is torch.float32
         assert plans[p].quantized
         assert any("CPU" in n for n in plans[p].notes)

@@ -174,6 +174,88 @@ def test_phrase_scope_until_next_phrase() -> None:
     assert result.text == "There are 3 white airplanes parked near a hangar. Another one."
 
 
+# --- phrases read from the text (grounded descriptions without <p>) -------------------------------
+R1, R2, R3, R4 = (a for a, _ in REAL_ANSWERS)
+
+
+def phrases_of(result: ParseResult) -> list[tuple[str | None, int | None]]:
+    return [(o.phrase, o.count) for o in result.objects]
+
+
+def test_real_grounding_answers_get_their_noun_phrase() -> None:
+    # The two answers quoted in issue 10, around the real box strings of GEOCHAT.md.
+    result = parse_answer(f"there are four tennis courts {R1} located close to each other")
+    assert phrases_of(result) == [("tennis courts", 4)] * 4
+    assert all(o.from_text for o in result.objects)
+    assert boxes_of(result) == REAL_ANSWERS[0][1]
+    assert result.text == "there are four tennis courts located close to each other"
+    # The malformed closer ``]`` and a number inside the name ("747" is not a count).
+    result = parse_answer(f"two gray Boeing 747 airplanes {R4} positioned close to each other")
+    assert phrases_of(result) == [("gray Boeing 747 airplanes", 2)] * 2
+    assert boxes_of(result) == REAL_ANSWERS[3][1]
+
+
+def test_several_groups_in_one_sentence() -> None:
+    answer = (
+        f"The image shows a harbor with three ships {R2} and a white storage tank {R3}, "
+        f"next to some buildings {R1}."
+    )
+    assert (
+        phrases_of(parse_answer(answer))
+        == [("ships", 3)] * 2 + [("white storage tank", 1)] * 2 + [("buildings", None)] * 4
+    )
+
+
+def test_group_at_the_start_of_a_sentence_reads_on() -> None:
+    assert phrases_of(parse_answer(f"{R2} two ships are docked near the pier.")) == [("ships", 2)] * 2
+    result = parse_answer(f"In the top-left corner, several small cars {R2}. {R3} A large warehouse.")
+    assert phrases_of(result) == [("small cars", None)] * 2 + [("large warehouse", 1)] * 2
+
+
+def test_group_after_a_comma_takes_the_phrase_before_it() -> None:
+    result = parse_answer(f"There are two runways, {R2} crossing each other")
+    assert phrases_of(result) == [("runways", 2)] * 2
+    # A comma that only separates two groups: each keeps its own phrase.
+    result = parse_answer(f"small boats {R2}, large ships {R3}")
+    assert phrases_of(result) == [("small boats", None)] * 2 + [("large ships", None)] * 2
+
+
+def test_cut_off_answers_keep_the_phrases_of_complete_boxes() -> None:
+    result = parse_answer(f"there are many parked airplanes {R2} and two tennis cou")
+    assert phrases_of(result) == [("airplanes", None)] * 2  # "parked" is a stop word
+    result = parse_answer("there are two airplanes {<22><10><42><26>|<90>}{<30><10><5")
+    assert phrases_of(result) == [("airplanes", 2)]
+    assert result.remainder == "{<30><10><5"
+    # Cut off right after the phrase: nothing to label.
+    assert parse_answer("there are three storage ta").objects == ()
+
+
+def test_malformed_braces_and_delim_keep_one_group() -> None:
+    result = parse_answer("four small ships {<1><2><3><4>|<90>]<delim>{<5><6><7><8>|<90>)  {<9><9><12><12>}")
+    assert phrases_of(result) == [("small ships", 4)] * 3
+    # An almost-box stays text; its numbers are no count and no phrase.
+    result = parse_answer("two red cars {<1><2><3>} {<1><2><3><4>}")
+    assert phrases_of(result) == [("red cars", 2)]
+    assert result.text == "two red cars {<1><2><3>}"
+
+
+def test_no_noun_phrase_leaves_none() -> None:
+    result = parse_answer(f"the image shows {R3}")
+    assert phrases_of(result) == [(None, None)] * 2
+    assert not any(o.from_text for o in result.objects)
+    assert phrases_of(parse_answer(R1)) == [(None, None)] * 4
+
+
+def test_tagged_phrases_win_over_the_text() -> None:
+    result = parse_answer(f"two planes <p>white airplanes</p> {R3} and three ships {R2}")
+    # The <p> scope runs on (as before); untagged boxes before any <p> read the text.
+    assert [o.phrase for o in result.objects] == ["white airplanes"] * 4
+    assert not any(o.from_text for o in result.objects)
+    result = parse_answer(f"three ships {R2} then <p>a tank</p> {R3}")
+    assert phrases_of(result)[:2] == [("ships", 3)] * 2
+    assert [o.phrase for o in result.objects[2:]] == ["a tank"] * 2
+
+
 def test_empty_phrase_ends_scope() -> None:
     result = parse_answer("<p>car</p>{<1><2><3><4>}<p> </p>{<5><6><7><8>}")
     assert [o.phrase for o in result.objects] == ["car", None]

@@ -1,0 +1,1 @@
+"""Evaluation: benchmark readers, metrics and report tables. Pure (no torch, no Qt)."""

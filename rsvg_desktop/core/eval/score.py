@@ -1,0 +1,204 @@
+"""Score answers against benchmark records: one :class:`Metric` per number in the report.
+
+``metrics.json`` is ``{"metrics": [{"label", "task", "metric", "value", "n"}, ...]}`` (values in
+percent for accuracies and ROUGE/METEOR; ``n`` the items behind the number). Box tasks add, beside
+``acc@0.5``, ``acc@0.25``, ``mean_iou`` and ``precision``: ``acc@0.5[ccw]`` and ``acc@0.5[cw]``
+(both angle conventions), ``grid_ceiling@0.5`` (what the ground truth scores on GeoChat's integer
+grid), and the ``malformed`` answers; per ``size_group`` and ``type`` the task is
+``<task>/size:<group>`` and ``<task>/type:<type>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rsvg_desktop.core.eval.data import (
+    BOX_TASKS,
+    AnswerRecord,
+    BenchRecord,
+    find_image,
+    gt_polygons,
+    known_image_size,
+)
+from rsvg_desktop.core.eval.metrics import (
+    VQA_TYPES,
+    BoxOutcome,
+    gt_answer,
+    normalise_scene,
+    normalise_vqa,
+    rouge1,
+    rouge_l,
+    score_boxes,
+    vqa_type,
+)
+from rsvg_desktop.core.geo.boxes import DEFAULT_ANGLE_CONVENTION, AngleConvention
+
+__all__ = ["Metric", "image_size", "score_task"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One number of a report."""
+
+    label: str
+    task: str
+    metric: str
+    value: float
+    n: int
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def image_size(rec: BenchRecord, images: Path | None) -> tuple[int, int]:
+    """(width, height) of the record's image: the data's, the file's, or the known size by prefix."""
+    if rec.size is not None:
+        return rec.size
+    if images is not None:
+        from PIL import Image  # header only
+
+        with Image.open(find_image(images, rec.image_id, rec.source)) as im:
+            return im.size
+    return known_image_size(rec.image_id)
+
+
+def _pct(num: float, den: int) -> float:
+    return 100.0 * num / den if den else 0.0
+
+
+def _box_metrics(label: str, task: str, outcomes: Sequence[BoxOutcome]) -> list[Metric]:
+    n_gt = sum(o.n_gt for o in outcomes)
+    n_pred = sum(o.n_pred for o in outcomes)
+    return [
+        Metric(label, task, "acc@0.5", _pct(sum(o.hits(0.5) for o in outcomes), n_gt), n_gt),
+        Metric(label, task, "acc@0.25", _pct(sum(o.hits(0.25) for o in outcomes), n_gt), n_gt),
+        Metric(label, task, "mean_iou", _pct(sum(sum(o.ious) for o in outcomes), n_gt), n_gt),
+        Metric(label, task, "precision", _pct(sum(o.hits(0.5) for o in outcomes), n_pred), n_pred),
+    ]
+
+
+def _score_boxes(
+    label: str,
+    task: str,
+    pairs: Sequence[tuple[BenchRecord, str]],
+    images: Path | None,
+    convention: AngleConvention,
+) -> list[Metric]:
+    main: list[BoxOutcome] = []
+    other = AngleConvention.CW if convention is AngleConvention.CCW else AngleConvention.CCW
+    alt: list[BoxOutcome] = []
+    ceiling: list[BoxOutcome] = []
+    groups: dict[str, list[BoxOutcome]] = defaultdict(list)
+    for rec, answer in pairs:
+        w, h = image_size(rec, images)
+        gt = gt_polygons(rec.ground_truth, rec.source)
+        out = score_boxes(gt, answer, w, h, convention)
+        main.append(out)
+        alt.append(score_boxes(gt, answer, w, h, other))
+        ceiling.append(score_boxes(gt, gt_answer(gt, w, h), w, h, DEFAULT_ANGLE_CONVENTION))
+        if rec.size_group:
+            groups[f"{task}/size:{rec.size_group}"].append(out)
+        if rec.type:
+            groups[f"{task}/type:{rec.type}"].append(out)
+    n_gt = sum(o.n_gt for o in main)
+    by_conv = {convention.value: main, other.value: alt}
+    metrics = _box_metrics(label, task, main)
+    for name in ("ccw", "cw"):
+        hits = sum(o.hits(0.5) for o in by_conv[name])
+        metrics.append(Metric(label, task, f"acc@0.5[{name}]", _pct(hits, n_gt), n_gt))
+    metrics.append(
+        Metric(label, task, "grid_ceiling@0.5", _pct(sum(o.hits(0.5) for o in ceiling), n_gt), n_gt)
+    )
+    metrics.append(Metric(label, task, "malformed", float(sum(o.malformed for o in main)), len(main)))
+    for sub in sorted(groups):
+        metrics.extend(_box_metrics(label, sub, groups[sub])[:2])
+    return metrics
+
+
+def _score_scene(label: str, pairs: Sequence[tuple[BenchRecord, str]]) -> list[Metric]:
+    by_ds: dict[str, list[bool]] = defaultdict(list)
+    for rec, answer in pairs:
+        by_ds[rec.dataset or "scene"].append(
+            normalise_scene(answer) == normalise_scene(str(rec.ground_truth))
+        )
+    return [
+        Metric(label, f"scene/{ds}", "accuracy", _pct(sum(v), len(v)), len(v))
+        for ds, v in sorted(by_ds.items())
+    ]
+
+
+def _score_vqa(label: str, pairs: Sequence[tuple[BenchRecord, str]]) -> list[Metric]:
+    by_type: dict[str, list[bool]] = defaultdict(list)
+    excluded = 0
+    for rec, answer in pairs:
+        t = vqa_type(rec.type)
+        if t not in VQA_TYPES:
+            excluded += 1
+            continue
+        by_type[t].append(normalise_vqa(answer) == normalise_vqa(str(rec.ground_truth)))
+    metrics = [
+        Metric(label, f"vqa/{t}", "accuracy", _pct(sum(v), len(v)), len(v)) for t, v in by_type.items()
+    ]
+    metrics.sort(key=lambda m: VQA_TYPES.index(m.task.split("/", 1)[1]))
+    if metrics:
+        avg = sum(m.value for m in metrics) / len(metrics)
+        metrics.append(Metric(label, "vqa/average", "accuracy", avg, sum(m.n for m in metrics)))
+    metrics.append(Metric(label, "vqa/excluded", "count", float(excluded), excluded))
+    return metrics
+
+
+def _score_captions(
+    label: str, pairs: Sequence[tuple[BenchRecord, str]], meteor: Callable[[str, str], float] | None
+) -> list[Metric]:
+    refs = [(str(r.ground_truth), a) for r, a in pairs]
+    n = len(refs)
+    out = [
+        Metric(label, "region-caption", "rouge1", _pct(sum(rouge1(r, a) for r, a in refs), n), n),
+        Metric(label, "region-caption", "rougeL", _pct(sum(rouge_l(r, a) for r, a in refs), n), n),
+    ]
+    if meteor is not None:
+        out.append(Metric(label, "region-caption", "meteor", _pct(sum(meteor(r, a) for r, a in refs), n), n))
+    return out
+
+
+def score_task(
+    label: str,
+    task: str,
+    records: Sequence[BenchRecord],
+    answers: Sequence[AnswerRecord] | Mapping[str, str],
+    *,
+    images: Path | None = None,
+    convention: AngleConvention = DEFAULT_ANGLE_CONVENTION,
+    meteor: Callable[[str, str], float] | None = None,
+) -> list[Metric]:
+    """The metrics of ``answers`` (answer records or ``question_id → answer``) on ``records``.
+
+    Only answered questions are scored (``n`` says how many); answers to unknown questions are
+    logged and ignored, as is an ``answered`` count in the metrics (metric ``answered``).
+    """
+    by_id = answers if isinstance(answers, Mapping) else {a.question_id: a.answer for a in answers}
+    known = {r.question_id for r in records}
+    stray = [q for q in by_id if q not in known]
+    if stray:
+        log.warning(
+            "%s/%s: %d answers to unknown questions ignored (e.g. %r)", label, task, len(stray), stray[0]
+        )
+    pairs = [(r, by_id[r.question_id]) for r in records if r.question_id in by_id]
+    metrics: list[Metric] = []
+    if task in BOX_TASKS:
+        metrics = _score_boxes(label, task, pairs, images, convention)
+    elif task == "scene":
+        metrics = _score_scene(label, pairs)
+    elif task == "vqa":
+        metrics = _score_vqa(label, pairs)
+    elif task == "region-caption":
+        metrics = _score_captions(label, pairs, meteor)
+    metrics.append(Metric(label, task, "answered", _pct(len(pairs), len(records)), len(pairs)))
+    return metrics

@@ -1,0 +1,1 @@
+"""``rsvg bench``: run, score, speed (engine jobs, reports and plots)."""

@@ -1,0 +1,287 @@
+"""The ``rsvg bench`` jobs: ``run`` (ask the model every benchmark question at each precision) and ``score``.
+
+Answers go to ``OUT/answers/<precision>/<task>.jsonl`` in the format of GeoChat's evaluation scripts
+(question_id, image_id, answer, ground_truth, question, type, dataset, obj_ids, size_group), flushed per
+batch; a rerun skips the question ids already answered. Torch is imported only inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rsvg_desktop.core.eval.data import BenchRecord, find_image, read_answers, read_benchmark
+from rsvg_desktop.core.eval.metrics import normalise_scene
+from rsvg_desktop.core.eval.score import Metric, score_task
+from rsvg_desktop.core.geo.boxes import DEFAULT_ANGLE_CONVENTION, AngleConvention
+from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
+from rsvg_desktop.engine.bench.report import (
+    metric_tables,
+    plot_confusion,
+    write_metrics,
+    write_plots,
+    write_report,
+)
+from rsvg_desktop.errors import BenchDataError, ConfigError
+
+__all__ = ["BenchSummary", "bench_query", "run_bench", "score_answer_files"]
+
+log = logging.getLogger(__name__)
+
+SCENE_SUFFIX = "Classify the image from the following classes. Answer in one word or a short phrase."
+VQA_SUFFIX = "Answer the question using a single word or phrase."
+MAX_NEW_TOKENS = 256
+
+#: ``progress(label, task, done, total)``
+BenchProgress = Callable[[str, str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSummary:
+    """What a bench command wrote."""
+
+    out: Path
+    report: Path
+    metrics_file: Path
+    metrics: tuple[Metric, ...]
+    plots: tuple[Path, ...]
+
+
+def bench_query(rec: BenchRecord) -> str:
+    """The query of GeoChat's evaluation scripts for one record (sent as is, after ``<image>\\n``)."""
+    q = rec.question.strip()
+    if rec.task in ("referring", "grounding"):
+        if rec.type == "ref" or (rec.task == "referring" and not rec.type):
+            return f"[refer] Give me the location of <p> {q} </p>"
+        return f"[grounding]{q}"
+    if rec.task == "region-caption":
+        return f"[identify] What is the object present at {q}"
+    if rec.task == "scene":
+        return q if q.endswith(SCENE_SUFFIX) else f"{q}\n{SCENE_SUFFIX}"
+    if rec.task == "vqa":
+        return q if q.endswith(VQA_SUFFIX) else f"{q}\n{VQA_SUFFIX}"
+    raise ConfigError(f"unknown task {rec.task!r}")
+
+
+def _subset(records: list[BenchRecord], limit: int | None, seed: int) -> list[BenchRecord]:
+    if limit is None or limit >= len(records):
+        return records
+    if limit < 1:
+        raise ConfigError(f"--limit must be positive, got {limit}")
+    picked = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in picked]
+
+
+def _answer_json(rec: BenchRecord, answer: str) -> str:
+    return json.dumps(
+        {
+            "question_id": rec.question_id,
+            "image_id": rec.image_id,
+            "answer": answer,
+            "ground_truth": rec.ground_truth,
+            "question": rec.question,
+            "type": rec.type,
+            "dataset": rec.dataset,
+            "obj_ids": rec.obj_ids,
+            "size_group": rec.size_group,
+        }
+    )
+
+
+def _done_ids(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    return {a.question_id for a in read_answers(path)}
+
+
+def _load_image(images: Path, rec: BenchRecord) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    path = find_image(images, rec.image_id, rec.source)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError as exc:
+        raise BenchDataError(f"{path}: cannot read the image ({exc})") from None
+
+
+def _score_all(
+    label_files: Mapping[str, Mapping[str, Path]],
+    data: Mapping[str, list[BenchRecord]],
+    images: Path | None,
+    convention: AngleConvention,
+) -> tuple[list[Metric], dict[tuple[str, str], tuple[list[str], list[str]]]]:
+    from rsvg_desktop.core.eval.meteor import meteor
+
+    metrics: list[Metric] = []
+    confusion: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    for label, files in label_files.items():
+        for task, path in files.items():
+            answers = read_answers(path)
+            metrics += score_task(
+                label, task, data[task], answers, images=images, convention=convention, meteor=meteor
+            )
+            if task == "scene":
+                by_id = {a.question_id: a.answer for a in answers}
+                for rec in data[task]:
+                    if rec.question_id in by_id:
+                        t, a = confusion.setdefault((label, rec.dataset or "scene"), ([], []))
+                        t.append(normalise_scene(str(rec.ground_truth)))
+                        a.append(normalise_scene(by_id[rec.question_id]))
+    return metrics, confusion
+
+
+def _finish(
+    out: Path,
+    title: str,
+    metrics: list[Metric],
+    confusion: Mapping[tuple[str, str], tuple[list[str], list[str]]],
+    memory_gib: Mapping[str, float],
+    notes: Sequence[str],
+) -> BenchSummary:
+    from rsvg_desktop.core.eval.meteor import METEOR_VARIANT
+
+    plots = write_plots(out, metrics, memory_gib)
+    for (label, ds), (t, a) in sorted(confusion.items()):
+        p = plot_confusion(out, label, ds, t, a)
+        if p is not None:
+            plots.append(p)
+    sections = [("Accuracy", metric_tables(metrics))]
+    if memory_gib:
+        rows = "\n".join(f"| {lab} | {gib:.3f} |" for lab, gib in memory_gib.items())
+        sections.append(("Weight memory", "| precision | weights (GiB) |\n|---|---|\n" + rows + "\n"))
+    sections.append(
+        (
+            "Notes",
+            "\n".join(f"- {n}" for n in notes)
+            + f"\n- METEOR: {METEOR_VARIANT}."
+            + "\n- Box metrics use the angle convention named in the command; `acc@0.5[ccw]`/`acc@0.5[cw]`"
+            " give both; `grid_ceiling@0.5` is the best any answer can score on GeoChat's integer grid.\n",
+        )
+    )
+    metrics_file = write_metrics(out, metrics)
+    report = write_report(out, title, sections, plots)
+    return BenchSummary(out, report, metrics_file, tuple(metrics), tuple(plots))
+
+
+def score_answer_files(
+    data_dir: str | Path,
+    answers: Sequence[tuple[str, str | Path]],
+    out: str | Path,
+    *,
+    images: str | Path | None = None,
+    tasks: Sequence[str] | None = None,
+    convention: AngleConvention | str = DEFAULT_ANGLE_CONVENTION,
+) -> BenchSummary:
+    """``rsvg bench score``: score ``(label, answer file)`` pairs. The task of a file is its stem
+    (``referring.jsonl``…) when that names a task, else the only task in the data."""
+    data = read_benchmark(data_dir, tasks)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, Path]] = {}
+    for label, f in answers:
+        path = Path(f)
+        stem = path.stem.replace("_", "-")
+        if stem in data:
+            task = stem
+        elif len(data) == 1:
+            task = next(iter(data))
+        else:
+            raise BenchDataError(
+                f"{path}: cannot tell the task from the file name "
+                f"(name it <task>.jsonl; tasks: {', '.join(data)})"
+            )
+        files.setdefault(label, {})[task] = path
+    metrics, confusion = _score_all(
+        files, data, Path(images) if images else None, AngleConvention(convention)
+    )
+    return _finish(out, "Benchmark scores", metrics, confusion, {}, [f"data: {data_dir}"])
+
+
+def run_bench(
+    data_dir: str | Path,
+    model_dir: str | Path,
+    precisions: Sequence[str | Precision],
+    out: str | Path,
+    *,
+    images: str | Path | None = None,
+    tasks: Sequence[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    convention: AngleConvention | str = DEFAULT_ANGLE_CONVENTION,
+    progress: BenchProgress | None = None,
+    group_size: int = DEFAULT_INT4_GROUP_SIZE,
+) -> BenchSummary:
+    """``rsvg bench run``: answer every question at each precision, then score (see the module doc)."""
+    from rsvg_desktop.core.model.generate import GenerationRequest, GeoChatGenerator
+    from rsvg_desktop.core.model.loader import LoadSpec, load_model
+
+    precs = [Precision.parse(p) for p in precisions]
+    if not precs:
+        raise ConfigError("no precision given")
+    data = {t: _subset(r, limit, seed) for t, r in read_benchmark(data_dir, tasks).items()}
+    image_dir = Path(images) if images else Path(data_dir) / "images"
+    if not image_dir.is_dir():
+        raise BenchDataError(f"{image_dir}: image folder not found (give --images DIR)")
+    for recs in data.values():  # every image exists before any model is loaded
+        for rec in recs:
+            find_image(image_dir, rec.image_id, rec.source)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, Path]] = {}
+    memory: dict[str, float] = {}
+    notes: list[str] = [f"data: {data_dir}", f"model: {model_dir}"]
+    if limit is not None:
+        notes.append(f"a seeded subset: --limit {limit} --seed {seed}")
+    for prec in precs:
+        label = prec.value
+        adir = out / "answers" / label
+        adir.mkdir(parents=True, exist_ok=True)
+        todo: dict[str, list[BenchRecord]] = {}
+        for t, recs in data.items():
+            answered = _done_ids(adir / f"{t}.jsonl")
+            todo[t] = [r for r in recs if r.question_id not in answered]
+        files[label] = {t: adir / f"{t}.jsonl" for t in data}
+        if not any(todo.values()):
+            log.info("%s: every question already answered", label)
+            continue
+        loaded = load_model(LoadSpec(Path(model_dir), prec, device=device, group_size=group_size))
+        memory[label] = loaded.weight_bytes / 2**30
+        if loaded.random_weights:
+            notes.append(f"{label}: the model has RANDOM WEIGHTS (a test model): the figures are meaningless")
+        gen = GeoChatGenerator(loaded)
+        for task, recs in todo.items():
+            total = len(data[task])
+            done = total - len(recs)
+            if progress:
+                progress(label, task, done, total)
+            step = batch_size or 4
+            with (adir / f"{task}.jsonl").open("a", encoding="utf-8") as fh:
+                for start in range(0, len(recs), step):
+                    chunk = recs[start : start + step]
+                    reqs = [
+                        GenerationRequest(_load_image(image_dir, r), task="chat", query=bench_query(r))
+                        for r in chunk
+                    ]
+                    results = gen.generate(reqs, max_new_tokens=max_new_tokens, batch_size=len(reqs))
+                    fh.write(
+                        "".join(
+                            _answer_json(r, res.answer) + "\n" for r, res in zip(chunk, results, strict=True)
+                        )
+                    )
+                    fh.flush()
+                    done += len(chunk)
+                    if progress:
+                        progress(label, task, done, total)
+        del gen, loaded
+    metrics, confusion = _score_all(files, data, image_dir, AngleConvention(convention))
+    return _finish(out, "Benchmark run", metrics, confusion, memory, notes)

@@ -1,0 +1,325 @@
+"""``rsvg bench speed``: what each precision costs in time, memory and size.
+
+Each precision is measured in a fresh process (``spawn``), so that its peak memory is its own:
+load time (:attr:`LoadedModel.load_seconds`), time to first token (one tile, one new token),
+decode tokens/s at batch 1 (``(N − 1) / (t_N − t_1)`` with N forced new tokens, each time the best of
+``repeats``), tiles/s per batch size (each tile generating N forced tokens), peak memory (CUDA:
+``max_memory_allocated``; CPU: the process's peak resident set, ``ru_maxrss``), and the weights' size as
+loaded (parameters + buffers + quantization state). A warm-up generation runs first and is not timed.
+
+``--shape-of geochat-7b`` measures GeoChat-7B's exact architecture (LLaMA-7B + CLIP ViT-L/14 at 504 px,
+:func:`rsvg_desktop.core.model.memory.geochat7b_config`) with random weights: a converted checkpoint
+of that shape is written once (bf16 safetensors, 2 GiB shards, memory flat while writing) with the
+test model's tokenizer and processor (the ``<image>`` token's id is the tokenizer's; sizes are GeoChat's).
+Speed and memory do not depend on the weights' values; accuracy does, and needs the real weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
+from rsvg_desktop.engine.bench.report import plot_speed, write_report
+from rsvg_desktop.errors import ConfigError
+
+__all__ = ["SHAPES", "SpeedRow", "measure_precision", "run_speed", "write_shape_model"]
+
+log = logging.getLogger(__name__)
+
+SHAPES = ("geochat-7b",)
+SHARD_BYTES = 2 << 30
+_TEMPLATE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "processor_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedRow:
+    """One precision's figures (``None`` where not measured). Times in seconds, sizes in bytes."""
+
+    label: str
+    device: str
+    load_s: float
+    from_cache: bool
+    weight_bytes: int
+    peak_bytes: int
+    peak_kind: str
+    ttft_s: float | None = None
+    decode_tok_s: float | None = None
+    tiles_per_s: tuple[tuple[int, float], ...] = ()
+    new_tokens: int = 0
+    random_weights: bool = False
+
+
+# --- a random checkpoint of GeoChat-7B's shape ------------------------------------------------------
+def write_shape_model(out_dir: str | Path, template_dir: str | Path, shape: str = "geochat-7b") -> Path:
+    """Write (once) a converted checkpoint of ``shape`` with random bf16 weights into ``out_dir``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from rsvg_desktop.core.model.memory import geochat7b_config, meta_model
+
+    if shape not in SHAPES:
+        raise ConfigError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+    out = Path(out_dir)
+    done = out / "rsvg_manifest.json"
+    if done.is_file():
+        return out
+    template = Path(template_dir)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in _TEMPLATE_FILES:
+        if (template / name).is_file():
+            shutil.copy2(template / name, tmp / name)
+    tiny = json.loads((template / "config.json").read_text(encoding="utf-8"))
+    config = geochat7b_config()
+    config.image_token_index = int(tiny["image_token_index"])
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # the tokenizer's special ids
+        if tiny.get("text_config", {}).get(key) is not None:
+            setattr(config.text_config, key, tiny["text_config"][key])
+    config.rsvg_random_weights = True
+    config.torch_dtype = "bfloat16"
+    config.to_json_file(str(tmp / "config.json"))
+    gen = torch.Generator().manual_seed(0)
+    weight_map: dict[str, str] = {}
+    shard: dict[str, torch.Tensor] = {}
+    shard_bytes = 0
+    total = 0
+    n_shard = 0
+
+    def flush() -> None:
+        nonlocal shard, shard_bytes, n_shard
+        if shard:
+            n_shard += 1
+            name = f"model-{n_shard:05d}.safetensors"
+            save_file(shard, str(tmp / name), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(shard, name))
+            shard, shard_bytes = {}, 0
+
+    for key, meta in meta_model(config).state_dict().items():
+        shape_ = tuple(meta.shape)
+        if key.endswith("bias"):
+            t = torch.zeros(shape_, dtype=torch.bfloat16)
+        elif len(shape_) == 1:
+            t = torch.ones(shape_, dtype=torch.bfloat16)
+        else:
+            t = (torch.randn(shape_, generator=gen, dtype=torch.float32) * 0.02).to(torch.bfloat16)
+        size = t.numel() * 2
+        if shard and shard_bytes + size > SHARD_BYTES:
+            flush()
+        shard[key] = t
+        shard_bytes += size
+        total += size
+    flush()
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
+    manifest = {"format": "rsvg-shape/1", "shape_of": shape, "random_weights": True, "weight_bytes": total}
+    (tmp / "rsvg_manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
+
+
+# --- measuring one precision (in its own process) -------------------------------------------------
+def _peak_bytes(device: str) -> tuple[int, str]:
+    import resource
+
+    import torch
+
+    if device.startswith("cuda"):
+        return int(torch.cuda.max_memory_allocated()), "CUDA peak allocated"
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "peak RSS"
+
+
+def measure_precision(
+    model_dir: str,
+    precision: str,
+    device: str,
+    batch_sizes: Sequence[int],
+    new_tokens: int,
+    use_cache: bool = True,
+    repeats: int = 2,
+    group_size: int = DEFAULT_INT4_GROUP_SIZE,
+) -> SpeedRow:
+    """Load ``model_dir`` at ``precision`` and time it (run this in a fresh process for a clean peak)."""
+    import numpy as np
+    import torch
+
+    with contextlib.suppress(OSError):  # out of memory: the kernel ends this process first, not a neighbour
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    from rsvg_desktop.core.model.generate import GenerationRequest, GeoChatGenerator
+    from rsvg_desktop.core.model.loader import LoadSpec, load_model
+
+    loaded = load_model(
+        LoadSpec(
+            Path(model_dir),
+            Precision.parse(precision),
+            device=device,
+            use_cache=use_cache,
+            group_size=group_size,
+        )
+    )
+    cuda = loaded.device.startswith("cuda")
+    gen = GeoChatGenerator(loaded)
+    size = gen.image_size
+    ramp = np.linspace(0, 255, size, dtype=np.uint8)
+    image = np.stack(
+        [np.add.outer(ramp, ramp) // 2, np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size))], -1
+    )
+    req = GenerationRequest(image, task="refer", query="airplanes")
+
+    def timed(n_tiles: int, tokens: int) -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        gen.generate([req] * n_tiles, max_new_tokens=tokens, min_new_tokens=tokens, batch_size=n_tiles)
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    ttft = decode = None
+    tiles: list[tuple[int, float]] = []
+    if new_tokens > 0:
+        timed(1, 1)  # warm-up
+        ttft = min(timed(1, 1) for _ in range(repeats))
+        if new_tokens > 1:
+            t_n = min(timed(1, new_tokens) for _ in range(repeats))
+            # None when the machine's noise hides the decode time (t_N not above t_1).
+            decode = (new_tokens - 1) / (t_n - ttft) if t_n > ttft else None
+        for b in batch_sizes:
+            tiles.append((b, b / timed(b, new_tokens)))
+    peak, kind = _peak_bytes(loaded.device)
+    return SpeedRow(
+        label=loaded.precision.value,
+        device=loaded.device_name,
+        load_s=loaded.load_seconds,
+        from_cache=loaded.from_cache,
+        weight_bytes=loaded.weight_bytes,
+        peak_bytes=peak,
+        peak_kind=kind,
+        ttft_s=ttft,
+        decode_tok_s=decode,
+        tiles_per_s=tuple(tiles),
+        new_tokens=new_tokens,
+        random_weights=loaded.random_weights,
+    )
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def speed_table(rows: Sequence[SpeedRow]) -> str:
+    sizes = sorted({b for r in rows for b, _ in r.tiles_per_s})
+    head = ["precision", "device", "load (s)", "TTFT (s)", "decode (tok/s, batch 1)"]
+    head += [f"tiles/s (batch {b})" for b in sizes] + ["peak memory (GiB)", "weights as loaded (GiB)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        tps = dict(r.tiles_per_s)
+        cells = [r.label, r.device, f"{r.load_s:.1f}" + (" (cache)" if r.from_cache else "")]
+        cells += [_fmt(r.ttft_s, ".2f"), _fmt(r.decode_tok_s, ".2f")]
+        cells += [_fmt(tps.get(b), ".3g") for b in sizes]
+        cells += [f"{r.peak_bytes / 2**30:.3g} ({r.peak_kind})", f"{r.weight_bytes / 2**30:.3g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_speed(
+    precisions: Sequence[str | Precision],
+    out: str | Path,
+    *,
+    model_dir: str | Path | None = None,
+    shape_of: str | None = None,
+    device: str = "auto",
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    new_tokens: int = 16,
+    work_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    group_size: int = DEFAULT_INT4_GROUP_SIZE,
+) -> tuple[list[SpeedRow], Path]:
+    """``rsvg bench speed``: one fresh process per precision; writes report.md, metrics.json, a plot."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rsvg_desktop.core.eval.score import Metric
+    from rsvg_desktop.engine.bench.report import write_metrics
+
+    if (model_dir is None) == (shape_of is None):
+        raise ConfigError("give exactly one of --model DIR and --shape-of NAME")
+    if any(b < 1 for b in batch_sizes):
+        raise ConfigError(f"batch sizes must be positive, got {list(batch_sizes)}")
+    if new_tokens < 0:
+        raise ConfigError(f"--new-tokens must be 0 or more, got {new_tokens}")
+    precs = [Precision.parse(p) for p in precisions]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    use_cache = True
+    if shape_of is not None:
+        from rsvg_desktop.engine.model_files import data_dir, ensure_test_model
+
+        where = Path(work_dir) if work_dir else data_dir() / "shapes"
+        if progress:
+            progress(f"writing a random {shape_of} checkpoint in {where} (once)")
+        model_dir = write_shape_model(where / shape_of, ensure_test_model(), shape_of)
+        use_cache = False  # no multi-GB quantization cache of random weights
+    rows: list[SpeedRow] = []
+    ctx = multiprocessing.get_context("spawn")
+    for p in precs:
+        if progress:
+            progress(f"measuring {p.value}")
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            row = pool.submit(
+                measure_precision,
+                str(model_dir),
+                p.value,
+                device,
+                list(batch_sizes),
+                new_tokens,
+                use_cache,
+                1 if shape_of else 2,
+                group_size,
+            ).result()
+        rows.append(row)
+        log.info("speed %s", asdict(row))
+    metrics: list[Metric] = []
+    for r in rows:
+        metrics.append(Metric(r.label, "speed", "load_s", r.load_s, 1))
+        if r.ttft_s is not None:
+            metrics.append(Metric(r.label, "speed", "ttft_s", r.ttft_s, 1))
+        if r.decode_tok_s is not None:
+            metrics.append(Metric(r.label, "speed", "decode_tok_s", r.decode_tok_s, r.new_tokens - 1))
+        for b, v in r.tiles_per_s:
+            metrics.append(Metric(r.label, "speed", f"tiles_per_s@{b}", v, b))
+        metrics.append(Metric(r.label, "memory", "peak_gib", r.peak_bytes / 2**30, 1))
+        metrics.append(Metric(r.label, "memory", "weights_gib", r.weight_bytes / 2**30, 1))
+    write_metrics(out, metrics)
+    plot = plot_speed(
+        out, [{"label": r.label, "batch_size": b, "tiles_per_s": v} for r in rows for b, v in r.tiles_per_s]
+    )
+    what = f"{shape_of} architecture, RANDOM WEIGHTS" if shape_of else str(model_dir)
+    notes = [
+        f"model: {what}; {new_tokens} forced new tokens per tile; a warm-up generation is not timed",
+        "each precision is measured in a fresh process (peak memory is its own)",
+    ]
+    if any(r.random_weights for r in rows):
+        notes.append("RANDOM WEIGHTS: speed and memory are real; accuracy figures need the real weights")
+    report = write_report(
+        out,
+        "Speed and memory",
+        [("Speed and memory", speed_table(rows)), ("Notes", "\n".join(f"- {n}" for n in notes))],
+        [plot] if plot else [],
+    )
+    return rows, report

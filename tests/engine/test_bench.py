@@ -1,0 +1,265 @@
+"""``rsvg bench`` end to end on small fixture datasets with the tiny random-weights model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from rsvg_desktop.cli.main import main
+
+TILES = ("04133.png", "train_2956_0001.png")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+@pytest.fixture()
+def bench_data(tmp_path: Path, data_dir: Path) -> Path:
+    """GeoChat-Bench files for every task and a DIOR-RSVG folder, on small copies of real tiles."""
+    root = tmp_path / "bench"
+    images = root / "images"
+    images.mkdir(parents=True)
+    ids = []
+    for name in TILES:
+        with Image.open(data_dir / "geochat_demo_tiles" / name) as im:
+            im.convert("RGB").resize((64, 64)).save(images / name)
+        ids.append(Path(name).stem)
+    poly = [[[8, 8], [40, 8], [40, 30], [8, 30]]]
+    _write_jsonl(
+        root / "referring.jsonl",
+        [
+            {
+                "question_id": f"r{i}",
+                "image_id": ids[i],
+                "question": "the large plane",
+                "ground_truth": poly,
+                "type": "ref",
+                "dataset": "SIOR",
+                "obj_ids": [i],
+                "size_group": ["small", "large"][i],
+            }
+            for i in range(2)
+        ],
+    )
+    _write_jsonl(
+        root / "scene" / "UCMerced.jsonl",
+        [
+            {
+                "question_id": f"{c}/{i}",
+                "image": TILES[i],
+                "text": "Classes: airplane, beach. What is it?",
+                "ground_truth": c,
+            }
+            for i, c in enumerate(("airplane", "beach"))
+        ],
+    )
+    _write_jsonl(
+        root / "vqa.jsonl",
+        [
+            {
+                "question_id": "v1",
+                "image": TILES[0],
+                "text": "Is a road present?",
+                "ground_truth": "yes",
+                "type": "presence",
+            },
+            {
+                "question_id": "v2",
+                "image": TILES[1],
+                "text": "How many cars?",
+                "ground_truth": "3",
+                "type": "count",
+            },
+        ],
+    )
+    _write_jsonl(
+        root / "region-caption.jsonl",
+        [
+            {
+                "question_id": "c1",
+                "image_id": ids[0],
+                "question": "{<10><10><40><40>|<0>}",
+                "ground_truth": "a plane",
+            }
+        ],
+    )
+    return root
+
+
+@pytest.mark.slow
+def test_run_writes_answers_report_metrics_and_plots(
+    bench_data: Path, test_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["-q", "bench", "run", "--data", str(bench_data), "--model", str(test_model_dir),
+            "--precisions", "bf16,int8,nf4", "--device", "cpu", "--max-new-tokens", "4", "--batch-size", "2",
+            "--limit", "2", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    for prec in ("bf16", "int8", "nf4"):
+        for task in ("referring", "scene", "vqa", "region-caption"):
+            lines = (out / "answers" / prec / f"{task}.jsonl").read_text().splitlines()
+            rec = json.loads(lines[0])
+            assert set(rec) >= {"question_id", "image_id", "answer", "ground_truth", "question", "type",
+                                "dataset", "obj_ids", "size_group"}  # fmt: skip
+    data = json.loads((out / "metrics.json").read_text())
+    assert set(data) == {"metrics"}
+    keys = {(m["label"], m["task"], m["metric"]) for m in data["metrics"]}
+    for prec in ("bf16", "int8", "nf4"):
+        want = {
+            (prec, "referring", "acc@0.5"),
+            (prec, "scene/UCMerced", "accuracy"),
+            (prec, "vqa/presence", "accuracy"),
+            (prec, "vqa/average", "accuracy"),
+            (prec, "region-caption", "meteor"),
+        }
+        assert want <= keys
+    for m in data["metrics"]:
+        assert set(m) == {"label", "task", "metric", "value", "n"}
+    excluded = next(m for m in data["metrics"] if m["task"] == "vqa/excluded" and m["label"] == "bf16")
+    assert excluded["n"] == 1  # the count question
+    report = (out / "report.md").read_text()
+    assert "RANDOM WEIGHTS" in report and "| nf4 |" in report
+    for png in ("accuracy_vs_memory.png", "accuracy_per_size_group.png", "confusion_UCMerced_bf16.png"):
+        assert (out / png).stat().st_size > 1000
+    # Resumable: a rerun answers nothing new and keeps one line per question.
+    before = (out / "answers" / "nf4" / "vqa.jsonl").read_text()
+    assert main(args) == 0
+    assert (out / "answers" / "nf4" / "vqa.jsonl").read_text() == before
+
+
+def test_score_ground_truth_answers_and_dior(tmp_path: Path) -> None:
+    dior = tmp_path / "dior"
+    (dior / "Annotations").mkdir(parents=True)
+    (dior / "Annotations" / "00001.xml").write_text(
+        "<annotation><filename>00001.jpg</filename><size><width>800</width><height>800</height></size>"
+        "<object><name>airplane</name><bndbox><xmin>80</xmin><ymin>160</ymin><xmax>240</xmax><ymax>320</ymax>"
+        "</bndbox><description>the airplane on the left</description></object>"
+        "<object><name>ship</name><bndbox><xmin>400</xmin><ymin>400</ymin><xmax>480</xmax><ymax>600</ymax>"
+        "</bndbox><description>a ship</description></object></annotation>"
+    )
+    (dior / "test.txt").write_text("1\n")
+    answers = tmp_path / "referring.jsonl"
+    # Object 1 (the ship) exactly on the grid: 400/8 = 50 … 600/8 = 75.
+    _write_jsonl(answers, [{"question_id": "1", "answer": "{<50><50><60><75>|<0>}"}])
+    out = tmp_path / "out"
+    assert (
+        main(["-q", "bench", "score", "--data", str(dior), "--answers", f"gt={answers}", "-o", str(out)]) == 0
+    )
+    metrics = {(m["task"], m["metric"]): m for m in json.loads((out / "metrics.json").read_text())["metrics"]}
+    assert metrics[("referring", "acc@0.5")]["value"] == pytest.approx(100.0)
+    assert metrics[("referring", "acc@0.5")]["n"] == 1  # the split keeps object 1 only
+
+
+def test_bad_answer_file_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "d"
+    _write_jsonl(
+        data / "vqa.jsonl",
+        [{"question_id": "v1", "image": "a.png", "text": "q", "ground_truth": "yes", "type": "presence"}],
+    )
+    bad = tmp_path / "vqa.jsonl"
+    bad.write_text('{"question_id": "v1", "answer": "yes"}\n{"question_id": "v2"}\n')
+    code = main(["bench", "score", "--data", str(data), "--answers", f"x={bad}", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"rsvg: error: {bad}:2: missing field 'answer'"]
+
+
+@pytest.mark.slow
+def test_speed_on_the_tiny_model(test_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "speed"
+    args = ["-q", "bench", "speed", "--model", str(test_model_dir), "--precisions", "bf16,nf4",
+            "--device", "cpu", "--batch-sizes", "2", "--new-tokens", "2", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    got = {(m["label"], m["task"], m["metric"]): m["value"] for m in metrics}
+    for prec in ("bf16", "nf4"):
+        assert got[(prec, "speed", "load_s")] > 0
+        assert got[(prec, "speed", "tiles_per_s@2")] > 0
+        assert got[(prec, "memory", "peak_gib")] > got[(prec, "memory", "weights_gib")] > 0
+    # 4-bit weights of the quantized linears take less room than bf16 ones.
+    assert got[("nf4", "memory", "weights_gib")] != got[("bf16", "memory", "weights_gib")]
+    assert (out / "tiles_per_second.png").stat().st_size > 1000
+    assert "RANDOM WEIGHTS" in (out / "report.md").read_text()
+
+
+def test_speed_needs_a_model_or_a_shape(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "speed", "--precisions", "bf16", "-o", str(tmp_path)])
+    assert "one of the arguments --model --shape-of is required" in capsys.readouterr().err
+
+
+def test_agreement_metrics_on_hand_made_answer_logs(tmp_path: Path) -> None:
+    from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord
+    from rsvg_desktop.engine.bench.agree import compare_answer_logs
+
+    def write(path: Path, answers: list[str]) -> Path:
+        with AnswerLogWriter(path) as w:
+            for k, answer in enumerate(answers):
+                w.write(
+                    AnswerRecord("scene.tif", 100 * k, 0, 100, 100, "refer", "cars", answer, pixel_mode=True)
+                )
+        return path
+
+    ref = write(tmp_path / "ref.jsonl", ["{<0><0><50><50>|<0>}{<60><60><80><80>|<0>}", "nothing"])
+    # Tile 0: one box, half the first reference box (IoU 0.5); the second reference box unmatched.
+    # Tile 1: the same answer.
+    other = write(tmp_path / "other.jsonl", ["{<0><0><50><25>|<0>}", "nothing"])
+    metrics, layers, _ = compare_answer_logs("bf16", [ref], {"bf16": [ref], "nf4": [other]}, "refer")
+    got = {m.metric: (m.value, m.n) for m in metrics}
+    assert got["tiles"] == (2.0, 2)
+    assert got["count_diff_mean"] == (0.5, 2)
+    assert got["matched_iou_mean"][0] == pytest.approx(50.0)
+    assert got["matched_iou_mean"][1] == 1
+    assert got["unmatched_reference"][0] == 1 and got["unmatched_other"][0] == 0
+    assert got["identical"][0] == pytest.approx(50.0)
+    assert [row["kind"] for row in layers["disagreements"]] == ["only in bf16"]
+    assert len(layers["bf16"]) == 2 and len(layers["nf4"]) == 1
+
+
+@pytest.mark.slow
+def test_agree_on_a_scene(test_model_dir: Path, tmp_path: Path, data_dir: Path) -> None:
+    import pyogrio
+
+    out = tmp_path / "agree"
+    args = ["-q", "bench", "agree", str(data_dir / "OSBS_029.tif"), "--model", str(test_model_dir),
+            "--reference", "bf16", "--precisions", "nf4", "--query", "trees", "--device", "cpu",
+            "--tile-size", "256", "--max-new-tokens", "2", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    tiles = next(m for m in metrics if m["metric"] == "tiles")
+    assert tiles["label"] == "nf4" and tiles["task"] == "agree/refer" and tiles["value"] == 4
+    layers = {name for name, _ in pyogrio.list_layers(out / "agreement.gpkg")}
+    assert layers == {"bf16", "nf4", "disagreements"}
+    assert "RANDOM WEIGHTS" in (out / "report.md").read_text()
+
+
+def test_run_names_a_missing_image_before_loading_any_model(
+    bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (bench_data / "images" / TILES[1]).unlink()
+    args = ["bench", "run", "--data", str(bench_data), "--model", str(tmp_path / "no-model"),
+            "--tasks", "vqa", "-o", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    where = bench_data / "vqa.jsonl"
+    assert err == f"rsvg: error: {where}:2: image '{TILES[1]}' not found in {bench_data / 'images'}"
+
+
+@pytest.mark.slow
+def test_run_takes_any_precision_with_its_options(
+    bench_data: Path, test_model_dir: Path, tmp_path: Path
+) -> None:
+    """torchao's int4wo with a group size the tiny model's layers divide (the default 128 does not)."""
+    out = tmp_path / "out"
+    args = ["-q", "bench", "run", "--data", str(bench_data), "--model", str(test_model_dir),
+            "--precisions", "int4wo", "--group-size", "32", "--tasks", "scene", "--device", "cpu",
+            "--max-new-tokens", "2", "--limit", "1", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert (out / "answers" / "int4wo" / "scene.jsonl").read_text().strip()
+    keys = {(m["label"], m["metric"]) for m in json.loads((out / "metrics.json").read_text())["metrics"]}
+    assert ("int4wo", "accuracy") in keys
