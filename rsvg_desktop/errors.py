@@ -130,6 +130,10 @@ class SceneNotFoundError(NotARasterError, FileNotFoundError):
     """The scene file does not exist (also a ``FileNotFoundError``)."""
 
 
+class OverlayError(RsvgError, ValueError):
+    """A vector file cannot be shown over the scene (unreadable, no layer, no way to place it)."""
+
+
 # --- benchmarks -------------------------------------------------------------------------------
 class BenchDataError(RsvgError, ValueError):
     """A benchmark file (questions, annotations, answers, split) is missing a field or unreadable.

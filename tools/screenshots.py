@@ -1,6 +1,6 @@
 """Take screenshots of the real window at each main step (for the README and for review).
 
-    python tools/screenshots.py OUT_DIR [--scene resources/sample_scene.tif]
+    python tools/screenshots.py OUT_DIR [--scene resources/sample_scene.tif] [--size 1366x768]
 
 Runs the application on the sample scene with the real model worker and the test model (RANDOM
 WEIGHTS, so its answers are noise: the screenshots show the flow, not GeoChat's quality): opening,
@@ -135,9 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/screenshots.py")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--scene", type=Path, default=Path("resources/sample_scene.tif"))
+    parser.add_argument("--size", default="1500x940", help="window size WIDTHxHEIGHT (default 1500x940)")
     args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    take(args.out_dir, args.scene)
+    take(args.out_dir, args.scene, size=(width, height))
     return 0
 
 

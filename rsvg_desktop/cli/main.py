@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("answers", metavar="ANSWERS.jsonl")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help=".gpkg, .geojson or .shp")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument(
+        "--format",
+        choices=("gpkg", "geojson", "shp"),
+        default=None,
+        help="output format (default: from OUT's extension; a format the extension contradicts is refused)",
+    )
     p.add_argument("--no-merge", action="store_true", help="keep every box (no seam merging)")
     p.add_argument("--iou", type=float, default=0.5, help="rotated-IoU merge threshold (default 0.5)")
     p.add_argument(
@@ -198,6 +204,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         merge=merge,
         angle_convention=args.angle_convention,
+        fmt=args.format,
     )
     print(
         f"{summary.records} answered tiles, {summary.raw_detections} boxes, "

@@ -119,6 +119,8 @@ class AnswerRecord:
     text as typed, without task wording) and ``answer`` (the model's raw text).
 
     Optional: ``tile_row``/``tile_col`` (grid id), ``tile_size`` (side of the model's input image),
+    the grid settings of the run (``overlap`` in scene pixels, ``target_gsd`` in metres or ``None`` for
+    the native resolution, ``max_nodata_fraction``: tiles with more nodata than this were skipped),
     ``run_id``, ``model``, ``precision``, ``device``, ``angle_convention`` (``"ccw"``/``"cw"``:
     direction of θ), ``crs`` (WKT, ``None`` for pixel mode or unknown), ``transform`` (the scene's
     affine ``a, b, c, d, e, f``: ``x = a*col + b*row + c``, ``y = d*col + e*row + f``),
@@ -140,6 +142,9 @@ class AnswerRecord:
     tile_row: int | None = None
     tile_col: int | None = None
     tile_size: int = 504
+    overlap: int | None = None
+    target_gsd: float | None = None
+    max_nodata_fraction: float | None = None
     run_id: str | None = None
     model: str | None = None
     precision: str | None = None
@@ -167,6 +172,14 @@ class AnswerRecord:
         _check_int("tile_row", self.tile_row, optional=True, minimum=0)
         _check_int("tile_col", self.tile_col, optional=True, minimum=0)
         _check_int("tile_size", self.tile_size, optional=False, minimum=1)
+        _check_int("overlap", self.overlap, optional=True, minimum=0)
+        for name in ("target_gsd", "max_nodata_fraction"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+                raise AnswerLogError(f"field {name!r} must be a positive number or null, got {value!r}")
+            object.__setattr__(self, name, float(value))
         _check_int("input_tokens", self.input_tokens, optional=True, minimum=0)
         _check_int("output_tokens", self.output_tokens, optional=True, minimum=0)
         _check_int("schema", self.schema, optional=False, minimum=1)

@@ -165,6 +165,9 @@ def run_scene(
             crs=info.crs_wkt,
             transform=info.transform,
             pixel_mode=info.crs_wkt is None,
+            overlap=config.overlap,
+            target_gsd=config.target_gsd,
+            max_nodata_fraction=config.max_nodata_fraction,
             extra=_prompt_extras(config, random_weights),
         )
         # Tiles are read one batch ahead in a background thread, overlapping reads with the model.
@@ -253,6 +256,8 @@ def run_scene(
                 angle_convention=convention,
                 tile_size=config.tile_size,
                 overlap=config.overlap,
+                target_gsd=config.target_gsd,
+                max_nodata_fraction=config.max_nodata_fraction,
                 random_weights=random_weights,
                 task=config.task,
                 query=config.query,

@@ -1163,7 +1163,7 @@ class BatchStore:
             "SELECT t.fid, i.path, t.tile_row, t.tile_col, t.col_off, t.row_off, t.width, t.height, t.size,"
             " r.task, r.query, t.answer, t.run_id, r.model, r.precision, t.device, r.angle_convention,"
             " i.crs_wkt, i.transform, t.pixel_mode, t.input_tokens, t.output_tokens, t.seconds, t.time,"
-            " r.random_weights FROM tiles t JOIN inputs i ON i.fid = t.input_id"
+            " r.random_weights, r.overlap, r.target_gsd FROM tiles t JOIN inputs i ON i.fid = t.input_id"
             " JOIN run r ON r.run_id = t.run_id"
             " WHERE t.fid > ? AND t.status = 'done' ORDER BY t.fid",
             (seq,),
@@ -1198,6 +1198,8 @@ class BatchStore:
                 secs,
                 when,
                 rnd,
+                overlap,
+                target_gsd,
             ) in rows:
                 yield AnswerRecord(
                     scene=path,
@@ -1223,6 +1225,8 @@ class BatchStore:
                     output_tokens=n_out,
                     seconds=secs,
                     time=when,
+                    overlap=None if overlap is None else int(overlap),
+                    target_gsd=None if target_gsd is None or target_gsd != target_gsd else float(target_gsd),
                     extra={"store_seq": fid, "random_weights": bool(rnd)},
                 )
 

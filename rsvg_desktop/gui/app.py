@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--test-model", action="store_true", help="choose the test model (RANDOM WEIGHTS) in the model panel"
     )
+    p.add_argument(
+        "--runs-dir",
+        metavar="FOLDER",
+        default=None,
+        help="write runs here (kept in the settings; default: 'runs' beside --settings-file, "
+        "else in the user's data folder)",
+    )
     p.add_argument("--load", action="store_true", help="load the chosen model at start")
     p.add_argument("--pixel-mode", action="store_true", help="open a scene without CRS in pixel coordinates")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug log output")
@@ -85,6 +92,8 @@ def create_window(args: argparse.Namespace) -> object:
     from rsvg_desktop.gui.settings import Settings, open_qsettings
 
     settings = Settings(open_qsettings(args.settings_file))
+    if args.runs_dir:
+        settings.runs_dir = str(Path(args.runs_dir).expanduser().resolve())
     window = MainWindow(settings)
     if args.test_model:
         window.model_panel.test_radio.setChecked(True)

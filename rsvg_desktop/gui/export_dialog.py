@@ -30,6 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rsvg_desktop.core.geo.export import format_for_path
+from rsvg_desktop.errors import ConfigError
+from rsvg_desktop.gui.logic.messages import app_message
 from rsvg_desktop.gui.tasks import run_in_background
 
 __all__ = ["FORMATS", "ExportDialog", "default_export_function"]
@@ -116,6 +119,8 @@ class ExportDialog(QDialog):
         layout.addWidget(self.status_label)
         layout.addWidget(self.buttons)
         self.format_combo.currentIndexChanged.connect(self._format_changed)
+        # The format follows a file name typed with a known extension (out.shp → Shapefile).
+        self.path_edit.textEdited.connect(self._select_format_for)
         self.resize(560, self.sizeHint().height())
         if default_path:
             self._select_format_for(default_path)
@@ -173,6 +178,13 @@ class ExportDialog(QDialog):
         if not path:
             self.status_label.setText("Choose a file to write.")
             return
+        self._select_format_for(path)
+        try:  # the format and the extension must agree: never GeoJSON text in a .shp
+            format_for_path(path, self.fmt)
+        except ConfigError as exc:
+            self.status_label.setText(f"<span style='color:#e57373'>{app_message(str(exc))}</span>")
+            self.failed.emit(str(exc))
+            return
         self.export_button.setEnabled(False)
         self.status_label.setText("Exporting…")
         fmt, overwrite = self.fmt, self.overwrite_check.isChecked()
@@ -196,7 +208,7 @@ class ExportDialog(QDialog):
 
     def _failed(self, exc: BaseException) -> None:
         self.export_button.setEnabled(True)
-        message = str(exc) or type(exc).__name__
+        message = app_message(str(exc) or type(exc).__name__, {"--overwrite": ""})
         if isinstance(exc, FileExistsError):
             message += " (tick “Replace the file if it exists”)"
         self.status_label.setText(f"<span style='color:#e57373'>Export failed: {message}</span>")

@@ -27,10 +27,12 @@ from PySide6.QtWidgets import (
 
 from rsvg_desktop import __version__
 from rsvg_desktop.core.geo.grid import TilePlan
+from rsvg_desktop.core.geo.overlay import VectorOverlay, read_overlay
 from rsvg_desktop.core.geo.scene import SceneInfo
 from rsvg_desktop.errors import ConfigError
 from rsvg_desktop.gui.export_dialog import ExportDialog
 from rsvg_desktop.gui.logic.coords import CursorFormatter
+from rsvg_desktop.gui.logic.messages import app_message
 from rsvg_desktop.gui.logic.modelinfo import GUIDANCE
 from rsvg_desktop.gui.logic.replay import Replay, read_run, scene_of_log
 from rsvg_desktop.gui.logic.runplan import QueryRequest
@@ -47,10 +49,14 @@ from rsvg_desktop.gui.tasks import run_in_background
 from rsvg_desktop.gui.transcript import Conversations, TranscriptModel, TranscriptPanel
 from rsvg_desktop.gui.worker_bridge import WorkerBridge
 
-__all__ = ["SCENE_FILTER", "MainWindow"]
+__all__ = ["COMPACT_SIZE", "MAP_MIN_SIZE", "SCENE_FILTER", "MainWindow"]
 
 log = logging.getLogger(__name__)
 
+#: Below this window size (width, height) the docks are tabbed together (see ``arrange_docks``).
+COMPACT_SIZE = (1100, 700)
+MAP_MIN_SIZE = (320, 200)
+OVERLAY_FILTER = "Vector layers (*.gpkg *.geojson *.json *.shp);;All files (*)"
 SCENE_FILTER = "Rasters (*.tif *.tiff *.vrt *.img *.jp2 *.png *.jpg *.ecw *.sid);;All files (*)"
 
 
@@ -60,6 +66,7 @@ class MainWindow(QMainWindow):
     sceneOpened = Signal(object)  # SceneInfo
     sceneFailed = Signal(str)
     runReopened = Signal(object)  # ActiveRun
+    overlayAdded = Signal(str)  # the overlay's name in the View menu
 
     def __init__(
         self,
@@ -109,8 +116,13 @@ class MainWindow(QMainWindow):
         self.results_dock = self._dock(
             "Results", "resultsDock", self.results_table, Qt.DockWidgetArea.BottomDockWidgetArea
         )
+        # The map has priority: it keeps a usable minimum, the docks give way (their panels scroll).
+        self.map.setMinimumSize(MAP_MIN_SIZE[0], MAP_MIN_SIZE[1])
+        self.results_table.setMinimumHeight(90)
+        self.transcript.setMinimumWidth(180)
         self.resizeDocks([self.model_dock, self.transcript_dock], [380, 380], Qt.Orientation.Horizontal)
         self.resizeDocks([self.results_dock], [220], Qt.Orientation.Vertical)
+        self._compact: bool | None = None
 
         # --- status bar --------------------------------------------------------------------------
         self.cursor_label = QLabel(self)
@@ -133,6 +145,38 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state is not None:
             self.restoreState(state)
+
+    # --- layout ------------------------------------------------------------------------------
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self.arrange_docks()
+
+    def arrange_docks(self) -> None:
+        """Fit the docks to the window: on a small window (below :data:`COMPACT_SIZE`) the Model and Ask
+        panels share one tabbed dock (Ask in front: Run stays on screen) and the Transcript shares the
+        Results dock, so the map keeps most of the room; the Results get about a quarter of the
+        height. Done when the window crosses the threshold, so the analyst's own arrangement stays."""
+        compact = self.width() < COMPACT_SIZE[0] or self.height() < COMPACT_SIZE[1]
+        if compact == self._compact:
+            return
+        first, self._compact = self._compact is None, compact
+        if first and not compact:
+            return  # the default (or the analyst's saved) arrangement stands
+        if compact:
+            self.tabifyDockWidget(self.model_dock, self.query_dock)
+            self.tabifyDockWidget(self.results_dock, self.transcript_dock)
+            self.query_dock.raise_()
+            self.results_dock.raise_()
+            width = max(240, min(340, self.width() // 3))
+            self.resizeDocks([self.query_dock], [width], Qt.Orientation.Horizontal)
+        else:
+            left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+            self.addDockWidget(left, self.model_dock)
+            self.addDockWidget(left, self.query_dock)
+            self.splitDockWidget(self.model_dock, self.query_dock, Qt.Orientation.Vertical)
+            self.addDockWidget(right, self.transcript_dock)
+            self.resizeDocks([self.model_dock, self.transcript_dock], [380, 380], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.results_dock], [max(110, self.height() // 4)], Qt.Orientation.Vertical)
 
     def _dock(
         self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea, scroll: bool = False
@@ -163,12 +207,18 @@ class MainWindow(QMainWindow):
         self.open_run_action = QAction("Reopen a &run (answer log)…", self)
         self.open_run_action.triggered.connect(self._choose_run)
         file_menu.addAction(self.open_run_action)
+        self.overlay_action = QAction("Add &vector layer…", self)
+        self.overlay_action.setToolTip("Show a GeoPackage, GeoJSON or Shapefile layer over the scene")
+        self.overlay_action.triggered.connect(self._choose_overlay)
+        file_menu.addAction(self.overlay_action)
         file_menu.addSeparator()
         self.export_action = QAction("&Export detections…", self)
         self.export_action.setShortcut(QKeySequence("Ctrl+E"))
         self.export_action.triggered.connect(self.open_export_dialog)
         file_menu.addAction(self.export_action)
         runs_folder = QAction("Results &folder…", self)
+        self.runs_folder_action = runs_folder
+        runs_folder.setStatusTip(f"Runs are written to {self.settings.runs_dir}")
         runs_folder.triggered.connect(self._choose_runs_dir)
         file_menu.addAction(runs_folder)
         file_menu.addSeparator()
@@ -187,6 +237,9 @@ class MainWindow(QMainWindow):
         self.labels_action = QAction("Detection labels", self, checkable=True, checked=True)
         self.labels_action.toggled.connect(self.map.detections.set_labels_visible)
         view_menu.addAction(self.labels_action)
+        self.overlays_menu = view_menu.addMenu("Vector &layers")
+        self.overlays_menu.setEnabled(False)
+        self.overlay_actions: dict[str, QAction] = {}
         view_menu.addSeparator()
         fit = QAction("&Fit scene", self, shortcut=QKeySequence("Ctrl+0"))
         fit.triggered.connect(self.map.fit_scene)
@@ -304,8 +357,9 @@ class MainWindow(QMainWindow):
         info, plan = opened.info, opened.plan
         self.info, self.plan = info, plan
         self.formatter = CursorFormatter(info)
+        self._clear_overlays_menu()
         self.map.set_scene_raster(info, opened.preview, opened.stretch)
-        self.map.grid.set_grid(plan.kept, plan.skipped)
+        self.map.grid.set_grid(plan.kept, plan.skipped, (info.width, info.height))
         self.results.reset(crs_wkt=info.crs_wkt, transform=info.transform, answer_log=None, run_id=None)
         self.runs.set_scene(info, plan)
         self.models.calibration_inputs = [info.path]  # q4cal calibrates on the analyst's own scene
@@ -400,7 +454,7 @@ class MainWindow(QMainWindow):
         if self.info is None or plan.scene.path != self.info.path:
             return
         self.plan = plan
-        self.map.grid.set_grid(plan.kept, plan.skipped)
+        self.map.grid.set_grid(plan.kept, plan.skipped, (self.info.width, self.info.height))
         self.runs.set_scene(self.info, plan)
         self._update_can_run()
         self.show_status(f"Tile grid: {plan.n_kept} tiles of {plan.tile_size} px, overlap {plan.overlap}")
@@ -424,8 +478,63 @@ class MainWindow(QMainWindow):
     def _choose_runs_dir(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for run results", self.settings.runs_dir)
         if folder:
-            self.settings.runs_dir = folder
-            self.runs.runs_dir = folder
+            self.set_runs_dir(folder)
+
+    def set_runs_dir(self, folder: str) -> None:
+        """Write the next runs to ``folder`` (kept in the settings)."""
+        self.settings.runs_dir = folder
+        self.runs.runs_dir = folder
+        self.runs_folder_action.setStatusTip(f"Runs are written to {folder}")
+        self.show_status(f"Runs are written to {folder}")
+
+    # --- vector overlays ---------------------------------------------------------------------
+    def _choose_overlay(self) -> None:
+        if self.info is None:
+            self.show_status("Open a scene first: a vector layer is drawn over it.")
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Add vector layer", self.settings.last_dir, OVERLAY_FILTER
+        )
+        if path:
+            self.add_overlay(path)
+
+    def add_overlay(self, path: str | os.PathLike[str]) -> None:
+        """Read a vector layer in the background and draw it over the scene, reprojected
+        (:attr:`overlayAdded` or a message follows)."""
+        info = self.info
+        if info is None:
+            self.show_status("Open a scene first: a vector layer is drawn over it.")
+            return
+        path = os.fspath(path)
+        self.show_status(f"Reading {path}…")
+        self._overlay_call = run_in_background(
+            lambda: read_overlay(path, crs_wkt=info.crs_wkt, transform=info.transform),
+            lambda overlay: self._overlay_ready(info, overlay),
+            lambda exc: self._message("Cannot add the vector layer", str(exc), warning=True),
+            name="read overlay",
+        )
+
+    def _overlay_ready(self, info: SceneInfo, overlay: VectorOverlay) -> None:
+        if self.info is not info:
+            return  # another scene was opened meanwhile
+        name = f"{Path(overlay.path).name} · {overlay.layer}"
+        self.map.overlays.add(name, [(p.kind, p.xy) for p in overlay.parts])
+        self.map.set_layer_visible("overlays", True)
+        self.layer_actions["overlays"].setChecked(True)
+        action = self.overlay_actions.get(name)
+        if action is None:
+            action = QAction(name, self, checkable=True, checked=True)
+            action.toggled.connect(lambda on, n=name: self.map.overlays.set_visible(n, on))
+            self.overlays_menu.addAction(action)
+            self.overlay_actions[name] = action
+        self.overlays_menu.setEnabled(True)
+        self.show_status(f"Added {overlay.features} features from {name}")
+        self.overlayAdded.emit(name)
+
+    def _clear_overlays_menu(self) -> None:
+        self.overlays_menu.clear()
+        self.overlay_actions.clear()
+        self.overlays_menu.setEnabled(False)
 
     # --- map interaction ---------------------------------------------------------------------
     def _cursor_moved(self, x: float, y: float) -> None:
@@ -451,8 +560,8 @@ class MainWindow(QMainWindow):
             self.runs.start(request)
         except ConfigError as exc:
             self.show_status(str(exc))
-            self.query_panel.set_can_run(True, str(exc))
-            self.query_panel.reason_label.setText(str(exc))
+            self.query_panel.set_can_run(True, app_message(str(exc)))
+            self.query_panel.reason_label.setText(app_message(str(exc)))
             self.query_panel.reason_label.setVisible(True)
             return False
         return True
@@ -552,10 +661,13 @@ class MainWindow(QMainWindow):
 
     # --- messages and lifetime ---------------------------------------------------------------
     def show_status(self, text: str) -> None:
+        text = app_message(text)
         log.info("%s", text)
         self.statusBar().showMessage(text, 10000)
 
     def _message(self, title: str, text: str, *, warning: bool = False) -> None:
+        if not text.lstrip().startswith("<"):
+            text = app_message(text)
         box = QMessageBox(
             QMessageBox.Icon.Warning if warning else QMessageBox.Icon.Information,
             title,

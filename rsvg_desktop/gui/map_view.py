@@ -1,13 +1,17 @@
 """The map: a QGraphicsView in scene *pixel* coordinates with toggleable layers and drawing tools.
 
-Layers (bottom to top): the scene raster (:class:`~rsvg_desktop.gui.raster_layer.RasterLayer`), the tile
-grid (kept tiles outlined, skipped nodata tiles hatched grey, finished tiles tinted), the detections
-(rotated polygons outlined, labelled by phrase, selectable), the tiles being processed, and the overlay
-(the highlighted tile, the scope rectangle, the identify region, the rubber band).
+Layers (bottom to top, classes in :mod:`rsvg_desktop.gui.map_layers`): the scene raster
+(:class:`~rsvg_desktop.gui.raster_layer.RasterLayer`), the tile grid (kept tiles outlined, skipped nodata
+tiles hatched grey, finished tiles tinted, padding past the raster dotted), the vector overlays, the
+detections (rotated polygons outlined, labelled by phrase, selectable), the tiles being processed, and
+the overlay (the highlighted tile, the scope rectangle, the identify region, the rubber band).
 
 Pixel coordinates are the map's units: polygons arrive in the scene CRS and are brought back through
-the inverse of the full affine by the caller (:func:`rsvg_desktop.gui.logic.geometry.polygon_to_pixels`), so
-rotated or sheared geotransforms line up with the image.
+the inverse of the full affine by the caller (:func:`rsvg_desktop.gui.logic.geometry.polygon_to_pixels`).
+The view then turns pixels to the screen with the geotransform's linear part, so the map is north-up
+(rotated scenes line up with QGIS) while every item, drawn rectangle and cursor position stays in
+pixels: one convention, :func:`~rsvg_desktop.gui.logic.geometry.view_orientation`. Zoom is a uniform
+scale on top of that turn (:meth:`MapView.current_scale` is screen pixels per scene pixel).
 
 Mouse: drag on empty ground or with the middle button pans, the wheel zooms about the cursor, a click
 selects a detection (Ctrl adds). Keys: ``+``/``-`` zoom, arrows pan, ``Home`` or ``0`` fits the scene,
@@ -17,11 +21,9 @@ selects a detection (Ctrl adds). Keys: ``+``/``-`` zoom, arrows pan, ``Home`` or
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QBrush,
@@ -29,240 +31,45 @@ from PySide6.QtGui import (
     QKeyEvent,
     QMouseEvent,
     QPainter,
-    QPen,
-    QPolygonF,
+    QTransform,
     QWheelEvent,
 )
 from PySide6.QtWidgets import (
     QGraphicsItem,
-    QGraphicsPolygonItem,
     QGraphicsRectItem,
     QGraphicsScene,
-    QGraphicsSimpleTextItem,
     QGraphicsView,
-    QStyle,
-    QStyleOptionGraphicsItem,
     QWidget,
 )
 
 from rsvg_desktop.core.geo.scene import SceneInfo
 from rsvg_desktop.core.geo.stretch import Stretch
 from rsvg_desktop.core.types import Tile
+from rsvg_desktop.gui.logic.geometry import view_orientation
+from rsvg_desktop.gui.map_layers import (
+    LAYERS,
+    DetectionItem,
+    DetectionsLayer,
+    Key,
+    LayerItem,
+    PixelRect,
+    TileGridLayer,
+    VectorOverlayLayer,
+)
+from rsvg_desktop.gui.map_layers import cosmetic_pen as _cosmetic
 from rsvg_desktop.gui.raster_layer import RasterLayer
 
-__all__ = ["LAYERS", "DetectionItem", "DetectionsLayer", "LayerItem", "MapView", "TileGridLayer"]
+__all__ = [
+    "LAYERS",
+    "DetectionItem",
+    "DetectionsLayer",
+    "LayerItem",
+    "MapView",
+    "TileGridLayer",
+    "VectorOverlayLayer",
+]
 
 log = logging.getLogger(__name__)
-
-#: Layer names the analyst can toggle, with their labels.
-LAYERS: tuple[tuple[str, str], ...] = (
-    ("scene", "Scene"),
-    ("grid", "Tile grid"),
-    ("detections", "Detections"),
-    ("active", "Tile in progress"),
-)
-
-Key = tuple[int, int, int]
-PixelRect = tuple[float, float, float, float]
-
-_PALETTE = ("#ffd400", "#ff5ca8", "#38e1ff", "#7cff4f", "#ff8a2b", "#b48cff", "#ffffff", "#ff4040")
-
-
-def phrase_color(phrase: str | None) -> QColor:
-    """A stable colour per phrase (same phrase, same colour, across runs and sessions)."""
-    digest = hashlib.blake2s((phrase or "").lower().encode("utf-8"), digest_size=2).digest()
-    return QColor(_PALETTE[int.from_bytes(digest, "big") % len(_PALETTE)])
-
-
-def _cosmetic(color: QColor | str, width: float = 1.0, style: Qt.PenStyle = Qt.PenStyle.SolidLine) -> QPen:
-    pen = QPen(QColor(color), width, style)
-    pen.setCosmetic(True)
-    return pen
-
-
-class LayerItem(QGraphicsItem):
-    """An invisible parent item: a layer whose visibility and z-order apply to all its children."""
-
-    def __init__(self, z: float) -> None:
-        super().__init__()
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemHasNoContents, True)
-        self.setZValue(z)
-
-    def boundingRect(self) -> QRectF:
-        return QRectF()
-
-    def paint(
-        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
-    ) -> None:
-        return
-
-
-# --- tile grid -------------------------------------------------------------------------------------
-_TILE_STYLE: dict[str, tuple[QPen, QBrush]] = {}
-
-
-def _tile_style(state: str) -> tuple[QPen, QBrush]:
-    if not _TILE_STYLE:
-        _TILE_STYLE.update(
-            {
-                "pending": (_cosmetic(QColor(0, 220, 255, 150), 1.0), QBrush(Qt.BrushStyle.NoBrush)),
-                "done": (_cosmetic(QColor(90, 255, 120, 190), 1.0), QBrush(QColor(90, 255, 120, 16))),
-                "failed": (_cosmetic(QColor(255, 60, 60, 220), 1.5), QBrush(QColor(255, 60, 60, 40))),
-                "skipped": (
-                    _cosmetic(QColor(150, 150, 150, 170), 1.0, Qt.PenStyle.DashLine),
-                    QBrush(QColor(150, 150, 150, 120), Qt.BrushStyle.BDiagPattern),
-                ),
-            }
-        )
-    return _TILE_STYLE[state]
-
-
-class TileGridLayer(LayerItem):
-    """One rectangle per grid tile; states ``pending`` / ``done`` / ``failed`` / ``skipped``."""
-
-    def __init__(self, z: float = 10) -> None:
-        super().__init__(z)
-        self._items: dict[tuple[int, int], QGraphicsRectItem] = {}
-        self._states: dict[tuple[int, int], str] = {}
-        self.tiles: dict[tuple[int, int], Tile] = {}
-
-    def set_grid(self, kept: Sequence[Tile], skipped: Sequence[Tile]) -> None:
-        self.clear()
-        for tile, state in [*((t, "skipped") for t in skipped), *((t, "pending") for t in kept)]:
-            item = QGraphicsRectItem(QRectF(tile.col_off, tile.row_off, tile.width, tile.height), self)
-            item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-            item.setToolTip(f"tile {tile.id}" + (" (skipped: no data)" if state == "skipped" else ""))
-            self._items[(tile.row, tile.col)] = item
-            self.tiles[(tile.row, tile.col)] = tile
-            self._apply(item, state)
-            self._states[(tile.row, tile.col)] = state
-
-    def clear(self) -> None:
-        scene = self.scene()
-        for item in self._items.values():
-            if scene is not None:
-                scene.removeItem(item)
-            item.setParentItem(None)  # type: ignore[arg-type]  # PySide6 accepts None (no parent)
-        self._items.clear()
-        self._states.clear()
-        self.tiles.clear()
-
-    def _apply(self, item: QGraphicsRectItem, state: str) -> None:
-        pen, brush = _tile_style(state)
-        item.setPen(pen)
-        item.setBrush(brush)
-        item.setZValue({"skipped": 0, "pending": 1, "done": 2, "failed": 3}[state])
-
-    def set_state(self, tile: Tile, state: str) -> None:
-        key = (tile.row, tile.col)
-        item = self._items.get(key)
-        if item is None or self._states.get(key) == "skipped":
-            return
-        self._states[key] = state
-        self._apply(item, state)
-
-    def reset_states(self) -> None:
-        for key, item in self._items.items():
-            if self._states[key] != "skipped":
-                self._states[key] = "pending"
-                self._apply(item, "pending")
-
-    def state(self, tile: Tile | tuple[int, int]) -> str | None:
-        key = (tile.row, tile.col) if isinstance(tile, Tile) else tile
-        return self._states.get(key)
-
-    def count(self, state: str) -> int:
-        return sum(1 for s in self._states.values() if s == state)
-
-
-# --- detections ------------------------------------------------------------------------------------
-class _Label(QGraphicsSimpleTextItem):
-    """A phrase label of constant screen size on a dark plate."""
-
-    def __init__(self, text: str, parent: QGraphicsItem) -> None:
-        super().__init__(text, parent)
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
-        self.setBrush(QBrush(QColor("white")))
-        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-
-    def paint(
-        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
-    ) -> None:
-        painter.fillRect(self.boundingRect().adjusted(-2, -1, 2, 1), QColor(0, 0, 0, 150))
-        super().paint(painter, option, widget)  # type: ignore[arg-type]  # None is allowed
-
-
-class DetectionItem(QGraphicsPolygonItem):
-    """One detection polygon (scene pixels), keyed by (tile_row, tile_col, index in the tile's answer)."""
-
-    def __init__(
-        self, key: Key, polygon: QPolygonF, label: str, color: QColor, parent: QGraphicsItem
-    ) -> None:
-        super().__init__(polygon, parent)
-        self.key = key
-        self.color = color
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable, True)
-        self.setPen(_cosmetic(color, 2.0))
-        self.setBrush(QBrush(Qt.BrushStyle.NoBrush))
-        self.setToolTip(label)
-        self.label = _Label(label, self) if label else None
-        if self.label is not None:
-            top = min((polygon.at(i) for i in range(polygon.size())), key=lambda p: (p.y(), p.x()))
-            self.label.setPos(top)
-
-    def paint(
-        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
-    ) -> None:
-        selected = self.isSelected()
-        opt = QStyleOptionGraphicsItem(option)
-        opt.state &= ~QStyle.StateFlag.State_Selected  # no dashed selection box: the outline shows it
-        if selected:
-            painter.setPen(_cosmetic(QColor("#00e5ff"), 3.5))
-            painter.setBrush(QBrush(QColor(0, 229, 255, 70)))
-        else:
-            painter.setPen(self.pen())
-            painter.setBrush(self.brush())
-        painter.drawPolygon(self.polygon())
-
-
-class DetectionsLayer(LayerItem):
-    def __init__(self, z: float = 20) -> None:
-        super().__init__(z)
-        self.items: dict[Key, DetectionItem] = {}
-        self._labels_visible = True
-
-    def add(self, key: Key, pixels: np.ndarray, label: str) -> DetectionItem | None:
-        if len(pixels) < 3:
-            return None
-        if key in self.items:
-            self.remove([key])
-        polygon = QPolygonF([QPointF(float(x), float(y)) for x, y in pixels])
-        item = DetectionItem(key, polygon, label, phrase_color(label), self)
-        if item.label is not None:
-            item.label.setVisible(self._labels_visible)
-        self.items[key] = item
-        return item
-
-    def remove(self, keys: Iterable[Key]) -> None:
-        scene = self.scene()
-        for key in list(keys):
-            item = self.items.pop(key, None)
-            if item is not None:
-                if scene is not None:
-                    scene.removeItem(item)
-                item.setParentItem(None)  # type: ignore[arg-type]  # PySide6 accepts None (no parent)
-
-    def clear(self) -> None:
-        self.remove(list(self.items))
-
-    def set_labels_visible(self, visible: bool) -> None:
-        self._labels_visible = visible
-        for item in self.items.values():
-            if item.label is not None:
-                item.label.setVisible(visible)
-
-    def selected_keys(self) -> list[Key]:
-        return sorted(k for k, item in self.items.items() if item.isSelected())
 
 
 # --- the view --------------------------------------------------------------------------------------
@@ -299,15 +106,17 @@ class MapView(QGraphicsView):
         self.raster.setZValue(0)
         self.grid = TileGridLayer(10)
         self.detections = DetectionsLayer(20)
+        self.overlays = VectorOverlayLayer(15)
         self.active = LayerItem(30)
         self.overlay = LayerItem(40)
-        for item in (self.raster, self.grid, self.detections, self.active, self.overlay):
+        for item in (self.raster, self.grid, self.overlays, self.detections, self.active, self.overlay):
             self._gscene.addItem(item)
         self._layers: dict[str, QGraphicsItem] = {
             "scene": self.raster,
             "grid": self.grid,
             "detections": self.detections,
             "active": self.active,
+            "overlays": self.overlays,
         }
         self._active_items: dict[tuple[int, int], QGraphicsRectItem] = {}
         self._highlight: QGraphicsRectItem | None = None
@@ -319,6 +128,7 @@ class MapView(QGraphicsView):
         self._pan_moved = False
         self._tool = "pan"
         self._info: SceneInfo | None = None
+        self._orientation = QTransform()
         self.scope_rect: PixelRect | None = None
         self.region_rect: PixelRect | None = None
 
@@ -341,6 +151,9 @@ class MapView(QGraphicsView):
         self.clear_scene()
         self._info = info
         self.raster.set_scene(info, preview_image, stretch)  # type: ignore[arg-type]
+        m11, m12, m21, m22 = view_orientation(info.transform, info.crs_wkt is not None)
+        self._orientation = QTransform(m11, m12, m21, m22, 0.0, 0.0)
+        self.setTransform(self._orientation)
         margin = max(info.width, info.height) * 0.25
         self._gscene.setSceneRect(QRectF(-margin, -margin, info.width + 2 * margin, info.height + 2 * margin))
         self.fit_scene()
@@ -348,6 +161,7 @@ class MapView(QGraphicsView):
     def clear_scene(self) -> None:
         self.raster.clear()
         self.grid.clear()
+        self.overlays.clear()
         self.detections.clear()
         self.set_active_tiles(())
         self.highlight_tile(None)
@@ -449,7 +263,19 @@ class MapView(QGraphicsView):
 
     # --- navigation --------------------------------------------------------------------------
     def current_scale(self) -> float:
-        return float(self.transform().m11())
+        """Screen pixels per scene pixel (the square root of the view's area scale: rotation-free)."""
+        t = self.transform()
+        return float(abs(t.m11() * t.m22() - t.m12() * t.m21()) ** 0.5)
+
+    @property
+    def orientation(self) -> QTransform:
+        """The unit-area turn from scene pixels to the screen (see :func:`view_orientation`)."""
+        return QTransform(self._orientation)
+
+    def _oriented_size(self, rect: QRectF) -> tuple[float, float]:
+        """Width and height on screen of ``rect`` (scene pixels) at scale 1, orientation applied."""
+        box = self._orientation.mapRect(rect)
+        return box.width(), box.height()
 
     def visible_rect_f(self) -> QRectF:
         return self.mapToScene(self.viewport().rect()).boundingRect()
@@ -467,11 +293,13 @@ class MapView(QGraphicsView):
         if self._info is None:
             return 1.0
         vw, vh = max(1, self.viewport().width()), max(1, self.viewport().height())
-        return min(vw / self._info.width, vh / self._info.height)
+        w, h = self._oriented_size(QRectF(0, 0, self._info.width, self._info.height))
+        return min(vw / max(w, 1e-6), vh / max(h, 1e-6))
 
     def set_scale(self, scale: float) -> None:
-        lo = self._fit_scale() * 0.25
-        scale = max(lo, min(self.MAX_SCALE, scale))
+        fit = self._fit_scale()
+        # A scene of a few pixels may be fitted to the view: the upper bound never stops a fit.
+        scale = max(fit * 0.25, min(max(self.MAX_SCALE, fit), scale))
         factor = scale / max(self.current_scale(), 1e-12)
         if abs(factor - 1.0) > 1e-9:
             self.scale(factor, factor)
@@ -495,7 +323,8 @@ class MapView(QGraphicsView):
         pad = max(rect.width(), rect.height(), 16.0) * margin
         target = rect.adjusted(-pad, -pad, pad, pad)
         vw, vh = max(1, self.viewport().width()), max(1, self.viewport().height())
-        scale = min(vw / max(target.width(), 1e-6), vh / max(target.height(), 1e-6))
+        tw, th = self._oriented_size(target)
+        scale = min(vw / max(tw, 1e-6), vh / max(th, 1e-6))
         if max_scale is not None:
             scale = min(scale, max_scale)
         anchor = self.transformationAnchor()

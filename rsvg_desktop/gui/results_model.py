@@ -66,6 +66,7 @@ class ResultsModel(QAbstractTableModel):
         self._index: dict[Key, int] = {}
         self._deleted: dict[Key, DetectionRow] = {}
         self._areas = AreaCalculator(None)
+        self._scene_open = False  # no scene yet: the area header names no unit
         self.transform: tuple[float, ...] | None = None
         self.crs_wkt: str | None = None
         self.answer_log: str | None = None
@@ -93,6 +94,7 @@ class ResultsModel(QAbstractTableModel):
         # Pixel mode: polygons are already in scene pixels.
         self.transform = tuple(transform) if (transform is not None and crs_wkt is not None) else None
         self._areas = AreaCalculator(crs_wkt)
+        self._scene_open = True
         self.answer_log = answer_log
         self.run_id = run_id
         self.task = task
@@ -185,7 +187,8 @@ class ResultsModel(QAbstractTableModel):
 
     @property
     def area_unit(self) -> str:
-        return self._areas.unit
+        """``m²`` for a scene with a CRS, ``px²`` in pixel mode, ``""`` before any scene is open."""
+        return self._areas.unit if self._scene_open else ""
 
     def row_of(self, key: Key) -> int | None:
         return self._index.get(key)
@@ -206,7 +209,9 @@ class ResultsModel(QAbstractTableModel):
     ) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             name = COLUMNS[section]
-            return f"Area ({self._areas.unit})" if name == "Area" else name
+            if name == "Area":
+                return f"Area ({self.area_unit})" if self.area_unit else "Area"
+            return name
         return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:

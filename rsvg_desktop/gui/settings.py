@@ -120,10 +120,16 @@ class Settings:
 
     @property
     def runs_dir(self) -> str:
-        """Folder where each run's results store and answer log are written."""
+        """Folder where each run's results store and answer log are written (key ``runs/folder``).
+
+        When unset: ``runs`` beside the settings file if the settings are a file of their own
+        (``--settings-file``, ``RSVG_DESKTOP_SETTINGS``), so such a profile keeps its runs with it;
+        else ``runs`` in the user's data folder."""
         value = self._str("runs/folder")
         if value:
             return value
+        if self.q.format() == QSettings.Format.IniFormat and self.q.fileName():
+            return str(Path(self.q.fileName()).resolve().parent / "runs")
         base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppLocalDataLocation)
         return str(Path(base or Path.home() / ".rsvg-desktop") / "runs")
 

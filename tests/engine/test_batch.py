@@ -128,6 +128,7 @@ def test_folder_of_tiles_fills_batches_across_inputs(tmp_path, scene_folder):
     # Every stored answer is logged exactly once; the log exports like any answer log.
     recs = list(read_answer_log(tmp_path / "out.answers.jsonl"))
     assert len(recs) == 15 and len({(r.scene, r.window) for r in recs}) == 15
+    assert {r.overlap for r in recs} == {16}  # the grid the run used travels with the answers
     assert summary.detections == len(_layer(tmp_path / "out.gpkg", "detections"))
 
 

@@ -1,8 +1,9 @@
 """An in-process stand-in for the engine's ``ModelWorker``: the same methods and messages, no model.
 
-It plans the real tile grid of the scene, answers each tile with a scripted GeoChat-like answer, turns
-the boxes into polygons with the engine's own code and writes a real answer log, so everything after
-the model (map, table, transcript, export) is exercised for real. Messages are released by ``poll``
+A run is the engine's real scene job (:func:`~rsvg_desktop.engine.detect.run_scene`: tile grid, tile
+reads, answer log, parsing, polygons, seam merge, export) driven with a :class:`ScriptedGenerator` in
+place of the model, which answers each tile with a scripted GeoChat-like answer; only the model and the
+process boundary are stood in for. Messages are released by ``poll``
 one tile per ``tile_seconds``, so tests are deterministic and need no process.
 """
 
@@ -10,30 +11,22 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import shapely
-
-from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord
-from rsvg_desktop.core.geo.grid import plan_tiles
-from rsvg_desktop.core.geo.scene import open_scene
+from rsvg_desktop.core.model.generate import GenerationResult
 from rsvg_desktop.core.prompt.parser import parse_answer
 from rsvg_desktop.core.types import Tile
-from rsvg_desktop.engine.detect import answer_log_path, tiles_in_scope
+from rsvg_desktop.engine.detect import run_scene
 from rsvg_desktop.engine.events import (
     ModelInfo,
     ModelLoaded,
     ModelSpec,
     RunConfig,
-    RunFinished,
-    RunStarted,
-    TileDone,
     TileStarted,
 )
 from rsvg_desktop.engine.protocol import ModelLoading, ModelUnloaded, WorkerDied, WorkerError, WorkerReady
-from rsvg_desktop.engine.results import Georef, detections_for_answer
+from rsvg_desktop.errors import RsvgError, is_fatal
 
 
 def scripted_answer(config: RunConfig, tile: Tile) -> str:
@@ -162,86 +155,62 @@ class FakeWorker:
             out.append(WorkerDied(self.exitcode))
         return out
 
-    # the job
+    # the job: the engine's own scene job, with the model's answers scripted
     def _job(self, config: RunConfig) -> Iterator[object]:
-        with open_scene(config.scene, pixel_mode=config.pixel_mode) as scene:
-            info = scene.info
-            plan = plan_tiles(scene, tile_size=config.tile_size, overlap=config.overlap)
-        todo = tiles_in_scope(plan.kept, config.scope)
-        skipped = tiles_in_scope(plan.skipped, config.scope)
-        assert config.output is not None
-        log_path = answer_log_path(config.output)
-        run_id = f"fake-{len(self.configs)}"
-        started = time.monotonic()
-        yield RunStarted(
-            run_id=run_id,
-            scene=info.path,
-            total=len(todo),
-            skipped=len(skipped),
-            tiles=todo,
-            skipped_tiles=skipped,
-            crs_wkt=info.crs_wkt,
-            transform=info.transform,
-            answer_log=str(log_path),
-        )
-        georef = Georef(info.transform if info.crs_wkt is not None else None, info.crs_wkt)
-        done = raw = 0
-        cancelled = False
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        with AnswerLogWriter(log_path) as writer:
-            for tile in todo:
-                if self._cancel:
-                    cancelled = True
-                    break
-                yield TileStarted((tile,))
-                answer = self.answer(config, tile)
-                record = writer.write(
-                    AnswerRecord.for_tile(
-                        info.path,
-                        tile,
-                        config.task,
-                        config.query,
-                        answer,
-                        run_id=run_id,
-                        model="fake",
-                        precision="fp32",
-                        device="CPU",
-                        angle_convention="ccw",
-                        crs=info.crs_wkt,
-                        transform=info.transform,
-                        pixel_mode=info.crs_wkt is None,
-                        extra={"random_weights": True},
-                    )
+        generator = ScriptedGenerator(self.answer, config)
+        try:
+            events = run_scene(
+                config,
+                generator,
+                model="fake",
+                precision="fp32",
+                device="CPU",
+                random_weights=self.random_weights,
+                cancel=lambda: self._cancel,
+            )
+            for event in events:
+                if isinstance(event, TileStarted):
+                    generator.tiles = list(event.tiles)  # the tiles of the batch about to be answered
+                yield event
+        except RsvgError as exc:  # as the real worker reports a run that cannot start
+            yield WorkerError(str(exc), fatal=is_fatal(exc))
+
+
+class ScriptedGenerator:
+    """The model's side of :func:`~rsvg_desktop.engine.detect.run_scene` with scripted answers: the
+    job announces each batch's tiles (``TileStarted``) before it asks for their answers, so
+    ``answer(config, tile)`` can answer per tile. Everything else (tile reads, answer log, parsing,
+    polygons, seam merge, export) is the engine's real code."""
+
+    def __init__(self, answer: Callable[[RunConfig, Tile], str], config: RunConfig) -> None:
+        self.answer = answer
+        self.config = config
+        self.tiles: list[Tile] = []
+        self.calls = 0
+
+    def generate(
+        self, requests: Sequence[Any], *, max_new_tokens: int, batch_size: int | None
+    ) -> list[GenerationResult]:
+        assert len(requests) == len(self.tiles), "a batch without its TileStarted"
+        self.calls += 1
+        out = []
+        for i, (request, tile) in enumerate(zip(requests, self.tiles, strict=True)):
+            assert request.image.shape == (tile.size, tile.size, 3)
+            text = self.answer(self.config, tile)
+            out.append(
+                GenerationResult(
+                    index=i,
+                    answer=text,
+                    parsed=parse_answer(text),
+                    input_tokens=10,
+                    output_tokens=len(text.split()),
+                    finish_reason="stop",
+                    seconds=0.001,
+                    batch_size=len(requests),
+                    prompt=request.query,
                 )
-                parsed = parse_answer(answer)
-                table = detections_for_answer(record, parsed, georef)
-                done += 1
-                raw += len(table)
-                wkb = tuple(shapely.to_wkb(table.geometry).tolist()) if len(table) else ()
-                yield TileDone(
-                    tile=tile,
-                    answer=answer,
-                    text=parsed.text,
-                    phrases=tuple(table.phrase.tolist()),
-                    angles=tuple(float(a) for a in table.angle),
-                    polygons_wkb=wkb,
-                    done=done,
-                    total=len(todo),
-                    seconds=self.tile_seconds,
-                )
-        yield RunFinished(
-            run_id=run_id,
-            done=done,
-            total=len(todo),
-            skipped=len(skipped),
-            failed=0,
-            detections=raw,
-            raw_detections=raw,
-            seconds=time.monotonic() - started,
-            cancelled=cancelled,
-            output=str(config.output),
-            answer_log=str(log_path),
-        )
+            )
+        return out
 
 
 class LagProbe:

@@ -12,7 +12,8 @@ from rasterio import Affine
 
 from rsvg_desktop.core.geo.grid import plan_tiles
 from rsvg_desktop.core.geo.scene import open_scene
-from rsvg_desktop.gui.map_view import MapView, phrase_color
+from rsvg_desktop.gui.map_layers import phrase_color
+from rsvg_desktop.gui.map_view import MapView
 from rsvg_desktop.gui.raster_layer import CACHE_TILES, TILE_PX, rgba_image
 from rsvg_desktop.gui.scene_loader import OpenedScene, _open
 

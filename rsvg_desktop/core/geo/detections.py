@@ -324,6 +324,8 @@ class RunInfo:
     angle_convention: AngleConvention = DEFAULT_ANGLE_CONVENTION
     tile_size: int = 504
     overlap: int = 0
+    target_gsd: float | None = None
+    max_nodata_fraction: float | None = None
     created: str = field(default_factory=_now_iso)
     tool_version: str = __version__
     random_weights: bool = False
@@ -347,6 +349,8 @@ class RunInfo:
             "angle_convention_doc": self.angle_convention.description,
             "tile_size": self.tile_size,
             "overlap": self.overlap,
+            "target_gsd": self.target_gsd,
+            "max_nodata_fraction": self.max_nodata_fraction,
             "created": self.created,
             "tool_version": self.tool_version,
             "random_weights": self.random_weights,

@@ -98,6 +98,12 @@ _SUFFIXES = {
     ".json": ExportFormat.GEOJSON,
     ".shp": ExportFormat.SHAPEFILE,
 }
+_FORMAT_NAMES = {
+    ExportFormat.GPKG: "GeoPackage",
+    ExportFormat.GEOJSON: "GeoJSON",
+    ExportFormat.SHAPEFILE: "Shapefile",
+}
+_FORMAT_EXTS = {ExportFormat.GPKG: ".gpkg", ExportFormat.GEOJSON: ".geojson", ExportFormat.SHAPEFILE: ".shp"}
 _ALIASES = {
     "gpkg": "gpkg",
     "geopackage": "gpkg",
@@ -183,13 +189,26 @@ class ExportResult:
 
 
 def format_for_path(path: str | os.PathLike[str], fmt: str | ExportFormat | None = None) -> ExportFormat:
-    """The export format: ``fmt`` when given (name or alias), else from the file extension."""
+    """The export format: ``fmt`` when given (name or alias), else from the file extension.
+
+    A format and an extension that name different formats (``fmt="geojson"`` for ``out.shp``) are
+    refused with :class:`ConfigError`: the file would lie about its content. An extension that names no
+    format (``out.txt``, ``out``) is written in ``fmt`` as asked.
+    """
+    suffix = Path(path).suffix.lower()
     if fmt is not None:
         key = _ALIASES.get(str(fmt).strip().lower())
         if key is None:
             raise ConfigError(f"unknown export format {fmt!r} (use gpkg, geojson or shp)")
-        return ExportFormat(key)
-    suffix = Path(path).suffix.lower()
+        chosen = ExportFormat(key)
+        by_suffix = _SUFFIXES.get(suffix)
+        if by_suffix is not None and by_suffix is not chosen:
+            raise ConfigError(
+                f"{os.fspath(path)}: the name ends in {suffix} ({_FORMAT_NAMES[by_suffix]}) but the format "
+                f"asked for is {_FORMAT_NAMES[chosen]}; give the file a "
+                f"{_FORMAT_EXTS[chosen]} name or choose {_FORMAT_NAMES[by_suffix]}"
+            )
+        return chosen
     if suffix not in _SUFFIXES:
         raise ConfigError(
             f"cannot tell the export format of {os.fspath(path)!r} from its extension "

@@ -15,7 +15,7 @@ from pyproj import CRS, Geod
 
 from rsvg_desktop.core.geo.transform import map_to_pixel
 
-__all__ = ["AreaCalculator", "format_area", "polygon_to_pixels"]
+__all__ = ["AreaCalculator", "format_area", "polygon_to_pixels", "view_orientation"]
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +72,31 @@ def format_area(value: float, unit: str) -> str:
     if value >= 100:
         return f"{value:,.0f} {unit}"
     return f"{value:.3g} {unit}"
+
+
+def view_orientation(
+    transform: tuple[float, ...] | None, georeferenced: bool
+) -> tuple[float, float, float, float]:
+    """How scene pixels are turned on screen: the 2×2 matrix ``(m11, m12, m21, m22)`` of a QTransform
+    (``screen_x = m11*x + m21*y``, ``screen_y = m12*x + m22*y``, pixels ``x`` right and ``y`` down).
+
+    The one convention for everything drawn on the map (display tiles, tile grid, detections, drawn
+    scopes and identify regions, the pixel readout): items stay in scene *pixel* coordinates and the
+    view turns them so the map is **north-up**: the geotransform's linear part ``(a, b, d, e)``, with map
+    ``Y`` (north) pointing up the screen, normalised to unit area (zoom is applied on top). A plain
+    north-up scene with square pixels gives the identity; a rotated or sheared one is turned so it lines
+    up with QGIS. A scene in pixel mode (no CRS) has no north: when its transform would mirror the
+    image (a positive-y transform such as GDAL reports for local, y-down files) the view keeps the
+    file's rows top-down, so row 0 is drawn at the top, where the readout and the model put it.
+    """
+    if transform is None:
+        return (1.0, 0.0, 0.0, 1.0)
+    a, b, _c, d, e, _f = (float(v) for v in tuple(transform)[:6])
+    m11, m21, m12, m22 = a, b, -d, -e
+    det = m11 * m22 - m12 * m21
+    if not np.isfinite(det) or abs(det) < 1e-300:
+        return (1.0, 0.0, 0.0, 1.0)
+    if det < 0 and not georeferenced:
+        return (1.0, 0.0, 0.0, 1.0)
+    s = float(np.sqrt(abs(det)))
+    return (m11 / s, m12 / s, m21 / s, m22 / s)
