@@ -33,4 +33,4 @@ def test_calibrate_from_the_model_panel(
     qtbot.waitUntil(lambda: "q4cal calibrated" in panel.status_label.text(), timeout=240000)
     assert panel.precision_combo.currentData() == "q4cal"
     record = calibration_record(LoadSpec(model, Precision.Q4CAL, "cpu"))
-    assert record is not None and record["calibration"]["inputs"]
+    assert record is not None and record["inputs"] == [str(sample_scene)]

@@ -83,3 +83,30 @@ def test_scales_fold_without_changing_the_function_and_beat_plain_nf4() -> None:
     assert all(b.loss <= b.loss_nf4 for b in result.blocks)
     cal_err = float((_nf4_logits(model, ids) - ref).abs().mean())
     assert cal_err < plain_err
+
+
+@pytest.mark.slow
+def test_q4cal_end_to_end_on_the_tiny_geochat(test_model_dir, tmp_path, data_dir) -> None:
+    """No calibration → a clear error naming the command; calibrate → q4cal loads from the cache with
+    the same kernels and the same weight memory as nf4, and the run names its calibration."""
+    import shutil
+
+    import bitsandbytes as bnb
+
+    from rsvg_desktop.core.model.loader import LoadSpec, load_model
+    from rsvg_desktop.core.precisions import Precision
+    from rsvg_desktop.engine.model_jobs import calibrate
+    from rsvg_desktop.errors import CalibrationMissingError
+
+    model = tmp_path / "model"
+    shutil.copytree(test_model_dir, model, ignore=shutil.ignore_patterns(".rsvg-cache"))
+    with pytest.raises(CalibrationMissingError, match="rsvg model calibrate"):
+        load_model(LoadSpec(model, Precision.Q4CAL, "cpu"))
+    summary = calibrate(model, [data_dir / "RGB.byte.tif"], samples=2, device="cpu")
+    assert summary.loss <= summary.loss_nf4
+    cal = load_model(LoadSpec(model, Precision.Q4CAL, "cpu"))
+    nf4 = load_model(LoadSpec(model, Precision.NF4, "cpu"))
+    assert cal.from_cache and cal.weight_bytes == nf4.weight_bytes
+    assert cal.run_precision == f"q4cal@{summary.calibration_id}"
+    kinds = {type(m).__name__ for m in cal.model.modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert kinds == {"Linear4bit"}
