@@ -110,3 +110,12 @@ def test_q4cal_end_to_end_on_the_tiny_geochat(test_model_dir, tmp_path, data_dir
     assert cal.run_precision == f"q4cal@{summary.calibration_id}"
     kinds = {type(m).__name__ for m in cal.model.modules() if isinstance(m, bnb.nn.Linear4bit)}
     assert kinds == {"Linear4bit"}
+    from PIL import Image
+
+    from rsvg_desktop.core.model.generate import GenerationRequest, GeoChatGenerator
+
+    image = Image.new("RGB", (504, 504), (90, 120, 80))
+    (answer,) = GeoChatGenerator(cal).generate(
+        [GenerationRequest(image=image, task="refer", query="cars")], max_new_tokens=3, batch_size=1
+    )
+    assert answer.output_tokens >= 1

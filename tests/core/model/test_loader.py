@@ -54,7 +54,8 @@ def _answers(loaded) -> list[tuple[int, ...]]:
 
 
 #: bitsandbytes and unquantized precisions (torchao's are tested in test_torchao.py).
-NOT_TORCHAO = [p.value for p in Precision if p.backend != "torchao"]
+# q4cal loads only from a calibration (tests/core/model/test_calibrate.py covers it end to end)
+NOT_TORCHAO = [p.value for p in Precision if p.backend != "torchao" and not p.needs_calibration]
 
 
 @pytest.mark.parametrize("precision", NOT_TORCHAO)
