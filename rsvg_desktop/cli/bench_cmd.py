@@ -7,9 +7,10 @@ The work is :mod:`rsvg_desktop.engine.bench.jobs`. Exit status: 0 done; 2 bad ar
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from rsvg_desktop.cli._common import EXIT_OK, Progress
+from rsvg_desktop.cli._common import EXIT_FAILED_INPUTS, EXIT_OK, Progress
 from rsvg_desktop.core.eval.data import TASKS
 from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE
 from rsvg_desktop.errors import ConfigError
@@ -185,7 +186,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(text, flush=True)
 
-    _rows, report = run_speed(
+    rows, report = run_speed(
         args.precisions,
         Path(args.output),
         model_dir=args.model,
@@ -199,6 +200,10 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     )
     print(report.read_text(encoding="utf-8").split("## Notes")[0].strip())
     print(f"report  {report}")
+    failed = [r.label for r in rows if r.error]
+    if failed:
+        print(f"not measured: {', '.join(failed)} (why: in the table above)", file=sys.stderr)
+        return EXIT_FAILED_INPUTS
     return EXIT_OK
 
 

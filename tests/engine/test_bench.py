@@ -187,6 +187,60 @@ def test_speed_on_the_tiny_model(test_model_dir: Path, tmp_path: Path) -> None:
     assert "RANDOM WEIGHTS" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
+def test_speed_keeps_going_past_a_precision_it_cannot_measure_and_resumes(
+    test_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "speed"
+    args = ["bench", "speed", "--model", str(test_model_dir), "--precisions", "fp8,bf16",
+            "--device", "cpu", "--batch-sizes", "1", "--new-tokens", "2", "-o", str(out)]  # fmt: skip
+    assert main(args) == 3  # fp8 needs a recent GPU: bf16 is still measured, the exit code says not all were
+    captured = capsys.readouterr()
+    assert "not measured: fp8" in captured.err
+    report = (out / "report.md").read_text()
+    assert "| fp8 | cpu | not measured: precision fp8 needs a CUDA GPU" in report
+    labels = {m["label"] for m in json.loads((out / "metrics.json").read_text())["metrics"]}
+    assert labels == {"bf16"}  # no made-up numbers for fp8
+    first = [json.loads(line) for line in (out / "speed_rows.jsonl").read_text().splitlines()]
+    assert [r["row"]["label"] for r in first] == ["fp8", "bf16"]
+
+    # The same command again measures only what is missing: bf16 comes from the rows file.
+    assert main(args) == 3
+    assert "bf16: measured earlier" in capsys.readouterr().out
+    again = [json.loads(line) for line in (out / "speed_rows.jsonl").read_text().splitlines()]
+    assert [r["row"]["label"] for r in again] == ["fp8", "bf16", "fp8"]
+    assert "taken from an earlier run in this folder" in (out / "report.md").read_text()
+    # Other settings measure anew.
+    assert main([*args[:-4], "--new-tokens", "3", "-o", str(out)]) == 3
+    assert "measuring bf16" in capsys.readouterr().out
+
+
+def test_a_killed_measuring_process_becomes_a_row_that_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from rsvg_desktop.engine.bench import speed
+
+    class DyingPool:
+        def __init__(self, *a: object, **k: object) -> None:
+            pass
+
+        def __enter__(self) -> DyingPool:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def submit(self, *a: object, **k: object) -> None:
+            raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+    monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", DyingPool)
+    rows, report = speed.run_speed(["bf16"], tmp_path, model_dir=tmp_path, device="cpu", batch_sizes=(1,))
+    assert rows[0].error.startswith("the measuring process died (killed by the system, most likely for lack")
+    assert "| bf16 | cpu | not measured: the measuring process died" in report.read_text()
+
+
 def test_speed_needs_a_model_or_a_shape(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["bench", "speed", "--precisions", "bf16", "-o", str(tmp_path)])

@@ -52,6 +52,7 @@ import torch
 from safetensors import SafetensorError
 
 from rsvg_desktop.core.model.memory import (
+    estimate_weight_bytes,
     load_llava_config,
     meta_model,
     quant_state_bytes,
@@ -413,6 +414,39 @@ def _check_group_size(config: Any, plan: PrecisionPlan) -> None:
             )
 
 
+def available_ram_bytes() -> int | None:
+    """Memory the system can give this process now (``MemAvailable``); None when unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except (ImportError, OSError):
+        return None
+
+
+def _check_cpu_memory(spec: LoadSpec, config: Any, plan: PrecisionPlan) -> None:
+    """Refuse, before reading any weight, a CPU load whose weights alone exceed the free memory.
+
+    Without this the system's out-of-memory killer ends the process (or a neighbour) minutes into
+    the load, with no message at all.
+    """
+    need = estimate_weight_bytes(
+        config,
+        plan.precision,
+        double_quant=spec.double_quant,
+        compute_dtype=plan.dtype,
+        group_size=plan.group_size,
+    ).total_bytes
+    free = available_ram_bytes()
+    if free is not None and need > free:
+        raise PrecisionError(
+            f"{spec.model_dir}: {plan.precision.value} needs {need / 2**30:.1f} GiB of memory for its "
+            f"weights on the CPU ({dtype_name(plan.dtype)} where unquantized), but only "
+            f"{free / 2**30:.1f} GiB is free: choose a smaller precision (int8 or int8wo take about half "
+            "of bf16, nf4 or int4wo about a quarter) or a GPU"
+        )
+
+
 def _quantization_config(plan: PrecisionPlan, module_names: list[str]) -> Any:
     if plan.backend == "torchao":
         return torchao_config(plan, module_names)
@@ -508,6 +542,8 @@ def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> Load
         int4_hqq=spec.int4_hqq,
     )
     _check_group_size(config, plan)
+    if not plan.device.is_cuda:
+        _check_cpu_memory(spec, config, plan)
     notes = list(plan.notes)
     random_weights = read_random_weights_flag(spec.model_dir, config)
     if random_weights:

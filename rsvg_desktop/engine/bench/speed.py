@@ -1,17 +1,26 @@
 """``rsvg bench speed``: what each precision costs in time, memory and size.
 
 Each precision is measured in a fresh process (``spawn``), so that its peak memory is its own:
-load time (:attr:`LoadedModel.load_seconds`), time to first token (one tile, one new token),
-decode tokens/s at batch 1 (``(N − 1) / (t_N − t_1)`` with N forced new tokens, each time the best of
-``repeats``), tiles/s per batch size (each tile generating N forced tokens), peak memory (CUDA:
+load time (:attr:`LoadedModel.load_seconds`); from one tile generating N forced new tokens (the best of
+``repeats``), clocked at every token: time to first token, decode tokens/s at batch 1
+(``(N − 1) / (t_N − t_1)``) and tiles/s at batch 1; tiles/s at each larger batch size (each tile
+generating N forced tokens); peak memory (CUDA:
 ``max_memory_allocated``; CPU: the process's peak resident set, ``ru_maxrss``), and the weights' size as
-loaded (parameters + buffers + quantization state). A warm-up generation runs first and is not timed.
+loaded (parameters + buffers + quantization state). A warm-up generation runs first and is not timed,
+except for a single repeat on the CPU (``--shape-of`` there: a tile takes minutes, and a first call's
+set-up is negligible beside it).
 
 ``--shape-of geochat-7b`` measures GeoChat-7B's exact architecture (LLaMA-7B + CLIP ViT-L/14 at 504 px,
 :func:`rsvg_desktop.core.model.memory.geochat7b_config`) with random weights: a converted checkpoint
 of that shape is written once (bf16 safetensors, 2 GiB shards, memory flat while writing) with the
 test model's tokenizer and processor (the ``<image>`` token's id is the tokenizer's; sizes are GeoChat's).
 Speed and memory do not depend on the weights' values; accuracy does, and needs the real weights.
+
+A precision that cannot be measured (no such GPU, not enough memory, the measuring process killed by
+the system) becomes a row that says why, and the others go on. Each finished row is appended to
+``OUT/speed_rows.jsonl`` and the report is rewritten after every precision, so a long run keeps what it
+measured; run the same command again and the precisions already measured with the same settings are
+taken from that file instead of being measured again (failed ones are tried again).
 """
 
 from __future__ import annotations
@@ -61,6 +70,22 @@ class SpeedRow:
     tiles_per_s: tuple[tuple[int, float], ...] = ()
     new_tokens: int = 0
     random_weights: bool = False
+    error: str = ""  # why this precision could not be measured ("" when it was)
+
+    @classmethod
+    def failed(cls, label: str, device: str, error: str) -> SpeedRow:
+        return cls(label, device, 0.0, False, 0, 0, "", error=error)
+
+    def as_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["tiles_per_s"] = [list(t) for t in self.tiles_per_s]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> SpeedRow:
+        fields = dict(d)
+        fields["tiles_per_s"] = tuple((int(b), float(v)) for b, v in fields.get("tiles_per_s") or ())  # type: ignore[attr-defined]
+        return cls(**fields)  # type: ignore[arg-type]
 
 
 # --- a random checkpoint of GeoChat-7B's shape ------------------------------------------------------
@@ -91,7 +116,7 @@ def write_shape_model(out_dir: str | Path, template_dir: str | Path, shape: str 
         if tiny.get("text_config", {}).get(key) is not None:
             setattr(config.text_config, key, tiny["text_config"][key])
     config.rsvg_random_weights = True
-    config.torch_dtype = "bfloat16"
+    setattr(config, "dtype" if hasattr(config, "dtype") else "torch_dtype", "bfloat16")
     config.to_json_file(str(tmp / "config.json"))
     gen = torch.Generator().manual_seed(0)
     weight_map: dict[str, str] = {}
@@ -182,26 +207,48 @@ def measure_precision(
     )
     req = GenerationRequest(image, task="refer", query="airplanes")
 
-    def timed(n_tiles: int, tokens: int) -> float:
+    def sync() -> None:
         if cuda:
             torch.cuda.synchronize()
+
+    def timed(n_tiles: int, tokens: int) -> float:
+        sync()
         t0 = time.perf_counter()
         gen.generate([req] * n_tiles, max_new_tokens=tokens, min_new_tokens=tokens, batch_size=n_tiles)
-        if cuda:
-            torch.cuda.synchronize()
+        sync()
         return time.perf_counter() - t0
+
+    def clocked(tokens: int) -> tuple[float, list[float]]:
+        """One tile, ``tokens`` forced tokens: (total seconds, seconds since start at each new token)."""
+        stamps: list[float] = []
+
+        def stamp() -> bool:  # the per-token cancellation check doubles as a clock
+            sync()
+            stamps.append(time.perf_counter())
+            return False
+
+        gen.should_stop = stamp
+        try:
+            sync()
+            t0 = time.perf_counter()
+            gen.generate([req], max_new_tokens=tokens, min_new_tokens=tokens, batch_size=1)
+            sync()
+            total = time.perf_counter() - t0
+        finally:
+            gen.should_stop = None
+        return total, [t - t0 for t in stamps]
 
     ttft = decode = None
     tiles: list[tuple[int, float]] = []
     if new_tokens > 0:
-        timed(1, 1)  # warm-up
-        ttft = min(timed(1, 1) for _ in range(repeats))
-        if new_tokens > 1:
-            t_n = min(timed(1, new_tokens) for _ in range(repeats))
-            # None when the machine's noise hides the decode time (t_N not above t_1).
-            decode = (new_tokens - 1) / (t_n - ttft) if t_n > ttft else None
+        if cuda or repeats > 1:
+            timed(1, 1)  # warm-up (kernel choice, allocator); skipped for one CPU repeat of minutes
+        best_total, best_stamps = min((clocked(new_tokens) for _ in range(repeats)), key=lambda r: r[0])
+        ttft = best_stamps[0]
+        if new_tokens > 1 and best_stamps[-1] > best_stamps[0]:
+            decode = (len(best_stamps) - 1) / (best_stamps[-1] - best_stamps[0])
         for b in batch_sizes:
-            tiles.append((b, b / timed(b, new_tokens)))
+            tiles.append((b, 1 / best_total if b == 1 else b / timed(b, new_tokens)))
     peak, kind = _peak_bytes(loaded.device)
     return SpeedRow(
         label=loaded.precision.value,
@@ -229,6 +276,10 @@ def speed_table(rows: Sequence[SpeedRow]) -> str:
     head += [f"tiles/s (batch {b})" for b in sizes] + ["peak memory (GiB)", "weights as loaded (GiB)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        if r.error:
+            cells = [r.label, r.device, f"not measured: {r.error}"] + ["–"] * (len(head) - 3)
+            lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+            continue
         tps = dict(r.tiles_per_s)
         cells = [r.label, r.device, f"{r.load_s:.1f}" + (" (cache)" if r.from_cache else "")]
         cells += [_fmt(r.ttft_s, ".2f"), _fmt(r.decode_tok_s, ".2f")]
@@ -236,6 +287,87 @@ def speed_table(rows: Sequence[SpeedRow]) -> str:
         cells += [f"{r.peak_bytes / 2**30:.3g} ({r.peak_kind})", f"{r.weight_bytes / 2**30:.3g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+ROWS_FILE = "speed_rows.jsonl"
+
+
+def _died_message(exc: BaseException) -> str:
+    return (
+        "the measuring process died (killed by the system, most likely for lack of memory: "
+        f"this precision does not fit on this machine) [{type(exc).__name__}]"
+    )
+
+
+def _read_rows(path: Path, setup: dict[str, object]) -> dict[str, SpeedRow]:
+    """Rows measured earlier with the same ``setup`` (failed ones are not kept: they are tried again)."""
+    found: dict[str, SpeedRow] = {}
+    if not path.is_file():
+        return found
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            record = json.loads(line)
+            if record.get("setup") != setup:
+                continue
+            row = SpeedRow.from_json(record["row"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("%s line %d: ignored (%s)", path, n, exc)
+            continue
+        if not row.error:
+            found[row.label] = row
+    return found
+
+
+def _write_outputs(
+    out: Path,
+    rows: Sequence[SpeedRow],
+    shape_of: str | None,
+    model_dir: object,
+    new_tokens: int,
+    reused: Sequence[str],
+) -> Path:
+    from rsvg_desktop.core.eval.score import Metric
+    from rsvg_desktop.engine.bench.report import write_metrics
+
+    metrics: list[Metric] = []
+    for r in rows:
+        if r.error:
+            continue
+        metrics.append(Metric(r.label, "speed", "load_s", r.load_s, 1))
+        if r.ttft_s is not None:
+            metrics.append(Metric(r.label, "speed", "ttft_s", r.ttft_s, 1))
+        if r.decode_tok_s is not None:
+            metrics.append(Metric(r.label, "speed", "decode_tok_s", r.decode_tok_s, r.new_tokens - 1))
+        for b, v in r.tiles_per_s:
+            metrics.append(Metric(r.label, "speed", f"tiles_per_s@{b}", v, b))
+        metrics.append(Metric(r.label, "memory", "peak_gib", r.peak_bytes / 2**30, 1))
+        metrics.append(Metric(r.label, "memory", "weights_gib", r.weight_bytes / 2**30, 1))
+    write_metrics(out, metrics)
+    plot = plot_speed(
+        out,
+        [
+            {"label": r.label, "batch_size": b, "tiles_per_s": v}
+            for r in rows
+            if not r.error
+            for b, v in r.tiles_per_s
+        ],
+    )
+    what = f"{shape_of} architecture, RANDOM WEIGHTS" if shape_of else str(model_dir)
+    notes = [
+        f"model: {what}; {new_tokens} forced new tokens per tile; a warm-up generation is not timed"
+        + (" (none for one repeat on the CPU)" if shape_of else ""),
+        "each precision is measured in a fresh process (peak memory is its own)",
+    ]
+    if reused:
+        notes.append(f"taken from an earlier run in this folder ({ROWS_FILE}): {', '.join(reused)}")
+    if any(r.random_weights for r in rows):
+        notes.append("RANDOM WEIGHTS: speed and memory are real; accuracy figures need the real weights")
+    return write_report(
+        out,
+        "Speed and memory",
+        [("Speed and memory", speed_table(rows)), ("Notes", "\n".join(f"- {n}" for n in notes))],
+        [plot] if plot else [],
+    )
 
 
 def run_speed(
@@ -251,11 +383,14 @@ def run_speed(
     progress: Callable[[str], None] | None = None,
     group_size: int = DEFAULT_INT4_GROUP_SIZE,
 ) -> tuple[list[SpeedRow], Path]:
-    """``rsvg bench speed``: one fresh process per precision; writes report.md, metrics.json, a plot."""
-    from concurrent.futures import ProcessPoolExecutor
+    """``rsvg bench speed``: one fresh process per precision; writes report.md, metrics.json, a plot.
 
-    from rsvg_desktop.core.eval.score import Metric
-    from rsvg_desktop.engine.bench.report import write_metrics
+    Returns every precision's row in the order asked; rows with ``error`` set were not measured.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from rsvg_desktop.errors import RsvgError
 
     if (model_dir is None) == (shape_of is None):
         raise ConfigError("give exactly one of --model DIR and --shape-of NAME")
@@ -263,63 +398,69 @@ def run_speed(
         raise ConfigError(f"batch sizes must be positive, got {list(batch_sizes)}")
     if new_tokens < 0:
         raise ConfigError(f"--new-tokens must be 0 or more, got {new_tokens}")
-    precs = [Precision.parse(p) for p in precisions]
+    precs = list(dict.fromkeys(Precision.parse(p) for p in precisions))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    setup: dict[str, object] = {
+        "model": shape_of if shape_of else str(Path(model_dir).resolve()),  # type: ignore[arg-type]
+        "device": device,
+        "batch_sizes": list(batch_sizes),
+        "new_tokens": new_tokens,
+        "group_size": group_size,
+    }
+    rows_path = out / ROWS_FILE
+    earlier = _read_rows(rows_path, setup)
     use_cache = True
-    if shape_of is not None:
+    if shape_of is not None and any(p.value not in earlier for p in precs):
         from rsvg_desktop.engine.model_files import data_dir, ensure_test_model
 
         where = Path(work_dir) if work_dir else data_dir() / "shapes"
         if progress:
             progress(f"writing a random {shape_of} checkpoint in {where} (once)")
         model_dir = write_shape_model(where / shape_of, ensure_test_model(), shape_of)
+    if shape_of is not None:
         use_cache = False  # no multi-GB quantization cache of random weights
     rows: list[SpeedRow] = []
+    reused: list[str] = []
+    report = out / "report.md"
     ctx = multiprocessing.get_context("spawn")
     for p in precs:
+        if p.value in earlier:
+            rows.append(earlier[p.value])
+            reused.append(p.value)
+            if progress:
+                progress(f"{p.value}: measured earlier in {rows_path}")
+            continue
         if progress:
             progress(f"measuring {p.value}")
-        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            row = pool.submit(
-                measure_precision,
-                str(model_dir),
-                p.value,
-                device,
-                list(batch_sizes),
-                new_tokens,
-                use_cache,
-                1 if shape_of else 2,
-                group_size,
-            ).result()
+        try:
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                row = pool.submit(
+                    measure_precision,
+                    str(model_dir),
+                    p.value,
+                    device,
+                    list(batch_sizes),
+                    new_tokens,
+                    use_cache,
+                    1 if shape_of else 2,
+                    group_size,
+                ).result()
+        except RsvgError as exc:
+            row = SpeedRow.failed(p.value, device, str(exc))
+        except BrokenProcessPool as exc:
+            row = SpeedRow.failed(p.value, device, _died_message(exc))
+        except Exception as exc:  # a bug in one precision must not lose the others' figures
+            log.debug("measuring %s failed", p.value, exc_info=True)
+            row = SpeedRow.failed(p.value, device, f"internal error: {type(exc).__name__}: {exc}")
+        if row.error:
+            log.warning("%s not measured: %s", p.value, row.error)
+            if progress:
+                progress(f"{p.value}: not measured: {row.error}")
         rows.append(row)
+        with rows_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"setup": setup, "row": row.as_json()}) + "\n")
         log.info("speed %s", asdict(row))
-    metrics: list[Metric] = []
-    for r in rows:
-        metrics.append(Metric(r.label, "speed", "load_s", r.load_s, 1))
-        if r.ttft_s is not None:
-            metrics.append(Metric(r.label, "speed", "ttft_s", r.ttft_s, 1))
-        if r.decode_tok_s is not None:
-            metrics.append(Metric(r.label, "speed", "decode_tok_s", r.decode_tok_s, r.new_tokens - 1))
-        for b, v in r.tiles_per_s:
-            metrics.append(Metric(r.label, "speed", f"tiles_per_s@{b}", v, b))
-        metrics.append(Metric(r.label, "memory", "peak_gib", r.peak_bytes / 2**30, 1))
-        metrics.append(Metric(r.label, "memory", "weights_gib", r.weight_bytes / 2**30, 1))
-    write_metrics(out, metrics)
-    plot = plot_speed(
-        out, [{"label": r.label, "batch_size": b, "tiles_per_s": v} for r in rows for b, v in r.tiles_per_s]
-    )
-    what = f"{shape_of} architecture, RANDOM WEIGHTS" if shape_of else str(model_dir)
-    notes = [
-        f"model: {what}; {new_tokens} forced new tokens per tile; a warm-up generation is not timed",
-        "each precision is measured in a fresh process (peak memory is its own)",
-    ]
-    if any(r.random_weights for r in rows):
-        notes.append("RANDOM WEIGHTS: speed and memory are real; accuracy figures need the real weights")
-    report = write_report(
-        out,
-        "Speed and memory",
-        [("Speed and memory", speed_table(rows)), ("Notes", "\n".join(f"- {n}" for n in notes))],
-        [plot] if plot else [],
-    )
+        report = _write_outputs(out, rows, shape_of, model_dir, new_tokens, reused)
+    report = _write_outputs(out, rows, shape_of, model_dir, new_tokens, reused)
     return rows, report

@@ -250,6 +250,29 @@ def test_bad_precision_or_device_in_spec(tiny_converted_dir: Path) -> None:
             load_model(LoadSpec(tiny_converted_dir, "nf4", "cuda:0"))
 
 
+def test_cpu_load_that_cannot_fit_is_refused_before_reading_weights(
+    tiny_converted_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rsvg_desktop.core.model import loader
+    from rsvg_desktop.core.model.memory import estimate_weight_bytes
+
+    need = estimate_weight_bytes(tiny_converted_dir, "nf4", compute_dtype=torch.float32).total_bytes
+    monkeypatch.setattr(loader, "available_ram_bytes", lambda: need - 1)
+    calls: list[object] = []
+    monkeypatch.setattr(loader, "_from_pretrained", lambda *a, **k: calls.append(a))
+    with pytest.raises(PrecisionError) as err:
+        load_model(LoadSpec(tiny_converted_dir, "nf4", "cpu", use_cache=False))
+    text = str(err.value)
+    assert text.startswith(f"{tiny_converted_dir}: nf4 needs ")
+    assert "GiB of memory for its weights on the CPU" in text and "choose a smaller precision" in text
+    assert "\n" not in text and not calls
+    # Exactly enough is enough.
+    monkeypatch.setattr(loader, "available_ram_bytes", lambda: need)
+    with pytest.raises(AttributeError):  # gets past the check, into the (stubbed) load
+        load_model(LoadSpec(tiny_converted_dir, "nf4", "cpu", use_cache=False))
+    assert calls
+
+
 def test_missing_or_unconverted_model(tmp_path: Path, tiny_geochat_dir: Path) -> None:
     with pytest.raises(ModelNotFoundError):
         load_model(LoadSpec(tmp_path / "nothing", "bf16", "cpu"))
