@@ -98,8 +98,14 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", default="bf16", metavar="P")
     p.add_argument("--precisions", type=_csv, default=["int8", "nf4"], metavar="P,...")
     p.add_argument("--model", required=True, metavar="DIR")
-    p.add_argument("--task", default="refer", choices=("refer", "grounding"))
+    p.add_argument(
+        "--task",
+        default="refer",
+        choices=("refer", "grounding", "classify", "vqa", "chat"),
+        help="box tasks compare boxes and answers; the others compare answers per tile",
+    )
     p.add_argument("--query", default="", metavar="Q")
+    p.add_argument("--classes", default=None, metavar="A,B,...", help="class list for --task classify")
     p.add_argument("--device", default="auto", metavar="D")
     p.add_argument(
         "--group-size",
@@ -226,6 +232,7 @@ def cmd_bench_agree(args: argparse.Namespace) -> int:
         Path(args.output),
         task=args.task,
         query=args.query,
+        classes=_csv(args.classes) if args.classes else (),
         device=args.device,
         group_size=args.group_size,
         batch_size=args.batch_size,

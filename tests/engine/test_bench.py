@@ -275,8 +275,37 @@ def test_agreement_metrics_on_hand_made_answer_logs(tmp_path: Path) -> None:
     assert len(layers["bf16"]) == 2 and len(layers["nf4"]) == 1
 
 
+def test_agreement_of_a_task_without_boxes_compares_answers_per_tile(tmp_path: Path) -> None:
+    from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord
+    from rsvg_desktop.engine.bench.agree import compare_answer_logs
+
+    def write(path: Path, answers: list[str]) -> Path:
+        with AnswerLogWriter(path) as w:
+            for k, answer in enumerate(answers):
+                w.write(AnswerRecord("s.tif", 100 * k, 0, 100, 50, "classify", "", answer, pixel_mode=True))
+        return path
+
+    ref = write(tmp_path / "ref.jsonl", ["forest", "water", "urban"])
+    other = write(tmp_path / "other.jsonl", ["forest", "urban", "urban"])
+    metrics, layers, _ = compare_answer_logs("bf16", [ref], {"bf16": [ref], "int8": [other]}, "classify")
+    got = {m.metric: (m.value, m.n) for m in metrics}
+    assert set(got) == {"tiles", "identical", "rougeL"}  # no box figures for a task without boxes
+    assert got["identical"] == (pytest.approx(200 / 3), 3)
+    assert got["rougeL"] == (pytest.approx(200 / 3), 3)
+    assert [r["answer"] for r in layers["int8"]] == ["forest", "urban", "urban"]
+    (diff,) = layers["disagreements"]
+    assert (diff["reference_answer"], diff["answer"], diff["kind"]) == ("water", "urban", "different answer")
+    assert diff["geometry"].bounds == (100.0, 0.0, 200.0, 50.0)  # the second tile's window
+
+
 @pytest.mark.slow
-def test_agree_on_a_scene(test_model_dir: Path, tmp_path: Path, data_dir: Path) -> None:
+def test_agree_on_a_scene(
+    test_model_dir: Path,
+    tmp_path: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import pyogrio
 
     out = tmp_path / "agree"
@@ -290,6 +319,33 @@ def test_agree_on_a_scene(test_model_dir: Path, tmp_path: Path, data_dir: Path) 
     layers = {name for name, _ in pyogrio.list_layers(out / "agreement.gpkg")}
     assert layers == {"bf16", "nf4", "disagreements"}
     assert "RANDOM WEIGHTS" in (out / "report.md").read_text()
+    assert (out / "runs" / "nf4" / "OSBS_029.done.json").is_file()
+
+    # The same command again reuses the finished runs: no model is loaded, the figures are the same.
+    def no_load(*a: object, **k: object) -> None:
+        raise AssertionError("a finished run was redone")
+
+    monkeypatch.setattr("rsvg_desktop.core.model.loader.load_model", no_load)
+    assert main(args) == 0
+    assert json.loads((out / "metrics.json").read_text())["metrics"] == metrics
+    report = (out / "report.md").read_text()
+    assert "2 scene run(s) finished earlier in this folder were reused" in report
+    assert "RANDOM WEIGHTS" in report
+    monkeypatch.undo()
+
+    # A task without boxes: answers compared per tile; the layers are tile footprints with answers.
+    classify = [*args[:-2], "--task", "classify", "-o", str(out)]
+    assert main(classify) == 2
+    assert "task classify needs the class list (--classes a,b,c)" in capsys.readouterr().err
+    assert main([*classify[:-2], "--classes", "forest,water", "-o", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert {m["metric"] for m in metrics} == {"tiles", "identical", "rougeL"}
+    assert {m["task"] for m in metrics} == {"agree/classify"}
+    import geopandas as gpd
+
+    tiles_layer = gpd.read_file(out / "agreement.gpkg", layer="nf4")
+    assert len(tiles_layer) == 4 and tiles_layer.crs is not None
+    assert tiles_layer.geometry.area.min() > 0
 
 
 def test_run_names_a_missing_image_before_loading_any_model(

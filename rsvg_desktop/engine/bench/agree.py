@@ -7,10 +7,19 @@ difference in count), the IoU of boxes matched greedily one-to-one by descending
 percentile), boxes left unmatched on either side, the identical-answer rate and ROUGE-L between the
 answers. ``OUT/agreement.gpkg`` holds both precisions' polygons (layers ``<precision>``) and the
 disagreements (layer ``disagreements``: unmatched boxes, and matched pairs with IoU < 0.5).
+
+Tasks without boxes (``classify``, ``vqa``, ``chat``) are compared on their answers alone (identical
+rate, ROUGE-L); their layers hold each tile's footprint with its answer (for ``classify``, a class map
+per precision), and ``disagreements`` the tiles whose answers differ, with both answers.
+
+Resumable per scene: a finished scene run leaves ``OUT/runs/<precision>/<scene>.done.json`` with its
+settings; the same command again skips those runs (and loads no model when a precision has nothing
+left), so an interrupted comparison goes on where it stopped.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +31,7 @@ from rsvg_desktop.core.answers import AnswerRecord, read_answer_log
 from rsvg_desktop.core.eval.metrics import match_pairs, rouge_l
 from rsvg_desktop.core.eval.score import Metric
 from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
-from rsvg_desktop.core.prompt import parse_answer
+from rsvg_desktop.core.prompt import get_task, parse_answer
 from rsvg_desktop.engine.bench.jobs import BenchSummary
 from rsvg_desktop.engine.bench.report import metric_tables, write_metrics, write_report
 from rsvg_desktop.engine.detect import answer_log_path, run_scene
@@ -44,6 +53,21 @@ def _tiles(log_path: Path) -> dict[Key, AnswerRecord]:
     return out
 
 
+def _footprint(rec: AnswerRecord) -> Any:
+    """The tile's window as a polygon in the scene's CRS (scene pixels in pixel mode, like the boxes)."""
+    from shapely.geometry import Polygon
+
+    georef = rec.transform if rec.transform and rec.crs is not None else None
+    a, b, c, d, e, f = georef or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    corners = [
+        (rec.col_off, rec.row_off),
+        (rec.col_off + rec.width, rec.row_off),
+        (rec.col_off + rec.width, rec.row_off + rec.height),
+        (rec.col_off, rec.row_off + rec.height),
+    ]
+    return Polygon([(a * x + b * y + c, d * x + e * y + f) for x, y in corners])
+
+
 def _geoms(rec: AnswerRecord) -> np.ndarray:
     georef = Georef(rec.transform, rec.crs)
     table = detections_for_answer(
@@ -61,6 +85,7 @@ def run_agree(
     *,
     task: str = "refer",
     query: str = "",
+    classes: Sequence[str] = (),
     device: str = "auto",
     batch_size: int | None = None,
     max_new_tokens: int = 256,
@@ -80,17 +105,50 @@ def run_agree(
         raise ConfigError("give at least one precision besides the reference")
     if not inputs:
         raise ConfigError("no input scene given")
+    spec = get_task(task)
+    if spec.needs_region:
+        raise ConfigError(f"task {task} asks about one region, not every tile: choose another task")
+    if spec.name == "classify" and not classes:
+        raise ConfigError("task classify needs the class list (--classes a,b,c)")
+    stems = [Path(scene).stem for scene in inputs]
+    if len(set(stems)) != len(stems):
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        raise ConfigError(f"two inputs share a file name ({', '.join(twice)}): their runs would collide")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "model": str(Path(model_dir).resolve()),
+        "task": task,
+        "query": query,
+        "classes": list(classes),
+        "tile_size": tile_size,
+        "max_new_tokens": max_new_tokens,
+        "group_size": group_size,
+    }
     logs: dict[str, list[Path]] = {}
     random_weights = False
+    resumed = 0
     for prec in [ref, *others]:
+        logs[prec.value] = []
+        todo: list[tuple[str | Path, Path, Path]] = []
+        for scene in inputs:
+            output = out / "runs" / prec.value / f"{Path(scene).stem}.gpkg"
+            marker = output.with_name(f"{output.stem}.done.json")
+            want = dict(settings, scene=str(Path(scene).resolve()), precision=prec.value)
+            logs[prec.value].append(answer_log_path(output))
+            if _finished(marker, want) and answer_log_path(output).is_file():
+                resumed += 1
+                log.info("%s at %s: finished earlier (%s)", scene, prec.value, marker)
+                random_weights = random_weights or _random_weights(marker)
+                continue
+            todo.append((scene, output, marker))
+        if not todo:
+            continue
         loaded = load_model(LoadSpec(Path(model_dir), prec, device=device, group_size=group_size))
         random_weights = random_weights or loaded.random_weights
         gen = GeoChatGenerator(loaded)
-        logs[prec.value] = []
-        for scene in inputs:
-            output = out / "runs" / prec.value / f"{Path(scene).stem}.gpkg"
+        for scene, output, marker in todo:
+            marker.unlink(missing_ok=True)
             extra = {"tile_size": tile_size} if tile_size else {}
             config = RunConfig(
                 str(scene),
@@ -100,6 +158,7 @@ def run_agree(
                 overwrite=True,
                 batch_size=batch_size,
                 max_new_tokens=max_new_tokens,
+                classes=tuple(classes),
                 **extra,  # type: ignore[arg-type]
             )
             for event in run_scene(
@@ -112,7 +171,10 @@ def run_agree(
                 total = getattr(event, "total", None)
                 if progress and done is not None and total:
                     progress(f"{prec.value} {Path(scene).name}", int(done), int(total))
-            logs[prec.value].append(answer_log_path(output))
+            want = dict(settings, scene=str(Path(scene).resolve()), precision=prec.value)
+            marker.write_text(
+                json.dumps(dict(want, random_weights=loaded.random_weights), indent=1), encoding="utf-8"
+            )
         del gen, loaded
 
     metrics, layers, crs = compare_answer_logs(ref.value, logs[ref.value], logs, task)
@@ -129,6 +191,8 @@ def run_agree(
         f"polygons and disagreements: {gpkg.name} (layers {', '.join(layers)})",
         "IoU values in percent; counts are boxes summed over tiles",
     ]
+    if resumed:
+        notes.append(f"{resumed} scene run(s) finished earlier in this folder were reused")
     if random_weights:
         notes.append("the model has RANDOM WEIGHTS (a test model): the figures are meaningless")
     metrics_file = write_metrics(out, metrics)
@@ -138,6 +202,21 @@ def run_agree(
         [("Agreement", metric_tables(metrics)), ("Notes", "\n".join(f"- {x}" for x in notes))],
     )
     return BenchSummary(out, report, metrics_file, tuple(metrics), ())
+
+
+def _finished(marker: Path, want: dict[str, Any]) -> bool:
+    try:
+        got = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(got, dict) and all(got.get(k) == v for k, v in want.items())
+
+
+def _random_weights(marker: Path) -> bool:
+    try:
+        return bool(json.loads(marker.read_text(encoding="utf-8")).get("random_weights"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def compare_answer_logs(
@@ -153,9 +232,10 @@ def compare_answer_logs(
     ref_tiles: dict[Key, AnswerRecord] = {}
     for path in ref_logs:
         ref_tiles.update(_tiles(path))
+    has_boxes = get_task(task).has_boxes
     for rec in ref_tiles.values():
         crs = crs or rec.crs
-        for g in _geoms(rec):
+        for g in _geoms(rec) if has_boxes else [_footprint(rec)]:
             layers[reference].append({"geometry": g, "scene": rec.scene, "answer": rec.answer})
     label_task = f"agree/{task}"
     for label, paths in logs.items():
@@ -172,6 +252,24 @@ def compare_answer_logs(
         common = [k for k in ref_tiles if k in tiles]
         for key in common:
             a, b = ref_tiles[key], tiles[key]
+            same = a.answer.strip() == b.answer.strip()
+            identical += same
+            rouge.append(rouge_l(a.answer, b.answer))
+            if not has_boxes:
+                tile = _footprint(b)
+                layers[label].append({"geometry": tile, "scene": b.scene, "answer": b.answer})
+                if not same:
+                    layers["disagreements"].append(
+                        {
+                            "geometry": tile,
+                            "scene": a.scene,
+                            "precision": label,
+                            "kind": "different answer",
+                            "reference_answer": a.answer,
+                            "answer": b.answer,
+                        }
+                    )
+                continue
             ga, gb = _geoms(a), _geoms(b)
             for g in gb:
                 layers[label].append({"geometry": g, "scene": b.scene, "answer": b.answer})
@@ -182,8 +280,6 @@ def compare_answer_logs(
             matched_b = {j for _, j, _ in pairs}
             only_ref += len(ga) - len(matched_a)
             only_other += len(gb) - len(matched_b)
-            identical += a.answer.strip() == b.answer.strip()
-            rouge.append(rouge_l(a.answer, b.answer))
             for side, geoms, matched in ((reference, ga, matched_a), (label, gb, matched_b)):
                 for i, g in enumerate(geoms):
                     if i not in matched:
@@ -209,8 +305,14 @@ def compare_answer_logs(
                             }
                         )
         n = len(common)
+        metrics.append(Metric(label, label_task, "tiles", float(n), n))
+        if not has_boxes:
+            metrics += [
+                Metric(label, label_task, "identical", 100.0 * identical / n if n else 0.0, n),
+                Metric(label, label_task, "rougeL", 100 * float(np.mean(rouge)) if n else 0.0, n),
+            ]
+            continue
         metrics += [
-            Metric(label, label_task, "tiles", float(n), n),
             Metric(label, label_task, "count_diff_mean", float(np.mean(count_diff)) if n else 0.0, n),
             Metric(
                 label, label_task, "matched_iou_mean", 100 * float(np.mean(ious)) if ious else 0.0, len(ious)
