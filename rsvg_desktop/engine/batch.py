@@ -715,7 +715,18 @@ class BatchJob:
         t0 = time.perf_counter()
         answers: list[TileAnswer] = []
         convention = AngleConvention(cfg.angle_convention)
-        for it, res in zip(items, results, strict=True):
+        # Tile footprints: one vectorised projection per input of the batch, not one per tile.
+        footprints: dict[int, Any] = {}
+        groups: dict[int, list[int]] = {}
+        for k, it in enumerate(items):
+            if not it.state.georef.pixel_mode:
+                groups.setdefault(id(it.state), []).append(k)
+        for idx in groups.values():
+            state = items[idx[0]].state
+            g = state.georef
+            recs = tile_records([items[k].tile for k in idx], g.transform, g.crs_wkt, state.dst_crs)
+            footprints.update((k, r.geometry) for k, r in zip(idx, recs, strict=True))
+        for k, (it, res) in enumerate(zip(items, results, strict=True)):
             state, run = it.state, self.runs[it.run]
             g = state.georef
             record = AnswerRecord.for_tile(
@@ -735,9 +746,6 @@ class BatchJob:
                 dst_crs=state.dst_crs,
                 convention=convention,
             )
-            footprint = None
-            if not g.pixel_mode:
-                footprint = tile_records([it.tile], g.transform, g.crs_wkt, state.dst_crs)[0].geometry
             answers.append(
                 TileAnswer(
                     run_id=run.run_id,
@@ -752,7 +760,7 @@ class BatchJob:
                     seconds=res.seconds,
                     batch_size=getattr(res, "batch_size", len(items)),
                     device=getattr(res, "device", None) or self.device,
-                    footprint=footprint,
+                    footprint=footprints.get(k),
                 )
             )
         c.t_polygons += time.perf_counter() - t0
