@@ -12,6 +12,9 @@ Two libraries warn at import about optional native kernels that this app does no
   (``_C_mxfp8``, ``_C_cutlass_90a``) on a machine without those libraries, and (logger
   ``torchao.kernel.intmm``) that Triton is absent (CPU builds of torch have none); torch warns (logger
   ``torch.utils._pytree``) that torchao's ``register_constant()`` of its enums is deprecated.
+* bitsandbytes warns (logger ``bitsandbytes.autograd._functions``) ``MatMul8bitLt: inputs will be cast
+  from torch.float32 to float16 during quantization`` while an int8 model generates with fp32 (CPU) or
+  bf16 activations: that cast is how LLM.int8 works.
 
 :func:`route_library_messages` puts a filter on those two loggers (it is called when
 :mod:`rsvg_desktop.core.model` is imported, before anything imports the libraries) that lowers exactly
@@ -29,6 +32,8 @@ __all__ = ["DROPPED", "ROUTED_LOGGERS", "LibraryMessageFilter", "route_library_m
 #: logger name → the start of the messages that are lowered to DEBUG.
 ROUTED_LOGGERS: dict[str, tuple[str, ...]] = {
     "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",),
+    # LLM.int8 with fp32 (CPU) or bf16 activations: the cast to fp16 is how its kernels work, not news.
+    "bitsandbytes.autograd._functions": ("MatMul8bitLt: inputs will be cast from",),
     "torchao": ("Failed to load ", "Skipping import of cpp extensions"),
     "torchao.kernel.intmm": ("Warning: Detected no triton",),
 }

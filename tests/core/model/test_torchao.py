@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -323,6 +324,19 @@ def test_bitsandbytes_cpu_kernel_message_goes_to_the_log() -> None:
     )
     assert "DEBUG Failed to load CPU gemm_4bit_forward" in logged.stdout
     assert "gemm_4bit_forward" not in logged.stderr
+
+
+def test_int8_cast_notice_goes_to_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    import rsvg_desktop.core.model  # noqa: F401  (installs the routing)
+
+    source = logging.getLogger("bitsandbytes.autograd._functions")
+    with caplog.at_level(logging.INFO):
+        source.warning("MatMul8bitLt: inputs will be cast from %s to float16 during quantization", "fp32")
+        source.warning("something else bitsandbytes says")
+    assert [r.getMessage() for r in caplog.records] == ["something else bitsandbytes says"]
+    with caplog.at_level(logging.DEBUG):
+        source.warning("MatMul8bitLt: inputs will be cast from %s to float16 during quantization", "fp32")
+    assert caplog.records[-1].levelno == logging.DEBUG
 
 
 @pytest.mark.slow
