@@ -128,8 +128,13 @@ def test_run_writes_answers_report_metrics_and_plots(
         assert (out / png).stat().st_size > 1000
     # Resumable: a rerun answers nothing new and keeps one line per question.
     before = (out / "answers" / "nf4" / "vqa.jsonl").read_text()
+    (out / "accuracy_vs_memory.png").unlink()
     assert main(args) == 0
     assert (out / "answers" / "nf4" / "vqa.jsonl").read_text() == before
+    # ... and, loading no model, still knows each precision's weight memory and that weights are random.
+    rerun = (out / "report.md").read_text()
+    assert rerun == report
+    assert (out / "accuracy_vs_memory.png").stat().st_size > 1000
 
 
 def test_score_ground_truth_answers_and_dior(tmp_path: Path) -> None:
@@ -181,6 +186,8 @@ def test_speed_on_the_tiny_model(test_model_dir: Path, tmp_path: Path) -> None:
         assert got[(prec, "speed", "load_s")] > 0
         assert got[(prec, "speed", "tiles_per_s@2")] > 0
         assert got[(prec, "memory", "peak_gib")] > got[(prec, "memory", "weights_gib")] > 0
+        # On the CPU the private part of the peak (no memory-mapped checkpoint pages) is given beside it.
+        assert got[(prec, "memory", "peak_gib")] >= got[(prec, "memory", "peak_private_gib")] > 0
     # 4-bit weights of the quantized linears take less room than bf16 ones.
     assert got[("nf4", "memory", "weights_gib")] != got[("bf16", "memory", "weights_gib")]
     assert (out / "tiles_per_second.png").stat().st_size > 1000

@@ -204,6 +204,21 @@ def score_answer_files(
     return _finish(out, "Benchmark scores", metrics, confusion, {}, [f"data: {data_dir}"])
 
 
+MODEL_FACTS = "model.json"  # OUT/answers/<precision>/model.json: the model that wrote the answers
+
+
+def _read_facts(path: Path) -> dict[str, Any]:
+    try:
+        got = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def _random_note(label: str) -> str:
+    return f"{label}: the model has RANDOM WEIGHTS (a test model): the figures are meaningless"
+
+
 def run_bench(
     data_dir: str | Path,
     model_dir: str | Path,
@@ -251,13 +266,32 @@ def run_bench(
             answered = _done_ids(adir / f"{t}.jsonl")
             todo[t] = [r for r in recs if r.question_id not in answered]
         files[label] = {t: adir / f"{t}.jsonl" for t in data}
+        facts = adir / MODEL_FACTS
         if not any(todo.values()):
             log.info("%s: every question already answered", label)
+            known = _read_facts(facts)  # what the model was, for the plots and notes of a rerun
+            if "weight_bytes" in known:
+                memory[label] = float(known["weight_bytes"]) / 2**30
+            if known.get("random_weights"):
+                notes.append(_random_note(label))
             continue
         loaded = load_model(LoadSpec(Path(model_dir), prec, device=device, group_size=group_size))
         memory[label] = loaded.weight_bytes / 2**30
+        facts.write_text(
+            json.dumps(
+                {
+                    "model": str(model_dir),
+                    "precision": label,
+                    "device": loaded.device_name,
+                    "weight_bytes": loaded.weight_bytes,
+                    "random_weights": loaded.random_weights,
+                },
+                indent=1,
+            ),
+            encoding="utf-8",
+        )
         if loaded.random_weights:
-            notes.append(f"{label}: the model has RANDOM WEIGHTS (a test model): the figures are meaningless")
+            notes.append(_random_note(label))
         gen = GeoChatGenerator(loaded)
         for task, recs in todo.items():
             total = len(data[task])

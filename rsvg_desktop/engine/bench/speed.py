@@ -5,7 +5,10 @@ load time (:attr:`LoadedModel.load_seconds`); from one tile generating N forced 
 ``repeats``), clocked at every token: time to first token, decode tokens/s at batch 1
 (``(N − 1) / (t_N − t_1)``) and tiles/s at batch 1; tiles/s at each larger batch size (each tile
 generating N forced tokens); peak memory (CUDA:
-``max_memory_allocated``; CPU: the process's peak resident set, ``ru_maxrss``), and the weights' size as
+``max_memory_allocated``; CPU: the process's peak resident set, ``ru_maxrss``, and beside it the peak of
+its private memory, ``RssAnon`` sampled every 50 ms: the resident set also counts the checkpoint's
+memory-mapped pages read while loading, which the kernel can drop when the weights have been
+converted), and the weights' size as
 loaded (parameters + buffers + quantization state). A warm-up generation runs first and is not timed,
 except for a single repeat on the CPU (``--shape-of`` there: a tile takes minutes, and a first call's
 set-up is negligible beside it).
@@ -71,6 +74,7 @@ class SpeedRow:
     new_tokens: int = 0
     random_weights: bool = False
     error: str = ""  # why this precision could not be measured ("" when it was)
+    peak_private_bytes: int | None = None  # CPU: peak anonymous (private) resident memory
 
     @classmethod
     def failed(cls, label: str, device: str, error: str) -> SpeedRow:
@@ -160,6 +164,48 @@ def write_shape_model(out_dir: str | Path, template_dir: str | Path, shape: str 
 
 
 # --- measuring one precision (in its own process) -------------------------------------------------
+def _private_bytes() -> int | None:
+    """This process's anonymous resident memory (Linux ``RssAnon``), None where unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class _PrivatePeak:
+    """Samples :func:`_private_bytes` in a daemon thread; ``peak`` is the largest value seen."""
+
+    def __init__(self, every_s: float = 0.05) -> None:
+        import threading
+
+        self.peak = _private_bytes()
+        self._stop = threading.Event()
+        self._every = every_s
+        self._thread = threading.Thread(target=self._run, name="rsvg-private-peak", daemon=True)
+        if self.peak is not None:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self._take()
+
+    def _take(self) -> None:
+        now = _private_bytes()
+        if now is not None and (self.peak is None or now > self.peak):
+            self.peak = now
+
+    def stop(self) -> int | None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._take()
+        return self.peak
+
+
 def _peak_bytes(device: str) -> tuple[int, str]:
     import resource
 
@@ -189,6 +235,7 @@ def measure_precision(
     from rsvg_desktop.core.model.generate import GenerationRequest, GeoChatGenerator
     from rsvg_desktop.core.model.loader import LoadSpec, load_model
 
+    private = _PrivatePeak()
     loaded = load_model(
         LoadSpec(
             Path(model_dir),
@@ -250,6 +297,7 @@ def measure_precision(
         for b in batch_sizes:
             tiles.append((b, 1 / best_total if b == 1 else b / timed(b, new_tokens)))
     peak, kind = _peak_bytes(loaded.device)
+    private_peak = private.stop()
     return SpeedRow(
         label=loaded.precision.value,
         device=loaded.device_name,
@@ -258,6 +306,7 @@ def measure_precision(
         weight_bytes=loaded.weight_bytes,
         peak_bytes=peak,
         peak_kind=kind,
+        peak_private_bytes=None if cuda else private_peak,
         ttft_s=ttft,
         decode_tok_s=decode,
         tiles_per_s=tuple(tiles),
@@ -284,7 +333,10 @@ def speed_table(rows: Sequence[SpeedRow]) -> str:
         cells = [r.label, r.device, f"{r.load_s:.1f}" + (" (cache)" if r.from_cache else "")]
         cells += [_fmt(r.ttft_s, ".2f"), _fmt(r.decode_tok_s, ".2f")]
         cells += [_fmt(tps.get(b), ".3g") for b in sizes]
-        cells += [f"{r.peak_bytes / 2**30:.3g} ({r.peak_kind})", f"{r.weight_bytes / 2**30:.3g}"]
+        peak = f"{r.peak_bytes / 2**30:.3g} ({r.peak_kind}"
+        if r.peak_private_bytes is not None:
+            peak += f"; {r.peak_private_bytes / 2**30:.3g} private"
+        cells += [peak + ")", f"{r.weight_bytes / 2**30:.3g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -341,6 +393,8 @@ def _write_outputs(
         for b, v in r.tiles_per_s:
             metrics.append(Metric(r.label, "speed", f"tiles_per_s@{b}", v, b))
         metrics.append(Metric(r.label, "memory", "peak_gib", r.peak_bytes / 2**30, 1))
+        if r.peak_private_bytes is not None:
+            metrics.append(Metric(r.label, "memory", "peak_private_gib", r.peak_private_bytes / 2**30, 1))
         metrics.append(Metric(r.label, "memory", "weights_gib", r.weight_bytes / 2**30, 1))
     write_metrics(out, metrics)
     plot = plot_speed(
