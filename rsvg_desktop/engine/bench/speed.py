@@ -508,7 +508,7 @@ def run_speed(
             log.debug("measuring %s failed", p.value, exc_info=True)
             row = SpeedRow.failed(p.value, device, f"internal error: {type(exc).__name__}: {exc}")
         if row.error:
-            log.warning("%s not measured: %s", p.value, row.error)
+            log.info("%s not measured: %s", p.value, row.error)
             if progress:
                 progress(f"{p.value}: not measured: {row.error}")
         rows.append(row)
