@@ -32,7 +32,7 @@ from rsvg_desktop.core.eval.metrics import match_pairs, rouge_l
 from rsvg_desktop.core.eval.score import Metric
 from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
 from rsvg_desktop.core.prompt import get_task, parse_answer
-from rsvg_desktop.engine.bench.jobs import BenchSummary
+from rsvg_desktop.engine.bench.jobs import BenchSummary, read_json_object
 from rsvg_desktop.engine.bench.report import metric_tables, write_metrics, write_report
 from rsvg_desktop.engine.detect import answer_log_path, run_scene
 from rsvg_desktop.engine.events import RunConfig, RunFailed
@@ -130,24 +130,25 @@ def run_agree(
     resumed = 0
     for prec in [ref, *others]:
         logs[prec.value] = []
-        todo: list[tuple[str | Path, Path, Path]] = []
+        todo: list[tuple[str | Path, Path, Path, dict[str, Any]]] = []
         for scene in inputs:
             output = out / "runs" / prec.value / f"{Path(scene).stem}.gpkg"
             marker = output.with_name(f"{output.stem}.done.json")
             want = dict(settings, scene=str(Path(scene).resolve()), precision=prec.value)
             logs[prec.value].append(answer_log_path(output))
-            if _finished(marker, want) and answer_log_path(output).is_file():
+            earlier = read_json_object(marker)
+            if all(earlier.get(k) == v for k, v in want.items()) and answer_log_path(output).is_file():
                 resumed += 1
                 log.info("%s at %s: finished earlier (%s)", scene, prec.value, marker)
-                random_weights = random_weights or _random_weights(marker)
+                random_weights = random_weights or bool(earlier.get("random_weights"))
                 continue
-            todo.append((scene, output, marker))
+            todo.append((scene, output, marker, want))
         if not todo:
             continue
         loaded = load_model(LoadSpec(Path(model_dir), prec, device=device, group_size=group_size))
         random_weights = random_weights or loaded.random_weights
         gen = GeoChatGenerator(loaded)
-        for scene, output, marker in todo:
+        for scene, output, marker, want in todo:
             marker.unlink(missing_ok=True)
             extra = {"tile_size": tile_size} if tile_size else {}
             config = RunConfig(
@@ -171,7 +172,6 @@ def run_agree(
                 total = getattr(event, "total", None)
                 if progress and done is not None and total:
                     progress(f"{prec.value} {Path(scene).name}", int(done), int(total))
-            want = dict(settings, scene=str(Path(scene).resolve()), precision=prec.value)
             marker.write_text(
                 json.dumps(dict(want, random_weights=loaded.random_weights), indent=1), encoding="utf-8"
             )
@@ -202,21 +202,6 @@ def run_agree(
         [("Agreement", metric_tables(metrics)), ("Notes", "\n".join(f"- {x}" for x in notes))],
     )
     return BenchSummary(out, report, metrics_file, tuple(metrics), ())
-
-
-def _finished(marker: Path, want: dict[str, Any]) -> bool:
-    try:
-        got = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(got, dict) and all(got.get(k) == v for k, v in want.items())
-
-
-def _random_weights(marker: Path) -> bool:
-    try:
-        return bool(json.loads(marker.read_text(encoding="utf-8")).get("random_weights"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def compare_answer_logs(

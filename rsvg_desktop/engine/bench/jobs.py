@@ -207,7 +207,8 @@ def score_answer_files(
 MODEL_FACTS = "model.json"  # OUT/answers/<precision>/model.json: the model that wrote the answers
 
 
-def _read_facts(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A small JSON record written by the bench (``{}`` when missing, unreadable or not an object)."""
     try:
         got = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -269,7 +270,7 @@ def run_bench(
         facts = adir / MODEL_FACTS
         if not any(todo.values()):
             log.info("%s: every question already answered", label)
-            known = _read_facts(facts)  # what the model was, for the plots and notes of a rerun
+            known = read_json_object(facts)  # what the model was, for the plots and notes of a rerun
             if "weight_bytes" in known:
                 memory[label] = float(known["weight_bytes"]) / 2**30
             if known.get("random_weights"):

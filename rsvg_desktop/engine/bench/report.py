@@ -8,6 +8,7 @@ import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rsvg_desktop.core.eval.score import Metric
 
@@ -117,6 +118,14 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out, write and close a figure (every plot of the reports ends here)."""
+    fig.tight_layout()
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_accuracy_vs_memory(
     out: Path, metrics: Sequence[Metric], memory_gib: Mapping[str, float]
 ) -> Path | None:
@@ -155,11 +164,7 @@ def plot_accuracy_vs_memory(
     ax.set_title("Accuracy against weight memory, per precision")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    path = out / "accuracy_vs_memory.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "accuracy_vs_memory.png")
 
 
 def plot_size_groups(out: Path, metrics: Sequence[Metric]) -> Path | None:
@@ -188,11 +193,7 @@ def plot_size_groups(out: Path, metrics: Sequence[Metric]) -> Path | None:
     ax.set_title("Grounding accuracy (acc@0.5) per object size group")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = out / "accuracy_per_size_group.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "accuracy_per_size_group.png")
 
 
 def plot_confusion(
@@ -226,12 +227,8 @@ def plot_confusion(
                 ax.text(j, i, str(mat[i, j]), ha="center", va="center", fontsize=8, color=color)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="questions")
     ax.set_title(f"Scene classification, {dataset}, {label}")
-    fig.tight_layout()
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{dataset}_{label}")
-    path = out / f"confusion_{safe}.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"confusion_{safe}.png")
 
 
 def plot_speed(out: Path, rows: Sequence[Mapping[str, object]]) -> Path | None:
@@ -256,11 +253,7 @@ def plot_speed(out: Path, rows: Sequence[Mapping[str, object]]) -> Path | None:
     ax.set_title("Throughput per precision (tiles/s)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = out / "tiles_per_second.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "tiles_per_second.png")
 
 
 def write_plots(out: Path, metrics: Sequence[Metric], memory_gib: Mapping[str, float]) -> list[Path]:

@@ -476,7 +476,6 @@ def run_speed(
         use_cache = False  # no multi-GB quantization cache of random weights
     rows: list[SpeedRow] = []
     reused: list[str] = []
-    report = out / "report.md"
     ctx = multiprocessing.get_context("spawn")
     for p in precs:
         if p.value in earlier:
@@ -515,6 +514,6 @@ def run_speed(
         with rows_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"setup": setup, "row": row.as_json()}) + "\n")
         log.info("speed %s", asdict(row))
-        report = _write_outputs(out, rows, shape_of, model_dir, new_tokens, reused)
-    report = _write_outputs(out, rows, shape_of, model_dir, new_tokens, reused)
-    return rows, report
+        if p is not precs[-1]:  # the report so far, in case the run stops before the end
+            _write_outputs(out, rows, shape_of, model_dir, new_tokens, reused)
+    return rows, _write_outputs(out, rows, shape_of, model_dir, new_tokens, reused)
