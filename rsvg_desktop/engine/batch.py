@@ -41,7 +41,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from collections.abc import Generator as PyGenerator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ from rsvg_desktop.core.paths import refuse_same_file, same_file
 from rsvg_desktop.core.prompt import IMAGE_TOKEN, LLAVA_V1, build_prompt
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.answerer import Answerer, TileJob, TileReadError
-from rsvg_desktop.engine.detect import Generator, answer_log_path
+from rsvg_desktop.engine.detect import AnswerGenerator, answer_log_path
 from rsvg_desktop.engine.events import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE_SIZE,
@@ -90,7 +90,8 @@ __all__ = [
     "PROMPT_VERSION",
     "BatchConfig",
     "BatchJob",
-    "LoadedGenerator",
+    "ModelForBatch",
+    "ModelLoader",
     "ModelIdentity",
     "batch_detect",
     "model_fingerprint",
@@ -107,12 +108,17 @@ CPU_BATCH_SIZE = 4
 
 
 @dataclass(frozen=True, slots=True)
-class LoadedGenerator:
-    """A generator made ready on first need: the model's description and the batch size it runs at."""
+class ModelForBatch:
+    """What loading the model gives a batch: the generator, the model's description and the batch size it
+    runs at. A batch asks for it through a :data:`ModelLoader`, only when its first batch needs the model."""
 
     generator: Any
     info: ModelInfo | None = None
     batch_size: int | None = None
+
+
+#: Loads the model when called; a batch calls it only when it first needs the model.
+ModelLoader = Callable[[], ModelForBatch]
 
 
 # --- configuration and identity ------------------------------------------------------------------
@@ -357,13 +363,13 @@ class BatchJob:
     # --- driving --------------------------------------------------------------------------------
     def run(
         self,
-        generator: Generator | Callable[[], LoadedGenerator],
+        generator: AnswerGenerator | ModelLoader,
         *,
         cancel: Callable[[], bool] | None = None,
-    ) -> PyGenerator[BatchEvent, None, None]:
+    ) -> Generator[BatchEvent, None, None]:
         """Answer every open (tile, question) pair; yields events, the last one :class:`BatchFinished`.
 
-        ``generator`` is a ready generator, or a function returning a :class:`LoadedGenerator`, called
+        ``generator`` is a ready generator, or a function returning a :class:`ModelForBatch`, called
         only when the first batch needs the model (a fully finished batch never loads it).
         """
         c = self._c
@@ -434,7 +440,7 @@ class BatchJob:
         yield BatchFinished(summary)
 
     # --- inputs → items -------------------------------------------------------------------------
-    def _produce(self) -> PyGenerator[_Item | InputStarted | InputFinished | BatchProgress, None, None]:
+    def _produce(self) -> Generator[_Item | InputStarted | InputFinished | BatchProgress, None, None]:
         c = self._c
         # The store says which inputs still have work (main thread: the store is not shared); those
         # are opened and their grids laid one or two inputs ahead in a background thread, so opening
@@ -939,11 +945,11 @@ def _check_transformable(src_wkt: str, dst_wkt: str) -> None:
 # --- entry points --------------------------------------------------------------------------------
 def run_batch(
     config: BatchConfig,
-    generator: Generator | Callable[[], LoadedGenerator],
+    generator: AnswerGenerator | ModelLoader,
     *,
     model: ModelIdentity,
     cancel: Callable[[], bool] | None = None,
-) -> PyGenerator[BatchEvent, None, None]:
+) -> Generator[BatchEvent, None, None]:
     """Prepare and run a batch with a given generator (see :class:`BatchJob`); yields its events."""
     job = BatchJob(config, model)
     try:
@@ -954,7 +960,7 @@ def run_batch(
 
 def batch_detect(
     config: BatchConfig, spec: ModelSpec, *, cancel: Callable[[], bool] | None = None
-) -> PyGenerator[BatchEvent, None, None]:
+) -> Generator[BatchEvent, None, None]:
     """``rsvg batch``: check the arguments and open the store, then load the model (only when some
     pair is still open) and run; yields :class:`ModelLoaded` before the first batch."""
     from rsvg_desktop.core.model.loader import read_random_weights_flag
@@ -972,7 +978,7 @@ def batch_detect(
         random_weights=read_random_weights_flag(model_dir),
     )
 
-    def load() -> LoadedGenerator:
+    def load() -> ModelForBatch:
         from rsvg_desktop.core.model.generate import GeoChatGenerator, auto_batch_size
         from rsvg_desktop.core.model.loader import load_model
         from rsvg_desktop.engine.model_jobs import load_spec, model_info
@@ -982,7 +988,7 @@ def batch_detect(
         if cancel is not None:
             gen.should_stop = cancel
         size = config.batch_size or auto_batch_size(loaded, config.max_new_tokens)
-        return LoadedGenerator(gen, model_info(loaded), size)
+        return ModelForBatch(gen, model_info(loaded), size)
 
     yield from run_batch(config, load, model=identity, cancel=cancel)
 

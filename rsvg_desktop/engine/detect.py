@@ -48,7 +48,7 @@ from rsvg_desktop.errors import CancelledError, ConfigError, OutputExistsError, 
 log = logging.getLogger(__name__)
 
 
-class Generator(Protocol):
+class AnswerGenerator(Protocol):
     """What the job needs of the model: :class:`rsvg_desktop.core.model.generate.GeoChatGenerator`."""
 
     def generate(
@@ -99,7 +99,7 @@ def new_run_id() -> str:
 
 def run_scene(
     config: RunConfig,
-    generator: Generator,
+    generator: AnswerGenerator,
     *,
     model: str = "",
     precision: str = "",

@@ -61,12 +61,8 @@ def ensure_test_model(root: str | os.PathLike[str] | None = None, *, seed: int =
 
 
 def models_home() -> Path:
-    """Where known models are downloaded and converted: ``<data folder>/models/``."""
-    return data_dir() / "models"
-
-
-def user_manifest_dir() -> Path:
-    """The user's own model manifests (override bundled ones of the same id)."""
+    """Where known models are downloaded and converted, ``<data folder>/models/``; the user's own model
+    manifests (``*.json``, overriding bundled ones of the same id) live there too."""
     return data_dir() / "models"
 
 

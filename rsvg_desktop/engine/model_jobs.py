@@ -323,9 +323,9 @@ class KnownModelStatus:
 def known_models() -> dict[str, Any]:
     """The manifests of every known model, the user's own included."""
     from rsvg_desktop.core.model.manifest import known_models as load_known
-    from rsvg_desktop.engine.model_files import user_manifest_dir
+    from rsvg_desktop.engine.model_files import models_home
 
-    return load_known(user_dir=user_manifest_dir())
+    return load_known(user_dir=models_home())
 
 
 def known_model(model_id: str) -> Any:

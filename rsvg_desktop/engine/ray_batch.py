@@ -27,7 +27,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from collections.abc import Generator as PyGenerator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from rsvg_desktop.engine.answerer import TileJob, TileReadError, TileWorkerCore,
 from rsvg_desktop.engine.batch import (
     BatchConfig,
     BatchJob,
-    LoadedGenerator,
+    ModelForBatch,
     ModelIdentity,
     model_fingerprint,
 )
@@ -288,7 +288,7 @@ def run_ray_batch(
     device: str = "cpu",
     model_info: Any = None,
     cancel: Callable[[], bool] | None = None,
-) -> PyGenerator[BatchEvent | WorkersProgress, None, None]:
+) -> Generator[BatchEvent | WorkersProgress, None, None]:
     """Run a batch over Ray actors that each build a generator with ``factory`` (picklable; returns a
     generator, or ``(generator, device_name)``). Yields the batch events plus :class:`WorkersProgress`.
 
@@ -322,11 +322,11 @@ def run_ray_batch(
                 )
         batch_size = config.batch_size
 
-        def load() -> LoadedGenerator:
+        def load() -> ModelForBatch:
             assert pool is not None
             devices = pool.call_all("load")
             log.info("Ray: %d workers loaded the model (%s)", len(devices), ", ".join(sorted(set(devices))))
-            return LoadedGenerator(pool, model_info, batch_size or 4)
+            return ModelForBatch(pool, model_info, batch_size or 4)
 
         for event in job.run(load, cancel=cancel):
             yield event
@@ -364,7 +364,7 @@ def ray_batch_detect(
     options: RayOptions,
     *,
     cancel: Callable[[], bool] | None = None,
-) -> PyGenerator[BatchEvent | WorkersProgress, None, None]:
+) -> Generator[BatchEvent | WorkersProgress, None, None]:
     """``rsvg batch --ray``: :func:`~rsvg_desktop.engine.batch.batch_detect` with the model in Ray
     workers (one model per worker, at the requested precision)."""
     from rsvg_desktop.core.model.loader import read_random_weights_flag

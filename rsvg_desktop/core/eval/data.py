@@ -41,7 +41,7 @@ __all__ = [
     "BOX_TASKS",
     "IMAGE_SUFFIXES",
     "TASKS",
-    "AnswerRecord",
+    "BenchAnswer",
     "BenchRecord",
     "find_image",
     "gt_polygons",
@@ -82,7 +82,7 @@ class BenchRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class AnswerRecord:
+class BenchAnswer:
     """One line of an answer file (GeoChat's format); ``source`` is ``file:line``."""
 
     question_id: str
@@ -267,13 +267,13 @@ def read_benchmark(folder: str | Path, tasks: Sequence[str] | None = None) -> di
 
 
 # --- answers --------------------------------------------------------------------------------------
-def read_answers(path: str | Path) -> list[AnswerRecord]:
+def read_answers(path: str | Path) -> list[BenchAnswer]:
     """An answer file (JSON Lines with ``question_id`` and ``answer``); BenchDataError names the line.
 
     A non-string answer is kept as its JSON text (it will count as a malformed answer, not a crash).
     """
     path = Path(path)
-    out: list[AnswerRecord] = []
+    out: list[BenchAnswer] = []
     for lineno, obj in _iter_jsonl(path):
         where = f"{path}:{lineno}"
         qid = str(_need(obj, ("question_id",), where))
@@ -282,7 +282,7 @@ def read_answers(path: str | Path) -> list[AnswerRecord]:
             raise BenchDataError(f"{where}: missing field 'answer'")
         if not isinstance(answer, str):
             answer = json.dumps(answer)
-        out.append(AnswerRecord(qid, answer, str(obj.get("image_id") or obj.get("image") or ""), where))
+        out.append(BenchAnswer(qid, answer, str(obj.get("image_id") or obj.get("image") or ""), where))
     return out
 
 

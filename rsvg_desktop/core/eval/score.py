@@ -19,7 +19,7 @@ from typing import Any
 
 from rsvg_desktop.core.eval.data import (
     BOX_TASKS,
-    AnswerRecord,
+    BenchAnswer,
     BenchRecord,
     find_image,
     gt_polygons,
@@ -172,7 +172,7 @@ def score_task(
     label: str,
     task: str,
     records: Sequence[BenchRecord],
-    answers: Sequence[AnswerRecord] | Mapping[str, str],
+    answers: Sequence[BenchAnswer] | Mapping[str, str],
     *,
     images: Path | None = None,
     convention: AngleConvention = DEFAULT_ANGLE_CONVENTION,
