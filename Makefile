@@ -4,15 +4,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := resources/sample_scene.tif
+# The lock: every package at the exact version CI tested (docs/design.md, "Reproducible installs").
+LOCK := requirements/constraints.txt
+TORCH := 2.13.0
+PIP := $(BIN)/python -m pip install --quiet --constraint $(LOCK)
 
-.PHONY: venv sysdeps test test-fast lint run sample bench package clean
+.PHONY: venv sysdeps test test-fast test-package lint run sample bench package lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PIP) --upgrade pip setuptools
 	# torch first, pinned: a plain requirement would pull a several-GB CUDA build.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PIP) torch==$(TORCH)
+	# The project's build backend is the locked setuptools above, not whatever is newest today.
+	$(PIP) --no-build-isolation -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -23,20 +28,27 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# Debian tools the tests use to validate the desktop files (installed when run as root, e.g. in CI).
+# Debian tools the tests use: desktop-file-utils and appstream validate the desktop files, gdal-bin's
+# ogrinfo reads our exports back (installed when run as root, e.g. in CI).
 sysdeps:
-	@command -v desktop-file-validate >/dev/null && command -v appstreamcli >/dev/null || \
+	@command -v desktop-file-validate >/dev/null && command -v appstreamcli >/dev/null && \
+	  command -v ogrinfo >/dev/null || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
-	  apt-get install -y -qq desktop-file-utils appstream >/dev/null; } || \
-	echo "warning: install desktop-file-utils and appstream (Debian) to validate the desktop files"
+	  apt-get install -y -qq desktop-file-utils appstream gdal-bin >/dev/null; } || \
+	echo "warning: install desktop-file-utils, appstream and gdal-bin (Debian) for the tests"
 	@# WordNet 3.0 for rsvg bench's METEOR (Debian wordnet-base, /usr/share/wordnet).
 	@test -f /usr/share/wordnet/data.noun || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
 	  apt-get install -y -qq wordnet-base >/dev/null; } || \
 	echo "warning: install wordnet-base (Debian) for METEOR in rsvg bench"
 
+# Every test but those of the frozen package (make test-package builds and tests that).
 test: lint sysdeps
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q --durations=10
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m "not package" --durations=15
+
+# The frozen desktop package: build it (make package, cached) and run its tests.
+test-package: package sysdeps
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m package --durations=5 tests/packaging
 
 # The quick loop while editing: no model-building integration tests, no Qt.
 test-fast: $(STAMP) sysdeps
@@ -69,11 +81,26 @@ PACKAGE_INPUTS := $(shell find rsvg_desktop models resources packaging -type f -
 package: $(PACKAGE)
 
 $(PACKAGE): $(STAMP) $(PACKAGE_INPUTS)
-	$(BIN)/python -m pip install --quiet 'pyinstaller>=6.10'
+	$(PIP) -e '.[package]' --no-build-isolation
 	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
 		packaging/rsvg-desktop.spec
 	ln -sfn rsvg-desktop dist/rsvg-desktop/rsvg
 	touch $@
+
+# Re-resolve every dependency as of today into $(LOCK), in a fresh venv. Then run `make test test-package`
+# and commit the new lock only when both pass: until then a fresh clone keeps installing the old one.
+LOCK_VENV := build/lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PY) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools
+	$(LOCK_VENV)/bin/python -m pip install --quiet torch==$(TORCH)
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev,package]'
+	{ sed -n '1,/^$$/p' $(LOCK); $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | \
+	  sed -E 's/^(torch==[0-9.]+)\+cpu$$/\1/'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
+	@echo "$(LOCK) rewritten: run make test test-package before committing it"
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

@@ -24,11 +24,23 @@ def _data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def test_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in tiny random-weights model (converted), built once per session outside $HOME, where
-    ``rsvg … --smoke`` and the app's test model look for it: one build serves every test."""
+    """The built-in tiny random-weights model (converted) where ``rsvg … --smoke`` and the app's test
+    model look for it (the session's data folder): a copy of the machine's cached build
+    (:mod:`model_cache`), so one build serves every test run. Any test that runs the test model, in
+    process or not, asks for this fixture (which also marks it slow)."""
+    from model_cache import CONVERTED_NAME, copy_of
+
     from rsvg_desktop.engine.model_files import ensure_test_model
 
-    return ensure_test_model(_data_home(tmp_path_factory) / "test-model")
+    base = _data_home(tmp_path_factory) / "test-model"
+    if not (base / CONVERTED_NAME).exists():
+        copy_of("converted", base / CONVERTED_NAME)
+    return ensure_test_model(base)  # finds the copy: nothing is built
+
+
+#: Fixtures that build or load a model: a test using any of them (directly or through another fixture)
+#: is marked ``slow``, so ``make test-fast`` leaves it out without anyone marking it by hand.
+MODEL_FIXTURES = frozenset({"test_model_dir", "tiny_geochat_dir", "tiny_converted_dir", "tiny_clip_dir"})
 
 
 @pytest.fixture(autouse=True)
@@ -38,8 +50,11 @@ def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Everything under tests/gui is a GUI test (``make test-fast`` leaves them out)."""
+    """Everything under tests/gui is a GUI test, and everything that uses a model fixture is slow
+    (``make test-fast`` leaves both out)."""
     gui = Path(__file__).parent / "gui"
     for item in items:
         if gui in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.gui)
+        if MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import fiona
 import pytest
+from cli_runner import run_rsvg
 
 from rsvg_desktop.cli.main import main
 from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rsvg_desktop.cli.main", *args], capture_output=True, text=True, timeout=300
-    )
 
 
 def test_info_reports_scene_and_tiles(data_dir, capsys):
@@ -44,7 +37,7 @@ def test_info_text_on_all_nodata_scene_warns(data_dir, capsys):
     ],
 )
 def test_bad_input_gives_one_line_error(data_dir, name, needle):
-    proc = run_cli("info", str(data_dir / name))
+    proc = run_rsvg("info", str(data_dir / name))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rsvg: error:")
@@ -106,7 +99,7 @@ def test_export_rebuilds_from_log_and_excludes_nothing_by_default(data_dir, tmp_
 def test_export_bad_log_names_file_and_line(tmp_path):
     log = tmp_path / "bad.jsonl"
     log.write_text('{"scene": "x"}\n{"also": 1}\n')
-    proc = run_cli("export", str(log), "-o", str(tmp_path / "o.gpkg"))
+    proc = run_rsvg("export", str(log), "-o", str(tmp_path / "o.gpkg"))
     assert proc.returncode == 2
     assert "bad.jsonl:1" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -122,10 +115,10 @@ def test_model_info_for_published_geochat(capsys):
     assert 13 < sizes["bf16"] < 15.5 and 6.5 < sizes["int8"] < 8.5 and 3.5 < sizes["nf4"] < 5
 
 
-@pytest.mark.slow
+@pytest.mark.usefixtures("test_model_dir")
 def test_detect_smoke_end_to_end(data_dir, tmp_path):
     out = tmp_path / "d.gpkg"
-    proc = run_cli(
+    proc = run_rsvg(
         "detect",
         str(data_dir / "cogeo.tif"),
         "--query",
@@ -151,20 +144,17 @@ def test_detect_smoke_end_to_end(data_dir, tmp_path):
 
 
 def test_download_offline_is_one_clear_line(tmp_path):
-    env_proc = subprocess.run(
-        [sys.executable, "-m", "rsvg_desktop.cli.main", "model", "download", "-o", str(tmp_path / "m")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    env_proc = run_rsvg(
+        "model", "download", "-o", str(tmp_path / "m"), env={**os.environ, "HF_HUB_OFFLINE": "1"}
     )
     assert env_proc.returncode == 2
     lines = env_proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "geochat-7B" in lines[0] and "Traceback" not in env_proc.stderr
 
 
+@pytest.mark.usefixtures("test_model_dir")
 def test_detect_on_empty_scene_fails_before_loading_the_model(data_dir, tmp_path):
-    proc = run_cli(
+    proc = run_rsvg(
         "detect",
         str(data_dir / "all-nodata.tif"),
         "--query",
@@ -201,37 +191,18 @@ def test_model_list_download_verify_through_a_manifest(tmp_path):
             "files": [{"name": "config.json"}, {"name": "weights.bin", "bytes": 300_000}],
         }
         (data_home / "models" / "geochat-ft.json").write_text(json.dumps(manifest))
-        listed = subprocess.run(
-            [sys.executable, "-m", "rsvg_desktop.cli.main", "model", "list", "--json"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
+        listed = run_rsvg("model", "list", "--json", env=env)
         assert listed.returncode == 0, listed.stderr
         rows = {m["id"]: m for m in json.loads(listed.stdout)}
         assert set(rows) >= {"geochat-7b", "geochat-ft"} and not rows["geochat-ft"]["downloaded"]
-        got = subprocess.run(
-            [sys.executable, "-m", "rsvg_desktop.cli.main", "-q", "model", "download", "geochat-ft"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
+        got = run_rsvg("-q", "model", "download", "geochat-ft", env=env)
         assert got.returncode == 0, got.stderr
     folder = data_home / "models" / "geochat-ft" / "download"
     assert (folder / "weights.bin").stat().st_size == 300_000
-    verify = [sys.executable, "-m", "rsvg_desktop.cli.main", "model", "verify", "geochat-ft"]
-    ok = subprocess.run(verify, capture_output=True, text=True, timeout=120, env=env)
+    ok = run_rsvg("model", "verify", "geochat-ft", env=env)
     assert ok.returncode == 0 and "every file matches" in ok.stdout
     (folder / "config.json").write_text('{"architectures": ["Tampered"]}')
-    bad = subprocess.run(verify, capture_output=True, text=True, timeout=120, env=env)
+    bad = run_rsvg("model", "verify", "geochat-ft", env=env)
     assert bad.returncode == 2 and "config.json" in bad.stderr and "Traceback" not in bad.stderr
-    listed = subprocess.run(
-        [sys.executable, "-m", "rsvg_desktop.cli.main", "model", "list"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    listed = run_rsvg("model", "list", env=env)
     assert "geochat-ft: GeoChat fine-tune" in listed.stdout and "downloaded" in listed.stdout

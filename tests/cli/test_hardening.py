@@ -7,24 +7,14 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import CliResult, run_rsvg, run_rsvg_process
 from odd_rasters import build_corpus
 
 from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord, read_answer_log
 from rsvg_desktop.errors import AnswerLogWriteError
-
-
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rsvg_desktop.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +22,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_corpus(tmp_path_factory.mktemp("odd"))
 
 
-def _check_promise(proc: subprocess.CompletedProcess, folder: Path) -> None:
+def _check_promise(proc: CliResult, folder: Path) -> None:
     assert proc.returncode in (0, 2, 3), proc.stderr
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     assert "WARNING: CPLE" not in proc.stderr and "Warning 1:" not in proc.stderr
@@ -52,12 +42,12 @@ def test_corpus_info_and_tiles_keep_the_promise(corpus: dict[str, Path], tmp_pat
         if name.startswith("huge"):
             continue  # laid out below once (planning a 300,000² grid takes a while)
         for extra in ((), ("--pixel-mode",)):
-            proc = run_cli("info", str(path), *extra)
+            proc = run_rsvg("info", str(path), *extra)
             _check_promise(proc, out)
             codes[(name, extra)] = proc.returncode
             if proc.returncode == 0:
                 target = out / f"{name}.gpkg"
-                t = run_cli("tiles", str(path), *extra, "-o", str(target), "--overwrite")
+                t = run_rsvg("tiles", str(path), *extra, "-o", str(target), "--overwrite")
                 _check_promise(t, out)
                 assert (t.returncode == 0) == target.exists()
     for name in ("complex_cint16", "complex_cint32", "complex_complex64", "complex_complex128"):
@@ -77,7 +67,7 @@ def test_corpus_info_and_tiles_keep_the_promise(corpus: dict[str, Path], tmp_pat
     ],
 )
 def test_odd_inputs_say_what_they_are(corpus: dict[str, Path], name: str, needle: str) -> None:
-    proc = run_cli("info", str(corpus[name]), timeout=60)  # a FIFO must not hang
+    proc = run_rsvg_process("info", str(corpus[name]), timeout=60)  # a FIFO must not hang
     assert proc.returncode == 2
     assert needle in proc.stderr and str(corpus[name]) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -85,7 +75,7 @@ def test_odd_inputs_say_what_they_are(corpus: dict[str, Path], name: str, needle
 
 @pytest.mark.slow
 def test_huge_declared_size_plans_in_bounded_memory(corpus: dict[str, Path]) -> None:
-    proc = run_cli("info", str(corpus["huge_sparse_nocrs"]), "--pixel-mode", "--json")
+    proc = run_rsvg("info", str(corpus["huge_sparse_nocrs"]), "--pixel-mode", "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["width"] == info["height"] == 300_000
@@ -93,9 +83,9 @@ def test_huge_declared_size_plans_in_bounded_memory(corpus: dict[str, Path]) -> 
 
 
 def test_library_warnings_only_with_verbose(corpus: dict[str, Path]) -> None:
-    quiet = run_cli("info", str(corpus["corrupt_truncated"]))
+    quiet = run_rsvg("info", str(corpus["corrupt_truncated"]))
     assert quiet.returncode == 0 and quiet.stderr == ""
-    loud = run_cli("-v", "info", str(corpus["corrupt_truncated"]))
+    loud = run_rsvg("-v", "info", str(corpus["corrupt_truncated"]))
     assert "StripByteCounts" in loud.stderr and "Traceback" not in loud.stderr
 
 
@@ -122,7 +112,7 @@ def test_bad_answer_log_values_name_file_and_line(tmp_path: Path, line: str, nee
     bad = json.dumps(good)[:-1] + ", " + line + "}"
     bad = bad.replace(f'"{needle}": ', f'"{needle}_old": ', 1) if needle in good else bad
     log.write_text(json.dumps(good) + "\n" + bad + "\n", encoding="utf-8")
-    proc = run_cli("export", str(log), "-o", str(tmp_path / "out.gpkg"))
+    proc = run_rsvg("export", str(log), "-o", str(tmp_path / "out.gpkg"))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     where = f"{log}:" if needle == "crs" else f"{log}:2:"  # a CRS is checked where it is used
@@ -133,7 +123,7 @@ def test_bad_answer_log_values_name_file_and_line(tmp_path: Path, line: str, nee
 def test_deeply_nested_answer_log_line(tmp_path: Path) -> None:
     log = tmp_path / "deep.answers.jsonl"
     log.write_text("[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
-    proc = run_cli("export", str(log), "-o", str(tmp_path / "out.gpkg"))
+    proc = run_rsvg("export", str(log), "-o", str(tmp_path / "out.gpkg"))
     assert proc.returncode == 2 and f"{log}:1:" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -146,7 +136,7 @@ def test_export_refuses_to_replace_its_input(tmp_path: Path, data_dir: Path) -> 
     link = tmp_path / "link.geojson"
     link.symlink_to(log)
     for target in (log, link):
-        proc = run_cli("export", str(log), "-o", str(target), "--overwrite")
+        proc = run_rsvg("export", str(log), "-o", str(target), "--overwrite")
         assert proc.returncode == 2 and "same file" in proc.stderr
         assert log.read_bytes() == before
 
@@ -154,7 +144,7 @@ def test_export_refuses_to_replace_its_input(tmp_path: Path, data_dir: Path) -> 
 def test_tiles_refuses_to_replace_its_scene(tmp_path: Path, data_dir: Path) -> None:
     scene = tmp_path / "scene.gpkg"
     scene.write_bytes((data_dir / "RGB.byte.tif").read_bytes())
-    proc = run_cli("tiles", str(scene), "-o", str(scene), "--overwrite")
+    proc = run_rsvg("tiles", str(scene), "-o", str(scene), "--overwrite")
     assert proc.returncode == 2 and "same file" in proc.stderr
     assert scene.read_bytes() == (data_dir / "RGB.byte.tif").read_bytes()
 
@@ -166,7 +156,7 @@ def test_read_only_output_folder_is_one_line(tmp_path: Path, data_dir: Path, ext
     folder.mkdir()
     folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        proc = run_cli("tiles", str(data_dir / "RGB.byte.tif"), "-o", str(folder / f"t.{ext}"))
+        proc = run_rsvg("tiles", str(data_dir / "RGB.byte.tif"), "-o", str(folder / f"t.{ext}"))
     finally:
         folder.chmod(stat.S_IRWXU)
     assert proc.returncode == 2
@@ -203,12 +193,12 @@ def test_answer_log_full_disk_keeps_complete_lines(tmp_path: Path) -> None:
     assert [r.col_off for r in read_answer_log(log)] == [0]
 
 
-@pytest.mark.slow
+@pytest.mark.usefixtures("test_model_dir")
 @pytest.mark.parametrize(("query", "needle"), [("", "needs a query"), ("airplane " * 12_000, "context")])
 def test_query_checked_before_the_model_loads(
     tmp_path: Path, data_dir: Path, query: str, needle: str
 ) -> None:
-    proc = run_cli(
+    proc = run_rsvg(
         "detect", str(data_dir / "RGB.byte.tif"), "--smoke", "--query", query, "-o", str(tmp_path / "o.gpkg")
     )
     assert proc.returncode == 2, proc.stderr
@@ -218,12 +208,12 @@ def test_query_checked_before_the_model_loads(
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.slow
+@pytest.mark.usefixtures("test_model_dir")
 def test_batch_checks_every_question_before_the_model_loads(tmp_path: Path, data_dir: Path) -> None:
     queries = tmp_path / "q.txt"
     queries.write_text("cars\n" + "airplane " * 12_000 + "\n")
     out = tmp_path / "b.gpkg"
-    proc = run_cli(
+    proc = run_rsvg(
         "batch", str(data_dir / "RGB.byte.tif"), "--smoke", "--queries", str(queries), "-o", str(out)
     )
     assert proc.returncode == 2, proc.stderr
@@ -258,7 +248,7 @@ def test_the_app_worker_refuses_a_question_too_long_for_the_context(
     assert not any(isinstance(m, RunStarted) for m in msgs) and not (tmp_path / "o.gpkg").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.usefixtures("test_model_dir")
 def test_batch_goes_on_past_bad_inputs(corpus: dict[str, Path], tmp_path: Path) -> None:
     import numpy as np
     import rasterio
@@ -274,7 +264,7 @@ def test_batch_goes_on_past_bad_inputs(corpus: dict[str, Path], tmp_path: Path) 
     ) as dst:  # fmt: skip
         dst.write(np.full((3, 64, 64), 100, dtype="uint8"))
     out = tmp_path / "b.gpkg"
-    proc = run_cli(
+    proc = run_rsvg(
         "batch", str(folder), "--smoke", "--query", "planes", "-o", str(out), "--tile-size", "64",
         "--overlap", "0", "--max-new-tokens", "4", "--quiet", "--json",
     )  # fmt: skip
@@ -286,7 +276,7 @@ def test_batch_goes_on_past_bad_inputs(corpus: dict[str, Path], tmp_path: Path) 
     assert summary["inputs_done"] >= 1
 
 
-@pytest.mark.slow
+@pytest.mark.usefixtures("test_model_dir")
 def test_detect_says_when_the_export_could_not_be_written(tmp_path: Path) -> None:
     import numpy as np
     import rasterio
@@ -300,7 +290,7 @@ def test_detect_says_when_the_export_could_not_be_written(tmp_path: Path) -> Non
         dst.write(np.full((3, 64, 64), 100, dtype="uint8"))
     out = tmp_path / "o.gpkg"
     out.mkdir()  # the GeoPackage cannot be written where a folder stands
-    proc = run_cli(
+    proc = run_rsvg(
         "-q", "detect", str(scene), "--smoke", "--query", "planes", "-o", str(out), "--overwrite",
         "--tile-size", "64", "--overlap", "0", "--max-new-tokens", "4",
     )  # fmt: skip

@@ -1,5 +1,6 @@
-"""``rsvg batch`` as a user runs it: a real subprocess, the tiny real model (random weights, CPU),
-exit statuses, the JSON summary, resuming, and a SIGKILL in the middle of a run.
+"""``rsvg batch`` as a user runs it: the tiny real model (random weights, CPU), exit statuses, the JSON
+summary, resuming, and a SIGKILL in the middle of a run (a real process; the other runs go through the
+same ``main`` in this process, and one bad-argument case through a real process too).
 
 The kill tests compare a killed-then-resumed run with an uninterrupted one: identical answers and
 detections, no duplicates, no missing tiles. One uses the real CLI and the tiny model (batch size 1,
@@ -23,6 +24,7 @@ from pathlib import Path
 import pyogrio
 import pytest
 from batch_helpers import BlobGenerator, blob_image, lattice, write_geotiff, write_plain
+from cli_runner import run_rsvg, run_rsvg_process
 
 from rsvg_desktop.cli.main import main
 from rsvg_desktop.core.answers import read_answer_log
@@ -32,11 +34,10 @@ from rsvg_desktop.engine.inputs import Query
 HERE = Path(__file__).resolve().parent
 
 
-def rsvg(*args: str, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
+def rsvg_background(*args: str) -> subprocess.Popen:
+    """``rsvg ARGS`` in a real process that the test can kill."""
     cmd = [sys.executable, "-m", "rsvg_desktop.cli.main", *args]
-    if kw.pop("background", False):
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _model_args(model_dir: Path, *extra: str) -> list[str]:
@@ -135,7 +136,7 @@ def test_cli_mixed_folder_exit_status_summary_and_resume(tmp_path, mixed_folder,
         "--summary",
         str(summary_file),
     ]
-    proc = rsvg(*args)
+    proc = run_rsvg(*args)
     assert proc.returncode == 3, proc.stderr  # some inputs failed
     assert "Traceback" not in proc.stderr and "RANDOM WEIGHTS" in proc.stderr
     s = _summary(proc)
@@ -157,10 +158,10 @@ def test_cli_mixed_folder_exit_status_summary_and_resume(tmp_path, mixed_folder,
     assert len(logged) == s["tiles_done"] and {Path(r.scene).name for r in logged} >= {"a.tif", "b.png"}
 
     # Rerun: finished inputs are skipped, the corrupt one is tried again and fails again.
-    again = _summary(rsvg(*args))
+    again = _summary(run_rsvg(*args))
     assert (again["inputs_already_done"], again["inputs_failed"], again["exit_code"]) == (2, 1, 3)
     (mixed_folder / "c_corrupt.tif").unlink()
-    proc = rsvg(*args)
+    proc = run_rsvg(*args)
     last = _summary(proc)
     assert proc.returncode == 0 and last["status"] == "complete" and last["tiles_done"] == 0
     assert last["tiles_already_done"] == 2 and last["inputs_already_done"] == 2
@@ -182,7 +183,7 @@ def test_cli_bad_arguments_exit_2_without_traceback(tmp_path, mixed_folder, test
         assert needle in err and "Traceback" not in err and err.startswith("rsvg: error:")
     assert not (tmp_path / "x.gpkg").exists()
     # The same through a real process: one line on stderr, exit status 2.
-    proc = rsvg(
+    proc = run_rsvg_process(
         "batch",
         str(tmp_path / "absent"),
         "--query",
@@ -214,17 +215,17 @@ def test_cli_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, test_model
     ]
 
     killed = tmp_path / "killed.gpkg"
-    proc = rsvg("batch", str(folder), *common, "-o", str(killed), background=True)
+    proc = rsvg_background("batch", str(folder), *common, "-o", str(killed))
     n = _kill_when(proc, killed, at_least=2)
     assert proc.returncode == -signal.SIGKILL and 2 <= n < 8
-    resumed = rsvg("batch", str(folder), *common, "-o", str(killed))
+    resumed = run_rsvg("batch", str(folder), *common, "-o", str(killed))
     assert resumed.returncode == 0, resumed.stderr
     s = _summary(resumed)
     assert s["tiles_already_done"] + s["tiles_done"] == 8 and s["tiles_already_done"] >= n
     assert s["inputs_already_done"] + s["inputs_done"] == 8
 
     full = tmp_path / "full.gpkg"
-    assert rsvg("batch", str(folder), *common, "-o", str(full)).returncode == 0
+    assert run_rsvg("batch", str(folder), *common, "-o", str(full)).returncode == 0
     assert _ledger(killed) == _ledger(full) and len(_ledger(full)) == 8
     for path in (killed, full):  # the log holds each stored answer once
         keys = _log_keys(path.with_name(path.stem + ".answers.jsonl"))

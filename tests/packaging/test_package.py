@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -75,14 +76,29 @@ def test_frozen_cli(frozen: Path, tmp_path: Path) -> None:
     assert version.returncode == 0 and version.stdout.startswith("rsvg "), version.stderr
     info = subprocess.run([rsvg, "info", str(SAMPLE)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert info.returncode == 0 and "EPSG" in info.stdout, info.stderr
-    out = tmp_path / "smoke.gpkg"
-    smoke = subprocess.run(
-        [rsvg, "-q", "detect", str(SAMPLE), "--query", "cars", "--smoke", "--precision", "nf4",
-         "--max-new-tokens", "4", "-o", str(out)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900,
-    )  # fmt: skip
-    assert smoke.returncode == 0, smoke.stderr[-2000:]
-    assert out.is_file() and out.with_suffix(".answers.jsonl").is_file()
+    # One run per precision family the app offers on the CPU: plain dtype, bitsandbytes 8-bit and
+    # 4-bit, torchao int8 and int4 weight-only, and q4cal (bitsandbytes on calibrated weights). Each
+    # imports its own libraries (and their data files: bitsandbytes' CPU ops import `kernels`).
+    for precision in ("bf16", "int8", "nf4", "int8wo", "int4wo", "q4cal"):
+        if precision == "q4cal":
+            model = next((tmp_path / "data" / "test-model").iterdir())  # built by the first --smoke run
+            cal = subprocess.run(
+                [rsvg, "-q", "model", "calibrate", str(model), str(SAMPLE), "--samples", "2"],
+                capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+            )  # fmt: skip
+            assert cal.returncode == 0, cal.stderr[-2000:]
+        out = tmp_path / f"smoke-{precision}.gpkg"
+        smoke = subprocess.run(
+            [rsvg, "-q", "detect", str(SAMPLE), "--query", "cars", "--smoke", "--precision", precision,
+             "--max-new-tokens", "4", "-o", str(out)],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900,
+        )  # fmt: skip
+        assert smoke.returncode == 0, f"{precision}: {smoke.stderr[-2000:]}"
+        assert "Traceback" not in smoke.stderr, smoke.stderr[-2000:]
+        log = out.with_suffix(".answers.jsonl")
+        assert out.is_file() and log.is_file(), precision
+        first = json.loads(log.read_text().splitlines()[0])
+        assert first["precision"].split("@")[0] == precision and first["device"] == "CPU", first
     listed = subprocess.run([rsvg, "model", "list"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert listed.returncode == 0 and "geochat-7b" in listed.stdout  # the manifests travel with the app
     bad = subprocess.run([rsvg, "info", str(tmp_path / "nope.tif")], capture_output=True, text=True, env=env)
