@@ -366,7 +366,8 @@ def table(results: list[dict[str, Any]], cuda: bool) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (also checked by ``benchmarks/gpu.sh --dry-run``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     parser.add_argument("--precisions", help="comma-separated (default: all; bf16,int8,nf4 for 7B)")
@@ -386,6 +387,11 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     defaults = BIG_DEFAULTS if args.geochat7b_random else TINY_DEFAULTS
     for key, value in defaults.items():
