@@ -44,7 +44,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rsvg_desktop.core.geo.scene import CoarseValidity, Scene, SceneInfo
+from rsvg_desktop.core.geo.scene.info import SceneInfo
+from rsvg_desktop.core.geo.scene.reading import Scene
+from rsvg_desktop.core.geo.scene.validity import CoarseValidity
 from rsvg_desktop.core.geo.transform import Transform6, window_corners
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.errors import ConfigError, EmptySceneError
