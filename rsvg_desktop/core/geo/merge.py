@@ -219,6 +219,7 @@ def priority_order(
     return np.lexsort(keys)
 
 
+# --- the passes -----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True, eq=False)
 class _Boxes:
     """The per-box arrays the passes share (``N`` boxes, scene pixels)."""
