@@ -44,7 +44,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rsvg_desktop.core.geo.scene import CoarseValidity, Scene, SceneInfo
+from rsvg_desktop.core.geo.scene.info import SceneInfo
+from rsvg_desktop.core.geo.scene.reading import Scene
+from rsvg_desktop.core.geo.scene.validity import CoarseValidity
 from rsvg_desktop.core.geo.transform import Transform6, window_corners
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.errors import ConfigError, EmptySceneError
@@ -263,6 +265,45 @@ def plan_tiles(
         iter_grid(info.width, info.height, tile_size=tile_size, overlap=overlap, window_size=(win_w, win_h))
     )
 
+    fractions, maybe = _nodata_fractions(scene, cols, rows, win_w, win_h, mask_factor)
+    if not maybe.any() and not allow_empty:
+        raise EmptySceneError(
+            f"{info.path}: the scene has no valid pixels (every pixel is nodata or masked): all "
+            f"{len(tiles)} tiles would be skipped and nothing sent to the model"
+        )
+    if max_nodata_fraction is None:
+        keep = np.ones(fractions.shape, dtype=bool)
+    else:
+        keep = maybe & (fractions < max_nodata_fraction)
+    flat_keep = keep.ravel()
+    plan = TilePlan(
+        scene=info,
+        tile_size=tile_size,
+        overlap=overlap,
+        target_gsd=None if target_gsd is None else float(target_gsd),
+        max_nodata_fraction=None if max_nodata_fraction is None else float(max_nodata_fraction),
+        window_size=(win_w, win_h),
+        n_rows=len(rows),
+        n_cols=len(cols),
+        tiles=tiles,
+        nodata_fractions=tuple(float(f) for f in fractions.ravel()),
+        kept=tuple(t for t, k in zip(tiles, flat_keep, strict=True) if k),
+        skipped=tuple(t for t, k in zip(tiles, flat_keep, strict=True) if not k),
+    )
+    _log_plan(plan, any_valid=bool(maybe.any()))
+    return plan
+
+
+def _nodata_fractions(
+    scene: Scene, cols: np.ndarray, rows: np.ndarray, win_w: int, win_h: int, mask_factor: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per tile ``(n_rows, n_cols)``: its nodata fraction, and whether it holds a valid pixel.
+
+    From the scene's validity read once, decimated by ``mask_factor``; the tiles it cannot decide are
+    checked at full resolution. A tile with a valid pixel is never reported as entirely nodata, one
+    without always is.
+    """
+    info = scene.info
     coarse = scene.coarse_validity(mask_factor)
     area = np.outer(
         np.minimum(rows + win_h, info.height) - rows, np.minimum(cols + win_w, info.width) - cols
@@ -277,49 +318,26 @@ def plan_tiles(
         maybe[r, c] = scene.window_has_valid((int(cols[c]), int(rows[r]), win_w, win_h))
     if len(unsure):
         logger.debug("%s: %d tiles checked at full resolution", info.path, len(unsure))
-    if not maybe.any() and not allow_empty:
-        raise EmptySceneError(
-            f"{info.path}: the scene has no valid pixels (every pixel is nodata or masked): all "
-            f"{len(tiles)} tiles would be skipped and nothing sent to the model"
-        )
-    # A tile with a valid pixel is never reported as entirely nodata, one without always is.
-    fractions = np.where(maybe, np.minimum(fractions, 1.0 - 1.0 / area), 1.0)
-    if max_nodata_fraction is None:
-        keep = np.ones(fractions.shape, dtype=bool)
-    else:
-        keep = maybe & (fractions < max_nodata_fraction)
-    flat_keep = keep.ravel()
-    kept = tuple(t for t, k in zip(tiles, flat_keep, strict=True) if k)
-    skipped = tuple(t for t, k in zip(tiles, flat_keep, strict=True) if not k)
-    plan = TilePlan(
-        scene=info,
-        tile_size=tile_size,
-        overlap=overlap,
-        target_gsd=None if target_gsd is None else float(target_gsd),
-        max_nodata_fraction=None if max_nodata_fraction is None else float(max_nodata_fraction),
-        window_size=(win_w, win_h),
-        n_rows=len(rows),
-        n_cols=len(cols),
-        tiles=tiles,
-        nodata_fractions=tuple(float(f) for f in fractions.ravel()),
-        kept=kept,
-        skipped=skipped,
-    )
+    return np.where(maybe, np.minimum(fractions, 1.0 - 1.0 / area), 1.0), maybe
+
+
+def _log_plan(plan: TilePlan, *, any_valid: bool) -> None:
+    win_w, win_h = plan.window_size
+    path = plan.scene.path
     logger.info(
         "%s: %d×%d grid of %d tiles (%d×%d px windows, overlap %d): %d kept, %d skipped as nodata",
-        info.path,
+        path,
         plan.n_rows,
         plan.n_cols,
         plan.n_tiles,
         win_w,
         win_h,
-        overlap,
+        plan.overlap,
         plan.n_kept,
         plan.n_skipped,
     )
-    if not kept and maybe.any():
-        logger.warning("%s: every tile has at least %g nodata: none is kept", info.path, max_nodata_fraction)
-    return plan
+    if not plan.kept and any_valid:
+        logger.warning("%s: every tile has at least %g nodata: none is kept", path, plan.max_nodata_fraction)
 
 
 def iter_tile_images(scene: Scene, tiles: Iterable[Tile]) -> Iterator[tuple[Tile, np.ndarray, np.ndarray]]:

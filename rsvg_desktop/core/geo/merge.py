@@ -55,7 +55,8 @@ areas by the same factor, so IoU and IoS in pixels equal those in the scene's ma
 result does not depend on the export CRS). Candidate pairs come from a shapely ``STRtree``, are
 pre-filtered with bounding-box bounds, and only the rest get an exact intersection: the boxes are convex
 quadrilaterals, clipped against each other with a vectorised Sutherland–Hodgman (about 30× faster
-than pairwise GEOS overlay). Ratios exactly at a threshold pass (a relative slack of 1e-9).
+than pairwise GEOS overlay; ``box_overlap.py``). Ratios exactly at a threshold pass (a relative slack
+of 1e-9).
 
 **Scale.** Nothing holds all candidate pairs at once: each greedy pass visits its heads in blocks
 (starting at one head, growing while a block yields under about 200,000 candidate pairs, shrinking
@@ -69,7 +70,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -77,6 +78,7 @@ from typing import Any
 import numpy as np
 import shapely
 
+from rsvg_desktop.core.geo.box_overlap import greedy_absorb, pair_test
 from rsvg_desktop.core.geo.boxes import boxes_to_pixel_corners
 from rsvg_desktop.core.geo.detections import DetectionTable
 from rsvg_desktop.core.types import Tile
@@ -92,17 +94,11 @@ __all__ = [
     "merge_detections",
     "phrase_groups",
     "priority_order",
-    "quad_intersection_area",
     "stitched_geometry",
     "stitched_groups",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Candidate pairs one block of greedy heads may produce before the block size shrinks.
-_PAIR_BUDGET = 200_000
-#: Pairs whose exact intersection is computed at once.
-_EXACT_CHUNK = 65_536
 
 
 class MergeReason(IntEnum):
@@ -223,178 +219,90 @@ def priority_order(
     return np.lexsort(keys)
 
 
-def _ccw_quads(q: np.ndarray) -> np.ndarray:
-    x, y = q[..., 0], q[..., 1]
-    signed = (x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1)
-    return np.where((signed < 0)[:, None, None], q[:, ::-1], q)
+# --- the passes -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, eq=False)
+class _Boxes:
+    """The per-box arrays the passes share (``N`` boxes, scene pixels)."""
+
+    corners: np.ndarray  # (N, 4, 2) pixel corners
+    win: np.ndarray  # (N, 4) tile windows (col_off, row_off, width, height)
+    rows: np.ndarray  # (N,) tile rows
+    cols: np.ndarray  # (N,) tile columns
+    groups: np.ndarray  # (N,) phrase group ids
+    tiles: np.ndarray  # (N,) one integer key per tile (only compared for equality)
+    polys: np.ndarray  # (N,) shapely polygons
+    areas: np.ndarray  # (N,)
+    bounds: np.ndarray  # (N, 4) xmin, ymin, xmax, ymax
+    order: np.ndarray  # priority order (indices)
+    tree: shapely.STRtree  # of ``polys``
+
+    @classmethod
+    def build(
+        cls,
+        corners: np.ndarray,
+        win: np.ndarray,
+        phrases: Sequence[Any] | np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        scores: np.ndarray,
+    ) -> _Boxes:
+        polys = shapely.polygons(corners)
+        return cls(
+            corners=corners,
+            win=win,
+            rows=rows,
+            cols=cols,
+            groups=phrase_groups(phrases),
+            tiles=(rows - rows.min()) * (int(cols.max() - cols.min()) + 1) + (cols - cols.min()),
+            polys=polys,
+            areas=shapely.area(polys),
+            bounds=shapely.bounds(polys),
+            order=priority_order(scores, rows, cols, corners),
+            tree=shapely.STRtree(polys),
+        )
+
+    def rank(self) -> np.ndarray:
+        """Each box's position in the priority order."""
+        rank = np.empty(len(self.order), dtype=np.int64)
+        rank[self.order] = np.arange(len(self.order))
+        return rank
 
 
-def quad_intersection_area(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Areas of the intersections of convex quadrilaterals ``p[i] ∩ q[i]`` (``(M, 4, 2)`` each).
+def _iou_pass(boxes: _Boxes, active: np.ndarray, config: MergeConfig) -> np.ndarray:
+    """Absorbers of the IoU pass: boxes visited in priority order."""
 
-    Vectorised Sutherland–Hodgman clipping of ``p`` by the four edges of ``q`` (exact for convex
-    polygons, any vertex order). Rows where rounding would need more than the 8 vertices a convex
-    result can have fall back to GEOS. Much faster than pairwise GEOS overlay for many small boxes.
-    """
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
-    m = len(p)
-    if m == 0:
-        return np.empty(0)
-    origin = p[:, :1, :].copy()  # work relative to one corner: small numbers, less cancellation
-    p, q = _ccw_quads(p - origin), _ccw_quads(q - origin)
-    k = 8
-    subj = np.zeros((m, k, 2))
-    subj[:, :4] = p
-    cnt = np.full(m, 4)
-    rows = np.arange(m)[:, None]
-    slots = np.arange(k)[None, :]
-    overflow = np.zeros(m, dtype=bool)
-    for e in range(4):
-        a = q[:, e][:, None, :]
-        d = (q[:, (e + 1) % 4] - q[:, e])[:, None, :]
-        valid = slots < cnt[:, None]
-        nxt = subj[rows, np.where(slots + 1 < cnt[:, None], slots + 1, 0)]
-        s_cur = d[..., 0] * (subj[..., 1] - a[..., 1]) - d[..., 1] * (subj[..., 0] - a[..., 0])
-        s_nxt = d[..., 0] * (nxt[..., 1] - a[..., 1]) - d[..., 1] * (nxt[..., 0] - a[..., 0])
-        c_in, n_in = s_cur >= 0, s_nxt >= 0
-        cross = valid & (c_in != n_in)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(cross, s_cur / (s_cur - s_nxt), 0.0)
-        out = np.empty((m, 2 * k, 2))
-        out[:, 0::2] = subj
-        out[:, 1::2] = subj + t[..., None] * (nxt - subj)
-        keep = np.empty((m, 2 * k), dtype=bool)
-        keep[:, 0::2] = valid & c_in
-        keep[:, 1::2] = cross
-        # Compact the kept points to the front of each row (order preserved).
-        pos = np.cumsum(keep, axis=1) - 1
-        cnt = pos[:, -1] + 1
-        overflow |= cnt > k
-        sel = keep & (pos < k)
-        subj = np.zeros((m, k, 2))
-        r_idx = np.broadcast_to(rows, keep.shape)[sel]
-        subj[r_idx, pos[sel]] = out[sel]
-        cnt = np.minimum(cnt, k)
-    filled = np.where((slots < cnt[:, None])[..., None], subj, subj[:, :1, :])
-    x, y = filled[..., 0], filled[..., 1]
-    area = 0.5 * (x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1)
-    # A clip quad without area (a point or a segment) clips nothing away on its zero-length edges.
-    qx, qy = q[..., 0], q[..., 1]
-    q_area = 0.5 * (qx * np.roll(qy, -1, axis=1) - np.roll(qx, -1, axis=1) * qy).sum(axis=1)
-    area = np.where((cnt >= 3) & (q_area > 0), np.abs(area), 0.0)
-    if overflow.any():  # pragma: no cover - needs pathological rounding
-        bad = np.flatnonzero(overflow)
-        area[bad] = shapely.area(shapely.intersection(shapely.polygons(p[bad]), shapely.polygons(q[bad])))
-    return area
+    def test(h: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return pair_test(boxes.corners, boxes.areas, boxes.bounds, h, c, iou_min=config.iou_threshold)
+
+    return greedy_absorb(
+        boxes.order,
+        active,
+        boxes.tree,
+        boxes.polys,
+        boxes.groups,
+        boxes.tiles,
+        allow_same_tile=config.same_tile_iou,
+        test=test,
+    )
 
 
-def _pair_test(
-    corners: np.ndarray,
-    areas: np.ndarray,
-    bounds: np.ndarray,
-    left: np.ndarray,
-    right: np.ndarray,
-    *,
-    iou_min: float | None = None,
-    ios_min: float | None = None,
-) -> np.ndarray:
-    """Mask of the pairs ``left[k]–right[k]`` whose IoU ≥ ``iou_min`` or IoS ≥ ``ios_min``.
+def _ios_pass(boxes: _Boxes, active: np.ndarray, config: MergeConfig) -> np.ndarray:
+    """Absorbers of the IoS pass: boxes visited largest first, ties in priority order."""
 
-    Bounding boxes rule out most pairs first; the rest get an exact intersection, in chunks of
-    :data:`_EXACT_CHUNK` pairs so that memory stays bounded however many pairs there are.
-    """
-    out = np.zeros(len(left), dtype=bool)
-    bl, br = bounds[left], bounds[right]
-    iw = np.clip(np.minimum(bl[:, 2], br[:, 2]) - np.maximum(bl[:, 0], br[:, 0]), 0.0, None)
-    ih = np.clip(np.minimum(bl[:, 3], br[:, 3]) - np.maximum(bl[:, 1], br[:, 1]), 0.0, None)
-    # The intersection lies inside both envelopes: an upper bound of its area (with slack for rounding).
-    ub = iw * ih * (1.0 + 1e-9)
-    al, ar = areas[left], areas[right]
-    small = np.minimum(al, ar)
-    possible = np.zeros(len(left), dtype=bool)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if iou_min is not None:
-            union_lb = al + ar - np.minimum(ub, small)
-            possible |= (union_lb > 0) & (np.minimum(ub, small) >= iou_min * union_lb)
-        if ios_min is not None:
-            possible |= (small > 0) & (ub >= ios_min * small)
-    idx = np.flatnonzero(possible)
-    for s in range(0, len(idx), _EXACT_CHUNK):
-        k = idx[s : s + _EXACT_CHUNK]
-        inter = quad_intersection_area(corners[left[k]], corners[right[k]])
-        a, b, m = al[k], ar[k], small[k]
-        union = a + b - inter
-        ok = np.zeros(len(k), dtype=bool)
-        # A relative slack of 1e-9: ratios that are exactly the threshold on the integer grid pass
-        # whatever the rounding of the clipping (which depends on the order of the two boxes).
-        if iou_min is not None:
-            ok |= (union > 0) & (inter >= iou_min * union * (1.0 - 1e-9))
-        if ios_min is not None:
-            ok |= (m > 0) & (inter >= ios_min * m * (1.0 - 1e-9))
-        out[k] = ok
-    return out
+    def test(h: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return pair_test(boxes.corners, boxes.areas, boxes.bounds, h, c, ios_min=config.ios_threshold)
 
-
-def _greedy(
-    order: np.ndarray,
-    active: np.ndarray,
-    tree: shapely.STRtree,
-    polys: np.ndarray,
-    groups: np.ndarray,
-    tiles: np.ndarray,
-    *,
-    allow_same_tile: bool,
-    test: Callable[[np.ndarray, np.ndarray], np.ndarray],
-) -> np.ndarray:
-    """Greedy suppression along ``order``; returns the absorber of every box (−1: not absorbed).
-
-    The boxes are visited in ``order``; a visited box that is active and not yet absorbed absorbs every
-    later, active, not yet absorbed box of its phrase group for which ``test(head, box)`` holds. Only
-    ``active`` boxes take part. Work is done in blocks of heads: a block's candidates come from one
-    ``STRtree`` query, and heads absorbed by an earlier block are never queried. The block size adapts
-    so that a block yields about :data:`_PAIR_BUDGET` candidate pairs: memory stays bounded however
-    dense the boxes are, and time grows with the pairs that really have to be looked at.
-    """
-    n = len(order)
-    absorber = np.full(n, -1, dtype=np.int64)
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    seq = order[active[order]]
-    block, pos = 1, 0  # grows while blocks stay under the budget (the first heads of a dense answer
-    # absorb most of it: they are queried alone)
-    while pos < len(seq):
-        heads = seq[pos : pos + block]
-        pos += len(heads)
-        heads = heads[absorber[heads] < 0]
-        if not len(heads):
-            continue
-        qi, cand = tree.query(polys[heads])
-        pairs = len(qi)
-        head = heads[qi]
-        keep = (rank[cand] > rank[head]) & active[cand] & (absorber[cand] < 0)
-        keep &= groups[cand] == groups[head]
-        if not allow_same_tile:
-            keep &= tiles[cand] != tiles[head]
-        head, cand = head[keep], cand[keep]
-        ok = test(head, cand)
-        head, cand = head[ok], cand[ok]
-        # Resolve the block in visiting order: a head absorbed by an earlier head of the block absorbs
-        # nothing.
-        if len(head):
-            by = np.argsort(rank[head], kind="stable")
-            head, cand = head[by], cand[by]
-            starts = np.flatnonzero(np.r_[True, head[1:] != head[:-1]])
-            ends = np.r_[starts[1:], len(head)]
-            for h, s, e in zip(head[starts].tolist(), starts.tolist(), ends.tolist(), strict=True):
-                if absorber[h] < 0:
-                    cs = cand[s:e]
-                    absorber[cs[absorber[cs] < 0]] = h
-        if pairs > _PAIR_BUDGET:
-            block = max(1, int(block * _PAIR_BUDGET / pairs))
-        elif pairs < _PAIR_BUDGET // 4:
-            block = min(block * 2, 65_536)
-    return absorber
+    order_ios = np.lexsort((boxes.rank(), -boxes.areas))  # largest first, ties in priority order
+    return greedy_absorb(
+        order_ios,
+        active,
+        boxes.tree,
+        boxes.polys,
+        boxes.groups,
+        boxes.tiles,
+        allow_same_tile=config.same_tile_ios,
+        test=test,
+    )
 
 
 def _stitch_extents(corners: np.ndarray, areas: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -412,19 +320,26 @@ def _stitch_extents(corners: np.ndarray, areas: np.ndarray, bounds: np.ndarray) 
     return np.where(upright[:, None], bounds, written)
 
 
-def _stitch(
-    corners: np.ndarray,
-    win: np.ndarray,
-    areas: np.ndarray,
-    bounds: np.ndarray,
-    groups: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    order: np.ndarray,
-    active: np.ndarray,
-    tree: shapely.STRtree,
-    config: MergeConfig,
-) -> np.ndarray:
+class _UnionFind:
+    """Components of stitched fragments; a component's root is its smallest index."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n)
+
+    def find(self, i: int) -> int:
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    def union(self, x: int, y: int) -> None:
+        rx, ry = self.find(x), self.find(y)
+        if rx != ry:
+            self.parent[max(rx, ry)] = min(rx, ry)
+
+
+def _stitch(boxes: _Boxes, active: np.ndarray, config: MergeConfig) -> np.ndarray:
     """Seam fragments to stitch: absorber per box (the fragment first in priority order), −1 otherwise.
 
     See the module documentation for the rule. Pairs come from an ``STRtree`` query, in blocks, of
@@ -432,10 +347,11 @@ def _stitch(
     stitched pair holds one. Components are found with a union–find, so the result does not depend on
     the input order.
     """
-    n = len(corners)
+    n = len(boxes.corners)
     absorber = np.full(n, -1, dtype=np.int64)
+    win = boxes.win
     tol = config.stitch_tolerance * np.minimum(win[:, 2], win[:, 3])
-    ext = _stitch_extents(corners, areas, bounds)
+    ext = _stitch_extents(boxes.corners, boxes.areas, boxes.bounds)
     # Only a box that reaches an edge of its tile can be a fragment, and only if tiles differ.
     near_edge = (
         (ext[:, 0] <= win[:, 0] + tol)
@@ -443,85 +359,99 @@ def _stitch(
         | (ext[:, 2] >= win[:, 0] + win[:, 2] - tol)
         | (ext[:, 3] >= win[:, 1] + win[:, 3] - tol)
     )
-    single_tile = (rows == rows[0]).all() and (cols == cols[0]).all()
+    single_tile = (boxes.rows == boxes.rows[0]).all() and (boxes.cols == boxes.cols[0]).all()
     # Pairs are found from the boxes near an edge (every stitched pair holds one: the cut rule).
-    cand_idx = np.flatnonzero(active & near_edge)
-    if not len(cand_idx) or single_tile:
-        return absorber
     queried = active & near_edge
-    lo = np.minimum(bounds[cand_idx, :2], ext[cand_idx, :2]) - tol[cand_idx, None]
-    hi = np.maximum(bounds[cand_idx, 2:], ext[cand_idx, 2:]) + tol[cand_idx, None]
+    if not queried.any() or single_tile:
+        return absorber
+    fragments = _UnionFind(n)
+    for i, j in _neighbour_pairs(boxes, active, queried, ext, tol):
+        good = _fragments_of_one_object(boxes, i, j, ext, tol, config.stitch_band_iou)
+        for x, y in zip(i[good].tolist(), j[good].tolist(), strict=True):
+            fragments.union(x, y)
+    return _component_heads(fragments, boxes.rank(), absorber)
+
+
+def _neighbour_pairs(
+    boxes: _Boxes, active: np.ndarray, queried: np.ndarray, ext: np.ndarray, tol: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Candidate pairs ``(i, j)`` block by block, each pair once: ``i`` a ``queried`` box, ``j`` an active
+    box of the same phrase group in a neighbouring tile (sharing an edge or a corner) whose bounds meet
+    ``i``'s extent grown by the tolerance."""
+    cand_idx = np.flatnonzero(queried)
+    lo = np.minimum(boxes.bounds[cand_idx, :2], ext[cand_idx, :2]) - tol[cand_idx, None]
+    hi = np.maximum(boxes.bounds[cand_idx, 2:], ext[cand_idx, 2:]) + tol[cand_idx, None]
     grown = shapely.box(lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1])
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
-
+    rows, cols, groups = boxes.rows, boxes.cols, boxes.groups
     block = 4096
     for start in range(0, len(cand_idx), block):
-        qi, j = tree.query(grown[start : start + block])
+        qi, j = boxes.tree.query(grown[start : start + block])
         i = cand_idx[start + qi]
         keep = active[j] & (groups[i] == groups[j]) & ((i < j) | ~queried[j])  # each pair once
         dr, dc = rows[j] - rows[i], cols[j] - cols[i]
         keep &= (np.abs(dr) <= 1) & (np.abs(dc) <= 1) & ((dr != 0) | (dc != 0))  # neighbour tiles
         i, j = i[keep], j[keep]
-        if not len(i):
+        if len(i):
+            yield i, j
+
+
+def _fragments_of_one_object(
+    boxes: _Boxes, i: np.ndarray, j: np.ndarray, ext: np.ndarray, tol: np.ndarray, band_iou_min: float
+) -> np.ndarray:
+    """Mask of the pairs ``i[k]–j[k]`` that are fragments of one object: cut at every seam between their
+    tiles, and agreeing inside the band both tiles see (IoU there ≥ ``band_iou_min``)."""
+    win = boxes.win
+    t = np.minimum(tol[i], tol[j])
+    cut = np.ones(len(i), dtype=bool)
+    part_i, part_j = ext[i].copy(), ext[j].copy()
+    for ax, idx in ((0, boxes.cols), (1, boxes.rows)):  # x across column seams, y across row seams
+        differ = idx[i] != idx[j]
+        if not differ.any():
             continue
-        t = np.minimum(tol[i], tol[j])
-        cut = np.ones(len(i), dtype=bool)
-        part_i, part_j = ext[i].copy(), ext[j].copy()
-        for ax, idx in ((0, cols), (1, rows)):  # x across column seams, y across row seams
-            differ = idx[i] != idx[j]
-            if not differ.any():
-                continue
-            # ``f`` is the box in the tile that comes first along this axis, ``s`` the other one.
-            i_first = idx[i] < idx[j]
-            f, s = np.where(i_first, i, j), np.where(i_first, j, i)
-            band_lo = win[s, ax]  # where the second tile starts
-            band_hi = win[f, ax] + win[f, ax + 2]  # where the first tile ends
-            # Each differing axis needs a fragment that reaches its tile's seam-side edge (a cut).
-            cut_here = (ext[f, ax + 2] >= band_hi - t) | (ext[s, ax] <= band_lo + t)
-            cut &= np.where(differ, cut_here, True)
-            lo = np.where(differ, band_lo, -np.inf)
-            hi = np.where(differ, band_hi, np.inf)
-            # Across a band narrower than the tolerance (tiles that only touch) there is nothing to
-            # compare: the cut rule already makes the two meet there; only the other axis counts.
-            thin = differ & (band_hi - band_lo < t)
-            for part in (part_i, part_j):
-                part[:, ax] = np.where(thin, band_lo - t, np.clip(part[:, ax], lo, hi))
-                part[:, ax + 2] = np.where(thin, band_hi + t, np.clip(part[:, ax + 2], lo, hi))
-        # Inside the shared band both tiles see the same thing: the parts of the two boxes there
-        # must agree.
-        iw = np.clip(
-            np.minimum(part_i[:, 2], part_j[:, 2]) - np.maximum(part_i[:, 0], part_j[:, 0]), 0.0, None
-        )
-        ih = np.clip(
-            np.minimum(part_i[:, 3], part_j[:, 3]) - np.maximum(part_i[:, 1], part_j[:, 1]), 0.0, None
-        )
-        inter = iw * ih
-        area_i = (part_i[:, 2] - part_i[:, 0]) * (part_i[:, 3] - part_i[:, 1])
-        area_j = (part_j[:, 2] - part_j[:, 0]) * (part_j[:, 3] - part_j[:, 1])
-        union = area_i + area_j - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            band_iou = np.where(union > 0, inter / union, 0.0)
-        good = cut & (band_iou >= config.stitch_band_iou)
-        for x, y in zip(i[good].tolist(), j[good].tolist(), strict=True):
-            rx, ry = find(x), find(y)
-            if rx != ry:
-                parent[max(rx, ry)] = min(rx, ry)
+        # ``f`` is the box in the tile that comes first along this axis, ``s`` the other one.
+        i_first = idx[i] < idx[j]
+        f, s = np.where(i_first, i, j), np.where(i_first, j, i)
+        band_lo = win[s, ax]  # where the second tile starts
+        band_hi = win[f, ax] + win[f, ax + 2]  # where the first tile ends
+        # Each differing axis needs a fragment that reaches its tile's seam-side edge (a cut).
+        cut_here = (ext[f, ax + 2] >= band_hi - t) | (ext[s, ax] <= band_lo + t)
+        cut &= np.where(differ, cut_here, True)
+        lo = np.where(differ, band_lo, -np.inf)
+        hi = np.where(differ, band_hi, np.inf)
+        # Across a band narrower than the tolerance (tiles that only touch) there is nothing to
+        # compare: the cut rule already makes the two meet there; only the other axis counts.
+        thin = differ & (band_hi - band_lo < t)
+        for part in (part_i, part_j):
+            part[:, ax] = np.where(thin, band_lo - t, np.clip(part[:, ax], lo, hi))
+            part[:, ax + 2] = np.where(thin, band_hi + t, np.clip(part[:, ax + 2], lo, hi))
+    # Inside the shared band both tiles see the same thing: the parts of the two boxes there must agree.
+    return cut & (_rectangle_iou(part_i, part_j) >= band_iou_min)
+
+
+def _rectangle_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of axis-aligned rectangles ``a[k]`` and ``b[k]`` (``(x0, y0, x1, y1)``); 0 without area."""
+    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0.0, None)
+    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0.0, None)
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a + area_b - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def _component_heads(fragments: _UnionFind, rank: np.ndarray, absorber: np.ndarray) -> np.ndarray:
+    """``absorber`` with every stitched fragment pointing at its component's member first in priority
+    order (``rank``); that member stays −1."""
+    n = len(absorber)
+    parent = fragments.parent
     touched = np.flatnonzero(parent != np.arange(n))
     if not len(touched):
         return absorber
-    cand_idx = np.union1d(touched, parent[touched])
-    roots = np.array([find(int(k)) for k in cand_idx])
-    # Survivor of a component: its member first in priority order.
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    by = np.lexsort((rank[cand_idx], roots))
-    members, comp = cand_idx[by], roots[by]
+    members = np.union1d(touched, parent[touched])
+    roots = np.array([fragments.find(int(k)) for k in members])
+    by = np.lexsort((rank[members], roots))
+    members, comp = members[by], roots[by]
     starts = np.r_[True, comp[1:] != comp[:-1]]
     head = members[np.maximum.accumulate(np.where(starts, np.arange(len(members)), 0))]
     absorber[members] = np.where(members == head, -1, head)
@@ -539,6 +469,44 @@ def merge_boxes(
 ) -> MergeResult:
     """Merge duplicates among ``N`` boxes given as scene-pixel corners ``(N, 4, 2)`` with their tile
     windows ``(N, 4)``, phrases and tile ids. See the module docs for the order and the policy."""
+    corners, win, rows, cols = _checked_inputs(pixel_corners, windows, phrases, tile_rows, tile_cols)
+    n = len(corners)
+    reason = np.zeros(n, dtype=np.int8)
+    absorbed_by = np.full(n, -1, dtype=np.int64)
+    scores = edge_scores(corners, win) if n else np.empty(0)
+    if n < 2:
+        return MergeResult(np.arange(n, dtype=np.int64), absorbed_by, reason, scores)
+
+    boxes = _Boxes.build(corners, win, phrases, rows, cols, scores)
+    active = np.ones(n, dtype=bool)
+
+    def drop(absorber: np.ndarray, why: MergeReason) -> None:
+        hit = absorber >= 0
+        absorbed_by[hit], reason[hit] = absorber[hit], why
+        active[hit] = False
+
+    if config.iou_threshold is not None:
+        drop(_iou_pass(boxes, active, config), MergeReason.IOU)
+    if config.ios_threshold is not None:
+        drop(_ios_pass(boxes, active, config), MergeReason.IOS)
+    if config.stitch:
+        drop(_stitch(boxes, active, config), MergeReason.STITCH)
+    _follow_to_survivors(absorbed_by)
+
+    kept = np.flatnonzero(active)
+    log.debug("merge: %d boxes, %d kept", n, len(kept))
+    return MergeResult(kept.astype(np.int64), absorbed_by, reason, scores)
+
+
+def _checked_inputs(
+    pixel_corners: np.ndarray,
+    windows: np.ndarray,
+    phrases: Sequence[Any] | np.ndarray,
+    tile_rows: Sequence[int] | np.ndarray,
+    tile_cols: Sequence[int] | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Corners ``(N, 4, 2)``, windows ``(N, 4)`` (one window is broadcast), tile rows and columns as
+    arrays, refused when their shapes or lengths disagree or a window is unknown."""
     corners = np.asarray(pixel_corners, dtype=np.float64)
     n = len(corners)
     if corners.shape != (n, 4, 2):
@@ -552,55 +520,11 @@ def merge_boxes(
         raise ConfigError("pixel_corners, windows, phrases, tile_rows and tile_cols differ in length")
     if n and (~np.isfinite(win).all(axis=1)).any():
         raise ConfigError("tile windows are unknown for some boxes; pass the tiles to merge")
-    reason = np.zeros(n, dtype=np.int8)
-    absorbed_by = np.full(n, -1, dtype=np.int64)
-    scores = edge_scores(corners, win) if n else np.empty(0)
-    if n < 2:
-        return MergeResult(np.arange(n, dtype=np.int64), absorbed_by, reason, scores)
+    return corners, win, rows, cols
 
-    groups = phrase_groups(phrases)
-    # One integer key per tile (only compared for equality).
-    tiles = (rows - rows.min()) * (int(cols.max() - cols.min()) + 1) + (cols - cols.min())
-    polys = shapely.polygons(corners)
-    areas = shapely.area(polys)
-    bounds = shapely.bounds(polys)
-    order = priority_order(scores, rows, cols, corners)
-    active = np.ones(n, dtype=bool)
 
-    tree = shapely.STRtree(polys)
-
-    def test_iou(h: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return _pair_test(corners, areas, bounds, h, c, iou_min=config.iou_threshold)
-
-    def test_ios(h: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return _pair_test(corners, areas, bounds, h, c, ios_min=config.ios_threshold)
-
-    if config.iou_threshold is not None:
-        ab = _greedy(
-            order, active, tree, polys, groups, tiles, allow_same_tile=config.same_tile_iou, test=test_iou
-        )
-        hit = ab >= 0
-        absorbed_by[hit], reason[hit] = ab[hit], MergeReason.IOU
-        active &= ~hit
-
-    if config.ios_threshold is not None:
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n)
-        order_ios = np.lexsort((rank, -areas))  # largest first, ties in priority order
-        ab = _greedy(
-            order_ios, active, tree, polys, groups, tiles, allow_same_tile=config.same_tile_ios, test=test_ios
-        )
-        hit = ab >= 0
-        absorbed_by[hit], reason[hit] = ab[hit], MergeReason.IOS
-        active &= ~hit
-
-    if config.stitch:
-        ab = _stitch(corners, win, areas, bounds, groups, rows, cols, order, active, tree, config)
-        hit = ab >= 0
-        absorbed_by[hit], reason[hit] = ab[hit], MergeReason.STITCH
-        active &= ~hit
-
-    # A box absorbed by a box that a later pass dropped: follow the chain to the survivor.
+def _follow_to_survivors(absorbed_by: np.ndarray) -> None:
+    """A box absorbed by a box that a later pass dropped: follow the chain to the survivor (in place)."""
     for _ in range(4):
         idx = np.flatnonzero(absorbed_by >= 0)
         parent = absorbed_by[idx]
@@ -608,10 +532,6 @@ def merge_boxes(
         if not chained.any():
             break
         absorbed_by[idx[chained]] = absorbed_by[parent[chained]]
-
-    kept = np.flatnonzero(active)
-    log.debug("merge: %d boxes, %d kept", n, len(kept))
-    return MergeResult(kept.astype(np.int64), absorbed_by, reason, scores)
 
 
 def merge_detections(

@@ -19,7 +19,6 @@ import rasterio
 import shapely
 from pyproj import CRS, Transformer
 
-from rsvg_desktop.core.geo import export as export_mod
 from rsvg_desktop.core.geo.boxes import AngleConvention, boxes_to_pixel_corners
 from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, tile_records
 from rsvg_desktop.core.geo.export import (
@@ -28,6 +27,7 @@ from rsvg_desktop.core.geo.export import (
     export_detections,
     format_for_path,
 )
+from rsvg_desktop.core.geo.export import geopackage as gpkg_writer
 from rsvg_desktop.core.types import GridBox, ParsedObject, Tile
 from rsvg_desktop.errors import ConfigError, ExportError, OutputExistsError
 
@@ -368,8 +368,8 @@ def _failing_writer(real):
 
 @pytest.mark.parametrize("name", ["a.gpkg", "a.geojson", "a.shp"])
 def test_failure_leaves_no_file(tmp_path, scene, monkeypatch, name):
-    real = export_mod.pyogrio.write_dataframe
-    monkeypatch.setattr(export_mod.pyogrio, "write_dataframe", _failing_writer(real))
+    real = gpkg_writer.pyogrio.write_dataframe
+    monkeypatch.setattr(gpkg_writer.pyogrio, "write_dataframe", _failing_writer(real))
     with pytest.raises(ExportError, match="disk full"):
         export_detections(tmp_path / name, make_table(scene), crs=scene[1], tiles=make_tiles(scene))
     assert list(tmp_path.iterdir()) == []
@@ -380,8 +380,8 @@ def test_failure_keeps_the_old_file_on_overwrite(tmp_path, scene, monkeypatch, n
     out = tmp_path / name
     export_detections(out, make_table(scene), crs=scene[1])
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    real = export_mod.pyogrio.write_dataframe
-    monkeypatch.setattr(export_mod.pyogrio, "write_dataframe", _failing_writer(real))
+    real = gpkg_writer.pyogrio.write_dataframe
+    monkeypatch.setattr(gpkg_writer.pyogrio, "write_dataframe", _failing_writer(real))
     with pytest.raises(ExportError):
         export_detections(out, make_table(scene), crs=scene[1], overwrite=True)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
@@ -391,7 +391,7 @@ def test_failure_while_adding_styles_leaves_no_file(tmp_path, scene, monkeypatch
     def boom(*_a, **_k):
         raise sqlite3.OperationalError("database is locked (simulated)")
 
-    monkeypatch.setattr(export_mod, "write_layer_styles", boom)
+    monkeypatch.setattr(gpkg_writer, "write_layer_styles", boom)
     with pytest.raises(ExportError, match="locked"):
         export_detections(tmp_path / "a.gpkg", make_table(scene), crs=scene[1])
     assert list(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rsvg_desktop.core.geo.box_overlap import quad_intersection_area
 from rsvg_desktop.core.geo.boxes import (
     AngleConvention,
     boxes_to_pixel_corners,
@@ -26,7 +27,6 @@ from rsvg_desktop.core.geo.merge import (
     merge_detections,
     phrase_groups,
     priority_order,
-    quad_intersection_area,
     stitched_groups,
 )
 from rsvg_desktop.core.types import Tile
