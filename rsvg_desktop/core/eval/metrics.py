@@ -1,4 +1,4 @@
-"""Benchmark metrics, as pure functions (no torch, no Qt). Definitions (also in the README):
+"""Benchmark metrics, as pure functions (no torch, no Qt). Definitions (also in docs/bench.md):
 
 Referring / grounding
     The answer's boxes come from the project's parser (:func:`rsvg_desktop.core.prompt.parse_answer`);
