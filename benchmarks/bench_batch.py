@@ -281,12 +281,12 @@ class _Inline:
 
 def bench_read_ahead(work: Path, tiles: Path, scene: Path, boxes: int, model_ms: float) -> list[dict]:
     """Wall time per tile with a simulated model of ``model_ms`` per tile, reads inline vs read ahead."""
-    import rsvg_desktop.engine.batch as batch_mod
+    import rsvg_desktop.engine.batch.work as work_mod
     from rsvg_desktop.engine.batch import ModelIdentity
 
     identity = ModelIdentity("stub", "0" * 16, "fp32")
     rows = []
-    real = batch_mod.Prefetch
+    real = work_mod.Prefetch
     try:
         cases = [
             (what, inputs, label, cls)
@@ -294,7 +294,7 @@ def bench_read_ahead(work: Path, tiles: Path, scene: Path, boxes: int, model_ms:
             for label, cls in (("inline reads", _Inline), ("read ahead", real))
         ]
         for what, inputs, label, cls in cases:
-            batch_mod.Prefetch = cls
+            work_mod.Prefetch = cls
             s = _run(
                 _config(inputs, work / "ahead.gpkg", batch_size=8, max_new_tokens=64),
                 _SlowStub(boxes, model_ms),
@@ -313,7 +313,7 @@ def bench_read_ahead(work: Path, tiles: Path, scene: Path, boxes: int, model_ms:
             )
             log.info("%s, %s: %.1f ms per tile", what, label, rows[-1]["ms_per_tile"])
     finally:
-        batch_mod.Prefetch = real
+        work_mod.Prefetch = real
     return rows
 
 
@@ -324,7 +324,7 @@ def bench_store(work: Path, n_detections: int) -> dict:
 
     from rsvg_desktop.core.geo.detections import DetectionTable, tile_records
     from rsvg_desktop.core.types import GridBox, ParsedObject, Tile
-    from rsvg_desktop.engine.store import BatchStore, InputRecord, RunRecord, TileAnswer
+    from rsvg_desktop.engine.batch.store import BatchStore, InputRecord, RunRecord, TileAnswer
 
     utm = CRS.from_epsg(32633).to_wkt()
     transform = (0.3, 0.0, 500000.0, 0.0, -0.3, 4650000.0)

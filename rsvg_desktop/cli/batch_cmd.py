@@ -23,10 +23,19 @@ from typing import TYPE_CHECKING, Any
 
 from rsvg_desktop.cli._common import EXIT_FAILED_INPUTS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Progress
 from rsvg_desktop.cli.model_cmds import TASK_CHOICES, add_model_run_options, report_model_loaded
-from rsvg_desktop.engine.events import ModelLoaded, ModelSpec
+from rsvg_desktop.engine.events import (
+    BatchFinished,
+    BatchProgress,
+    BatchStarted,
+    BatchSummary,
+    InputFinished,
+    ModelLoaded,
+    ModelSpec,
+)
 from rsvg_desktop.errors import ConfigError, GenerationError, ModelError, RsvgError
 
 if TYPE_CHECKING:
+    from rsvg_desktop.engine.batch import BatchConfig
     from rsvg_desktop.engine.inputs import Query
 
 log = logging.getLogger("rsvg_desktop.cli")
@@ -139,11 +148,33 @@ def _write_summary(path: str, text: str) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.batch import BatchConfig, batch_detect, summary_json
-    from rsvg_desktop.engine.events import BatchFinished, BatchProgress, BatchStarted, InputFinished
     from rsvg_desktop.engine.model_jobs import resolve_model_dir
 
-    quiet = args.quiet or args.batch_quiet
+    _check_batch_args(args)
+    model_dir = resolve_model_dir(args.model, smoke=args.smoke)
+    config = _batch_config(args)
+    spec = ModelSpec(
+        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
+    )
+    events = _batch_events(args, config, spec)
+    view = _BatchView(quiet=args.quiet or args.batch_quiet)
+    try:
+        for event in events:
+            view.show(event)
+    except KeyboardInterrupt:
+        events.close()  # finished batches are in the store; the session is recorded as cancelled
+        raise
+    except RsvgError as exc:
+        if not view.started:
+            raise  # bad arguments or input: exit status 2
+        return _stopped_early(exc)
+    if view.finished is None:  # pragma: no cover - the engine always ends with BatchFinished
+        return EXIT_INTERNAL
+    return _report(args, view.finished, view.workers)
+
+
+def _check_batch_args(args: argparse.Namespace) -> None:
+    """ConfigError for options that do not go together or a --summary that cannot be written."""
     if args.ray is None and (args.workers is not None or args.worker_device != "auto"):
         raise ConfigError("--workers and --worker-device need --ray")
     if args.summary and not Path(args.summary).resolve().parent.is_dir():
@@ -152,8 +183,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
         from rsvg_desktop.core.paths import refuse_same_file
 
         refuse_same_file([args.summary], [p for p in args.inputs if Path(p).is_file()])
-    model_dir = resolve_model_dir(args.model, smoke=args.smoke)
-    config = BatchConfig(
+
+
+def _batch_config(args: argparse.Namespace) -> BatchConfig:
+    from rsvg_desktop.engine.batch import BatchConfig
+
+    return BatchConfig(
         inputs=tuple(args.inputs),
         queries=_queries(args),
         output=args.output,
@@ -169,74 +204,92 @@ def cmd_batch(args: argparse.Namespace) -> int:
         crs=args.crs,
         command=shlex.join(["rsvg", *sys.argv[1:]]),
     )
-    spec = ModelSpec(
-        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
-    )
-    if args.ray is None:
-        events: Generator[Any, None, None] = batch_detect(config, spec)
-    else:
-        from rsvg_desktop.engine.ray_batch import RayOptions, ray_batch_detect
 
-        options = RayOptions(
-            address=None if args.ray == "local" else args.ray,
-            workers=args.workers,
-            worker_device=args.worker_device,
-        )
-        events = ray_batch_detect(config, spec, options)
-    workers: list[dict[str, Any]] | None = None
-    bar: Progress | None = None
-    per_worker = ""
-    started = False
-    finished = None
-    try:
-        for event in events:
-            if isinstance(event, BatchStarted):
-                started = True
-                print(
-                    f"batch: {event.inputs} inputs, {len(event.runs)} question(s) → {event.output} "
-                    f"(answers: {event.answer_log})",
-                    file=sys.stderr,
-                )
-                for run_id, task, query in event.runs:
-                    print(f"batch: run {run_id}: {task} {query!r}", file=sys.stderr)
-                bar = Progress(1, label="tiles", enabled=not quiet)
-            elif isinstance(event, ModelLoaded):
-                report_model_loaded(event)
-            elif isinstance(event, BatchProgress) and bar is not None:
-                bar.total = max(event.tiles_expected, 1)
-                bar.update(
-                    event.tiles_done,
-                    extra=f"inputs {event.inputs_finished}/{event.inputs_total}, "
-                    f"{event.raw_detections} boxes{per_worker}",
-                )
-            elif hasattr(event, "workers") and hasattr(event, "retried_batches"):  # --ray: WorkersProgress
-                workers = [w.to_dict() for w in event.workers]
-                per_worker = "; " + " ".join(
-                    f"w{i} {w.tiles_per_second:.2f}/s" for i, w in enumerate(event.workers) if w.batches
-                )
-            elif isinstance(event, InputFinished) and event.status == "failed":
-                log.info("%s failed (%s): %s", event.path, event.stage, event.reason)
-            elif isinstance(event, BatchFinished):
-                finished = event.summary
-                if bar is not None and finished.tiles_done:
-                    bar.total = finished.tiles_done
-                    bar.update(finished.tiles_done, extra=f"{finished.raw_detections} boxes")
-    except KeyboardInterrupt:
-        events.close()  # finished batches are in the store; the session is recorded as cancelled
-        raise
-    except RsvgError as exc:
-        if not started:
-            raise  # bad arguments or input: exit status 2
+
+def _batch_events(
+    args: argparse.Namespace, config: BatchConfig, spec: ModelSpec
+) -> Generator[Any, None, None]:
+    """The batch's events: in this process, or with the model on Ray workers (``--ray``)."""
+    if args.ray is None:
+        from rsvg_desktop.engine.batch import batch_detect
+
+        return batch_detect(config, spec)
+    from rsvg_desktop.engine.ray_batch import RayOptions, ray_batch_detect
+
+    options = RayOptions(
+        address=None if args.ray == "local" else args.ray,
+        workers=args.workers,
+        worker_device=args.worker_device,
+    )
+    return ray_batch_detect(config, spec, options)
+
+
+class _BatchView:
+    """Shows a batch's events on stderr (a progress bar unless ``quiet``) and keeps what the summary
+    needs: whether it started, its :class:`BatchSummary`, and the Ray workers' statistics."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.quiet = quiet
+        self.started = False
+        self.finished: BatchSummary | None = None
+        self.workers: list[dict[str, Any]] | None = None
+        self._bar: Progress | None = None
+        self._per_worker = ""
+
+    def show(self, event: Any) -> None:
+        bar = self._bar
+        if isinstance(event, BatchStarted):
+            self._start(event)
+        elif isinstance(event, ModelLoaded):
+            report_model_loaded(event)
+        elif isinstance(event, BatchProgress) and bar is not None:
+            bar.total = max(event.tiles_expected, 1)
+            bar.update(
+                event.tiles_done,
+                extra=f"inputs {event.inputs_finished}/{event.inputs_total}, "
+                f"{event.raw_detections} boxes{self._per_worker}",
+            )
+        elif hasattr(event, "workers") and hasattr(event, "retried_batches"):  # --ray: WorkersProgress
+            self.workers = [w.to_dict() for w in event.workers]
+            self._per_worker = "; " + " ".join(
+                f"w{i} {w.tiles_per_second:.2f}/s" for i, w in enumerate(event.workers) if w.batches
+            )
+        elif isinstance(event, InputFinished) and event.status == "failed":
+            log.info("%s failed (%s): %s", event.path, event.stage, event.reason)
+        elif isinstance(event, BatchFinished):
+            finished = self.finished = event.summary
+            if bar is not None and finished.tiles_done:
+                bar.total = finished.tiles_done
+                bar.update(finished.tiles_done, extra=f"{finished.raw_detections} boxes")
+
+    def _start(self, event: BatchStarted) -> None:
+        self.started = True
         print(
-            f"rsvg: error: {exc} (finished results are kept; rerun the same command to resume)",
+            f"batch: {event.inputs} inputs, {len(event.runs)} question(s) → {event.output} "
+            f"(answers: {event.answer_log})",
             file=sys.stderr,
         )
-        # The model is loaded when the first batch needs it: a model that cannot be loaded (at this
-        # precision, on this device) is a bad argument, like one that cannot be found.
-        loading = isinstance(exc, ModelError) and not isinstance(exc, GenerationError)
-        return EXIT_USAGE if loading else EXIT_INTERNAL
-    if finished is None:  # pragma: no cover - the engine always ends with BatchFinished
-        return EXIT_INTERNAL
+        for run_id, task, query in event.runs:
+            print(f"batch: run {run_id}: {task} {query!r}", file=sys.stderr)
+        self._bar = Progress(1, label="tiles", enabled=not self.quiet)
+
+
+def _stopped_early(exc: RsvgError) -> int:
+    """Report an error after the batch started; the exit status (finished results are kept)."""
+    print(
+        f"rsvg: error: {exc} (finished results are kept; rerun the same command to resume)",
+        file=sys.stderr,
+    )
+    # The model is loaded when the first batch needs it: a model that cannot be loaded (at this
+    # precision, on this device) is a bad argument, like one that cannot be found.
+    loading = isinstance(exc, ModelError) and not isinstance(exc, GenerationError)
+    return EXIT_USAGE if loading else EXIT_INTERNAL
+
+
+def _report(args: argparse.Namespace, finished: BatchSummary, workers: list[dict[str, Any]] | None) -> int:
+    """Write and print the summary (JSON or text); the exit status for its status."""
+    from rsvg_desktop.engine.batch import summary_json
+
     code = _EXIT_FOR_STATUS.get(finished.status, EXIT_INTERNAL)
     extra: dict[str, Any] = {"exit_code": code}
     if workers is not None:
@@ -247,18 +300,21 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.json:
         print(text)
     else:
-        s = finished
-        print(
-            f"{s.status}: {s.inputs_done} inputs done, {s.inputs_already_done} already done, "
-            f"{s.inputs_failed} failed ({s.inputs_pixel_mode} in pixel coordinates); {s.tiles_done} tiles "
-            f"answered ({s.tiles_per_second:.2f}/s), {s.tiles_already_done} done before, "
-            f"{s.tiles_skipped_nodata} skipped as nodata; {s.raw_detections} boxes, {s.detections} "
-            f"detections in the store → {s.output}"
-        )
-        for f in s.failures:
-            print(f"failed: {f.input} ({f.stage}): {f.reason}")
-        if s.message:
-            print(f"note: {s.message}")
+        _print_summary(finished)
     if finished.status == "aborted":
         print(f"rsvg: error: {finished.message}", file=sys.stderr)
     return code
+
+
+def _print_summary(s: BatchSummary) -> None:
+    print(
+        f"{s.status}: {s.inputs_done} inputs done, {s.inputs_already_done} already done, "
+        f"{s.inputs_failed} failed ({s.inputs_pixel_mode} in pixel coordinates); {s.tiles_done} tiles "
+        f"answered ({s.tiles_per_second:.2f}/s), {s.tiles_already_done} done before, "
+        f"{s.tiles_skipped_nodata} skipped as nodata; {s.raw_detections} boxes, {s.detections} "
+        f"detections in the store → {s.output}"
+    )
+    for f in s.failures:
+        print(f"failed: {f.input} ({f.stage}): {f.reason}")
+    if s.message:
+        print(f"note: {s.message}")

@@ -26,8 +26,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

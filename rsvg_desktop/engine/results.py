@@ -34,6 +34,7 @@ from rsvg_desktop.errors import AnswerLogError, ConfigError, SceneError
 log = logging.getLogger(__name__)
 
 DetectionKey = tuple[int, int, int]  # (tile_row, tile_col, index of the box in the tile's answer)
+_TileKey = tuple[str, int, int, int, int]  # (scene, col_off, row_off, width, height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,51 +188,9 @@ def export_answer_log(
     reprojected to the first scene's CRS.
     """
     log_path = Path(answer_log)
-    refuse_same_file([output], [log_path])
-    format_for_path(output, fmt)  # fail on a bad extension before reading anything
-    records = _latest_per_tile(read_answer_log(log_path))
-    refuse_same_file([output], {r.scene for r in records})
-    for rec in records:  # a CRS PROJ cannot read fails here, naming the log and the record
-        if rec.crs is not None:
-            try:
-                check_crs(rec.crs)
-            except AnswerLogError as exc:
-                raise AnswerLogError(
-                    f"{log_path}: record of {rec.scene} window {rec.window}: {exc}"
-                ) from None
-    if not records:
-        raise AnswerLogError(f"{log_path}: the answer log holds no records")
-    conventions = {angle_convention or r.angle_convention or "ccw" for r in records}
-    if len(conventions) > 1:
-        raise ConfigError(
-            f"{log_path}: records use different angle conventions {sorted(conventions)}; "
-            "choose one with the angle-convention option"
-        )
-    convention = AngleConvention(conventions.pop())
-
-    georefs = _GeorefCache()
-    out_crs: CRS | None = None
-    first = georefs.get(records[0])
-    if first.crs_wkt is not None:
-        out_crs = CRS.from_wkt(first.crs_wkt)
-    tables: list[DetectionTable] = []
-    keys: list[DetectionKey] = []
-    tiles: dict[tuple[str, int, int, int, int], tuple[Tile, Georef]] = {}
-    for rec in records:
-        georef = georefs.get(rec)
-        if (georef.crs_wkt is None) != (out_crs is None):
-            raise ConfigError(
-                f"{log_path}: the log mixes georeferenced and pixel-mode scenes "
-                f"({rec.scene}); export them separately"
-            )
-        parsed = parse_answer(rec.answer)
-        table = detections_for_answer(rec, parsed, georef, dst_crs=out_crs, convention=convention)
-        tables.append(table)
-        row, col = rec.tile_row or 0, rec.tile_col or 0
-        keys.extend((row, col, i) for i in range(len(table)))
-        tile = rec.tile or Tile(row, col, *rec.window, rec.tile_size)
-        tiles[(rec.scene, *rec.window)] = (tile, georef)
-    table = DetectionTable.concat(tables) if tables else DetectionTable.empty(convention)
+    records = _records_to_export(log_path, output, fmt)
+    convention = _one_convention(log_path, records, angle_convention)
+    table, keys, tiles, out_crs = _rebuild(log_path, records, convention)
     raw = len(table)
     excluded = set(exclude)
     if excluded:
@@ -258,6 +217,75 @@ def export_answer_log(
         result.path,
     )
     return ExportSummary(str(log_path), len(records), raw, len(table), n_excluded, result)
+
+
+def _records_to_export(log_path: Path, output: str | os.PathLike[str], fmt: str | None) -> list[AnswerRecord]:
+    """The latest record of each tile, checked: the output replaces neither the log nor a scene, its
+    format is known, every CRS is readable, and there is at least one record."""
+    refuse_same_file([output], [log_path])
+    format_for_path(output, fmt)  # fail on a bad extension before reading anything
+    records = _latest_per_tile(read_answer_log(log_path))
+    refuse_same_file([output], {r.scene for r in records})
+    for rec in records:  # a CRS PROJ cannot read fails here, naming the log and the record
+        if rec.crs is not None:
+            try:
+                check_crs(rec.crs)
+            except AnswerLogError as exc:
+                raise AnswerLogError(
+                    f"{log_path}: record of {rec.scene} window {rec.window}: {exc}"
+                ) from None
+    if not records:
+        raise AnswerLogError(f"{log_path}: the answer log holds no records")
+    return records
+
+
+def _one_convention(
+    log_path: Path, records: Sequence[AnswerRecord], angle_convention: str | None
+) -> AngleConvention:
+    """The angle convention of every record (``angle_convention`` overrides); ConfigError for a mix."""
+    conventions = {angle_convention or r.angle_convention or "ccw" for r in records}
+    if len(conventions) > 1:
+        raise ConfigError(
+            f"{log_path}: records use different angle conventions {sorted(conventions)}; "
+            "choose one with the angle-convention option"
+        )
+    return AngleConvention(conventions.pop())
+
+
+def _rebuild(
+    log_path: Path, records: Sequence[AnswerRecord], convention: AngleConvention
+) -> tuple[
+    DetectionTable,
+    list[DetectionKey],
+    dict[_TileKey, tuple[Tile, Georef]],
+    CRS | None,
+]:
+    """Every record's boxes as polygons in the first scene's CRS (or pixels): the table, each
+    detection's key, each tile with its georeferencing, and the CRS."""
+    georefs = _GeorefCache()
+    out_crs: CRS | None = None
+    first = georefs.get(records[0])
+    if first.crs_wkt is not None:
+        out_crs = CRS.from_wkt(first.crs_wkt)
+    tables: list[DetectionTable] = []
+    keys: list[DetectionKey] = []
+    tiles: dict[_TileKey, tuple[Tile, Georef]] = {}
+    for rec in records:
+        georef = georefs.get(rec)
+        if (georef.crs_wkt is None) != (out_crs is None):
+            raise ConfigError(
+                f"{log_path}: the log mixes georeferenced and pixel-mode scenes "
+                f"({rec.scene}); export them separately"
+            )
+        parsed = parse_answer(rec.answer)
+        table = detections_for_answer(rec, parsed, georef, dst_crs=out_crs, convention=convention)
+        tables.append(table)
+        row, col = rec.tile_row or 0, rec.tile_col or 0
+        keys.extend((row, col, i) for i in range(len(table)))
+        tile = rec.tile or Tile(row, col, *rec.window, rec.tile_size)
+        tiles[(rec.scene, *rec.window)] = (tile, georef)
+    table = DetectionTable.concat(tables) if tables else DetectionTable.empty(convention)
+    return table, keys, tiles, out_crs
 
 
 def _run_infos(

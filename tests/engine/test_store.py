@@ -18,7 +18,7 @@ from rsvg_desktop.core.answers import read_answer_log
 from rsvg_desktop.core.geo import gpkg
 from rsvg_desktop.core.geo.detections import DetectionTable, tile_records
 from rsvg_desktop.core.types import GridBox, ParsedObject, Tile
-from rsvg_desktop.engine.store import (
+from rsvg_desktop.engine.batch.store import (
     BatchStore,
     InputRecord,
     RunRecord,
