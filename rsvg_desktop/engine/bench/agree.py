@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import numpy as np
 from rsvg_desktop.core.answers import AnswerRecord, read_answer_log
 from rsvg_desktop.core.eval.metrics import match_pairs, rouge_l
 from rsvg_desktop.core.eval.score import Metric
+from rsvg_desktop.core.geo.boxes import apply_affine
 from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
 from rsvg_desktop.core.prompt import get_task, parse_answer
 from rsvg_desktop.engine.bench.jobs import BenchSummary, read_json_object
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, int, int, int, int]
 
+_PIXELS = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # pixel mode: the identity
+
 
 def _tiles(log_path: Path) -> dict[Key, AnswerRecord]:
     out: dict[Key, AnswerRecord] = {}
@@ -58,14 +62,16 @@ def _footprint(rec: AnswerRecord) -> Any:
     from shapely.geometry import Polygon
 
     georef = rec.transform if rec.transform and rec.crs is not None else None
-    a, b, c, d, e, f = georef or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-    corners = [
-        (rec.col_off, rec.row_off),
-        (rec.col_off + rec.width, rec.row_off),
-        (rec.col_off + rec.width, rec.row_off + rec.height),
-        (rec.col_off, rec.row_off + rec.height),
-    ]
-    return Polygon([(a * x + b * y + c, d * x + e * y + f) for x, y in corners])
+    corners = np.array(
+        [
+            (rec.col_off, rec.row_off),
+            (rec.col_off + rec.width, rec.row_off),
+            (rec.col_off + rec.width, rec.row_off + rec.height),
+            (rec.col_off, rec.row_off + rec.height),
+        ],
+        dtype=np.float64,
+    )
+    return Polygon(apply_affine(georef or _PIXELS, corners))
 
 
 def _geoms(rec: AnswerRecord) -> np.ndarray:
@@ -74,6 +80,163 @@ def _geoms(rec: AnswerRecord) -> np.ndarray:
         rec, parse_answer(rec.answer), georef, convention=rec.angle_convention or "ccw"
     )
     return table.geometry
+
+
+# --- running each precision over the inputs ------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Question:
+    """What every scene run of one comparison asks, and how."""
+
+    model_dir: str | Path
+    task: str
+    query: str
+    classes: tuple[str, ...]
+    device: str
+    batch_size: int | None
+    max_new_tokens: int
+    tile_size: int | None
+    group_size: int
+
+    def settings(self) -> dict[str, Any]:
+        """What a finished scene run's done-marker records: a rerun with the same settings reuses it."""
+        return {
+            "model": str(Path(self.model_dir).resolve()),
+            "task": self.task,
+            "query": self.query,
+            "classes": list(self.classes),
+            "tile_size": self.tile_size,
+            "max_new_tokens": self.max_new_tokens,
+            "group_size": self.group_size,
+        }
+
+    def scene_config(self, scene: str | Path, output: Path) -> RunConfig:
+        extra = {"tile_size": self.tile_size} if self.tile_size else {}
+        return RunConfig(
+            str(scene),
+            self.query,
+            task=self.task,
+            output=str(output),
+            overwrite=True,
+            batch_size=self.batch_size,
+            max_new_tokens=self.max_new_tokens,
+            classes=self.classes,
+            **extra,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _SceneRun:
+    """One scene at one precision: its output, its done-marker and the settings the marker records."""
+
+    scene: str | Path
+    output: Path
+    marker: Path
+    want: dict[str, Any]
+
+
+@dataclass
+class _Runs:
+    """The answer logs of every precision, and what was reused from an earlier comparison."""
+
+    logs: dict[str, list[Path]] = field(default_factory=dict)
+    resumed: int = 0
+    random_weights: bool = False
+
+
+def _check_request(
+    reference: str | Precision,
+    precisions: Sequence[str | Precision],
+    inputs: Sequence[str | Path],
+    task: str,
+    classes: Sequence[str],
+) -> tuple[Precision, list[Precision]]:
+    """The reference and the other precisions, once the comparison is known to make sense."""
+    ref = Precision.parse(reference)
+    others = [Precision.parse(p) for p in precisions if Precision.parse(p) is not ref]
+    if not others:
+        raise ConfigError("give at least one precision besides the reference")
+    if not inputs:
+        raise ConfigError("no input scene given")
+    spec = get_task(task)
+    if spec.needs_region:
+        raise ConfigError(f"task {task} asks about one region, not every tile: choose another task")
+    if spec.name == "classify" and not classes:
+        raise ConfigError("task classify needs the class list (--classes a,b,c)")
+    stems = [Path(scene).stem for scene in inputs]
+    if len(set(stems)) != len(stems):
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        raise ConfigError(f"two inputs share a file name ({', '.join(twice)}): their runs would collide")
+    return ref, others
+
+
+def _runs_left(
+    prec: Precision, inputs: Sequence[str | Path], out: Path, settings: dict[str, Any], runs: _Runs
+) -> list[_SceneRun]:
+    """The scene runs of ``prec`` not finished earlier with the same settings (their logs go in ``runs``)."""
+    runs.logs[prec.value] = []
+    todo: list[_SceneRun] = []
+    for scene in inputs:
+        output = out / "runs" / prec.value / f"{Path(scene).stem}.gpkg"
+        marker = output.with_name(f"{output.stem}.done.json")
+        want = dict(settings, scene=str(Path(scene).resolve()), precision=prec.value)
+        runs.logs[prec.value].append(answer_log_path(output))
+        earlier = read_json_object(marker)
+        if all(earlier.get(k) == v for k, v in want.items()) and answer_log_path(output).is_file():
+            runs.resumed += 1
+            log.info("%s at %s: finished earlier (%s)", scene, prec.value, marker)
+            runs.random_weights = runs.random_weights or bool(earlier.get("random_weights"))
+            continue
+        todo.append(_SceneRun(scene, output, marker, want))
+    return todo
+
+
+def _run_precision(
+    prec: Precision,
+    todo: Sequence[_SceneRun],
+    question: _Question,
+    runs: _Runs,
+    progress: Callable[[str, int, int], None] | None,
+) -> None:
+    """Load the model at ``prec`` and run the scene job over each scene left; mark each one done."""
+    from rsvg_desktop.core.model.generate import GeoChatGenerator
+    from rsvg_desktop.core.model.loader import LoadSpec, load_model
+
+    model_dir = question.model_dir
+    spec = LoadSpec(Path(model_dir), prec, device=question.device, group_size=question.group_size)
+    loaded = load_model(spec)
+    runs.random_weights = runs.random_weights or loaded.random_weights
+    gen = GeoChatGenerator(loaded)
+    for run in todo:
+        run.marker.unlink(missing_ok=True)
+        config = question.scene_config(run.scene, run.output)
+        for event in run_scene(
+            config, gen, model=str(model_dir), precision=prec.value, device=loaded.device_name,
+            random_weights=loaded.random_weights,
+        ):  # fmt: skip
+            if isinstance(event, RunFailed):
+                raise GenerationError(f"{run.scene}: the {prec.value} run failed: {event.message}")
+            done = getattr(event, "done", None)
+            total = getattr(event, "total", None)
+            if progress and done is not None and total:
+                progress(f"{prec.value} {Path(run.scene).name}", int(done), int(total))
+        run.marker.write_text(
+            json.dumps(dict(run.want, random_weights=loaded.random_weights), indent=1), encoding="utf-8"
+        )
+    del gen, loaded
+
+
+# --- writing the comparison ----------------------------------------------------------------------
+def _write_layers(gpkg: Path, layers: dict[str, list[dict[str, Any]]], crs: Any) -> None:
+    """``agreement.gpkg`` anew: one layer per precision, and ``disagreements``."""
+    import geopandas as gpd
+
+    if gpkg.exists():
+        gpkg.unlink()
+    for name, rows in layers.items():
+        frame = gpd.GeoDataFrame(
+            rows or {"geometry": [], "scene": []}, geometry="geometry", crs=crs
+        )  # fmt: skip
+        frame.to_file(gpkg, layer=name, driver="GPKG")
 
 
 def run_agree(
@@ -94,106 +257,30 @@ def run_agree(
     group_size: int = DEFAULT_INT4_GROUP_SIZE,
 ) -> BenchSummary:
     """``rsvg bench agree`` (see the module doc)."""
-    import geopandas as gpd
-
-    from rsvg_desktop.core.model.generate import GeoChatGenerator
-    from rsvg_desktop.core.model.loader import LoadSpec, load_model
-
-    ref = Precision.parse(reference)
-    others = [Precision.parse(p) for p in precisions if Precision.parse(p) is not ref]
-    if not others:
-        raise ConfigError("give at least one precision besides the reference")
-    if not inputs:
-        raise ConfigError("no input scene given")
-    spec = get_task(task)
-    if spec.needs_region:
-        raise ConfigError(f"task {task} asks about one region, not every tile: choose another task")
-    if spec.name == "classify" and not classes:
-        raise ConfigError("task classify needs the class list (--classes a,b,c)")
-    stems = [Path(scene).stem for scene in inputs]
-    if len(set(stems)) != len(stems):
-        twice = sorted({s for s in stems if stems.count(s) > 1})
-        raise ConfigError(f"two inputs share a file name ({', '.join(twice)}): their runs would collide")
+    ref, others = _check_request(reference, precisions, inputs, task, classes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "model": str(Path(model_dir).resolve()),
-        "task": task,
-        "query": query,
-        "classes": list(classes),
-        "tile_size": tile_size,
-        "max_new_tokens": max_new_tokens,
-        "group_size": group_size,
-    }
-    logs: dict[str, list[Path]] = {}
-    random_weights = False
-    resumed = 0
+    question = _Question(
+        model_dir, task, query, tuple(classes), device, batch_size, max_new_tokens, tile_size, group_size
+    )
+    settings = question.settings()
+    runs = _Runs()
     for prec in [ref, *others]:
-        logs[prec.value] = []
-        todo: list[tuple[str | Path, Path, Path, dict[str, Any]]] = []
-        for scene in inputs:
-            output = out / "runs" / prec.value / f"{Path(scene).stem}.gpkg"
-            marker = output.with_name(f"{output.stem}.done.json")
-            want = dict(settings, scene=str(Path(scene).resolve()), precision=prec.value)
-            logs[prec.value].append(answer_log_path(output))
-            earlier = read_json_object(marker)
-            if all(earlier.get(k) == v for k, v in want.items()) and answer_log_path(output).is_file():
-                resumed += 1
-                log.info("%s at %s: finished earlier (%s)", scene, prec.value, marker)
-                random_weights = random_weights or bool(earlier.get("random_weights"))
-                continue
-            todo.append((scene, output, marker, want))
-        if not todo:
-            continue
-        loaded = load_model(LoadSpec(Path(model_dir), prec, device=device, group_size=group_size))
-        random_weights = random_weights or loaded.random_weights
-        gen = GeoChatGenerator(loaded)
-        for scene, output, marker, want in todo:
-            marker.unlink(missing_ok=True)
-            extra = {"tile_size": tile_size} if tile_size else {}
-            config = RunConfig(
-                str(scene),
-                query,
-                task=task,
-                output=str(output),
-                overwrite=True,
-                batch_size=batch_size,
-                max_new_tokens=max_new_tokens,
-                classes=tuple(classes),
-                **extra,  # type: ignore[arg-type]
-            )
-            for event in run_scene(
-                config, gen, model=str(model_dir), precision=prec.value, device=loaded.device_name,
-                random_weights=loaded.random_weights,
-            ):  # fmt: skip
-                if isinstance(event, RunFailed):
-                    raise GenerationError(f"{scene}: the {prec.value} run failed: {event.message}")
-                done = getattr(event, "done", None)
-                total = getattr(event, "total", None)
-                if progress and done is not None and total:
-                    progress(f"{prec.value} {Path(scene).name}", int(done), int(total))
-            marker.write_text(
-                json.dumps(dict(want, random_weights=loaded.random_weights), indent=1), encoding="utf-8"
-            )
-        del gen, loaded
+        todo = _runs_left(prec, inputs, out, settings, runs)
+        if todo:
+            _run_precision(prec, todo, question, runs, progress)
 
-    metrics, layers, crs = compare_answer_logs(ref.value, logs[ref.value], logs, task)
+    metrics, layers, crs = compare_answer_logs(ref.value, runs.logs[ref.value], runs.logs, task)
     gpkg = out / "agreement.gpkg"
-    if gpkg.exists():
-        gpkg.unlink()
-    for name, rows in layers.items():
-        frame = gpd.GeoDataFrame(
-            rows or {"geometry": [], "scene": []}, geometry="geometry", crs=crs
-        )  # fmt: skip
-        frame.to_file(gpkg, layer=name, driver="GPKG")
+    _write_layers(gpkg, layers, crs)
     notes = [
         f"reference: {ref.value}; task {task}; query {query!r}; inputs: {', '.join(map(str, inputs))}",
         f"polygons and disagreements: {gpkg.name} (layers {', '.join(layers)})",
         "IoU values in percent; counts are boxes summed over tiles",
     ]
-    if resumed:
-        notes.append(f"{resumed} scene run(s) finished earlier in this folder were reused")
-    if random_weights:
+    if runs.resumed:
+        notes.append(f"{runs.resumed} scene run(s) finished earlier in this folder were reused")
+    if runs.random_weights:
         notes.append("the model has RANDOM WEIGHTS (a test model): the figures are meaningless")
     metrics_file = write_metrics(out, metrics)
     report = write_report(
@@ -202,6 +289,113 @@ def run_agree(
         [("Agreement", metric_tables(metrics)), ("Notes", "\n".join(f"- {x}" for x in notes))],
     )
     return BenchSummary(out, report, metrics_file, tuple(metrics), ())
+
+
+# --- comparing answer logs tile by tile ----------------------------------------------------------
+@dataclass
+class _Tally:
+    """One precision's differences from the reference, summed over the tiles both answered."""
+
+    tiles: int = 0
+    identical: int = 0
+    rouge: list[float] = field(default_factory=list)
+    count_diff: list[int] = field(default_factory=list)
+    ious: list[float] = field(default_factory=list)
+    only_ref: int = 0
+    only_other: int = 0
+
+
+def _read_logs(paths: Sequence[Path]) -> dict[Key, AnswerRecord]:
+    tiles: dict[Key, AnswerRecord] = {}
+    for path in paths:
+        tiles.update(_tiles(path))
+    return tiles
+
+
+def _compare_answers(
+    a: AnswerRecord, b: AnswerRecord, label: str, layers: dict[str, list[dict[str, Any]]]
+) -> None:
+    """A task without boxes: ``b``'s tile footprint with its answer, a disagreement when they differ."""
+    tile = _footprint(b)
+    layers[label].append({"geometry": tile, "scene": b.scene, "answer": b.answer})
+    if a.answer.strip() != b.answer.strip():
+        layers["disagreements"].append(
+            {
+                "geometry": tile,
+                "scene": a.scene,
+                "precision": label,
+                "kind": "different answer",
+                "reference_answer": a.answer,
+                "answer": b.answer,
+            }
+        )
+
+
+def _compare_boxes(
+    a: AnswerRecord,
+    b: AnswerRecord,
+    reference: str,
+    label: str,
+    layers: dict[str, list[dict[str, Any]]],
+    tally: _Tally,
+) -> None:
+    """Boxes matched one-to-one by IoU; unmatched boxes and pairs with IoU < 0.5 are disagreements."""
+    ga, gb = _geoms(a), _geoms(b)
+    for g in gb:
+        layers[label].append({"geometry": g, "scene": b.scene, "answer": b.answer})
+    pairs = match_pairs(list(ga), list(gb))
+    tally.count_diff.append(abs(len(ga) - len(gb)))
+    tally.ious += [v for _, _, v in pairs]
+    matched_a = {i for i, _, _ in pairs}
+    matched_b = {j for _, j, _ in pairs}
+    tally.only_ref += len(ga) - len(matched_a)
+    tally.only_other += len(gb) - len(matched_b)
+    disagreements = layers["disagreements"]
+    for side, geoms, matched in ((reference, ga, matched_a), (label, gb, matched_b)):
+        for i, g in enumerate(geoms):
+            if i not in matched:
+                disagreements.append(
+                    {
+                        "geometry": g,
+                        "scene": a.scene,
+                        "precision": side,
+                        "kind": f"only in {side}",
+                        "iou": 0.0,
+                    }
+                )
+    for i, j, v in pairs:
+        if v < 0.5:
+            for side, g in ((reference, ga[i]), (label, gb[j])):
+                disagreements.append(
+                    {"geometry": g, "scene": a.scene, "precision": side, "kind": "IoU < 0.5", "iou": v}
+                )
+
+
+def _label_metrics(label: str, task: str, tally: _Tally, has_boxes: bool) -> list[Metric]:
+    label_task = f"agree/{task}"
+    n = tally.tiles
+    metrics = [Metric(label, label_task, "tiles", float(n), n)]
+    identical = Metric(label, label_task, "identical", 100.0 * tally.identical / n if n else 0.0, n)
+    rouge = Metric(label, label_task, "rougeL", 100 * float(np.mean(tally.rouge)) if n else 0.0, n)
+    if not has_boxes:
+        return [*metrics, identical, rouge]
+    ious = tally.ious
+    return [
+        *metrics,
+        Metric(label, label_task, "count_diff_mean", float(np.mean(tally.count_diff)) if n else 0.0, n),
+        Metric(label, label_task, "matched_iou_mean", 100 * float(np.mean(ious)) if ious else 0.0, len(ious)),
+        Metric(
+            label,
+            label_task,
+            "matched_iou_p10",
+            100 * float(np.percentile(ious, 10)) if ious else 0.0,
+            len(ious),
+        ),
+        Metric(label, label_task, "unmatched_reference", float(tally.only_ref), n),
+        Metric(label, label_task, "unmatched_other", float(tally.only_other), n),
+        identical,
+        rouge,
+    ]
 
 
 def compare_answer_logs(
@@ -214,104 +408,26 @@ def compare_answer_logs(
     crs: Any = None
     metrics: list[Metric] = []
     layers: dict[str, list[dict[str, Any]]] = {reference: [], "disagreements": []}
-    ref_tiles: dict[Key, AnswerRecord] = {}
-    for path in ref_logs:
-        ref_tiles.update(_tiles(path))
+    ref_tiles = _read_logs(ref_logs)
     has_boxes = get_task(task).has_boxes
     for rec in ref_tiles.values():
         crs = crs or rec.crs
         for g in _geoms(rec) if has_boxes else [_footprint(rec)]:
             layers[reference].append({"geometry": g, "scene": rec.scene, "answer": rec.answer})
-    label_task = f"agree/{task}"
     for label, paths in logs.items():
         if label == reference:
             continue
-        tiles: dict[Key, AnswerRecord] = {}
-        for path in paths:
-            tiles.update(_tiles(path))
+        tiles = _read_logs(paths)
         layers[label] = []
-        count_diff: list[int] = []
-        ious: list[float] = []
-        only_ref = only_other = identical = 0
-        rouge: list[float] = []
-        common = [k for k in ref_tiles if k in tiles]
-        for key in common:
+        tally = _Tally()
+        for key in [k for k in ref_tiles if k in tiles]:
             a, b = ref_tiles[key], tiles[key]
-            same = a.answer.strip() == b.answer.strip()
-            identical += same
-            rouge.append(rouge_l(a.answer, b.answer))
-            if not has_boxes:
-                tile = _footprint(b)
-                layers[label].append({"geometry": tile, "scene": b.scene, "answer": b.answer})
-                if not same:
-                    layers["disagreements"].append(
-                        {
-                            "geometry": tile,
-                            "scene": a.scene,
-                            "precision": label,
-                            "kind": "different answer",
-                            "reference_answer": a.answer,
-                            "answer": b.answer,
-                        }
-                    )
-                continue
-            ga, gb = _geoms(a), _geoms(b)
-            for g in gb:
-                layers[label].append({"geometry": g, "scene": b.scene, "answer": b.answer})
-            pairs = match_pairs(list(ga), list(gb))
-            count_diff.append(abs(len(ga) - len(gb)))
-            ious += [v for _, _, v in pairs]
-            matched_a = {i for i, _, _ in pairs}
-            matched_b = {j for _, j, _ in pairs}
-            only_ref += len(ga) - len(matched_a)
-            only_other += len(gb) - len(matched_b)
-            for side, geoms, matched in ((reference, ga, matched_a), (label, gb, matched_b)):
-                for i, g in enumerate(geoms):
-                    if i not in matched:
-                        layers["disagreements"].append(
-                            {
-                                "geometry": g,
-                                "scene": a.scene,
-                                "precision": side,
-                                "kind": f"only in {side}",
-                                "iou": 0.0,
-                            }
-                        )
-            for i, j, v in pairs:
-                if v < 0.5:
-                    for side, g in ((reference, ga[i]), (label, gb[j])):
-                        layers["disagreements"].append(
-                            {
-                                "geometry": g,
-                                "scene": a.scene,
-                                "precision": side,
-                                "kind": "IoU < 0.5",
-                                "iou": v,
-                            }
-                        )
-        n = len(common)
-        metrics.append(Metric(label, label_task, "tiles", float(n), n))
-        if not has_boxes:
-            metrics += [
-                Metric(label, label_task, "identical", 100.0 * identical / n if n else 0.0, n),
-                Metric(label, label_task, "rougeL", 100 * float(np.mean(rouge)) if n else 0.0, n),
-            ]
-            continue
-        metrics += [
-            Metric(label, label_task, "count_diff_mean", float(np.mean(count_diff)) if n else 0.0, n),
-            Metric(
-                label, label_task, "matched_iou_mean", 100 * float(np.mean(ious)) if ious else 0.0, len(ious)
-            ),
-            Metric(
-                label,
-                label_task,
-                "matched_iou_p10",
-                100 * float(np.percentile(ious, 10)) if ious else 0.0,
-                len(ious),
-            ),
-            Metric(label, label_task, "unmatched_reference", float(only_ref), n),
-            Metric(label, label_task, "unmatched_other", float(only_other), n),
-            Metric(label, label_task, "identical", 100.0 * identical / n if n else 0.0, n),
-            Metric(label, label_task, "rougeL", 100 * float(np.mean(rouge)) if n else 0.0, n),
-        ]
+            tally.tiles += 1
+            tally.identical += a.answer.strip() == b.answer.strip()
+            tally.rouge.append(rouge_l(a.answer, b.answer))
+            if has_boxes:
+                _compare_boxes(a, b, reference, label, layers, tally)
+            else:
+                _compare_answers(a, b, label, layers)
+        metrics += _label_metrics(label, task, tally, has_boxes)
     return metrics, layers, crs

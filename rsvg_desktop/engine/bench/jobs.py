@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsvg_desktop.core.eval.data import BenchRecord, find_image, read_answers, read_benchmark
 from rsvg_desktop.core.eval.metrics import normalise_scene
@@ -28,6 +28,10 @@ from rsvg_desktop.engine.bench.report import (
     write_report,
 )
 from rsvg_desktop.errors import BenchDataError, ConfigError
+
+if TYPE_CHECKING:
+    from rsvg_desktop.core.model.generate import GeoChatGenerator
+    from rsvg_desktop.core.model.loader import LoadedModel
 
 __all__ = ["BenchSummary", "bench_query", "run_bench", "score_answer_files"]
 
@@ -220,6 +224,91 @@ def _random_note(label: str) -> str:
     return f"{label}: the model has RANDOM WEIGHTS (a test model): the figures are meaningless"
 
 
+def _read_data(
+    data_dir: str | Path, images: str | Path | None, tasks: Sequence[str] | None, limit: int | None, seed: int
+) -> tuple[dict[str, list[BenchRecord]], Path]:
+    """The questions of each task (a seeded subset with ``limit``) and the image folder, every image of
+    which is found before any model is loaded."""
+    data = {t: _subset(r, limit, seed) for t, r in read_benchmark(data_dir, tasks).items()}
+    image_dir = Path(images) if images else Path(data_dir) / "images"
+    if not image_dir.is_dir():
+        raise BenchDataError(f"{image_dir}: image folder not found (give --images DIR)")
+    for recs in data.values():
+        for rec in recs:
+            find_image(image_dir, rec.image_id, rec.source)
+    return data, image_dir
+
+
+def _unanswered(adir: Path, data: Mapping[str, list[BenchRecord]]) -> dict[str, list[BenchRecord]]:
+    """Each task's questions not yet in its answer file (a rerun goes on where it stopped)."""
+    todo: dict[str, list[BenchRecord]] = {}
+    for t, recs in data.items():
+        answered = _done_ids(adir / f"{t}.jsonl")
+        todo[t] = [r for r in recs if r.question_id not in answered]
+    return todo
+
+
+def _write_model_facts(facts: Path, model_dir: str | Path, label: str, loaded: LoadedModel) -> None:
+    """What the model that writes these answers is, for a rerun that loads none."""
+    facts.write_text(
+        json.dumps(
+            {
+                "model": str(model_dir),
+                "precision": label,
+                "device": loaded.device_name,
+                "weight_bytes": loaded.weight_bytes,
+                "random_weights": loaded.random_weights,
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+
+
+def _recall_model_facts(facts: Path, label: str, memory: dict[str, float], notes: list[str]) -> None:
+    """A precision with every question answered: its weight memory and notes from its model facts."""
+    known = read_json_object(facts)
+    if "weight_bytes" in known:
+        memory[label] = float(known["weight_bytes"]) / 2**30
+    if known.get("random_weights"):
+        notes.append(_random_note(label))
+
+
+def _answer_task(
+    gen: GeoChatGenerator,
+    path: Path,
+    recs: Sequence[BenchRecord],
+    image_dir: Path,
+    *,
+    label: str,
+    task: str,
+    total: int,
+    batch_size: int,
+    max_new_tokens: int,
+    progress: BenchProgress | None,
+) -> None:
+    """Ask ``recs`` batch by batch, appending each batch's answers to ``path`` (flushed per batch)."""
+    from rsvg_desktop.core.model.generate import GenerationRequest
+
+    done = total - len(recs)
+    if progress:
+        progress(label, task, done, total)
+    with path.open("a", encoding="utf-8") as fh:
+        for start in range(0, len(recs), batch_size):
+            chunk = recs[start : start + batch_size]
+            reqs = [
+                GenerationRequest(_load_image(image_dir, r), task="chat", query=bench_query(r)) for r in chunk
+            ]
+            results = gen.generate(reqs, max_new_tokens=max_new_tokens, batch_size=len(reqs))
+            fh.write(
+                "".join(_answer_json(r, res.answer) + "\n" for r, res in zip(chunk, results, strict=True))
+            )
+            fh.flush()
+            done += len(chunk)
+            if progress:
+                progress(label, task, done, total)
+
+
 def run_bench(
     data_dir: str | Path,
     model_dir: str | Path,
@@ -238,19 +327,13 @@ def run_bench(
     group_size: int = DEFAULT_INT4_GROUP_SIZE,
 ) -> BenchSummary:
     """``rsvg bench run``: answer every question at each precision, then score (see the module doc)."""
-    from rsvg_desktop.core.model.generate import GenerationRequest, GeoChatGenerator
+    from rsvg_desktop.core.model.generate import GeoChatGenerator
     from rsvg_desktop.core.model.loader import LoadSpec, load_model
 
     precs = [Precision.parse(p) for p in precisions]
     if not precs:
         raise ConfigError("no precision given")
-    data = {t: _subset(r, limit, seed) for t, r in read_benchmark(data_dir, tasks).items()}
-    image_dir = Path(images) if images else Path(data_dir) / "images"
-    if not image_dir.is_dir():
-        raise BenchDataError(f"{image_dir}: image folder not found (give --images DIR)")
-    for recs in data.values():  # every image exists before any model is loaded
-        for rec in recs:
-            find_image(image_dir, rec.image_id, rec.source)
+    data, image_dir = _read_data(data_dir, images, tasks, limit, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, Path]] = {}
@@ -262,61 +345,31 @@ def run_bench(
         label = prec.value
         adir = out / "answers" / label
         adir.mkdir(parents=True, exist_ok=True)
-        todo: dict[str, list[BenchRecord]] = {}
-        for t, recs in data.items():
-            answered = _done_ids(adir / f"{t}.jsonl")
-            todo[t] = [r for r in recs if r.question_id not in answered]
+        todo = _unanswered(adir, data)
         files[label] = {t: adir / f"{t}.jsonl" for t in data}
-        facts = adir / MODEL_FACTS
         if not any(todo.values()):
             log.info("%s: every question already answered", label)
-            known = read_json_object(facts)  # what the model was, for the plots and notes of a rerun
-            if "weight_bytes" in known:
-                memory[label] = float(known["weight_bytes"]) / 2**30
-            if known.get("random_weights"):
-                notes.append(_random_note(label))
+            _recall_model_facts(adir / MODEL_FACTS, label, memory, notes)
             continue
         loaded = load_model(LoadSpec(Path(model_dir), prec, device=device, group_size=group_size))
         memory[label] = loaded.weight_bytes / 2**30
-        facts.write_text(
-            json.dumps(
-                {
-                    "model": str(model_dir),
-                    "precision": label,
-                    "device": loaded.device_name,
-                    "weight_bytes": loaded.weight_bytes,
-                    "random_weights": loaded.random_weights,
-                },
-                indent=1,
-            ),
-            encoding="utf-8",
-        )
+        _write_model_facts(adir / MODEL_FACTS, model_dir, label, loaded)
         if loaded.random_weights:
             notes.append(_random_note(label))
         gen = GeoChatGenerator(loaded)
         for task, recs in todo.items():
-            total = len(data[task])
-            done = total - len(recs)
-            if progress:
-                progress(label, task, done, total)
-            step = batch_size or 4
-            with (adir / f"{task}.jsonl").open("a", encoding="utf-8") as fh:
-                for start in range(0, len(recs), step):
-                    chunk = recs[start : start + step]
-                    reqs = [
-                        GenerationRequest(_load_image(image_dir, r), task="chat", query=bench_query(r))
-                        for r in chunk
-                    ]
-                    results = gen.generate(reqs, max_new_tokens=max_new_tokens, batch_size=len(reqs))
-                    fh.write(
-                        "".join(
-                            _answer_json(r, res.answer) + "\n" for r, res in zip(chunk, results, strict=True)
-                        )
-                    )
-                    fh.flush()
-                    done += len(chunk)
-                    if progress:
-                        progress(label, task, done, total)
+            _answer_task(
+                gen,
+                adir / f"{task}.jsonl",
+                recs,
+                image_dir,
+                label=label,
+                task=task,
+                total=len(data[task]),
+                batch_size=batch_size or 4,
+                max_new_tokens=max_new_tokens,
+                progress=progress,
+            )
         del gen, loaded
     metrics, confusion = _score_all(files, data, image_dir, AngleConvention(convention))
     return _finish(out, "Benchmark run", metrics, confusion, memory, notes)

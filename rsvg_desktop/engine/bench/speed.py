@@ -15,8 +15,9 @@ set-up is negligible beside it).
 
 ``--shape-of geochat-7b`` measures GeoChat-7B's exact architecture (LLaMA-7B + CLIP ViT-L/14 at 504 px,
 :func:`rsvg_desktop.core.model.memory.geochat7b_config`) with random weights: a converted checkpoint
-of that shape is written once (bf16 safetensors, 2 GiB shards, memory flat while writing) with the
-test model's tokenizer and processor (the ``<image>`` token's id is the tokenizer's; sizes are GeoChat's).
+of that shape is written once (:mod:`rsvg_desktop.engine.bench.shape_model`: bf16 safetensors, 2 GiB
+shards, memory flat while writing) with the test model's tokenizer and processor (the ``<image>`` token's
+id is the tokenizer's; sizes are GeoChat's).
 Speed and memory do not depend on the weights' values; accuracy does, and needs the real weights.
 
 A precision that cannot be measured (no such GPU, not enough memory, the measuring process killed by
@@ -32,29 +33,20 @@ import contextlib
 import json
 import logging
 import multiprocessing
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
 from rsvg_desktop.engine.bench.report import plot_speed, write_report
-from rsvg_desktop.errors import ConfigError
+from rsvg_desktop.engine.bench.shape_model import write_shape_model
+from rsvg_desktop.errors import ConfigError, RsvgError
 
-__all__ = ["SHAPES", "SpeedRow", "measure_precision", "run_speed", "write_shape_model"]
+__all__ = ["SpeedRow", "measure_precision", "run_speed"]
 
 log = logging.getLogger(__name__)
-
-SHAPES = ("geochat-7b",)
-SHARD_BYTES = 2 << 30
-_TEMPLATE_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "processor_config.json",
-    "chat_template.jinja",
-    "generation_config.json",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,77 +82,6 @@ class SpeedRow:
         fields = dict(d)
         fields["tiles_per_s"] = tuple((int(b), float(v)) for b, v in fields.get("tiles_per_s") or ())  # type: ignore[attr-defined]
         return cls(**fields)  # type: ignore[arg-type]
-
-
-# --- a random checkpoint of GeoChat-7B's shape ------------------------------------------------------
-def write_shape_model(out_dir: str | Path, template_dir: str | Path, shape: str = "geochat-7b") -> Path:
-    """Write (once) a converted checkpoint of ``shape`` with random bf16 weights into ``out_dir``."""
-    import torch
-    from safetensors.torch import save_file
-
-    from rsvg_desktop.core.model.memory import geochat7b_config, meta_model
-
-    if shape not in SHAPES:
-        raise ConfigError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
-    out = Path(out_dir)
-    done = out / "rsvg_manifest.json"
-    if done.is_file():
-        return out
-    template = Path(template_dir)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in _TEMPLATE_FILES:
-        if (template / name).is_file():
-            shutil.copy2(template / name, tmp / name)
-    tiny = json.loads((template / "config.json").read_text(encoding="utf-8"))
-    config = geochat7b_config()
-    config.image_token_index = int(tiny["image_token_index"])
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # the tokenizer's special ids
-        if tiny.get("text_config", {}).get(key) is not None:
-            setattr(config.text_config, key, tiny["text_config"][key])
-    config.rsvg_random_weights = True
-    setattr(config, "dtype" if hasattr(config, "dtype") else "torch_dtype", "bfloat16")
-    config.to_json_file(str(tmp / "config.json"))
-    gen = torch.Generator().manual_seed(0)
-    weight_map: dict[str, str] = {}
-    shard: dict[str, torch.Tensor] = {}
-    shard_bytes = 0
-    total = 0
-    n_shard = 0
-
-    def flush() -> None:
-        nonlocal shard, shard_bytes, n_shard
-        if shard:
-            n_shard += 1
-            name = f"model-{n_shard:05d}.safetensors"
-            save_file(shard, str(tmp / name), metadata={"format": "pt"})
-            weight_map.update(dict.fromkeys(shard, name))
-            shard, shard_bytes = {}, 0
-
-    for key, meta in meta_model(config).state_dict().items():
-        shape_ = tuple(meta.shape)
-        if key.endswith("bias"):
-            t = torch.zeros(shape_, dtype=torch.bfloat16)
-        elif len(shape_) == 1:
-            t = torch.ones(shape_, dtype=torch.bfloat16)
-        else:
-            t = (torch.randn(shape_, generator=gen, dtype=torch.float32) * 0.02).to(torch.bfloat16)
-        size = t.numel() * 2
-        if shard and shard_bytes + size > SHARD_BYTES:
-            flush()
-        shard[key] = t
-        shard_bytes += size
-        total += size
-    flush()
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
-    manifest = {"format": "rsvg-shape/1", "shape_of": shape, "random_weights": True, "weight_bytes": total}
-    (tmp / "rsvg_manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.replace(out)
-    return out
 
 
 # --- measuring one precision (in its own process) -------------------------------------------------
@@ -216,6 +137,87 @@ def _peak_bytes(device: str) -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "peak RSS"
 
 
+def _test_tile(size: int) -> Any:
+    """A smooth ``(size, size, 3)`` uint8 ramp: the same tile for every precision."""
+    import numpy as np
+
+    ramp = np.linspace(0, 255, size, dtype=np.uint8)
+    return np.stack(
+        [np.add.outer(ramp, ramp) // 2, np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size))], -1
+    )
+
+
+class _Stopwatch:
+    """Times generations of one request (CUDA work is synchronised before each clock reading)."""
+
+    def __init__(self, gen: Any, req: Any, cuda: bool) -> None:
+        import torch
+
+        self._torch = torch
+        self._gen = gen
+        self._req = req
+        self._cuda = cuda
+
+    def sync(self) -> None:
+        if self._cuda:
+            self._torch.cuda.synchronize()
+
+    def timed(self, n_tiles: int, tokens: int) -> float:
+        """Seconds for ``n_tiles`` copies of the tile in one batch, ``tokens`` forced new tokens each."""
+        self.sync()
+        t0 = time.perf_counter()
+        self._gen.generate(
+            [self._req] * n_tiles, max_new_tokens=tokens, min_new_tokens=tokens, batch_size=n_tiles
+        )
+        self.sync()
+        return time.perf_counter() - t0
+
+    def clocked(self, tokens: int) -> tuple[float, list[float]]:
+        """One tile, ``tokens`` forced tokens: (total seconds, seconds since start at each new token)."""
+        stamps: list[float] = []
+
+        def stamp() -> bool:  # the per-token cancellation check doubles as a clock
+            self.sync()
+            stamps.append(time.perf_counter())
+            return False
+
+        gen = self._gen
+        gen.should_stop = stamp
+        try:
+            self.sync()
+            t0 = time.perf_counter()
+            gen.generate([self._req], max_new_tokens=tokens, min_new_tokens=tokens, batch_size=1)
+            self.sync()
+            total = time.perf_counter() - t0
+        finally:
+            gen.should_stop = None
+        return total, [t - t0 for t in stamps]
+
+
+@dataclass(frozen=True, slots=True)
+class _Timings:
+    ttft_s: float | None = None
+    decode_tok_s: float | None = None
+    tiles_per_s: tuple[tuple[int, float], ...] = ()
+
+
+def _time_generation(
+    watch: _Stopwatch, batch_sizes: Sequence[int], new_tokens: int, repeats: int, warm_up: bool
+) -> _Timings:
+    """Time to first token and decode rate from the best of ``repeats`` clocked tiles, then tiles/s at
+    each batch size (batch 1 from that best tile)."""
+    if new_tokens <= 0:
+        return _Timings()
+    if warm_up:
+        watch.timed(1, 1)  # kernel choice, allocator
+    best_total, best_stamps = min((watch.clocked(new_tokens) for _ in range(repeats)), key=lambda r: r[0])
+    decode = None
+    if new_tokens > 1 and best_stamps[-1] > best_stamps[0]:
+        decode = (len(best_stamps) - 1) / (best_stamps[-1] - best_stamps[0])
+    tiles = [(b, 1 / best_total if b == 1 else b / watch.timed(b, new_tokens)) for b in batch_sizes]
+    return _Timings(best_stamps[0], decode, tuple(tiles))
+
+
 def measure_precision(
     model_dir: str,
     precision: str,
@@ -227,9 +229,6 @@ def measure_precision(
     group_size: int = DEFAULT_INT4_GROUP_SIZE,
 ) -> SpeedRow:
     """Load ``model_dir`` at ``precision`` and time it (run this in a fresh process for a clean peak)."""
-    import numpy as np
-    import torch
-
     with contextlib.suppress(OSError):  # out of memory: the kernel ends this process first, not a neighbour
         Path("/proc/self/oom_score_adj").write_text("1000")
     from rsvg_desktop.core.model.generate import GenerationRequest, GeoChatGenerator
@@ -247,55 +246,11 @@ def measure_precision(
     )
     cuda = loaded.device.startswith("cuda")
     gen = GeoChatGenerator(loaded)
-    size = gen.image_size
-    ramp = np.linspace(0, 255, size, dtype=np.uint8)
-    image = np.stack(
-        [np.add.outer(ramp, ramp) // 2, np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size))], -1
+    req = GenerationRequest(_test_tile(gen.image_size), task="refer", query="airplanes")
+    # No warm-up for a single CPU repeat: a tile takes minutes there, a first call's set-up is negligible.
+    timings = _time_generation(
+        _Stopwatch(gen, req, cuda), batch_sizes, new_tokens, repeats, warm_up=cuda or repeats > 1
     )
-    req = GenerationRequest(image, task="refer", query="airplanes")
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
-    def timed(n_tiles: int, tokens: int) -> float:
-        sync()
-        t0 = time.perf_counter()
-        gen.generate([req] * n_tiles, max_new_tokens=tokens, min_new_tokens=tokens, batch_size=n_tiles)
-        sync()
-        return time.perf_counter() - t0
-
-    def clocked(tokens: int) -> tuple[float, list[float]]:
-        """One tile, ``tokens`` forced tokens: (total seconds, seconds since start at each new token)."""
-        stamps: list[float] = []
-
-        def stamp() -> bool:  # the per-token cancellation check doubles as a clock
-            sync()
-            stamps.append(time.perf_counter())
-            return False
-
-        gen.should_stop = stamp
-        try:
-            sync()
-            t0 = time.perf_counter()
-            gen.generate([req], max_new_tokens=tokens, min_new_tokens=tokens, batch_size=1)
-            sync()
-            total = time.perf_counter() - t0
-        finally:
-            gen.should_stop = None
-        return total, [t - t0 for t in stamps]
-
-    ttft = decode = None
-    tiles: list[tuple[int, float]] = []
-    if new_tokens > 0:
-        if cuda or repeats > 1:
-            timed(1, 1)  # warm-up (kernel choice, allocator); skipped for one CPU repeat of minutes
-        best_total, best_stamps = min((clocked(new_tokens) for _ in range(repeats)), key=lambda r: r[0])
-        ttft = best_stamps[0]
-        if new_tokens > 1 and best_stamps[-1] > best_stamps[0]:
-            decode = (len(best_stamps) - 1) / (best_stamps[-1] - best_stamps[0])
-        for b in batch_sizes:
-            tiles.append((b, 1 / best_total if b == 1 else b / timed(b, new_tokens)))
     peak, kind = _peak_bytes(loaded.device)
     private_peak = private.stop()
     return SpeedRow(
@@ -307,9 +262,9 @@ def measure_precision(
         peak_bytes=peak,
         peak_kind=kind,
         peak_private_bytes=None if cuda else private_peak,
-        ttft_s=ttft,
-        decode_tok_s=decode,
-        tiles_per_s=tuple(tiles),
+        ttft_s=timings.ttft_s,
+        decode_tok_s=timings.decode_tok_s,
+        tiles_per_s=timings.tiles_per_s,
         new_tokens=new_tokens,
         random_weights=loaded.random_weights,
     )
@@ -424,6 +379,72 @@ def _write_outputs(
     )
 
 
+def _check_speed_args(
+    model_dir: str | Path | None, shape_of: str | None, batch_sizes: Sequence[int], new_tokens: int
+) -> None:
+    if (model_dir is None) == (shape_of is None):
+        raise ConfigError("give exactly one of --model DIR and --shape-of NAME")
+    if any(b < 1 for b in batch_sizes):
+        raise ConfigError(f"batch sizes must be positive, got {list(batch_sizes)}")
+    if new_tokens < 0:
+        raise ConfigError(f"--new-tokens must be 0 or more, got {new_tokens}")
+
+
+def _shape_checkpoint(
+    shape_of: str, work_dir: str | Path | None, progress: Callable[[str], None] | None
+) -> Path:
+    """The random checkpoint of ``shape_of``'s architecture, written once into the work folder."""
+    from rsvg_desktop.engine.model_files import data_dir, ensure_test_model
+
+    where = Path(work_dir) if work_dir else data_dir() / "shapes"
+    if progress:
+        progress(f"writing a random {shape_of} checkpoint in {where} (once)")
+    return write_shape_model(where / shape_of, ensure_test_model(), shape_of)
+
+
+def _measure_in_fresh_process(
+    ctx: Any,
+    model_dir: str,
+    label: str,
+    device: str,
+    batch_sizes: Sequence[int],
+    new_tokens: int,
+    use_cache: bool,
+    repeats: int,
+    group_size: int,
+) -> SpeedRow:
+    """:func:`measure_precision` in a process of its own; a row that says why when it cannot be measured."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            return pool.submit(
+                measure_precision,
+                model_dir,
+                label,
+                device,
+                list(batch_sizes),
+                new_tokens,
+                use_cache,
+                repeats,
+                group_size,
+            ).result()
+    except RsvgError as exc:
+        return SpeedRow.failed(label, device, str(exc))
+    except BrokenProcessPool as exc:
+        return SpeedRow.failed(label, device, _died_message(exc))
+    except Exception as exc:  # a bug in one precision must not lose the others' figures
+        log.debug("measuring %s failed", label, exc_info=True)
+        return SpeedRow.failed(label, device, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _append_row(rows_path: Path, setup: dict[str, object], row: SpeedRow) -> None:
+    """One finished row into ``speed_rows.jsonl`` with the settings it was measured at."""
+    with rows_path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"setup": setup, "row": row.as_json()}) + "\n")
+
+
 def run_speed(
     precisions: Sequence[str | Precision],
     out: str | Path,
@@ -441,17 +462,7 @@ def run_speed(
 
     Returns every precision's row in the order asked; rows with ``error`` set were not measured.
     """
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    from rsvg_desktop.errors import RsvgError
-
-    if (model_dir is None) == (shape_of is None):
-        raise ConfigError("give exactly one of --model DIR and --shape-of NAME")
-    if any(b < 1 for b in batch_sizes):
-        raise ConfigError(f"batch sizes must be positive, got {list(batch_sizes)}")
-    if new_tokens < 0:
-        raise ConfigError(f"--new-tokens must be 0 or more, got {new_tokens}")
+    _check_speed_args(model_dir, shape_of, batch_sizes, new_tokens)
     precs = list(dict.fromkeys(Precision.parse(p) for p in precisions))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -464,16 +475,9 @@ def run_speed(
     }
     rows_path = out / ROWS_FILE
     earlier = _read_rows(rows_path, setup)
-    use_cache = True
     if shape_of is not None and any(p.value not in earlier for p in precs):
-        from rsvg_desktop.engine.model_files import data_dir, ensure_test_model
-
-        where = Path(work_dir) if work_dir else data_dir() / "shapes"
-        if progress:
-            progress(f"writing a random {shape_of} checkpoint in {where} (once)")
-        model_dir = write_shape_model(where / shape_of, ensure_test_model(), shape_of)
-    if shape_of is not None:
-        use_cache = False  # no multi-GB quantization cache of random weights
+        model_dir = _shape_checkpoint(shape_of, work_dir, progress)
+    use_cache = shape_of is None  # no multi-GB quantization cache of random weights
     rows: list[SpeedRow] = []
     reused: list[str] = []
     ctx = multiprocessing.get_context("spawn")
@@ -486,33 +490,23 @@ def run_speed(
             continue
         if progress:
             progress(f"measuring {p.value}")
-        try:
-            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-                row = pool.submit(
-                    measure_precision,
-                    str(model_dir),
-                    p.value,
-                    device,
-                    list(batch_sizes),
-                    new_tokens,
-                    use_cache,
-                    1 if shape_of else 2,
-                    group_size,
-                ).result()
-        except RsvgError as exc:
-            row = SpeedRow.failed(p.value, device, str(exc))
-        except BrokenProcessPool as exc:
-            row = SpeedRow.failed(p.value, device, _died_message(exc))
-        except Exception as exc:  # a bug in one precision must not lose the others' figures
-            log.debug("measuring %s failed", p.value, exc_info=True)
-            row = SpeedRow.failed(p.value, device, f"internal error: {type(exc).__name__}: {exc}")
+        row = _measure_in_fresh_process(
+            ctx,
+            str(model_dir),
+            p.value,
+            device,
+            batch_sizes,
+            new_tokens,
+            use_cache,
+            1 if shape_of else 2,
+            group_size,
+        )
         if row.error:
             log.info("%s not measured: %s", p.value, row.error)
             if progress:
                 progress(f"{p.value}: not measured: {row.error}")
         rows.append(row)
-        with rows_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"setup": setup, "row": row.as_json()}) + "\n")
+        _append_row(rows_path, setup, row)
         log.info("speed %s", asdict(row))
         if p is not precs[-1]:  # the report so far, in case the run stops before the end
             _write_outputs(out, rows, shape_of, model_dir, new_tokens, reused)
