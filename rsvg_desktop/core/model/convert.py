@@ -62,7 +62,6 @@ from rsvg_desktop.core.model.checkpoint import (
     STALE_CLIP_PREFIX,
     GeoChatCheckpoint,
     TextDims,
-    VisionDims,
     open_geochat,
 )
 from rsvg_desktop.core.model.clip_folder import ClipSource, clip_vision_dims, open_clip
@@ -82,6 +81,7 @@ from rsvg_desktop.core.model.safetensors_stream import (
     write_batch,
 )
 from rsvg_desktop.core.model.versions import library_versions
+from rsvg_desktop.core.model.vision_dims import VisionDims
 from rsvg_desktop.core.prompt import GEOCHAT_SYSTEM, IMAGE_TOKEN
 from rsvg_desktop.errors import CheckpointError, ConfigError, OutputExistsError, PrecisionError
 

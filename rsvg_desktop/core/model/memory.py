@@ -44,6 +44,7 @@ from rsvg_desktop.core.model.precision import (
     dtype_name,
     parse_dtype,
 )
+from rsvg_desktop.core.model.vision_dims import CLIP_L14_336
 from rsvg_desktop.errors import CheckpointError, ModelNotFoundError
 
 __all__ = [
@@ -130,7 +131,6 @@ def geochat7b_config() -> Any:
     intermediate 4096, patch 14, 504 px (1297 positions), quick-GELU. Projector 1024 → 4096 → 4096 GELU,
     features of layer −2 without CLS: 1296 image tokens.
     """
-    from rsvg_desktop.core.model.checkpoint import CLIP_L14_336
     from rsvg_desktop.core.model.convert import llava_config
 
     return llava_config(GEOCHAT_7B_TEXT, CLIP_L14_336)
