@@ -66,6 +66,7 @@ from rsvg_desktop.core.model.precision import (
     PrecisionPlan,
     bnb_config,
     dtype_name,
+    is_skipped_module,
     plan_precision,
     torchao_config,
 )
@@ -357,7 +358,7 @@ def check_quantized_layout(model: Any, precision: Precision) -> int:
     count = 0
     for name, module in model.named_modules():
         if isinstance(module, bnb.nn.Linear8bitLt | bnb.nn.Linear4bit):
-            if any(part in SKIP_MODULES for part in name.split(".")):
+            if is_skipped_module(name):
                 raise ModelError(f"{name} was quantized although {SKIP_MODULES} must stay unquantized")
             if not isinstance(module, kind):
                 raise ModelError(f"{name} is a {type(module).__name__}, expected {kind.__name__}")
@@ -365,10 +366,6 @@ def check_quantized_layout(model: Any, precision: Precision) -> int:
     if count == 0:
         raise ModelError(f"precision {precision.value}: no layer was quantized")
     return count
-
-
-def _is_skipped(name: str) -> bool:
-    return any(part in SKIP_MODULES for part in name.split("."))
 
 
 def _check_torchao_layout(model: Any, precision: Precision) -> int:
@@ -380,9 +377,9 @@ def _check_torchao_layout(model: Any, precision: Precision) -> int:
         weight = getattr(module, "weight", None)
         if isinstance(weight, TorchAOBaseTensor):
             quantized.add(name)
-            if _is_skipped(name):
+            if is_skipped_module(name):
                 raise ModelError(f"{name} was quantized although {SKIP_MODULES} must stay unquantized")
-        if isinstance(module, torch.nn.Linear) and not _is_skipped(name):
+        if isinstance(module, torch.nn.Linear) and not is_skipped_module(name):
             expected.add(name)
     if not quantized:
         raise ModelError(f"precision {precision.value}: no layer was quantized")
@@ -405,7 +402,7 @@ def _check_group_size(config: Any, plan: PrecisionPlan) -> None:
     for name, module in meta_model(config).named_modules():
         if (
             isinstance(module, torch.nn.Linear)
-            and not _is_skipped(name)
+            and not is_skipped_module(name)
             and module.in_features % plan.group_size
         ):
             raise PrecisionError(

@@ -39,9 +39,9 @@ import torch
 from rsvg_desktop.core.model.checkpoint import TextDims
 from rsvg_desktop.core.model.precision import (
     DEFAULT_INT4_GROUP_SIZE,
-    SKIP_MODULES,
     Precision,
     dtype_name,
+    is_skipped_module,
     parse_dtype,
 )
 from rsvg_desktop.core.model.vision_dims import CLIP_L14_336
@@ -176,10 +176,6 @@ def default_compute_dtype(precision: Precision) -> torch.dtype:
 
 
 # --- the estimate -----------------------------------------------------------------------------
-def _is_skipped(name: str) -> bool:
-    return any(part in SKIP_MODULES for part in name.split("."))
-
-
 def _part_of(name: str) -> str:
     parts = name.split(".")
     if "vision_tower" in parts:
@@ -193,7 +189,7 @@ def _part_of(name: str) -> str:
 
 def _quantized_linears(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not _is_skipped(name):
+        if isinstance(module, torch.nn.Linear) and not is_skipped_module(name):
             yield name, module
 
 

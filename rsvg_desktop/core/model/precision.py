@@ -65,6 +65,7 @@ __all__ = [
     "cpu_bf16_native",
     "cpu_matmul_works",
     "dtype_name",
+    "is_skipped_module",
     "parse_dtype",
     "plan_precision",
     "resolve_device",
@@ -469,6 +470,11 @@ def _require_bitsandbytes(prec: Precision) -> None:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:  # pragma: no cover - the package is a dependency
         raise PrecisionError(f"precision {prec.value} needs the bitsandbytes package: {exc}") from exc
+
+
+def is_skipped_module(name: str) -> bool:
+    """True when the module path ``name`` lies in a module that is never quantized (:data:`SKIP_MODULES`)."""
+    return any(part in SKIP_MODULES for part in name.split("."))
 
 
 def skip_module_patterns(module_names: list[str] | tuple[str, ...] = ()) -> list[str]:
