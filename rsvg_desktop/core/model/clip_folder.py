@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from rsvg_desktop.core.model.checkpoint import VisionDims, clip_vision_shapes, read_config, scan_weights
+from rsvg_desktop.core.model.checkpoint import read_config, scan_weights
+from rsvg_desktop.core.model.vision_dims import VisionDims, clip_vision_shapes
 from rsvg_desktop.errors import CheckpointError
 
 __all__ = ["ClipSource", "clip_vision_dims", "open_clip"]

@@ -62,7 +62,6 @@ from rsvg_desktop.core.model.checkpoint import (
     STALE_CLIP_PREFIX,
     GeoChatCheckpoint,
     TextDims,
-    VisionDims,
     open_geochat,
 )
 from rsvg_desktop.core.model.clip_folder import ClipSource, clip_vision_dims, open_clip
@@ -82,6 +81,7 @@ from rsvg_desktop.core.model.safetensors_stream import (
     write_batch,
 )
 from rsvg_desktop.core.model.versions import library_versions
+from rsvg_desktop.core.model.vision_dims import VisionDims
 from rsvg_desktop.core.prompt import GEOCHAT_SYSTEM, IMAGE_TOKEN
 from rsvg_desktop.errors import CheckpointError, ConfigError, OutputExistsError, PrecisionError
 
@@ -433,9 +433,7 @@ def write_conversion(
 ) -> ConversionReport:
     """Carry out ``plan``: write into a hidden sibling folder, renamed into place only when all is there."""
     started = time.monotonic() if started is None else started
-    src, out, ckpt, clip_src = plan.source_dir, plan.out_dir, plan.ckpt, plan.clip_src
-    out_dtype, grid, parts, total = plan.out_dtype, plan.grid, plan.parts, plan.total_bytes
-    vision = ckpt.vision
+    out, ckpt, clip_src, total = plan.out_dir, plan.ckpt, plan.clip_src, plan.total_bytes
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.converting-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -450,60 +448,18 @@ def write_conversion(
         done += p.src_nbytes
         emit(p.name)
 
-    writer: SafetensorsWriter | None = None
     try:
-        n = len(parts)
-        shard_names: list[str] = []
-        weight_map: dict[str, str] = {}
-        tensor_bytes = 0
-        for i, part in enumerate(parts, start=1):
-            name = "model.safetensors" if n == 1 else f"model-{i:05d}-of-{n:05d}.safetensors"
-            emit(f"writing {name} from {part[0].source.name}")
-            writer = SafetensorsWriter(tmp / name, part, {"format": "pt"})
-            for batch in batches(part):
-                write_batch(writer, batch, tick)
-            writer.close()
-            writer = None
-            shard_names.append(name)
-            weight_map.update(dict.fromkeys((p.name for p in part), name))
-            tensor_bytes += sum(p.nbytes for p in part)
-            log.info("wrote %s (%d tensors from %s)", name, len(part), part[0].source.name)
-        if n > 1:
-            index = {"metadata": {"total_size": tensor_bytes}, "weight_map": dict(sorted(weight_map.items()))}
-            _write_json(tmp / "model.safetensors.index.json", index)
+        shard_names, weight_map = _write_shards(plan, tmp, emit, tick)
         bytes_written = sum((tmp / s).stat().st_size for s in shard_names)
-
-        _write_config(ckpt, vision, out_dtype, tmp)
-        _write_generation_config(ckpt, tmp)
-        write_processor(ckpt, vision, tmp)
-        emit("hashing source files")
-        manifest = _manifest(
-            ckpt,
-            clip_src,
-            out_dtype,
-            grid,
-            plan.position_rows,
-            plan.renamed,
-            list(plan.dropped),
-            shard_names,
-            bytes_written,
-        )
-        _write_json(tmp / MANIFEST_NAME, manifest)
-        if ckpt.random_weights:
-            (tmp / "RANDOM_WEIGHTS.txt").write_text(
-                "Converted from a random-weights test checkpoint: its answers mean nothing.\n",
-                encoding="utf-8",
-            )
+        manifest = _write_companions(plan, tmp, shard_names, bytes_written, emit)
         _swap_into_place(tmp, out)
     except BaseException:
-        if writer is not None:
-            writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     seconds = time.monotonic() - started
     log.info(
         "converted %s -> %s in %.1f s (%d tensors, %.1f MB)",
-        src,
+        plan.source_dir,
         out,
         seconds,
         len(weight_map),
@@ -513,7 +469,7 @@ def write_conversion(
     emit("done")
     return ConversionReport(
         out_dir=out,
-        source_dir=src,
+        source_dir=plan.source_dir,
         vision_source=str(clip_src.dir) if clip_src else "stale-copy",
         random_weights=ckpt.random_weights,
         image_token_id=ckpt.text.vocab_size,
@@ -527,6 +483,68 @@ def write_conversion(
         seconds=seconds,
         manifest=manifest,
     )
+
+
+def _write_shards(
+    plan: ConversionPlan, tmp: Path, emit: Callable[[str], None], tick: Callable[[Planned], None]
+) -> tuple[list[str], dict[str, str]]:
+    """Write one safetensors shard per part of ``plan`` into ``tmp``, and the index when there are several.
+
+    Returns the shard names and the weight map (tensor name → shard name).
+    """
+    n = len(plan.parts)
+    shard_names: list[str] = []
+    weight_map: dict[str, str] = {}
+    tensor_bytes = 0
+    for i, part in enumerate(plan.parts, start=1):
+        name = "model.safetensors" if n == 1 else f"model-{i:05d}-of-{n:05d}.safetensors"
+        emit(f"writing {name} from {part[0].source.name}")
+        writer = SafetensorsWriter(tmp / name, part, {"format": "pt"})
+        try:
+            for batch in batches(part):
+                write_batch(writer, batch, tick)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        shard_names.append(name)
+        weight_map.update(dict.fromkeys((p.name for p in part), name))
+        tensor_bytes += sum(p.nbytes for p in part)
+        log.info("wrote %s (%d tensors from %s)", name, len(part), part[0].source.name)
+    if n > 1:
+        index = {"metadata": {"total_size": tensor_bytes}, "weight_map": dict(sorted(weight_map.items()))}
+        _write_json(tmp / "model.safetensors.index.json", index)
+    return shard_names, weight_map
+
+
+def _write_companions(
+    plan: ConversionPlan, tmp: Path, shard_names: list[str], bytes_written: int, emit: Callable[[str], None]
+) -> dict[str, Any]:
+    """Write everything beside the weights into ``tmp``: config, generation config, processor, manifest
+    (returned) and, for a random-weights checkpoint, ``RANDOM_WEIGHTS.txt``."""
+    ckpt = plan.ckpt
+    _write_config(ckpt, ckpt.vision, plan.out_dtype, tmp)
+    _write_generation_config(ckpt, tmp)
+    write_processor(ckpt, ckpt.vision, tmp)
+    emit("hashing source files")
+    manifest = _manifest(
+        ckpt,
+        plan.clip_src,
+        plan.out_dtype,
+        plan.grid,
+        plan.position_rows,
+        plan.renamed,
+        list(plan.dropped),
+        shard_names,
+        bytes_written,
+    )
+    _write_json(tmp / MANIFEST_NAME, manifest)
+    if ckpt.random_weights:
+        (tmp / "RANDOM_WEIGHTS.txt").write_text(
+            "Converted from a random-weights test checkpoint: its answers mean nothing.\n",
+            encoding="utf-8",
+        )
+    return manifest
 
 
 def _write_json(path: Path, data: Mapping[str, Any], *, sort_keys: bool = False) -> None:

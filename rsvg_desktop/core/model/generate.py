@@ -399,6 +399,30 @@ class GeoChatGenerator:
         min_new_tokens: int,
     ) -> list[GenerationResult]:
         t0 = time.perf_counter()
+        inputs = self._prepare_batch(idx, prompts, images)
+        input_ids = inputs["input_ids"].to(self.device)
+        attention_mask = inputs["attention_mask"].to(self.device)
+        pixel_values = inputs["pixel_values"].to(self.device, dtype=self.vision_dtype)
+        sequences = self._generate_batch(
+            input_ids, attention_mask, pixel_values, len(idx), max_new_tokens, min_new_tokens
+        )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        if self._stopping.fired:
+            self._stopping.fired = False
+            raise CancelledError(f"cancelled during a batch of {len(idx)} tiles")
+        elapsed = time.perf_counter() - t0
+        if self.pad_shapes:
+            self._note_first_shape((int(input_ids.shape[0]), int(input_ids.shape[1])), elapsed)
+        new_tokens = sequences[:, input_ids.shape[1] :].cpu()
+        n_inputs = attention_mask.sum(dim=1).tolist()
+        return [
+            self._result(i, prompts[i], new_tokens[row].tolist(), int(n_inputs[row]), elapsed, len(idx))
+            for row, i in enumerate(idx)
+        ]
+
+    def _prepare_batch(self, idx: list[int], prompts: list[str], images: list[Any]) -> Any:
+        """The processor's tensors for tiles ``idx`` (padded to a fixed shape on the compiled path)."""
         rows = list(idx)
         pad_kwargs: dict[str, Any] = {}
         if self.pad_shapes:
@@ -406,7 +430,7 @@ class GeoChatGenerator:
             pad_kwargs["pad_to_multiple_of"] = COMPILED_SEQ_MULTIPLE
         batch_prompts = [prompts[i] for i in rows]
         try:
-            inputs = self.processor(
+            return self.processor(
                 images=[expand_to_square(images[i]) for i in rows],
                 text=batch_prompts,
                 padding=True,
@@ -415,15 +439,24 @@ class GeoChatGenerator:
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise GenerationError(f"preparing a batch of {len(idx)} tiles failed: {exc}") from exc
-        input_ids = inputs["input_ids"].to(self.device)
-        attention_mask = inputs["attention_mask"].to(self.device)
-        pixel_values = inputs["pixel_values"].to(self.device, dtype=self.vision_dtype)
+
+    def _generate_batch(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        n_tiles: int,
+        max_new_tokens: int,
+        min_new_tokens: int,
+    ) -> torch.Tensor:
+        """The model's output sequences (prompt + new tokens); failures as this package's errors,
+        except out of memory, which the caller splits on."""
         extra: dict[str, Any] = {}
         if self.should_stop is not None:
             extra["stopping_criteria"] = StoppingCriteriaList([self._stopping])
         try:
             with torch.inference_mode():
-                sequences = self.model.generate(
+                return self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     pixel_values=pixel_values,
@@ -436,56 +469,46 @@ class GeoChatGenerator:
             # A CUDA error (device-side assert, illegal address...) poisons the context: the process
             # that owns it must end, so it gets its own type.
             raise DeviceFailure(
-                f"the device {self.loaded.device_name} failed during a batch of {len(idx)}: {exc}"
+                f"the device {self.loaded.device_name} failed during a batch of {n_tiles}: {exc}"
             ) from exc
         except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
             raise GenerationError(
-                f"generation failed on {self.loaded.device_name} for a batch of {len(idx)}: {exc}"
+                f"generation failed on {self.loaded.device_name} for a batch of {n_tiles}: {exc}"
             ) from exc
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        if self._stopping.fired:
-            self._stopping.fired = False
-            raise CancelledError(f"cancelled during a batch of {len(idx)} tiles")
-        elapsed = time.perf_counter() - t0
-        seconds = elapsed / len(idx)
-        if self.pad_shapes:
-            shape = (int(input_ids.shape[0]), int(input_ids.shape[1]))
-            if shape not in self.first_shape_seconds:
-                self.first_shape_seconds[shape] = elapsed
-                log.info(
-                    "first batch of shape %d rows × %d tokens: %.1f s%s",
-                    *shape,
-                    elapsed,
-                    " (includes torch.compile)" if self.compiled else "",
-                )
 
-        new_tokens = sequences[:, input_ids.shape[1] :].cpu()
-        n_inputs = attention_mask.sum(dim=1).tolist()
-        results = []
-        for row, i in enumerate(idx):
-            tokens = new_tokens[row].tolist()
-            if self.eos_token_id in tokens:
-                end = tokens.index(self.eos_token_id)
-                kept, n_out, reason = tokens[:end], end + 1, "stop"
-            else:
-                kept, n_out, reason = tokens, len(tokens), "length"
-            text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
-            stop = self.template.stop_str
-            if stop and stop in text:
-                text = text.split(stop, 1)[0].rstrip()
-            results.append(
-                GenerationResult(
-                    index=i,
-                    answer=text,
-                    parsed=parse_answer(text),
-                    input_tokens=int(n_inputs[row]),
-                    output_tokens=n_out,
-                    finish_reason=reason,
-                    seconds=seconds,
-                    batch_size=len(idx),
-                    prompt=prompts[i],
-                    token_ids=tuple(tokens[:n_out]),
-                )
+    def _note_first_shape(self, shape: tuple[int, int], elapsed: float) -> None:
+        """Keep (and log) the time of the first batch of each padded (rows, tokens) ``shape``."""
+        if shape not in self.first_shape_seconds:
+            self.first_shape_seconds[shape] = elapsed
+            log.info(
+                "first batch of shape %d rows × %d tokens: %.1f s%s",
+                *shape,
+                elapsed,
+                " (includes torch.compile)" if self.compiled else "",
             )
-        return results
+
+    def _result(
+        self, index: int, prompt: str, tokens: list[int], input_tokens: int, elapsed: float, batch_size: int
+    ) -> GenerationResult:
+        """One row's result from its generated ``tokens`` (cut at ``</s>``, decoded, parsed)."""
+        if self.eos_token_id in tokens:
+            end = tokens.index(self.eos_token_id)
+            kept, n_out, reason = tokens[:end], end + 1, "stop"
+        else:
+            kept, n_out, reason = tokens, len(tokens), "length"
+        text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+        stop = self.template.stop_str
+        if stop and stop in text:
+            text = text.split(stop, 1)[0].rstrip()
+        return GenerationResult(
+            index=index,
+            answer=text,
+            parsed=parse_answer(text),
+            input_tokens=input_tokens,
+            output_tokens=n_out,
+            finish_reason=reason,
+            seconds=elapsed / batch_size,
+            batch_size=batch_size,
+            prompt=prompt,
+            token_ids=tuple(tokens[:n_out]),
+        )

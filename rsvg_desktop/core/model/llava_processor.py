@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rsvg_desktop.core.model.checkpoint import GeoChatCheckpoint, VisionDims, load_sentencepiece
+from rsvg_desktop.core.model.checkpoint import GeoChatCheckpoint, load_sentencepiece
+from rsvg_desktop.core.model.vision_dims import VisionDims
 from rsvg_desktop.core.prompt import IMAGE_TOKEN, LLAVA_V1, chat_template_jinja
 from rsvg_desktop.errors import CheckpointError
 

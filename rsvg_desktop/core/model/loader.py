@@ -66,6 +66,7 @@ from rsvg_desktop.core.model.precision import (
     PrecisionPlan,
     bnb_config,
     dtype_name,
+    is_skipped_module,
     plan_precision,
     torchao_config,
 )
@@ -357,7 +358,7 @@ def check_quantized_layout(model: Any, precision: Precision) -> int:
     count = 0
     for name, module in model.named_modules():
         if isinstance(module, bnb.nn.Linear8bitLt | bnb.nn.Linear4bit):
-            if any(part in SKIP_MODULES for part in name.split(".")):
+            if is_skipped_module(name):
                 raise ModelError(f"{name} was quantized although {SKIP_MODULES} must stay unquantized")
             if not isinstance(module, kind):
                 raise ModelError(f"{name} is a {type(module).__name__}, expected {kind.__name__}")
@@ -365,10 +366,6 @@ def check_quantized_layout(model: Any, precision: Precision) -> int:
     if count == 0:
         raise ModelError(f"precision {precision.value}: no layer was quantized")
     return count
-
-
-def _is_skipped(name: str) -> bool:
-    return any(part in SKIP_MODULES for part in name.split("."))
 
 
 def _check_torchao_layout(model: Any, precision: Precision) -> int:
@@ -380,9 +377,9 @@ def _check_torchao_layout(model: Any, precision: Precision) -> int:
         weight = getattr(module, "weight", None)
         if isinstance(weight, TorchAOBaseTensor):
             quantized.add(name)
-            if _is_skipped(name):
+            if is_skipped_module(name):
                 raise ModelError(f"{name} was quantized although {SKIP_MODULES} must stay unquantized")
-        if isinstance(module, torch.nn.Linear) and not _is_skipped(name):
+        if isinstance(module, torch.nn.Linear) and not is_skipped_module(name):
             expected.add(name)
     if not quantized:
         raise ModelError(f"precision {precision.value}: no layer was quantized")
@@ -405,7 +402,7 @@ def _check_group_size(config: Any, plan: PrecisionPlan) -> None:
     for name, module in meta_model(config).named_modules():
         if (
             isinstance(module, torch.nn.Linear)
-            and not _is_skipped(name)
+            and not is_skipped_module(name)
             and module.in_features % plan.group_size
         ):
             raise PrecisionError(
@@ -513,6 +510,101 @@ def _write_cache(model: Any, entry: Path, record: dict[str, Any]) -> float:
     return time.perf_counter() - t0
 
 
+def _load_from_cache(
+    spec: LoadSpec,
+    plan: PrecisionPlan,
+    entry: Path,
+    record: dict[str, Any],
+    notes: list[str],
+    report: ProgressCallback,
+) -> Any:
+    """The quantized model from its valid cache ``entry``; None when there is none or it is unusable.
+
+    q4cal has no fallback: a missing, stale or unreadable entry raises CalibrationMissingError.
+    """
+    valid, why = _cache_is_valid(entry, record)
+    if plan.precision.needs_calibration and not valid:
+        raise _missing_calibration(spec, why if why != "absent" else "none made yet")
+    if valid:
+        report(f"loading {plan.precision.value} from cache", 0.1)
+        try:
+            if plan.backend == "torchao":
+                torchao_config(plan)  # registers what reading this torchao layout needs
+            return _from_pretrained(entry, plan, spec, None)
+        except CheckpointError as exc:
+            if plan.precision.needs_calibration:
+                raise _missing_calibration(spec, f"the calibrated entry is unreadable: {exc}") from exc
+            log.warning("cache entry %s unusable, rebuilding: %s", entry, exc)
+            notes.append(f"cache entry was unusable and rebuilt: {exc}")
+    elif why != "absent":
+        log.info("cache entry %s is stale (%s): rebuilding", entry, why)
+        notes.append(f"quantization cache was stale ({why}) and rebuilt")
+    return None
+
+
+def _load_quantized(
+    spec: LoadSpec, config: Any, plan: PrecisionPlan, notes: list[str], report: ProgressCallback
+) -> tuple[Any, bool, Path | None, dict[str, Any] | None]:
+    """A quantized model, from the cache when it can, else quantized while loading; layout checked.
+
+    Returns ``(model, from_cache, cache entry, cache record)``; entry and record are None without
+    ``use_cache``.
+    """
+    if plan.backend == "bitsandbytes":
+        _install_bnb_log_filter()
+    cache_path: Path | None = None
+    record: dict[str, Any] | None = None
+    model = None
+    if spec.use_cache:
+        cache_path = cache_entry_dir(spec, plan)
+        record = _cache_record(spec, plan)
+        model = _load_from_cache(spec, plan, cache_path, record, notes, report)
+    elif plan.precision.needs_calibration:
+        raise CalibrationMissingError(
+            f"{spec.model_dir}: q4cal needs the quantization cache (it holds the calibration): "
+            "load it with the cache enabled"
+        )
+    from_cache = model is not None
+    if model is None:
+        report(f"quantizing to {plan.precision.value} while loading", 0.1)
+        module_names = [name for name, _ in meta_model(config).named_modules()]
+        quant_config = _quantization_config(plan, module_names)
+        model = _from_pretrained(spec.model_dir, plan, spec, quant_config)
+    check_quantized_layout(model, plan.precision)
+    return model, from_cache, cache_path, record
+
+
+def _save_to_cache(
+    model: Any, entry: Path, record: dict[str, Any], notes: list[str], report: ProgressCallback
+) -> Path | None:
+    """Write a model quantized on load to its cache ``entry``; the entry, or None when it could not be."""
+    report("writing quantization cache", 0.9)
+    try:
+        seconds = _write_cache(model, entry, record)
+    except (OSError, RuntimeError, ValueError) as exc:
+        log.warning("cannot write the quantization cache %s: %s", entry, exc)
+        notes.append(f"quantization cache not written: {exc}")
+        return None
+    notes.append(f"quantized weights cached in {entry} ({seconds:.1f} s)")
+    return entry
+
+
+def _calibration_id(spec: LoadSpec, plan: PrecisionPlan, cache_path: Path | None) -> str | None:
+    """The id of the calibration a q4cal model was loaded with (None for other precisions)."""
+    if not plan.precision.needs_calibration or cache_path is None:
+        return None
+    calibration = calibration_record(spec)
+    return str(calibration.get("id")) if calibration else None
+
+
+def _measured_weight_bytes(model: Any, plan: PrecisionPlan) -> tuple[int, int]:
+    """``(param_bytes, quant_state_bytes)`` of a loaded model (see :class:`LoadedModel`)."""
+    if plan.backend == "torchao":
+        return torchao_weight_bytes(model)
+    param_bytes = int(model.get_memory_footprint())
+    return param_bytes, quant_state_bytes(model) if plan.quantized else 0
+
+
 def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> LoadedModel:
     """Load the converted model in ``spec.model_dir`` at ``spec.precision`` on ``spec.device``.
 
@@ -553,68 +645,17 @@ def load_model(spec: LoadSpec, progress: ProgressCallback | None = None) -> Load
     from_cache = False
     cache_path: Path | None = None
     record: dict[str, Any] | None = None
-    model = None
     if plan.quantized:
-        if plan.backend == "bitsandbytes":
-            _install_bnb_log_filter()
-        if spec.use_cache:
-            cache_path = cache_entry_dir(spec, plan)
-            record = _cache_record(spec, plan)
-            valid, why = _cache_is_valid(cache_path, record)
-            if plan.precision.needs_calibration and not valid:
-                raise _missing_calibration(spec, why if why != "absent" else "none made yet")
-            if valid:
-                report(f"loading {plan.precision.value} from cache", 0.1)
-                try:
-                    if plan.backend == "torchao":
-                        torchao_config(plan)  # registers what reading this torchao layout needs
-                    model = _from_pretrained(cache_path, plan, spec, None)
-                    from_cache = True
-                except CheckpointError as exc:
-                    if plan.precision.needs_calibration:
-                        raise _missing_calibration(
-                            spec, f"the calibrated entry is unreadable: {exc}"
-                        ) from exc
-                    log.warning("cache entry %s unusable, rebuilding: %s", cache_path, exc)
-                    notes.append(f"cache entry was unusable and rebuilt: {exc}")
-            elif why != "absent":
-                log.info("cache entry %s is stale (%s): rebuilding", cache_path, why)
-                notes.append(f"quantization cache was stale ({why}) and rebuilt")
-        elif plan.precision.needs_calibration:
-            raise CalibrationMissingError(
-                f"{spec.model_dir}: q4cal needs the quantization cache (it holds the calibration): "
-                "load it with the cache enabled"
-            )
-        if model is None:
-            report(f"quantizing to {plan.precision.value} while loading", 0.1)
-            module_names = [name for name, _ in meta_model(config).named_modules()]
-            quant_config = _quantization_config(plan, module_names)
-            model = _from_pretrained(spec.model_dir, plan, spec, quant_config)
-        check_quantized_layout(model, plan.precision)
+        model, from_cache, cache_path, record = _load_quantized(spec, config, plan, notes, report)
     else:
         report(f"loading {dtype_name(plan.dtype)} weights", 0.1)
         model = _from_pretrained(spec.model_dir, plan, spec, None)
     load_seconds = time.perf_counter() - t0
+    if not from_cache and cache_path is not None and record:
+        cache_path = _save_to_cache(model, cache_path, record, notes, report)
 
-    if plan.quantized and spec.use_cache and not from_cache and cache_path is not None and record:
-        report("writing quantization cache", 0.9)
-        try:
-            seconds = _write_cache(model, cache_path, record)
-            notes.append(f"quantized weights cached in {cache_path} ({seconds:.1f} s)")
-        except (OSError, RuntimeError, ValueError) as exc:
-            log.warning("cannot write the quantization cache %s: %s", cache_path, exc)
-            notes.append(f"quantization cache not written: {exc}")
-            cache_path = None
-
-    calibration_id: str | None = None
-    if plan.precision.needs_calibration and cache_path is not None:
-        calibration = calibration_record(spec)
-        calibration_id = str(calibration.get("id")) if calibration else None
-    if plan.backend == "torchao":
-        param_bytes, state_bytes = torchao_weight_bytes(model)
-    else:
-        param_bytes = int(model.get_memory_footprint())
-        state_bytes = quant_state_bytes(model) if plan.quantized else 0
+    calibration_id = _calibration_id(spec, plan, cache_path)
+    param_bytes, state_bytes = _measured_weight_bytes(model, plan)
     loaded = LoadedModel(
         model=model,
         processor=processor,

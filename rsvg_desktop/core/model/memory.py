@@ -39,11 +39,12 @@ import torch
 from rsvg_desktop.core.model.checkpoint import TextDims
 from rsvg_desktop.core.model.precision import (
     DEFAULT_INT4_GROUP_SIZE,
-    SKIP_MODULES,
     Precision,
     dtype_name,
+    is_skipped_module,
     parse_dtype,
 )
+from rsvg_desktop.core.model.vision_dims import CLIP_L14_336
 from rsvg_desktop.errors import CheckpointError, ModelNotFoundError
 
 __all__ = [
@@ -130,7 +131,6 @@ def geochat7b_config() -> Any:
     intermediate 4096, patch 14, 504 px (1297 positions), quick-GELU. Projector 1024 → 4096 → 4096 GELU,
     features of layer −2 without CLS: 1296 image tokens.
     """
-    from rsvg_desktop.core.model.checkpoint import CLIP_L14_336
     from rsvg_desktop.core.model.convert import llava_config
 
     return llava_config(GEOCHAT_7B_TEXT, CLIP_L14_336)
@@ -176,10 +176,6 @@ def default_compute_dtype(precision: Precision) -> torch.dtype:
 
 
 # --- the estimate -----------------------------------------------------------------------------
-def _is_skipped(name: str) -> bool:
-    return any(part in SKIP_MODULES for part in name.split("."))
-
-
 def _part_of(name: str) -> str:
     parts = name.split(".")
     if "vision_tower" in parts:
@@ -193,7 +189,7 @@ def _part_of(name: str) -> str:
 
 def _quantized_linears(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not _is_skipped(name):
+        if isinstance(module, torch.nn.Linear) and not is_skipped_module(name):
             yield name, module
 
 
@@ -235,25 +231,18 @@ def estimate_weight_bytes(
     if prec.quantized:
         for _name, linear in _quantized_linears(model):
             module: Any = linear
-            w = module.weight
-            n = w.numel()
-            quantized_weights.add(id(w))
-            n_quant += n
-            if prec is Precision.INT8:
-                quant_param_bytes += n
-                quant_state += module.out_features * 4
-            elif prec is Precision.INT8WO:
-                quant_param_bytes += n
-                quant_state += module.out_features * (elem + 1)
-            elif prec is Precision.INT4WO:
-                quant_param_bytes += math.ceil(n / 2)
-                quant_state += module.out_features * math.ceil(module.in_features / group_size) * 2 * elem
-            elif prec is Precision.FP8:
-                quant_param_bytes += n
-                quant_state += 4 if fp8_per_tensor else module.out_features * 4
-            else:
-                quant_param_bytes += math.ceil(n / 2)
-                quant_state += _four_bit_state_bytes(n, double_quant)
+            quantized_weights.add(id(module.weight))
+            n_quant += module.weight.numel()
+            weight_bytes, state_bytes = _quantized_linear_bytes(
+                module,
+                prec,
+                elem,
+                double_quant=double_quant,
+                group_size=group_size,
+                fp8_per_tensor=fp8_per_tensor,
+            )
+            quant_param_bytes += weight_bytes
+            quant_state += state_bytes
 
     by_part: dict[str, int] = {
         "language_model_quantized": quant_param_bytes + quant_state,
@@ -263,7 +252,51 @@ def estimate_weight_bytes(
         "projector": 0,
         "buffers": 0,
     }
-    param_bytes = quant_param_bytes
+    n_params, other_bytes = _add_unquantized_bytes(model, quantized_weights, elem, by_part)
+    notes = []
+    if prec.quantized:
+        notes.append(
+            f"unquantized parts (vision tower, projector, lm_head, embeddings) at {dtype_name(dtype)}"
+        )
+    return MemoryEstimate(
+        precision=prec,
+        dtype=dtype_name(dtype),
+        param_bytes=quant_param_bytes + other_bytes,
+        quant_state_bytes=quant_state,
+        n_params=n_params,
+        n_quantized_params=n_quant,
+        kv_cache_bytes_per_token=kv_cache_bytes_per_token(config, dtype),
+        by_part=by_part,
+        notes=tuple(notes),
+    )
+
+
+def _quantized_linear_bytes(
+    module: Any, prec: Precision, elem: int, *, double_quant: bool, group_size: int, fp8_per_tensor: bool
+) -> tuple[int, int]:
+    """``(weight bytes, scale and quant-state bytes)`` of one linear layer quantized to ``prec``
+    (``elem``: bytes per value of the compute dtype); the rules are in the module doc."""
+    n = module.weight.numel()
+    if prec is Precision.INT8:
+        return n, module.out_features * 4
+    if prec is Precision.INT8WO:
+        return n, module.out_features * (elem + 1)
+    if prec is Precision.INT4WO:
+        return math.ceil(n / 2), module.out_features * math.ceil(module.in_features / group_size) * 2 * elem
+    if prec is Precision.FP8:
+        return n, 4 if fp8_per_tensor else module.out_features * 4
+    return math.ceil(n / 2), _four_bit_state_bytes(n, double_quant)
+
+
+def _add_unquantized_bytes(
+    model: torch.nn.Module, quantized_weights: set[int], elem: int, by_part: dict[str, int]
+) -> tuple[int, int]:
+    """Add the bytes of every parameter not in ``quantized_weights`` (floating ones at ``elem`` bytes per
+    value) and of every buffer to ``by_part``; return ``(parameters counted, bytes added)``.
+
+    Shared parameters count once; the parameter count includes the quantized weights.
+    """
+    added = 0
     n_params = 0
     seen: set[int] = set()
     for name, p in model.named_parameters(remove_duplicate=False):
@@ -274,29 +307,13 @@ def estimate_weight_bytes(
         if id(p) in quantized_weights:
             continue
         size = p.numel() * (elem if p.is_floating_point() else p.element_size())
-        param_bytes += size
+        added += size
         by_part[_part_of(name)] += size
     for _name, b in model.named_buffers():
         size = b.numel() * b.element_size()
-        param_bytes += size
+        added += size
         by_part["buffers"] += size
-
-    notes = []
-    if prec.quantized:
-        notes.append(
-            f"unquantized parts (vision tower, projector, lm_head, embeddings) at {dtype_name(dtype)}"
-        )
-    return MemoryEstimate(
-        precision=prec,
-        dtype=dtype_name(dtype),
-        param_bytes=param_bytes,
-        quant_state_bytes=quant_state,
-        n_params=n_params,
-        n_quantized_params=n_quant,
-        kv_cache_bytes_per_token=kv_cache_bytes_per_token(config, dtype),
-        by_part=by_part,
-        notes=tuple(notes),
-    )
+    return n_params, added
 
 
 def _text_dims(config: Any) -> tuple[int, int, int, int]:

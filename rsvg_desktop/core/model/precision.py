@@ -65,6 +65,7 @@ __all__ = [
     "cpu_bf16_native",
     "cpu_matmul_works",
     "dtype_name",
+    "is_skipped_module",
     "parse_dtype",
     "plan_precision",
     "resolve_device",
@@ -256,68 +257,101 @@ def plan_precision(
     """
     prec = Precision.parse(precision)
     dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
-    notes: list[str] = []
-
-    def note(text: str) -> None:
-        notes.append(text)
-        log.warning("%s", text)
-
     if not isinstance(int8_threshold, int | float) or isinstance(int8_threshold, bool) or int8_threshold < 0:
         raise PrecisionError(f"int8 outlier threshold must be a number >= 0, got {int8_threshold!r}")
-
     if prec.backend == "torchao":
         return _plan_torchao(prec, dev, compute_dtype, group_size, int4_hqq, float(int8_threshold))
-
     if prec.quantized:
-        _require_bitsandbytes(prec)
-        if compute_dtype is not None:
-            dtype = parse_dtype(compute_dtype)
-        elif dev.is_cuda:
-            if prec is Precision.INT8:
-                dtype = torch.float16
-            else:
-                dtype = torch.bfloat16 if dev.bf16_supported else torch.float16
-        else:
-            dtype = torch.float32
-        if dev.is_cuda and dtype is torch.bfloat16 and not dev.bf16_supported:
-            note(f"{dev.name} has no bf16 support: compute dtype fp16 instead of bf16")
-            dtype = torch.float16
-        cpu_unusable = dtype is torch.float16 or (dtype is torch.bfloat16 and not dev.bf16_supported)
-        if not dev.is_cuda and cpu_unusable:
-            note(f"compute dtype {dtype_name(dtype)} is not usable on this CPU: using fp32")
-            dtype = torch.float32
-        quant: dict[str, Any]
-        if prec is Precision.INT8:
-            quant = {"load_in_8bit": True, "llm_int8_threshold": float(int8_threshold)}
-        else:
-            quant = {
-                "load_in_4bit": True,
-                "bnb_4bit_quant_type": prec.bnb_quant_type,
-                "bnb_4bit_use_double_quant": bool(double_quant),
-                "bnb_4bit_compute_dtype": dtype,
-                "bnb_4bit_quant_storage": torch.uint8,
-            }
-        if not dev.is_cuda:
-            notes.append(f"{prec.label} on the CPU runs bitsandbytes' CPU kernels (correct but slow)")
-        return PrecisionPlan(prec, dev, dtype, float(int8_threshold), bool(double_quant), quant, tuple(notes))
+        return _plan_bitsandbytes(prec, dev, compute_dtype, float(int8_threshold), bool(double_quant))
+    return _plan_unquantized(prec, dev, compute_dtype, float(int8_threshold), bool(double_quant))
 
+
+def _note(notes: list[str], text: str) -> None:
+    """Add a fallback note to ``notes`` and log it as a warning."""
+    notes.append(text)
+    log.warning("%s", text)
+
+
+def _quantized_compute_dtype(
+    dev: DeviceInfo, compute_dtype: str | torch.dtype | None, cuda_default: torch.dtype, notes: list[str]
+) -> torch.dtype:
+    """The compute dtype of a quantized precision: ``compute_dtype`` when given, else ``cuda_default``
+    on CUDA and fp32 on the CPU; bf16 where it does not work falls back to fp16 (CUDA) or fp32 (CPU),
+    fp16 on the CPU to fp32, each with a note."""
     if compute_dtype is not None:
-        note(f"compute_dtype={compute_dtype!r} ignored: precision {prec.value} fixes the dtype")
+        dtype = parse_dtype(compute_dtype)
+    elif dev.is_cuda:
+        dtype = cuda_default
+    else:
+        dtype = torch.float32
+    if dev.is_cuda and dtype is torch.bfloat16 and not dev.bf16_supported:
+        _note(notes, f"{dev.name} has no bf16 support: compute dtype fp16 instead of bf16")
+        dtype = torch.float16
+    if not dev.is_cuda and (dtype is torch.float16 or (dtype is torch.bfloat16 and not dev.bf16_supported)):
+        _note(notes, f"compute dtype {dtype_name(dtype)} is not usable on this CPU: using fp32")
+        dtype = torch.float32
+    return dtype
+
+
+def _plan_bitsandbytes(
+    prec: Precision,
+    dev: DeviceInfo,
+    compute_dtype: str | torch.dtype | None,
+    int8_threshold: float,
+    double_quant: bool,
+) -> PrecisionPlan:
+    """int8 (LLM.int8) or 4-bit bitsandbytes: compute dtype, ``BitsAndBytesConfig`` settings, notes."""
+    _require_bitsandbytes(prec)
+    notes: list[str] = []
+    # LLM.int8's matmul runs in fp16; 4-bit computes in bf16 where the GPU has it.
+    cuda_default = torch.bfloat16 if prec is not Precision.INT8 and dev.bf16_supported else torch.float16
+    dtype = _quantized_compute_dtype(dev, compute_dtype, cuda_default, notes)
+    quant: dict[str, Any]
+    if prec is Precision.INT8:
+        quant = {"load_in_8bit": True, "llm_int8_threshold": int8_threshold}
+    else:
+        quant = {
+            "load_in_4bit": True,
+            "bnb_4bit_quant_type": prec.bnb_quant_type,
+            "bnb_4bit_use_double_quant": double_quant,
+            "bnb_4bit_compute_dtype": dtype,
+            "bnb_4bit_quant_storage": torch.uint8,
+        }
+    if not dev.is_cuda:
+        notes.append(f"{prec.label} on the CPU runs bitsandbytes' CPU kernels (correct but slow)")
+    return PrecisionPlan(prec, dev, dtype, int8_threshold, double_quant, quant, tuple(notes))
+
+
+def _plan_unquantized(
+    prec: Precision,
+    dev: DeviceInfo,
+    compute_dtype: str | torch.dtype | None,
+    int8_threshold: float,
+    double_quant: bool,
+) -> PrecisionPlan:
+    """bf16, fp16 or fp32 for every weight, with the device's fallbacks (see the module doc)."""
+    notes: list[str] = []
+    if compute_dtype is not None:
+        _note(notes, f"compute_dtype={compute_dtype!r} ignored: precision {prec.value} fixes the dtype")
     dtype = _UNQUANTIZED_DTYPES[prec]
     if dev.is_cuda:
         if dtype is torch.bfloat16 and not dev.bf16_supported:
-            note(f"{dev.name} has no bf16 support: loading in fp16 instead of bf16")
+            _note(notes, f"{dev.name} has no bf16 support: loading in fp16 instead of bf16")
             dtype = torch.float16
     elif dtype is torch.float16:
-        note("fp16 on the CPU falls back to fp32 (CPU fp16 kernels are slow or missing; fp32 is exact)")
+        _note(
+            notes, "fp16 on the CPU falls back to fp32 (CPU fp16 kernels are slow or missing; fp32 is exact)"
+        )
         dtype = torch.float32
     elif dtype is torch.bfloat16:
         if not dev.bf16_supported:
-            note("bf16 matmul does not work on this CPU: loading in fp32 instead of bf16")
+            _note(notes, "bf16 matmul does not work on this CPU: loading in fp32 instead of bf16")
             dtype = torch.float32
         elif not cpu_bf16_native():
-            note("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and slower than fp32")
-    return PrecisionPlan(prec, dev, dtype, float(int8_threshold), bool(double_quant), {}, tuple(notes))
+            _note(
+                notes, "this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and slower than fp32"
+            )
+    return PrecisionPlan(prec, dev, dtype, int8_threshold, double_quant, {}, tuple(notes))
 
 
 _UNQUANTIZED_DTYPES = {
@@ -337,38 +371,14 @@ def _plan_torchao(
 ) -> PrecisionPlan:
     notes: list[str] = []
     if prec is Precision.FP8:
-        cap = dev.capability
-        if not dev.is_cuda or cap is None or cap < FP8_MIN_CAPABILITY:
-            where = (
-                "the CPU"
-                if not dev.is_cuda
-                else f"{dev.name} (compute capability {cap[0]}.{cap[1]})"
-                if cap
-                else dev.name
-            )
-            raise PrecisionError(
-                f"precision fp8 needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper), "
-                f"not {where}: use int8wo or int4wo"
-            )
+        _require_fp8_device(dev)
     if isinstance(group_size, bool) or group_size not in INT4_GROUP_SIZES:
         raise PrecisionError(
             f"int4 group size must be one of {', '.join(map(str, INT4_GROUP_SIZES))}, got {group_size!r}"
         )
     _require_torchao(prec)
-    if compute_dtype is not None:
-        dtype = parse_dtype(compute_dtype)
-    elif dev.is_cuda:
-        dtype = torch.bfloat16 if dev.bf16_supported else torch.float16
-    else:
-        dtype = torch.float32
-    if dev.is_cuda and dtype is torch.bfloat16 and not dev.bf16_supported:
-        notes.append(f"{dev.name} has no bf16 support: compute dtype fp16 instead of bf16")
-        dtype = torch.float16
-    if not dev.is_cuda and (dtype is torch.float16 or (dtype is torch.bfloat16 and not dev.bf16_supported)):
-        notes.append(f"compute dtype {dtype_name(dtype)} is not usable on this CPU: using fp32")
-        dtype = torch.float32
-    for text in notes:
-        log.warning("%s", text)
+    cuda_default = torch.bfloat16 if dev.bf16_supported else torch.float16
+    dtype = _quantized_compute_dtype(dev, compute_dtype, cuda_default, notes)
     quant: dict[str, Any]
     if prec is Precision.INT8WO:
         quant = {"config": "Int8WeightOnlyConfig", "granularity": "per_row"}
@@ -390,6 +400,23 @@ def _plan_torchao(
     return PrecisionPlan(
         prec, dev, dtype, int8_threshold, True, quant, tuple(notes), group_size=int(group_size)
     )
+
+
+def _require_fp8_device(dev: DeviceInfo) -> None:
+    """PrecisionError unless ``dev`` is a CUDA GPU of compute capability 8.9 or newer."""
+    cap = dev.capability
+    if not dev.is_cuda or cap is None or cap < FP8_MIN_CAPABILITY:
+        where = (
+            "the CPU"
+            if not dev.is_cuda
+            else f"{dev.name} (compute capability {cap[0]}.{cap[1]})"
+            if cap
+            else dev.name
+        )
+        raise PrecisionError(
+            f"precision fp8 needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper), "
+            f"not {where}: use int8wo or int4wo"
+        )
 
 
 def torchao_config(plan: PrecisionPlan, module_names: list[str] | tuple[str, ...] = ()) -> Any:
@@ -469,6 +496,11 @@ def _require_bitsandbytes(prec: Precision) -> None:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:  # pragma: no cover - the package is a dependency
         raise PrecisionError(f"precision {prec.value} needs the bitsandbytes package: {exc}") from exc
+
+
+def is_skipped_module(name: str) -> bool:
+    """True when the module path ``name`` lies in a module that is never quantized (:data:`SKIP_MODULES`)."""
+    return any(part in SKIP_MODULES for part in name.split("."))
 
 
 def skip_module_patterns(module_names: list[str] | tuple[str, ...] = ()) -> list[str]:

@@ -26,7 +26,7 @@ import math
 import re
 from collections.abc import Mapping
 
-from rsvg_desktop.core.model.checkpoint import CLIP_L14_336, VisionDims, clip_vision_shapes
+from rsvg_desktop.core.model.vision_dims import CLIP_L14_336, VisionDims, clip_vision_shapes
 from rsvg_desktop.errors import CheckpointError
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rsvg_desktop.core.model.checkpoint import VisionDims, open_weights
+from rsvg_desktop.core.model.checkpoint import open_weights
+from rsvg_desktop.core.model.vision_dims import VisionDims
 from rsvg_desktop.errors import CheckpointError
 
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,6 +36,10 @@ from rsvg_desktop.core.model.calibrate.search import (
 )
 from rsvg_desktop.core.precisions import Precision
 from rsvg_desktop.errors import CalibrationError, CancelledError
+
+if TYPE_CHECKING:
+    from rsvg_desktop.core.model.loader import LoadSpec
+    from rsvg_desktop.core.model.precision import PrecisionPlan
 
 __all__ = [
     "CALIBRATION_QUESTIONS",
@@ -193,11 +197,8 @@ def calibrate_model(
     cancel: Callable[[], bool] | None = None,
 ) -> CalibrationReport:
     """Calibrate ``model_dir`` to q4cal and write its cache entry (see the module doc)."""
-    from transformers import LlavaForConditionalGeneration
-
     from rsvg_desktop.core.model import loader
-    from rsvg_desktop.core.model.memory import load_llava_config, meta_model
-    from rsvg_desktop.core.model.precision import bnb_config, dtype_name, plan_precision
+    from rsvg_desktop.core.model.precision import dtype_name, plan_precision
 
     def report(stage: str, fraction: float) -> None:
         log.info("calibrate %s: %s", Path(model_dir).name, stage)
@@ -228,42 +229,12 @@ def calibrate_model(
     fp_dtype = torch.bfloat16 if plan.device.is_cuda and plan.device.bf16_supported else torch.float32
     report(f"loading the full-precision model ({dtype_name(fp_dtype)})", 0.02)
     processor = loader._load_processor(model_dir)
-    try:
-        model = LlavaForConditionalGeneration.from_pretrained(
-            str(model_dir), dtype=fp_dtype, device_map={"": plan.device.torch_device}, local_files_only=True
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise CalibrationError(f"{model_dir}: cannot load the model to calibrate: {exc}") from exc
-    model.eval()
-    vision_dtype = next(model.model.vision_tower.parameters()).dtype
-    layers = decoder_layers(model.model.language_model)
-    report(f"capturing {len(chosen)} calibration inputs", 0.05)
-    check()
-    captured = capture_layer_inputs(
-        model, list(_sample_batches(chosen, processor, plan.device.torch_device, vision_dtype)), layers
+    model = _load_full_precision(model_dir, fp_dtype, plan.device.torch_device)
+    result = _capture_and_search(
+        model, processor, chosen, plan.device.torch_device, settings, report, check, cancel
     )
-
-    def search_progress(stage: str, fraction: float) -> None:
-        report(stage, 0.1 + 0.75 * fraction)
-
-    result: StackResult = calibrate_layers(
-        layers, captured, settings, progress=search_progress, cancel=cancel
-    )
-    del captured
     check()
-
-    calibration = {
-        "model": str(model_dir),
-        "inputs": [str(p) for p in input_paths],
-        "samples": len(chosen),
-        "seed": seed,
-        "device": plan.device.name,
-        "calibration_set": [s.to_dict() for s in chosen],
-        **result.to_dict(),
-    }
-    calibration["id"] = hashlib.sha256(
-        json.dumps({k: v for k, v in calibration.items() if k != "seconds"}, sort_keys=True).encode()
-    ).hexdigest()[:12]
+    calibration = _calibration_section(model_dir, input_paths, chosen, seed, plan.device.name, result)
 
     report("quantizing the calibrated weights to NF4", 0.87)
     entry = loader.cache_entry_dir(spec, plan)
@@ -271,17 +242,11 @@ def calibrate_model(
     tmp = Path(tempfile.mkdtemp(prefix=".calibrated-", dir=entry.parent))
     try:
         model.save_pretrained(str(tmp))
-        del model, layers
+        del model  # the full-precision model goes before the quantized one is loaded
         if plan.device.is_cuda:
             torch.cuda.empty_cache()
         check()
-        module_names = [name for name, _ in meta_model(load_llava_config(model_dir)).named_modules()]
-        quantized = loader._from_pretrained(tmp, plan, spec, bnb_config(plan, module_names))
-        loader.check_quantized_layout(quantized, plan.precision)
-        record = loader._cache_record(spec, plan)
-        record["calibration"] = calibration
-        report("writing the q4cal cache entry", 0.95)
-        loader._write_cache(quantized, entry, record)
+        record = _write_q4cal_entry(tmp, entry, spec, plan, calibration, report)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     peak = (
@@ -290,6 +255,96 @@ def calibrate_model(
     seconds = time.perf_counter() - t0
     report(f"calibration {calibration['id']} written", 1.0)
     return CalibrationReport(calibration["id"], entry, record, seconds, result.seconds, peak)
+
+
+def _load_full_precision(model_dir: Path, dtype: torch.dtype, torch_device: str) -> Any:
+    """The unquantized model to calibrate, in ``dtype`` on ``torch_device``, in eval mode."""
+    from transformers import LlavaForConditionalGeneration
+
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(
+            str(model_dir), dtype=dtype, device_map={"": torch_device}, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise CalibrationError(f"{model_dir}: cannot load the model to calibrate: {exc}") from exc
+    model.eval()
+    return model
+
+
+def _capture_and_search(
+    model: Any,
+    processor: Any,
+    chosen: Sequence[CalibrationSample],
+    torch_device: str,
+    settings: CalibrationSettings,
+    report: Progress,
+    check: Callable[[], None],
+    cancel: Callable[[], bool] | None,
+) -> StackResult:
+    """Capture what enters the first decoder layer for each sample, then run the search over the decoder
+    layers (it adjusts ``model``'s weights in place). The captured inputs are freed on return."""
+    vision_dtype = next(model.model.vision_tower.parameters()).dtype
+    layers = decoder_layers(model.model.language_model)
+    report(f"capturing {len(chosen)} calibration inputs", 0.05)
+    check()
+    captured = capture_layer_inputs(
+        model, list(_sample_batches(chosen, processor, torch_device, vision_dtype)), layers
+    )
+
+    def search_progress(stage: str, fraction: float) -> None:
+        report(stage, 0.1 + 0.75 * fraction)
+
+    return calibrate_layers(layers, captured, settings, progress=search_progress, cancel=cancel)
+
+
+def _calibration_section(
+    model_dir: Path,
+    input_paths: Sequence[Path],
+    chosen: Sequence[CalibrationSample],
+    seed: int,
+    device_name: str,
+    result: StackResult,
+) -> dict[str, Any]:
+    """The ``calibration`` section of the q4cal record, with its ``id``: 12 hex digits of the SHA-256
+    of everything in it but the timings."""
+    calibration = {
+        "model": str(model_dir),
+        "inputs": [str(p) for p in input_paths],
+        "samples": len(chosen),
+        "seed": seed,
+        "device": device_name,
+        "calibration_set": [s.to_dict() for s in chosen],
+        **result.to_dict(),
+    }
+    calibration["id"] = hashlib.sha256(
+        json.dumps({k: v for k, v in calibration.items() if k != "seconds"}, sort_keys=True).encode()
+    ).hexdigest()[:12]
+    return calibration
+
+
+def _write_q4cal_entry(
+    saved: Path,
+    entry: Path,
+    spec: LoadSpec,
+    plan: PrecisionPlan,
+    calibration: dict[str, Any],
+    report: Progress,
+) -> dict[str, Any]:
+    """Load the calibrated model ``saved`` (full precision) quantized to NF4, check its layout and write
+    it to the cache ``entry`` with its record (returned), whose ``calibration`` section is
+    ``calibration``."""
+    from rsvg_desktop.core.model import loader
+    from rsvg_desktop.core.model.memory import load_llava_config, meta_model
+    from rsvg_desktop.core.model.precision import bnb_config
+
+    module_names = [name for name, _ in meta_model(load_llava_config(spec.model_dir)).named_modules()]
+    quantized = loader._from_pretrained(saved, plan, spec, bnb_config(plan, module_names))
+    loader.check_quantized_layout(quantized, plan.precision)
+    record = loader._cache_record(spec, plan)
+    record["calibration"] = calibration
+    report("writing the q4cal cache entry", 0.95)
+    loader._write_cache(quantized, entry, record)
+    return record
 
 
 def _peak_rss() -> int:

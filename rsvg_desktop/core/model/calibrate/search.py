@@ -389,7 +389,58 @@ def _search_block(
     gen: torch.Generator,
     check: Callable[[], None],
 ) -> tuple[BlockResult, list[LayerInput]]:
-    # full-precision weights, statistics and outputs
+    """Search one block's scales and clipping, leave the chosen full-precision weights in it, and return
+    what was chosen with the next block's inputs (this block's full-precision outputs)."""
+    reference = _full_precision_pass(block, block_layers, inputs, settings, gen)
+    next_inputs = [LayerInput(ref, item.kwargs) for item, ref in zip(inputs, reference.outputs, strict=True)]
+    search = _BlockSearch(block, block_layers, inputs, reference, settings)
+    search.install()
+    loss_nf4 = search.loss()
+    best_loss = loss_nf4
+    alphas: dict[str, float] = {}
+    if settings.use_scales:
+        best_loss, alphas = search.search_scales(best_loss, check)
+    clip_means: dict[str, float] = {}
+    clip_kept = False
+    if settings.use_clip:
+        best_loss, clip_kept, clip_means = search.search_clip(best_loss, check)
+    if best_loss >= loss_nf4:  # nothing helped: leave the block as plain NF4 would see it
+        search.reset()
+        alphas = dict.fromkeys(alphas, 0.0)
+        clip_kept = False
+        best_loss = loss_nf4
+    search.apply()
+    result = BlockResult(
+        layers=tuple(block),
+        entropies=tuple(entropies[i] for i in block),
+        alphas=alphas,
+        clip=clip_means if clip_kept else {},
+        clip_kept=clip_kept,
+        loss_nf4=loss_nf4,
+        loss=best_loss,
+    )
+    return result, next_inputs
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockReference:
+    """A block in full precision: its linears' and norms' weights, the statistics of its linears' inputs,
+    and its outputs on the calibration inputs (what the search's loss compares with)."""
+
+    weights: dict[str, torch.Tensor]
+    norms: dict[str, torch.Tensor]
+    stats: dict[str, _Stats]
+    outputs: list[torch.Tensor]
+
+
+def _full_precision_pass(
+    block: list[int],
+    block_layers: list[nn.Module],
+    inputs: list[LayerInput],
+    settings: CalibrationSettings,
+    gen: torch.Generator,
+) -> _BlockReference:
+    """Copy the block's full-precision weights and run it once on ``inputs``, collecting statistics."""
     fp: dict[str, torch.Tensor] = {}
     norms: dict[str, torch.Tensor] = {}
     stats: dict[str, _Stats] = {}
@@ -413,71 +464,116 @@ def _search_block(
     finally:
         for handle in handles:
             handle.remove()
-    next_inputs = [LayerInput(ref, item.kwargs) for item, ref in zip(inputs, refs, strict=True)]
+    return _BlockReference(fp, norms, stats, refs)
 
-    by_name: dict[str, Any] = {
-        f"{li}.{lin}": layer.get_submodule(lin)
-        for li, layer in zip(block, block_layers, strict=True)
-        for lin in _LINEARS
-    }
-    norm_mods: dict[str, Any] = {
-        f"{li}.{norm}": layer.get_submodule(norm)
-        for li, layer in zip(block, block_layers, strict=True)
-        for _, norm, _ in _GROUPS
-    }
-    weights = {k: v.clone() for k, v in fp.items()}  # current full-precision candidate weights
-    norm_w = {k: v.clone() for k, v in norms.items()}
-    scales: dict[str, torch.Tensor] = {}  # input-scale of each scaled linear
 
-    def install(names: Sequence[str] | None = None) -> None:
-        for key in names if names is not None else list(by_name):
-            by_name[key].weight.copy_(fake_nf4(weights[key]).to(by_name[key].weight.dtype))
-        for key, mod in norm_mods.items():
-            mod.weight.copy_(norm_w[key].to(mod.weight.dtype))
+class _BlockSearch:
+    """The candidate full-precision weights of one block during its search, and how to try them: a
+    candidate is installed fake-quantized to NF4 and scored by the block loss against the reference."""
 
-    def loss() -> float:
-        return block_loss(block_layers, inputs, refs, settings.p)
+    def __init__(
+        self,
+        block: list[int],
+        block_layers: list[nn.Module],
+        inputs: list[LayerInput],
+        reference: _BlockReference,
+        settings: CalibrationSettings,
+    ) -> None:
+        self.block = block
+        self.layers = block_layers
+        self.inputs = inputs
+        self.reference = reference
+        self.settings = settings
+        self.by_name: dict[str, Any] = {
+            f"{li}.{lin}": layer.get_submodule(lin)
+            for li, layer in zip(block, block_layers, strict=True)
+            for lin in _LINEARS
+        }
+        self.norm_mods: dict[str, Any] = {
+            f"{li}.{norm}": layer.get_submodule(norm)
+            for li, layer in zip(block, block_layers, strict=True)
+            for _, norm, _ in _GROUPS
+        }
+        self.weights: dict[str, torch.Tensor] = {}  # current full-precision candidate weights
+        self.norm_w: dict[str, torch.Tensor] = {}
+        self.reset()
+        self.scales: dict[str, torch.Tensor] = {}  # input-scale of each scaled linear
 
-    install()
-    loss_nf4 = loss()
-    best_loss = loss_nf4
-    alphas: dict[str, float] = {}
-    if settings.use_scales:
-        for li in block:
+    def reset(self) -> None:
+        """Back to the full-precision weights the block started with."""
+        self.weights = {k: v.clone() for k, v in self.reference.weights.items()}
+        self.norm_w = {k: v.clone() for k, v in self.reference.norms.items()}
+
+    def install(self, names: Sequence[str] | None = None) -> None:
+        """Put the candidate weights of ``names`` (default: all) into the model as NF4, and the norms."""
+        for key in names if names is not None else list(self.by_name):
+            self.by_name[key].weight.copy_(fake_nf4(self.weights[key]).to(self.by_name[key].weight.dtype))
+        for key, mod in self.norm_mods.items():
+            mod.weight.copy_(self.norm_w[key].to(mod.weight.dtype))
+
+    def loss(self) -> float:
+        return block_loss(self.layers, self.inputs, self.reference.outputs, self.settings.p)
+
+    def apply(self) -> None:
+        """Leave the chosen full-precision weights (not fake-quantized) in the model."""
+        for key, mod in self.by_name.items():
+            mod.weight.copy_(self.weights[key].to(mod.weight.dtype))
+        for key, mod in self.norm_mods.items():
+            mod.weight.copy_(self.norm_w[key].to(mod.weight.dtype))
+
+    def search_scales(self, best_loss: float, check: Callable[[], None]) -> tuple[float, dict[str, float]]:
+        """Choose each layer's attention and MLP input scales greedily; the new best loss and the alphas."""
+        alphas: dict[str, float] = {}
+        for li in self.block:
             for group, norm, lins in _GROUPS:
                 check()
-                key_stats = stats[f"{li}.{lins[0]}"]
-                mean_abs = key_stats.mean_abs().clamp(min=1e-5)
-                chosen = 0.0
-                for alpha in settings.alphas:
-                    if alpha == 0.0:
-                        continue
-                    s = mean_abs.pow(alpha)
-                    s = (s / (s.max() * s.min()).sqrt()).to(fp[f"{li}.{lins[0]}"].device)
-                    saved = {f"{li}.{x}": weights[f"{li}.{x}"] for x in lins}
-                    saved_norm = norm_w[f"{li}.{norm}"]
-                    for lin in lins:
-                        weights[f"{li}.{lin}"] = fp[f"{li}.{lin}"].float() * s.view(1, -1)
-                    norm_w[f"{li}.{norm}"] = norms[f"{li}.{norm}"].float() / s
-                    install([f"{li}.{x}" for x in lins])
-                    cand = loss()
-                    if cand < best_loss:
-                        best_loss, chosen = cand, alpha
-                        for lin in lins:
-                            scales[f"{li}.{lin}"] = s
-                    else:
-                        weights.update(saved)
-                        norm_w[f"{li}.{norm}"] = saved_norm
-                        install([f"{li}.{x}" for x in lins])
+                chosen, best_loss = self._best_alpha(li, norm, lins, best_loss)
                 alphas[f"{li}.{group}"] = chosen
                 if chosen == 0.0:
                     for lin in lins:
-                        scales.pop(f"{li}.{lin}", None)
-    clip_means: dict[str, float] = {}
-    clip_kept = False
-    if settings.use_clip:
-        unclipped = dict(weights)
-        for key in by_name:
+                        self.scales.pop(f"{li}.{lin}", None)
+        return best_loss, alphas
+
+    def _best_alpha(self, li: int, norm: str, lins: tuple[str, ...], best_loss: float) -> tuple[float, float]:
+        """Try every alpha for one input group of layer ``li``; keep the best if it lowers the loss.
+
+        Returns the alpha kept (0.0: none) and the best loss.
+        """
+        fp, norms = self.reference.weights, self.reference.norms
+        mean_abs = self.reference.stats[f"{li}.{lins[0]}"].mean_abs().clamp(min=1e-5)
+        chosen = 0.0
+        for alpha in self.settings.alphas:
+            if alpha == 0.0:
+                continue
+            s = mean_abs.pow(alpha)
+            s = (s / (s.max() * s.min()).sqrt()).to(fp[f"{li}.{lins[0]}"].device)
+            saved = {f"{li}.{x}": self.weights[f"{li}.{x}"] for x in lins}
+            saved_norm = self.norm_w[f"{li}.{norm}"]
+            for lin in lins:
+                self.weights[f"{li}.{lin}"] = fp[f"{li}.{lin}"].float() * s.view(1, -1)
+            self.norm_w[f"{li}.{norm}"] = norms[f"{li}.{norm}"].float() / s
+            self.install([f"{li}.{x}" for x in lins])
+            cand = self.loss()
+            if cand < best_loss:
+                best_loss, chosen = cand, alpha
+                for lin in lins:
+                    self.scales[f"{li}.{lin}"] = s
+            else:
+                self.weights.update(saved)
+                self.norm_w[f"{li}.{norm}"] = saved_norm
+                self.install([f"{li}.{x}" for x in lins])
+        return chosen, best_loss
+
+    def search_clip(
+        self, best_loss: float, check: Callable[[], None]
+    ) -> tuple[float, bool, dict[str, float]]:
+        """Clip every linear's rows by their best ratio; kept only if the block loss falls.
+
+        Returns the best loss, whether the clipping was kept, and each linear's mean ratio.
+        """
+        clip_means: dict[str, float] = {}
+        unclipped = dict(self.weights)
+        for key in self.by_name:
             check()
             layer_no, lin = key.split(".", 1)
             stat_name = {
@@ -485,40 +581,19 @@ def _search_block(
                 "self_attn.v_proj": "self_attn.q_proj",
                 "mlp.up_proj": "mlp.gate_proj",
             }.get(lin, lin)
-            x = stats[f"{layer_no}.{stat_name}"].token_sample()
-            if key in scales:
-                x = x / scales[key].cpu().view(1, -1)
-            ratio = _best_clip(weights[key], x, settings.clip_ratios)
-            weights[key] = _clip_rows(weights[key].float(), ratio)
+            x = self.reference.stats[f"{layer_no}.{stat_name}"].token_sample()
+            if key in self.scales:
+                x = x / self.scales[key].cpu().view(1, -1)
+            ratio = _best_clip(self.weights[key], x, self.settings.clip_ratios)
+            self.weights[key] = _clip_rows(self.weights[key].float(), ratio)
             clip_means[key] = float(ratio.mean())
-        install()
-        cand = loss()
+        self.install()
+        cand = self.loss()
         if cand < best_loss:
-            best_loss, clip_kept = cand, True
-        else:
-            weights = unclipped
-            install()
-    if best_loss >= loss_nf4:  # nothing helped: leave the block as plain NF4 would see it
-        weights = {k: v.clone() for k, v in fp.items()}
-        norm_w = {k: v.clone() for k, v in norms.items()}
-        alphas = dict.fromkeys(alphas, 0.0)
-        clip_kept = False
-        best_loss = loss_nf4
-    # leave the chosen full-precision weights in the model
-    for key, mod in by_name.items():
-        mod.weight.copy_(weights[key].to(mod.weight.dtype))
-    for key, mod in norm_mods.items():
-        mod.weight.copy_(norm_w[key].to(mod.weight.dtype))
-    result = BlockResult(
-        layers=tuple(block),
-        entropies=tuple(entropies[i] for i in block),
-        alphas=alphas,
-        clip=clip_means if clip_kept else {},
-        clip_kept=clip_kept,
-        loss_nf4=loss_nf4,
-        loss=best_loss,
-    )
-    return result, next_inputs
+            return cand, True, clip_means
+        self.weights = unclipped
+        self.install()
+        return best_loss, False, clip_means
 
 
 def _weight(module: nn.Module) -> torch.Tensor:
