@@ -119,7 +119,6 @@ def mixed_folder(tmp_path, data_dir):
     return folder
 
 
-@pytest.mark.slow
 def test_cli_mixed_folder_exit_status_summary_and_resume(tmp_path, mixed_folder, test_model_dir):
     out, summary_file = tmp_path / "out.gpkg", tmp_path / "summary.json"
     args = [
@@ -195,7 +194,6 @@ def test_cli_bad_arguments_exit_2_without_traceback(tmp_path, mixed_folder, test
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no such file" in proc.stderr
 
 
-@pytest.mark.slow
 def test_cli_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, test_model_dir):
     folder = tmp_path / "tiles"
     folder.mkdir()

@@ -91,7 +91,6 @@ def bench_data(tmp_path: Path, data_dir: Path) -> Path:
     return root
 
 
-@pytest.mark.slow
 def test_run_writes_answers_report_metrics_and_plots(
     bench_data: Path, test_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -174,7 +173,6 @@ def test_bad_answer_file_is_one_line_error(tmp_path: Path, capsys: pytest.Captur
     assert err == [f"rsvg: error: {bad}:2: missing field 'answer'"]
 
 
-@pytest.mark.slow
 def test_speed_on_the_tiny_model(test_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "speed"
     args = ["-q", "bench", "speed", "--model", str(test_model_dir), "--precisions", "bf16,nf4",
@@ -194,7 +192,6 @@ def test_speed_on_the_tiny_model(test_model_dir: Path, tmp_path: Path) -> None:
     assert "RANDOM WEIGHTS" in (out / "report.md").read_text()
 
 
-@pytest.mark.slow
 def test_speed_keeps_going_past_a_precision_it_cannot_measure_and_resumes(
     test_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -305,7 +302,6 @@ def test_agreement_of_a_task_without_boxes_compares_answers_per_tile(tmp_path: P
     assert diff["geometry"].bounds == (100.0, 0.0, 200.0, 50.0)  # the second tile's window
 
 
-@pytest.mark.slow
 def test_agree_on_a_scene(
     test_model_dir: Path,
     tmp_path: Path,
@@ -367,7 +363,6 @@ def test_run_names_a_missing_image_before_loading_any_model(
     assert err == f"rsvg: error: {where}:2: image '{TILES[1]}' not found in {bench_data / 'images'}"
 
 
-@pytest.mark.slow
 def test_run_takes_any_precision_with_its_options(
     bench_data: Path, test_model_dir: Path, tmp_path: Path
 ) -> None:

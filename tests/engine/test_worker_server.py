@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import queue
 
-import pytest
-
 from rsvg_desktop.engine.events import ModelLoaded, ModelSpec, RunConfig, RunFailed
 from rsvg_desktop.engine.protocol import (
     LoadModel,
@@ -75,7 +73,6 @@ def test_ordinary_errors_are_reported_and_the_worker_keeps_serving(tmp_path, dat
     assert isinstance(msgs[3], ModelUnloaded)
 
 
-@pytest.mark.slow
 def test_a_device_failure_during_a_run_ends_the_worker(tmp_path, data_dir, test_model_dir) -> None:
     """A CUDA fault (here torch's own AcceleratorError, raised where a device-side assert would be)
     reaches the worker as DeviceFailure: the run reports it, the worker reports a fatal error and

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from test_main_window import open_sample
 
 from rsvg_desktop.core.model.loader import LoadSpec, calibration_record
 from rsvg_desktop.core.precisions import Precision
 from rsvg_desktop.gui.main_window import MainWindow
-
-pytestmark = pytest.mark.slow
 
 
 def test_calibrate_from_the_model_panel(

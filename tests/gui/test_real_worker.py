@@ -14,7 +14,7 @@ import pytest
 from rsvg_desktop.core.answers import read_answer_log
 from rsvg_desktop.gui.main_window import MainWindow
 
-pytestmark = [pytest.mark.slow, pytest.mark.gui]
+pytestmark = [pytest.mark.usefixtures("test_model_dir"), pytest.mark.gui]  # the window loads the test model
 
 log = logging.getLogger(__name__)
 

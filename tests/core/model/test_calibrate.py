@@ -85,7 +85,6 @@ def test_scales_fold_without_changing_the_function_and_beat_plain_nf4() -> None:
     assert cal_err < plain_err
 
 
-@pytest.mark.slow
 def test_q4cal_end_to_end_on_the_tiny_geochat(test_model_dir, tmp_path, data_dir) -> None:
     """No calibration → a clear error naming the command; calibrate → q4cal loads from the cache with
     the same kernels and the same weight memory as nf4, and the run names its calibration."""

@@ -26,8 +26,6 @@ from rsvg_desktop.core.model.precision import Precision
 from rsvg_desktop.core.types import GridBox, ParseResult
 from rsvg_desktop.errors import ConfigError, GenerationError
 
-pytestmark = pytest.mark.slow
-
 MAX_NEW = 8
 
 

@@ -25,7 +25,6 @@ from rsvg_desktop.errors import CheckpointError, ModelNotFoundError, PrecisionEr
 
 bnb = pytest.importorskip("bitsandbytes")
 
-pytestmark = pytest.mark.slow
 
 SKIPPED = ("vision_tower", "multi_modal_projector", "lm_head")
 

@@ -143,13 +143,11 @@ def loaded_models(tiny_converted_dir: Path, tmp_path_factory: pytest.TempPathFac
     return get
 
 
-@pytest.mark.slow
 def test_fp8_load_on_the_cpu_is_a_precision_error(tiny_converted_dir: Path) -> None:
     with pytest.raises(PrecisionError, match=r"8\.9"):
         load_model(LoadSpec(tiny_converted_dir, "fp8", "cpu"))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("precision", TORCHAO_CPU)
 def test_quantized_layers_are_exactly_the_language_models_linears(loaded_models, precision: str) -> None:
     loaded = loaded_models(precision)
@@ -177,7 +175,6 @@ def load_model_fp32_bytes(loaded) -> int:
     return sum(p.numel() for p in loaded.model.parameters()) * 4
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("precision", TORCHAO_CPU)
 def test_estimate_matches_the_loaded_weights(loaded_models, tiny_converted_dir: Path, precision: str) -> None:
     loaded = loaded_models(precision)
@@ -186,7 +183,6 @@ def test_estimate_matches_the_loaded_weights(loaded_models, tiny_converted_dir: 
     assert est.quant_state_bytes == loaded.quant_state_bytes
 
 
-@pytest.mark.slow
 def test_layout_check_catches_a_quantized_skip_module(loaded_models) -> None:
     model = loaded_models("int8wo").model
     saved = model.lm_head.weight
@@ -199,7 +195,6 @@ def test_layout_check_catches_a_quantized_skip_module(loaded_models) -> None:
         model.lm_head.weight = saved
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("precision", TORCHAO_CPU)
 def test_logits_within_tolerance_of_fp32(loaded_models, tiny_converted_dir: Path, precision: str) -> None:
     ref = load_model(LoadSpec(tiny_converted_dir, "fp32", "cpu"))
@@ -220,7 +215,6 @@ def test_logits_within_tolerance_of_fp32(loaded_models, tiny_converted_dir: Path
     assert err > 0  # it really is quantized
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("precision", TORCHAO_CPU)
 def test_batched_equals_one_at_a_time(loaded_models, precision: str) -> None:
     gen = GeoChatGenerator(loaded_models(precision))
@@ -231,7 +225,6 @@ def test_batched_equals_one_at_a_time(loaded_models, precision: str) -> None:
     assert [r.batch_size for r in batched] == [3, 3, 3]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("precision", TORCHAO_CPU)
 def test_cache_round_trip(tiny_converted_dir: Path, tmp_path: Path, precision: str) -> None:
     model_dir = Path(shutil.copytree(tiny_converted_dir, tmp_path / "model"))
@@ -258,20 +251,17 @@ def test_cache_round_trip(tiny_converted_dir: Path, tmp_path: Path, precision: s
     assert answers[0] == answers[1]
 
 
-@pytest.mark.slow
 def test_group_size_must_divide_the_inputs(tiny_converted_dir: Path) -> None:
     with pytest.raises(PrecisionError, match="group size 128 does not divide"):
         load_model(LoadSpec(tiny_converted_dir, "int4wo", "cpu", group_size=128, use_cache=False))
 
 
-@pytest.mark.slow
 def test_compiled_path_is_refused_on_the_cpu(loaded_models) -> None:
     with pytest.raises(ConfigError) as info:
         GeoChatGenerator(loaded_models("int8wo"), compiled=True)
     assert "CUDA" in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.slow
 def test_shape_padding_keeps_the_answers(loaded_models) -> None:
     """The compiled path's padding (rows to a bucket, prompt to a multiple of 64 tokens) runs on the CPU
     without the static cache: answers equal the unpadded ones; the padded rows are dropped."""
