@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import bitsandbytes as bnb
 import numpy as np
 import pytest
 import torch
@@ -22,8 +23,6 @@ from rsvg_desktop.core.model.loader import (
 from rsvg_desktop.core.model.memory import estimate_weight_bytes
 from rsvg_desktop.core.model.precision import Precision
 from rsvg_desktop.errors import CheckpointError, ModelNotFoundError, PrecisionError
-
-bnb = pytest.importorskip("bitsandbytes")
 
 pytestmark = pytest.mark.slow
 
