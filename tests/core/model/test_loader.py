@@ -83,6 +83,8 @@ def test_every_precision_loads_on_cpu(tiny_converted_dir: Path, tmp_path: Path, 
         assert lm_linears, "the language model has linear layers"
         assert set(lm_linears) == set(quantized)
         assert all(isinstance(m, want) for m in quantized.values())
+        if want is bnb.nn.Linear4bit:  # nf4 and fp4 share the class: the data type must be the one asked
+            assert {m.weight.quant_type for m in quantized.values()} == {precision}
         assert loaded.quant_state_bytes > 0
     else:
         assert not quantized
