@@ -13,6 +13,9 @@ disjoint from both the training files and the calibration files:
   of the final hidden states, next-token agreement with full precision, perplexity;
 * calibration time and peak memory, and an estimate for GeoChat-7B.
 
+The model, its data and its training live in ``tests/core/model/byte_llama.py``: the q4cal test trains
+the same model at test size.
+
 Usage: ``.venv/bin/python benchmarks/bench_q4cal.py [--train-seconds 240] [--retrain]``.
 """
 
@@ -21,8 +24,6 @@ from __future__ import annotations
 # ruff: noqa: E501
 import argparse
 import json
-import math
-import os
 import resource
 import sys
 import tempfile
@@ -33,90 +34,37 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "core" / "model"))  # the model and its data, shared with the tests
+from byte_llama import (  # noqa: E402
+    corpus_files,
+    evaluate,
+    llama_config,
+    load_bytes,
+    split_files,
+    windows,
+)
+from byte_llama import train as train_model  # noqa: E402
+
 BUILD = ROOT / "build" / "q4cal-llama"
 SEQ = 256
 
 
-def corpus_files() -> list[Path]:
-    """The standard library's own .py files (sorted: the same on every machine with this Python)."""
-    stdlib = Path(os.__file__).parent
-    return sorted(p for p in stdlib.glob("*.py") if p.stat().st_size > 2000)
-
-
-def split_files(files: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
-    """Train / calibration / held-out evaluation: disjoint sets of files (every 10th file is held out,
-    every 10th+1 calibrates, the rest trains)."""
-    train = [f for i, f in enumerate(files) if i % 10 not in (0, 1)]
-    calib = [f for i, f in enumerate(files) if i % 10 == 1]
-    held = [f for i, f in enumerate(files) if i % 10 == 0]
-    return train, calib, held
-
-
-def load_bytes(files: list[Path]) -> torch.Tensor:
-    data = b"\n".join(f.read_bytes() for f in files)
-    return torch.tensor(list(data), dtype=torch.long)
-
-
-def windows(data: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, data.numel() - SEQ - 1, (n,), generator=gen)
-    return torch.stack([data[s : s + SEQ] for s in starts.tolist()])
-
-
 def build_config() -> Any:
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=256,
-        hidden_size=256,
-        intermediate_size=704,
-        num_hidden_layers=6,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=SEQ,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-    )
+    return llama_config(hidden=256, intermediate=704, layers=6, heads=4, seq=SEQ)
 
 
 def train(seconds: float, seed: int = 0) -> Path:
     """Train the model for ``seconds`` of wall time (AdamW, cosine decay) and save it under build/."""
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(seed)
     train_files, _, _ = split_files(corpus_files())
-    data = load_bytes(train_files)
-    model = LlamaForCausalLM(build_config())
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05, betas=(0.9, 0.95))
-    gen = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    step, losses = 0, []
-    model.train()
-    while time.perf_counter() - t0 < seconds:
-        frac = (time.perf_counter() - t0) / seconds
-        for g in opt.param_groups:
-            g["lr"] = 2e-3 * (min(1.0, step / 50) * 0.5 * (1 + math.cos(math.pi * frac)))
-        starts = torch.randint(0, data.numel() - SEQ - 1, (16,), generator=gen).tolist()
-        batch = torch.stack([data[s : s + SEQ] for s in starts])
-        loss = model(input_ids=batch, labels=batch).loss
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss))
-        step += 1
-        if step % 50 == 0:
-            print(
-                f"  step {step}: loss {sum(losses[-50:]) / 50:.3f} ({time.perf_counter() - t0:.0f} s)",
-                flush=True,
-            )
-    model.eval()
+    model, info = train_model(
+        build_config(),
+        load_bytes(train_files),
+        seconds=seconds,
+        seed=seed,
+        log=lambda s: print(s, flush=True),
+    )
     BUILD.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(BUILD))
-    info = {"steps": step, "seconds": time.perf_counter() - t0, "final_loss": sum(losses[-50:]) / 50}
     (BUILD / "training.json").write_text(json.dumps(info, indent=2))
     return BUILD
 
@@ -170,38 +118,6 @@ def calibrated_copy(calib: torch.Tensor, **flags: Any) -> tuple[Path, dict[str, 
     return out, info
 
 
-@torch.no_grad()
-def evaluate(model: Any, ref: dict[str, Any] | None, held: torch.Tensor) -> dict[str, Any]:
-    """Per-layer outputs, final hidden states, logits on ``held``; compared with ``ref`` when given."""
-    layer_out: list[list[torch.Tensor]] = []
-    hidden, logits_all, nll, count = [], [], 0.0, 0
-    for chunk in held.split(16):
-        out = model(input_ids=chunk, output_hidden_states=True)
-        hs = out.hidden_states  # embeddings, then each layer's output (last one after the final norm)
-        layer_out.append([h.float() for h in hs[1:]])
-        hidden.append(hs[-1].float())
-        logits = out.logits.float()
-        logits_all.append(logits.argmax(-1))
-        lp = torch.log_softmax(logits[:, :-1], -1)
-        nll -= float(lp.gather(-1, chunk[:, 1:, None]).sum())
-        count += chunk[:, 1:].numel()
-    res: dict[str, Any] = {
-        "layers": [torch.cat([lo[i] for lo in layer_out]) for i in range(len(layer_out[0]))],
-        "hidden": torch.cat(hidden),
-        "argmax": torch.cat(logits_all),
-        "ppl": math.exp(nll / count),
-    }
-    if ref is not None:
-        res["block_rel_err"] = [
-            float((a - b).norm() / b.norm()) for a, b in zip(res["layers"], ref["layers"], strict=True)
-        ]
-        h, r = res["hidden"], ref["hidden"]
-        res["hidden_rel_err"] = float((h - r).norm() / r.norm())
-        res["hidden_cos"] = float(torch.nn.functional.cosine_similarity(h, r, dim=-1).mean())
-        res["agree"] = float((res["argmax"] == ref["argmax"]).float().mean())
-    return res
-
-
 def estimate_7b(info: dict[str, Any], calib: torch.Tensor, small_params: int) -> str:
     """A scaled estimate of GeoChat-7B calibration cost from the measured small run (FLOP-proportional)."""
     small_tokens = calib.numel()
@@ -237,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         train(args.train_seconds)
     training = json.loads((BUILD / "training.json").read_text())
     _, calib_files, held_files = split_files(corpus_files())
-    calib = windows(load_bytes(calib_files), args.calib, seed=1)
-    held = windows(load_bytes(held_files), args.held, seed=2)
+    calib = windows(load_bytes(calib_files), args.calib, SEQ, seed=1)
+    held = windows(load_bytes(held_files), args.held, SEQ, seed=2)
     fp = load_fp()
     n_params = sum(p.numel() for n, p in fp.named_parameters() if ".layers." in n)
     print(

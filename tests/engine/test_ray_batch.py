@@ -18,22 +18,20 @@ from pathlib import Path
 import batch_helpers
 import pyogrio
 import pytest
+import ray
 from batch_helpers import BlobGenerator, blob_image, lattice, write_geotiff
+from ray import cloudpickle  # Ray's own copy
 
 from rsvg_desktop.engine.batch import BatchConfig, ModelIdentity, run_batch
 from rsvg_desktop.engine.events import BatchFinished
 from rsvg_desktop.engine.inputs import Query
-from rsvg_desktop.errors import ConfigError
-
-ray = pytest.importorskip("ray")
-from ray import cloudpickle  # noqa: E402  (Ray's own copy)
-
-from rsvg_desktop.engine.ray_batch import (  # noqa: E402
+from rsvg_desktop.engine.ray_batch import (
     RayOptions,
     RayUnavailableError,
     WorkersProgress,
     run_ray_batch,
 )
+from rsvg_desktop.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # a Ray instance and actors that import torch: minutes on 2 cores
 
@@ -109,8 +107,8 @@ def _same_store(a, b):
 def test_bad_address_and_missing_ray_are_one_line_errors(tmp_path, folder, monkeypatch):
     from rsvg_desktop.engine import ray_batch
 
-    if ray.is_initialized():
-        pytest.skip("needs no Ray instance in this process")
+    # First in the module, before ray_instance starts one; nothing else in the suite starts Ray in-process.
+    assert not ray.is_initialized(), "a Ray instance was left running in this process by an earlier test"
     options = RayOptions(address="ray://127.0.0.1:1")
     with pytest.raises(ConfigError, match=r"^--ray ray://127\.0\.0\.1:1: cannot start or reach Ray") as exc:
         list(

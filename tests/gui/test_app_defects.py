@@ -21,13 +21,12 @@ from rsvg_desktop.gui.settings import Settings
 
 pytestmark = pytest.mark.gui
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-
-def _data(name: str) -> Path:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} is not here")
+def _data(data_dir: Path, name: str) -> Path:
+    """A file of the shared test data; a missing one fails the test (it must not pass or skip)."""
+    path = data_dir / name
+    if not path.is_file():
+        pytest.fail(f"test data file {path} not found")
     return path
 
 
@@ -67,9 +66,9 @@ def test_orientation_convention() -> None:
 
 
 def test_pixel_mode_row0_is_drawn_on_top_and_exported_on_row0(
-    qtbot, window: MainWindow, fake_workers, tmp_path: Path
+    qtbot, window: MainWindow, fake_workers, tmp_path: Path, data_dir: Path
 ) -> None:
-    path = _data("float_nan.tif")
+    path = _data(data_dir, "float_nan.tif")
     _open(qtbot, window, path, pixel_mode=True)
     info = window.info
     assert info is not None and info.crs_wkt is None
@@ -103,8 +102,8 @@ def test_pixel_mode_row0_is_drawn_on_top_and_exported_on_row0(
     assert miny == pytest.approx(0.0) and maxy == pytest.approx(y1)
 
 
-def test_rotated_scene_is_drawn_north_up(qtbot, window: MainWindow) -> None:
-    path = _data("rotated.tif")
+def test_rotated_scene_is_drawn_north_up(qtbot, window: MainWindow, data_dir: Path) -> None:
+    path = _data(data_dir, "rotated.tif")
     _open(qtbot, window, path, pixel_mode=True)
     info = window.info
     assert info is not None
@@ -251,7 +250,7 @@ def test_messages_speak_of_the_app() -> None:
     assert "previous exception" not in app_message("/c.tif: read failed. See previous exception for details.")
 
 
-def test_results_unit_follows_the_open_scene(qtbot, window: MainWindow) -> None:
+def test_results_unit_follows_the_open_scene(qtbot, window: MainWindow, data_dir: Path) -> None:
     from PySide6.QtCore import Qt
 
     def header() -> str:
@@ -260,14 +259,14 @@ def test_results_unit_follows_the_open_scene(qtbot, window: MainWindow) -> None:
 
     assert header() == "Area"
     with qtbot.waitSignal(window.sceneFailed, timeout=20000):
-        window.open_scene(_data("all-nodata.tif"))
+        window.open_scene(_data(data_dir, "all-nodata.tif"))
     assert header() == "Area"
     _open(qtbot, window, Path(__file__).resolve().parents[2] / "resources" / "sample_scene.tif")
     assert header() == "Area (m²)"
 
 
-def test_small_scene_padding_and_fit(qtbot, window: MainWindow) -> None:
-    _open(qtbot, window, _data("float_nan.tif"), pixel_mode=True)
+def test_small_scene_padding_and_fit(qtbot, window: MainWindow, data_dir: Path) -> None:
+    _open(qtbot, window, _data(data_dir, "float_nan.tif"), pixel_mode=True)
     grid = window.map.grid
     assert grid.padding is not None
     assert all(item.rect().right() <= 3 and item.rect().bottom() <= 2 for item in grid._items.values())
@@ -284,9 +283,9 @@ def test_runs_folder_beside_the_settings_file(tmp_path: Path) -> None:
 
 
 # --- vector overlays ----------------------------------------------------------------------------------
-def test_vector_overlay_is_reprojected_and_toggled(qtbot, window: MainWindow) -> None:
-    scene = _data("spacenet_uint16.tif")
-    vector = _data("spacenet_uint16_buildings.geojson")
+def test_vector_overlay_is_reprojected_and_toggled(qtbot, window: MainWindow, data_dir: Path) -> None:
+    scene = _data(data_dir, "spacenet_uint16.tif")
+    vector = _data(data_dir, "spacenet_uint16_buildings.geojson")
     _open(qtbot, window, scene)
     with qtbot.waitSignal(window.overlayAdded, timeout=20000) as blocker:
         window.add_overlay(vector)

@@ -8,7 +8,7 @@ import math
 import pytest
 import shapely
 
-from rsvg_desktop.core.eval.data import gt_polygons, read_benchmark, read_question_file
+from rsvg_desktop.core.eval.data import BenchRecord, gt_polygons, read_benchmark, read_question_file
 from rsvg_desktop.core.eval.metrics import (
     gt_answer,
     match_ious,
@@ -19,6 +19,7 @@ from rsvg_desktop.core.eval.metrics import (
     score_boxes,
 )
 from rsvg_desktop.core.eval.score import score_task
+from rsvg_desktop.core.geo.boxes import AngleConvention
 from rsvg_desktop.errors import BenchDataError, BenchDataNotFoundError
 
 
@@ -40,6 +41,23 @@ def test_theta_45_differs_between_conventions_only_in_direction() -> None:
     ccw = score_boxes([shapely.box(40, 45, 60, 55)], "{<40><45><60><55>|<30>}", 100, 100, "ccw")
     cw = score_boxes([shapely.box(40, 45, 60, 55)], "{<40><45><60><55>|<30>}", 100, 100, "cw")
     assert ccw.ious[0] == pytest.approx(cw.ious[0])  # symmetric about the upright box
+
+
+def test_score_task_scores_both_angle_conventions_and_follows_the_chosen_one() -> None:
+    # A 20 x 10 box turned 30° counter-clockwise on screen (y down: shapely's -30°), and the answer
+    # "turned 30°": read ccw it is the box (IoU 1), read cw it is 60° off (IoU ≈ 0.41 < 0.5).
+    turned = shapely.affinity.rotate(shapely.box(40, 45, 60, 55), -30, origin="center")
+    corners = [list(xy) for xy in turned.exterior.coords[:4]]
+    rec = BenchRecord("referring", "1", "img", "the car", [corners], size=(100, 100))
+    answers = {"1": "{<40><45><60><55>|<30>}"}
+    for convention, main in (("ccw", 100.0), ("cw", 0.0)):
+        got = {
+            m.metric: m.value
+            for m in score_task("x", "referring", [rec], answers, convention=AngleConvention(convention))
+            if m.task == "referring"
+        }
+        assert (got["acc@0.5[ccw]"], got["acc@0.5[cw]"]) == (100.0, 0.0)  # named, not swapped
+        assert got["acc@0.5"] == main == got[f"acc@0.5[{convention}]"]
 
 
 def test_one_to_many_matching_is_greedy_one_to_one() -> None:

@@ -15,20 +15,19 @@ from rsvg_desktop.core.geo.scene import open_scene
 from rsvg_desktop.core.geo.transform import pixel_to_map
 from rsvg_desktop.errors import ConfigError, OverlayError
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
-
-def _data(name: str) -> Path:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} is not here")
+def _data(data_dir: Path, name: str) -> Path:
+    """A file of the shared test data; a missing one fails the test (it must not pass or skip)."""
+    path = data_dir / name
+    if not path.is_file():
+        pytest.fail(f"test data file {path} not found")
     return path
 
 
-def test_overlay_reprojected_onto_scene_pixels(tmp_path: Path) -> None:
+def test_overlay_reprojected_onto_scene_pixels(tmp_path: Path, data_dir: Path) -> None:
     import geopandas as gpd
 
-    with open_scene(_data("spacenet_uint16.tif")) as scene:
+    with open_scene(_data(data_dir, "spacenet_uint16.tif")) as scene:
         info = scene.info
     # a square of known pixels, written in lon/lat (a different CRS than the scene's UTM)
     xs, ys = pixel_to_map(info.transform, [100, 200, 200, 100], [50, 50, 150, 150])
@@ -48,7 +47,7 @@ def test_overlay_reprojected_onto_scene_pixels(tmp_path: Path) -> None:
     )
 
     buildings = read_overlay(
-        _data("spacenet_uint16_buildings.geojson"), crs_wkt=info.crs_wkt, transform=info.transform
+        _data(data_dir, "spacenet_uint16_buildings.geojson"), crs_wkt=info.crs_wkt, transform=info.transform
     )
     assert buildings.features == 43
     xy = np.concatenate([p.xy for p in buildings.parts])
@@ -56,7 +55,7 @@ def test_overlay_reprojected_onto_scene_pixels(tmp_path: Path) -> None:
     assert xy[:, 1].min() >= -1 and xy[:, 1].max() <= info.height + 1
 
 
-def test_overlay_refusals(tmp_path: Path) -> None:
+def test_overlay_refusals(tmp_path: Path, data_dir: Path) -> None:
     with pytest.raises(OverlayError, match="no such file"):
         read_overlay(tmp_path / "missing.gpkg", crs_wkt=None, transform=None)
     (tmp_path / "bad.geojson").write_text("not json")
@@ -64,7 +63,7 @@ def test_overlay_refusals(tmp_path: Path) -> None:
         read_overlay(tmp_path / "bad.geojson", crs_wkt=None, transform=None)
     # a layer with a CRS cannot be placed on a pixel-mode scene
     with pytest.raises(OverlayError, match="pixel mode"):
-        read_overlay(_data("spacenet_uint16_buildings.geojson"), crs_wkt=None, transform=None)
+        read_overlay(_data(data_dir, "spacenet_uint16_buildings.geojson"), crs_wkt=None, transform=None)
 
 
 @pytest.mark.filterwarnings("ignore:.crs. was not provided")

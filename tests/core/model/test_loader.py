@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import bitsandbytes as bnb
 import numpy as np
 import pytest
 import torch
@@ -22,9 +23,6 @@ from rsvg_desktop.core.model.loader import (
 from rsvg_desktop.core.model.memory import estimate_weight_bytes
 from rsvg_desktop.core.model.precision import Precision
 from rsvg_desktop.errors import CheckpointError, ModelNotFoundError, PrecisionError
-
-bnb = pytest.importorskip("bitsandbytes")
-
 
 SKIPPED = ("vision_tower", "multi_modal_projector", "lm_head")
 
@@ -83,6 +81,8 @@ def test_every_precision_loads_on_cpu(tiny_converted_dir: Path, tmp_path: Path, 
         assert lm_linears, "the language model has linear layers"
         assert set(lm_linears) == set(quantized)
         assert all(isinstance(m, want) for m in quantized.values())
+        if want is bnb.nn.Linear4bit:  # nf4 and fp4 share the class: the data type must be the one asked
+            assert {m.weight.quant_type for m in quantized.values()} == {precision}
         assert loaded.quant_state_bytes > 0
     else:
         assert not quantized

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torchao.utils import TorchAOBaseTensor
 
 from rsvg_desktop.core.model.generate import (
     COMPILED_BATCH_BUCKETS,
@@ -24,9 +25,6 @@ from rsvg_desktop.core.model.loader import LoadSpec, cache_entry_dir, check_quan
 from rsvg_desktop.core.model.memory import estimate_weight_bytes, geochat7b_config
 from rsvg_desktop.core.model.precision import DeviceInfo, Precision, plan_precision
 from rsvg_desktop.errors import ConfigError, ModelError, PrecisionError
-
-torchao = pytest.importorskip("torchao")
-from torchao.utils import TorchAOBaseTensor  # noqa: E402
 
 SKIPPED = ("vision_tower", "multi_modal_projector", "lm_head")
 TORCHAO_CPU = ("int8wo", "int4wo")
