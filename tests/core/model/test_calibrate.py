@@ -134,7 +134,6 @@ def test_calibration_lowers_held_out_error_of_a_trained_llama(one_thread: None) 
     assert all(c < p for c, p in zip(cal["block_rel_err"], plain["block_rel_err"], strict=True))
 
 
-@pytest.mark.slow
 def test_q4cal_end_to_end_on_the_tiny_geochat(test_model_dir, tmp_path, data_dir) -> None:
     """No calibration → a clear error naming the command; calibrate → q4cal loads from the cache with
     the same kernels and the same weight memory as nf4, and the run names its calibration."""
