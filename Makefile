@@ -42,9 +42,12 @@ sysdeps:
 	  apt-get install -y -qq wordnet-base >/dev/null; } || \
 	echo "warning: install wordnet-base (Debian) for METEOR in rsvg bench"
 
+# pytest workers (pytest-xdist); JOBS=0 runs the tests in one process.
+JOBS ?= 2
+
 # Every test but those of the frozen package (make test-package builds and tests that).
 test: lint sysdeps
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m "not package" --durations=15
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -n $(JOBS) -m "not package" --durations=15
 
 # The frozen desktop package: build it (make package, cached) and run its tests.
 test-package: package sysdeps
@@ -52,7 +55,7 @@ test-package: package sysdeps
 
 # The quick loop while editing: no model-building integration tests, no Qt.
 test-fast: $(STAMP) sysdeps
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m "not slow and not gui" --durations=10
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -n $(JOBS) -m "not slow and not gui and not package" --durations=10
 
 # Main job: the app on the bundled sample scene.
 run: $(STAMP)
