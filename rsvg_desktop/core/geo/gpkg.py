@@ -268,18 +268,24 @@ CREATE TABLE IF NOT EXISTS gpkg_data_column_constraints (
 """
 
 
-def describe_columns(con: sqlite3.Connection, table: str, descriptions: dict[str, str]) -> None:
-    """Record what columns of ``table`` mean in ``gpkg_data_columns`` (created and registered as the
-    schema extension when missing); columns the table lacks are left out. Call inside a transaction."""
+def describe_columns(
+    con: sqlite3.Connection, table: str, descriptions: dict[str, str], titles: dict[str, str] | None = None
+) -> None:
+    """Record what columns of ``table`` mean (``descriptions``, and short ``titles``) in
+    ``gpkg_data_columns``, created and registered as the schema extension when missing; columns the
+    table lacks are left out. Call inside a transaction."""
     present = {row[1] for row in con.execute(f'PRAGMA table_info("{table}")')}
-    rows = [(table, col, col, desc) for col, desc in descriptions.items() if col in present]
+    titles = titles or {}
+    rows = [(table, col, col, titles.get(col), desc) for col, desc in descriptions.items() if col in present]
     if not rows:
         return
     con.execute(_CREATE_DATA_COLUMNS)
     con.execute(_CREATE_DATA_COLUMN_CONSTRAINTS)
-    con.execute("CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT,"
-                " extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL,"
-                " CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT,"
+        " extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL,"
+        " CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))"
+    )
     for name in ("gpkg_data_columns", "gpkg_data_column_constraints"):
         con.execute(
             "INSERT INTO gpkg_extensions (table_name, column_name, extension_name, definition, scope)"
@@ -288,7 +294,7 @@ def describe_columns(con: sqlite3.Connection, table: str, descriptions: dict[str
             (name, SCHEMA_EXTENSION, name),
         )
     con.executemany(
-        "INSERT OR REPLACE INTO gpkg_data_columns (table_name, column_name, name, description)"
-        " VALUES (?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO gpkg_data_columns (table_name, column_name, name, title, description)"
+        " VALUES (?, ?, ?, ?, ?)",
         rows,
     )

@@ -26,6 +26,7 @@ from rsvg_desktop.errors import ConfigError
 
 __all__ = [
     "DETECTION_FIELDS",
+    "FIELD_ALIASES",
     "FIELD_DESCRIPTIONS",
     "as_table",
     "crs_or_none",
@@ -66,6 +67,9 @@ FIELD_DESCRIPTIONS: Mapping[str, str] = {
     ),
     "area_px": "area in square scene pixels (pixel mode: no CRS)",
 }
+
+#: The names QGIS shows for the area fields (aliases in the default QGIS styles).
+FIELD_ALIASES: Mapping[str, str] = {"area_m2": "area on the ground (m²)", "area_px": "area (px²)"}
 
 
 def as_table(

@@ -13,7 +13,7 @@ import pandas as pd
 import pyogrio
 
 from rsvg_desktop.core.geo import gpkg
-from rsvg_desktop.core.geo.export.frames import FIELD_DESCRIPTIONS
+from rsvg_desktop.core.geo.export.frames import FIELD_ALIASES, FIELD_DESCRIPTIONS
 from rsvg_desktop.core.geo.styles import (
     detections_qml,
     detections_sld,
@@ -50,7 +50,8 @@ def write_detections_gpkg(
 ) -> None:
     """Layers ``detections``, ``tiles`` (when given) and ``run``, with their styles."""
     _polygon_layer(tmp, det, "detections", "GeoChat detections (rsvg-desktop)", pixel_mode)
-    styles: Styles = {"detections": ("rsvg default", detections_qml(), detections_sld())}
+    qml = detections_qml(aliases={k: v for k, v in FIELD_ALIASES.items() if k in det.columns})
+    styles: Styles = {"detections": ("rsvg default", qml, detections_sld())}
     if tiles is not None:
         _tiles_layer(tmp, tiles, pixel_mode, styles)
     pyogrio.write_dataframe(
@@ -65,7 +66,7 @@ def _describe_columns(tmp: Path, layer: str) -> None:
     con = sqlite3.connect(str(tmp))
     try:
         with con:
-            gpkg.describe_columns(con, layer, dict(FIELD_DESCRIPTIONS))
+            gpkg.describe_columns(con, layer, dict(FIELD_DESCRIPTIONS), titles=dict(FIELD_ALIASES))
     finally:
         con.close()
 
