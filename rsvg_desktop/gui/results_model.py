@@ -215,6 +215,9 @@ class ResultsModel(QAbstractTableModel):
             if name == "Area":
                 return f"Area ({self.area_unit})" if self.area_unit else "Area"
             return name
+        horizontal_tip = role == Qt.ItemDataRole.ToolTipRole and orientation == Qt.Orientation.Horizontal
+        if horizontal_tip and COLUMNS[section] == "Area" and self.area_unit == "m²":
+            return "Area on the ground: geodesic, on the ellipsoid (not the map projection's planar area)"
         return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
