@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=16)
-def _lonlat(crs_wkt: str) -> tuple[Transformer, Geod] | None:
-    """Transformer from the CRS to longitude/latitude on its own datum (``always_xy``) and that
-    datum's :class:`Geod`; ``None`` for a CRS without an ellipsoid (a local engineering CRS)."""
-    crs = CRS.from_wkt(crs_wkt)
+def _lonlat(crs_text: str) -> tuple[Transformer, Geod] | None:
+    """Transformer from the CRS (WKT or ``AUTHORITY:CODE``) to longitude/latitude on its own datum
+    (``always_xy``) and that datum's :class:`Geod`; ``None`` for a CRS without an ellipsoid (a local
+    engineering CRS)."""
+    crs = CRS.from_user_input(crs_text)
     geodetic = crs.geodetic_crs
     geod = crs.get_geod()
     if geodetic is None or geod is None:
@@ -36,14 +37,17 @@ def _lonlat(crs_wkt: str) -> tuple[Transformer, Geod] | None:
     return Transformer.from_crs(crs, geodetic, always_xy=True), geod
 
 
-def _unit_factor(crs_wkt: str) -> float:
+def _unit_factor(crs_text: str) -> float:
     """Metres per unit of the CRS's first axis (1 when it does not say)."""
-    info = CRS.from_wkt(crs_wkt).axis_info
+    info = CRS.from_user_input(crs_text).axis_info
     factor = info[0].unit_conversion_factor if info else None
     return float(factor) if factor else 1.0
 
 
-def _wkt(crs: Any) -> str:
+def _crs_text(crs: Any) -> str:
+    """The CRS as text for the caches: a string as given (WKT, ``EPSG:3857``), anything else as WKT."""
+    if isinstance(crs, str):
+        return crs
     return crs.to_wkt() if isinstance(crs, CRS) else CRS.from_user_input(crs).to_wkt()
 
 
@@ -56,11 +60,11 @@ def ground_areas(geoms: np.ndarray | list[Any], crs: Any) -> np.ndarray:
     out = np.zeros(len(geoms))
     if len(geoms) == 0:
         return out
-    wkt = _wkt(crs)
-    measure = _lonlat(wkt)
+    text = _crs_text(crs)
+    measure = _lonlat(text)
     if measure is None:  # nothing to measure on: the CRS's own units are taken as the ground's
         log.info("CRS without an ellipsoid: areas are planar, in its own units converted to metres")
-        return np.nan_to_num(shapely.area(geoms)) * _unit_factor(wkt) ** 2
+        return np.nan_to_num(shapely.area(geoms)) * _unit_factor(text) ** 2
     transformer, geod = measure
     parts, part_of = shapely.get_parts(geoms, return_index=True)
     rings, ring_of = shapely.get_rings(parts, return_index=True)
@@ -95,7 +99,7 @@ def ground_pixel_size(
     (geodesic), or ``None`` when it cannot be measured (a CRS without an ellipsoid, a centre outside the
     projection's domain)."""
     try:
-        measure = _lonlat(_wkt(crs))
+        measure = _lonlat(_crs_text(crs))
         if measure is None:
             return None
         transformer, geod = measure
@@ -115,7 +119,7 @@ def ground_pixel_size(
 def map_unit_name(crs: Any) -> str:
     """Name of the unit of the CRS's first axis (``metre``, ``degree``, ``US survey foot``…)."""
     try:
-        info = CRS.from_wkt(_wkt(crs)).axis_info
+        info = CRS.from_user_input(_crs_text(crs)).axis_info
         return str(info[0].unit_name) if info else "unknown unit"
     except Exception:  # pragma: no cover - a CRS pyproj cannot read
         log.debug("no unit name for %s", crs, exc_info=True)
