@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rsvg_desktop import __version__
 from rsvg_desktop.cli._common import EXIT_OK, run_guarded, setup_logging
@@ -18,6 +19,9 @@ from rsvg_desktop.cli.batch_cmd import add_batch_command
 from rsvg_desktop.cli.bench_cmd import add_bench_commands
 from rsvg_desktop.cli.model_cmds import add_model_commands
 from rsvg_desktop.engine.events import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+
+if TYPE_CHECKING:
+    from rsvg_desktop.core.geo.scene.info import SceneInfo
 
 log = logging.getLogger("rsvg_desktop.cli")
 
@@ -110,6 +114,20 @@ def _fmt_size(n: float) -> str:
     return f"{n:,.0f}" if abs(n) >= 100 else f"{n:.4g}"
 
 
+def _pixel_size_text(info: SceneInfo) -> str:
+    """A pixel's size in the CRS's units and, where that reads differently, on the ground at the centre."""
+    size = f"{_fmt_size(info.gsd[0])} × {_fmt_size(info.gsd[1])}"
+    if info.crs_wkt is None:
+        return size
+    units = f"map units: {info.gsd_unit or 'unknown'}"
+    if info.gsd_m is None:
+        return f"{size} ({units}; not measurable on the ground)"
+    ground = f"{_fmt_size(info.gsd_m[0])} × {_fmt_size(info.gsd_m[1])} m"
+    if info.gsd_unit == "metre" and ground == f"{size} m":
+        return f"{ground} (map units and on the ground)"
+    return f"{size} ({units}), {ground} on the ground at the centre"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from rsvg_desktop.engine.scenes import describe_scene
 
@@ -134,6 +152,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "nodata": info.nodata,
         "mask": str(info.mask_kind),
         "pixel_size": list(info.gsd),
+        "pixel_size_unit": info.gsd_unit,
         "pixel_size_m": list(info.gsd_m) if info.gsd_m else None,
         "transform": list(info.transform),
         "bounds": list(info.bounds),
@@ -150,9 +169,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return EXIT_OK
-    gsd = f"{_fmt_size(info.gsd[0])} × {_fmt_size(info.gsd[1])}"
-    if info.gsd_m and info.crs_wkt:
-        gsd += f" (≈ {info.gsd_m[0]:.3g} m)"
+    gsd = _pixel_size_text(info)
     lines = [
         f"scene       {info.path}",
         f"format      {info.driver}",

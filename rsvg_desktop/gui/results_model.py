@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,8 @@ _Index = QModelIndex | QPersistentModelIndex
 
 @dataclass(frozen=True, slots=True)
 class DetectionRow:
-    """One detection: its key, label, task, tile, polygon (scene CRS) and its ring in scene pixels."""
+    """One detection: its key, label, task, tile, area (on the ground in m², px² in pixel mode), polygon
+    (scene CRS) and its ring in scene pixels."""
 
     key: Key
     phrase: str
@@ -133,12 +134,14 @@ class ResultsModel(QAbstractTableModel):
                     (phrase or default_label or "").strip(),
                     task,
                     tile,
-                    self._areas.area(polygon),
+                    0.0,  # measured below, for the whole tile at once
                     angle,
                     polygon,
                     pixels,
                 )
             )
+        areas = self._areas.areas([row.polygon for row in new])  # on the ground, one transformation
+        new = [replace(row, area=float(a)) for row, a in zip(new, areas, strict=True)]
         if new:
             first = len(self._rows)
             self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
@@ -212,6 +215,9 @@ class ResultsModel(QAbstractTableModel):
             if name == "Area":
                 return f"Area ({self.area_unit})" if self.area_unit else "Area"
             return name
+        horizontal_tip = role == Qt.ItemDataRole.ToolTipRole and orientation == Qt.Orientation.Horizontal
+        if horizontal_tip and COLUMNS[section] == "Area" and self.area_unit == "m²":
+            return "Area on the ground: geodesic, on the ellipsoid (not the map projection's planar area)"
         return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:

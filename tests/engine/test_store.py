@@ -3,6 +3,7 @@ its R-tree index kept current, and an answer log that never loses or repeats a s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -177,6 +178,11 @@ def test_store_is_a_geopackage_gdal_reads_while_it_is_written(tmp_path):
     det = pyogrio.read_dataframe(path, layer="detections")
     assert len(det) == 8 and det.crs.to_epsg() == 32633
     assert set(det["phrase"]) == {"car"} and det["pixel_mode"].eq(0).all() and (det["area_m2"] > 0).all()
+    with contextlib.closing(sqlite3.connect(path)) as con:  # the area field says it is on the ground
+        described = dict(con.execute("SELECT table_name, description FROM gpkg_data_columns"))
+        (qml,) = con.execute("SELECT styleQML FROM layer_styles WHERE f_table_name = 'detections'").fetchone()
+    assert {"detections", "tile_detections"} <= set(described)
+    assert "on the ground" in described["detections"] and "area on the ground (m²)" in qml
     info = pyogrio.read_info(path, layer="tile_detections")
     assert info["features"] == 8
     # The R-tree answers spatial filters: only the boxes of the top-left tile.

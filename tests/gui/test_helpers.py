@@ -6,7 +6,9 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+from pyproj import Geod, Transformer
 
 from rsvg_desktop.core.geo.grid import iter_grid, plan_tiles
 from rsvg_desktop.core.geo.scene import open_scene
@@ -177,7 +179,14 @@ def test_areas_and_pixels(sample_scene: Path) -> None:
     assert px[:, 1].min() == pytest.approx(0) and px[:, 1].max() == pytest.approx(20)
     calc = AreaCalculator(info.crs_wkt)
     assert calc.unit == "m²"
-    assert calc.area(square) == pytest.approx(200 * a * a)
+    # On the ground, as pyproj measures it (the Web Mercator square is 1.6× that at 37.7° N)
+    lon, lat = Transformer.from_crs(info.crs_wkt, "EPSG:4326", always_xy=True).transform(
+        *np.asarray(square.exterior.coords).T
+    )
+    ground = abs(Geod(ellps="WGS84").polygon_area_perimeter(lon, lat)[0])
+    assert calc.area(square) == pytest.approx(ground, rel=1e-9)
+    assert calc.area(square) < 0.7 * 200 * a * a
+    assert calc.areas([square, None, square]) == pytest.approx([ground, 0.0, ground], rel=1e-9)
     assert AreaCalculator(None).unit == "px²"
     assert format_area(2.5e6, "m²") == "2.5 km²"
     geo = AreaCalculator(

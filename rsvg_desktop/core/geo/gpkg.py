@@ -5,7 +5,8 @@ may read while it grows; GDAL's writers would reopen the file per batch, so the 
 itself. This module holds what that takes and nothing about runs: geometry blobs (``GP`` header with an
 XY envelope, then ISO WKB), the SQL functions the spec's R-tree triggers call (``ST_IsEmpty``,
 ``ST_MinX``…, registered on our own connection), spatial reference rows, feature tables with their
-feature-count triggers, R-tree index and ``gpkg_contents``/``gpkg_geometry_columns`` rows.
+feature-count triggers, R-tree index and ``gpkg_contents``/``gpkg_geometry_columns`` rows, and column
+descriptions (the spec's schema extension, which GDAL reads as field comments and QGIS shows).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "RTREE_EXTENSION",
     "connect",
     "create_feature_table",
+    "describe_columns",
     "ensure_srs",
     "geometry_blobs",
     "geometry_from_blob",
@@ -232,4 +234,67 @@ def _rtree(con: sqlite3.Connection, t: str) -> None:
         "INSERT OR REPLACE INTO gpkg_extensions (table_name, column_name, extension_name, definition,"
         " scope) VALUES (?, 'geom', 'gpkg_rtree_index', ?, 'write-only')",
         (t, RTREE_EXTENSION),
+    )
+
+
+SCHEMA_EXTENSION = "http://www.geopackage.org/spec/#extension_schema"
+
+_CREATE_DATA_COLUMNS = """
+CREATE TABLE IF NOT EXISTS gpkg_data_columns (
+    table_name TEXT NOT NULL,
+    column_name TEXT NOT NULL,
+    name TEXT,
+    title TEXT,
+    description TEXT,
+    mime_type TEXT,
+    constraint_name TEXT,
+    CONSTRAINT pk_gdc PRIMARY KEY (table_name, column_name),
+    CONSTRAINT gdc_tn UNIQUE (table_name, name)
+)
+"""
+
+_CREATE_DATA_COLUMN_CONSTRAINTS = """
+CREATE TABLE IF NOT EXISTS gpkg_data_column_constraints (
+    constraint_name TEXT NOT NULL,
+    constraint_type TEXT NOT NULL,
+    value TEXT,
+    min NUMERIC,
+    min_is_inclusive BOOLEAN,
+    max NUMERIC,
+    max_is_inclusive BOOLEAN,
+    description TEXT,
+    CONSTRAINT gdcc_ntv UNIQUE (constraint_name, constraint_type, value)
+)
+"""
+
+
+def describe_columns(
+    con: sqlite3.Connection, table: str, descriptions: dict[str, str], titles: dict[str, str] | None = None
+) -> None:
+    """Record what columns of ``table`` mean (``descriptions``, and short ``titles``) in
+    ``gpkg_data_columns``, created and registered as the schema extension when missing; columns the
+    table lacks are left out. Call inside a transaction."""
+    present = {row[1] for row in con.execute(f'PRAGMA table_info("{table}")')}
+    titles = titles or {}
+    rows = [(table, col, col, titles.get(col), desc) for col, desc in descriptions.items() if col in present]
+    if not rows:
+        return
+    con.execute(_CREATE_DATA_COLUMNS)
+    con.execute(_CREATE_DATA_COLUMN_CONSTRAINTS)
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT,"
+        " extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL,"
+        " CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))"
+    )
+    for name in ("gpkg_data_columns", "gpkg_data_column_constraints"):
+        con.execute(
+            "INSERT INTO gpkg_extensions (table_name, column_name, extension_name, definition, scope)"
+            " SELECT ?, NULL, 'gpkg_schema', ?, 'read-write' WHERE NOT EXISTS (SELECT 1 FROM"
+            " gpkg_extensions WHERE table_name = ? AND extension_name = 'gpkg_schema')",
+            (name, SCHEMA_EXTENSION, name),
+        )
+    con.executemany(
+        "INSERT OR REPLACE INTO gpkg_data_columns (table_name, column_name, name, title, description)"
+        " VALUES (?, ?, ?, ?, ?)",
+        rows,
     )

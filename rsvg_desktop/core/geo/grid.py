@@ -12,10 +12,12 @@ Grid rules (pure arithmetic, see :func:`axis_offsets` and :func:`iter_grid`):
   tile there that starts at 0 and keeps the full tile width; the part past the edge is padding
   (invalid, painted ``FILL_RGB``).
 * ``(row, col)`` ids are stable: they depend only on the scene size and the grid parameters.
-* With ``target_gsd`` the grid resamples: a tile covers ``round(tile_size * target_gsd / scene_gsd)``
-  source pixels per side (overlap scaled the same way, so it stays ``overlap`` model pixels), and is read
-  with ``out_shape = (tile_size, tile_size)``; ``Tile.size`` stays ``tile_size``. A target finer than the
-  scene (upsampling) is allowed but logged as a warning; without ``target_gsd`` nothing is resampled.
+* With ``target_gsd`` (metres on the ground) the grid resamples: a tile covers
+  ``round(tile_size * target_gsd / scene_gsd)`` source pixels per side, ``scene_gsd`` being a pixel's
+  ground distance at the scene's centre (overlap scaled the same way, so it stays ``overlap`` model
+  pixels), and is read with ``out_shape = (tile_size, tile_size)``; ``Tile.size`` stays ``tile_size``. A
+  target finer than the scene (upsampling) is allowed but logged as a warning; without ``target_gsd``
+  nothing is resampled.
 
 Skipping nodata: validity is read **once** for the whole scene at 1/8 resolution
 (:meth:`Scene.coarse_validity`, through overviews when the file has them; a cell counts as valid when any
@@ -133,8 +135,9 @@ def iter_grid(
 def window_size_for_gsd(info: SceneInfo, tile_size: int, target_gsd: float) -> tuple[int, int]:
     """Source window ``(w, h)`` of a tile that shows ``tile_size`` pixels of ``target_gsd`` each.
 
-    The scene's GSD is taken in metres (``info.gsd_m``) when known, else in the file's own units (pixel
-    mode). Logs a warning when this upsamples (target finer than the scene).
+    The scene's GSD is taken in metres on the ground at the scene's centre (``info.gsd_m``, whatever the
+    CRS: a Web Mercator scene's map units are not ground metres) when known, else in the file's own units
+    (pixel mode). Logs a warning when this upsamples (target finer than the scene).
     """
     if not (isinstance(target_gsd, int | float) and math.isfinite(target_gsd) and target_gsd > 0):
         raise ConfigError(f"target_gsd must be a positive number, got {target_gsd!r}")

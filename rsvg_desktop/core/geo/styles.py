@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -75,8 +76,14 @@ def _hex(rgb: tuple[int, int, int]) -> str:
 _HEAD = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
 
 
-def detections_qml(label_field: str = "phrase") -> str:
-    """QML for the detections layer: outlined, translucent fill, labelled by ``label_field``."""
+def _aliases(aliases: Mapping[str, str]) -> str:
+    items = "".join(f"<alias field={quoteattr(f)} name={quoteattr(a)}/>" for f, a in aliases.items())
+    return f"<aliases>{items}</aliases>" if items else ""
+
+
+def detections_qml(label_field: str = "phrase", aliases: Mapping[str, str] | None = None) -> str:
+    """QML for the detections layer: outlined, translucent fill, labelled by ``label_field``; ``aliases``
+    (field → the name QGIS shows for it) are added with the ``Fields`` style category."""
     symbol = _fill_symbol(
         "0",
         fill=_rgba(DETECTION_COLOR, 38),
@@ -85,8 +92,9 @@ def detections_qml(label_field: str = "phrase") -> str:
         outline_style="solid",
         width_mm=0.6,
     )
+    categories = "Symbology|Labeling|Fields" if aliases else "Symbology|Labeling"
     return (
-        _HEAD + f'<qgis version="{_QGIS_VERSION}" styleCategories="Symbology|Labeling" labelsEnabled="1">'
+        _HEAD + f'<qgis version="{_QGIS_VERSION}" styleCategories="{categories}" labelsEnabled="1">'
         '<renderer-v2 type="singleSymbol" forceraster="0" symbollevels="0" enableorderby="0"'
         ' referencescale="-1">'
         f"<symbols>{symbol}</symbols><rotation/><sizescale/></renderer-v2>"
@@ -108,6 +116,7 @@ def detections_qml(label_field: str = "phrase") -> str:
         ' fontMaxPixelSize="10000" fontLimitPixelSize="0" upsidedownLabels="0" labelPerPart="0"'
         ' mergeLines="0" displayAll="0" limitNumLabels="0" maxNumLabels="2000" zIndex="0"/>'
         "</settings></labeling>"
+        f"{_aliases(aliases or {})}"
         "<layerGeometryType>2</layerGeometryType>"
         "</qgis>\n"
     )

@@ -7,12 +7,12 @@ CRS are brought back through the inverse of the full affine (rotated transforms 
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from collections.abc import Sequence
 
 import numpy as np
 import shapely
-from pyproj import CRS, Geod
 
+from rsvg_desktop.core.geo.ground import ground_areas
 from rsvg_desktop.core.geo.transform import map_to_pixel
 
 __all__ = ["AreaCalculator", "format_area", "polygon_to_pixels", "view_orientation"]
@@ -35,35 +35,24 @@ def polygon_to_pixels(polygon: shapely.Geometry, transform: tuple[float, ...] | 
     return np.column_stack([px, py])
 
 
-@lru_cache(maxsize=16)
-def _crs_info(crs_wkt: str) -> tuple[str, float, Geod | None]:
-    crs = CRS.from_wkt(crs_wkt)
-    if crs.is_geographic:
-        return ("geographic", 1.0, crs.get_geod())
-    factor = 1.0
-    try:
-        factor = float(crs.axis_info[0].unit_conversion_factor)
-    except (IndexError, AttributeError, TypeError):
-        log.debug("no linear unit for %s; assuming metres", crs.name)
-    return ("projected", factor, None)
-
-
 class AreaCalculator:
-    """Area of a polygon in m² (planar in projected CRSs, geodesic in geographic ones), or in px² in
-    pixel mode (``crs_wkt`` None)."""
+    """Areas of polygons on the ground in m² (geodesic whatever the CRS: see
+    :mod:`rsvg_desktop.core.geo.ground`), or in px² in pixel mode (``crs_wkt`` None)."""
 
     def __init__(self, crs_wkt: str | None) -> None:
         self.crs_wkt = crs_wkt
         self.unit = "px²" if crs_wkt is None else "m²"
-        self._kind, self._factor, self._geod = ("pixel", 1.0, None) if crs_wkt is None else _crs_info(crs_wkt)
+
+    def areas(self, polygons: Sequence[shapely.Geometry]) -> np.ndarray:
+        """The area of each polygon (0 for a missing or empty one), all measured in one go."""
+        geoms = np.empty(len(polygons), dtype=object)
+        geoms[:] = list(polygons)
+        if self.crs_wkt is None:
+            return np.nan_to_num(shapely.area(geoms)) if len(geoms) else np.empty(0)
+        return ground_areas(geoms, self.crs_wkt)
 
     def area(self, polygon: shapely.Geometry) -> float:
-        if polygon is None or polygon.is_empty:
-            return 0.0
-        if self._kind == "geographic" and self._geod is not None:
-            area, _perimeter = self._geod.geometry_area_perimeter(polygon)
-            return abs(float(area))
-        return float(polygon.area) * self._factor * self._factor
+        return float(self.areas([polygon])[0])
 
 
 def format_area(value: float, unit: str) -> str:

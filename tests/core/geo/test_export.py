@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-from pyproj import CRS, Transformer
+from pyproj import CRS, Geod, Transformer
 
 from rsvg_desktop.core.geo.boxes import AngleConvention, boxes_to_pixel_corners
 from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, tile_records
@@ -62,6 +62,13 @@ OBJECTS = [
     (1, ParsedObject("Flugzeug ✈ Überflug", GridBox(14, 68, 28, 84, 20))),
     (2, ParsedObject(None, GridBox(30, 58, 46, 74, None))),
 ]
+
+
+def _pyproj_ground_area(polygon, crs) -> float:
+    """The reference: the polygon taken to WGS 84 longitude/latitude, measured by pyproj's Geod."""
+    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    lon, lat = tr.transform(*np.asarray(polygon.exterior.coords).T)
+    return abs(Geod(ellps="WGS84").polygon_area_perimeter(lon, lat)[0])
 
 
 def make_table(scene, convention=AngleConvention.CCW, pixel=False):
@@ -125,7 +132,9 @@ def test_geopackage_layers_attributes_and_geometry(tmp_path, scene):
         assert props["angle_convention"] == "ccw"
         geom = shapely.geometry.shape(feat.geometry)
         assert shapely.equals_exact(geom, det.geometry, tolerance=1e-6)
-        assert props["area_m2"] == pytest.approx(det.geometry.area)
+        # On the ground (pyproj's geodesic area), not the planar UTM area (~0.3 % more here)
+        assert props["area_m2"] == pytest.approx(_pyproj_ground_area(det.geometry, scene[1]), rel=1e-9)
+        assert props["area_m2"] != pytest.approx(det.geometry.area, rel=1e-3)
     assert feats[2].properties["phrase"] == "Flugzeug ✈ Überflug"
 
     with fiona.open(out, layer="tiles") as src:
@@ -135,6 +144,18 @@ def test_geopackage_layers_attributes_and_geometry(tmp_path, scene):
 
     con = sqlite3.connect(out)
     try:
+        described = dict(
+            con.execute(
+                "SELECT column_name, description FROM gpkg_data_columns WHERE table_name = 'detections'"
+            )
+        )
+        assert set(described) == {"area_m2"} and "on the ground" in described["area_m2"]
+        (qml,) = con.execute("SELECT styleQML FROM layer_styles WHERE f_table_name = 'detections'").fetchone()
+        assert '<alias field="area_m2" name="area on the ground (m²)"/>' in qml
+        assert "geodesic" in described["area_m2"]
+        assert con.execute(
+            "SELECT count(*) FROM gpkg_extensions WHERE extension_name = 'gpkg_schema'"
+        ).fetchone() == (2,)
         row = con.execute(
             "SELECT run_id, angle_convention, angle_convention_doc, tile_size, overlap, random_weights,"
             " device, tool_version, crs, n_detections FROM run"
@@ -230,6 +251,7 @@ def test_geojson_is_rfc7946(tmp_path, scene):
     assert doc["type"] == "FeatureCollection"
     assert "crs" not in doc
     assert doc["rsvg_runs"][0]["angle_convention"] == "ccw"
+    assert "on the ground" in doc["rsvg_fields"]["area_m2"] and set(doc["rsvg_fields"]) == {"area_m2"}
     feats = doc["features"]
     assert len(feats) == 4
     tr = Transformer.from_crs("EPSG:32618", "EPSG:4326", always_xy=True)
@@ -241,6 +263,7 @@ def test_geojson_is_rfc7946(tmp_path, scene):
         props = feat["properties"]
         for name in ATTRIBUTES:
             assert name in props
+        assert props["area_m2"] == pytest.approx(_pyproj_ground_area(table.geometry[k], scene[1]), rel=1e-9)
         ring = feat["geometry"]["coordinates"][0]
         assert ring[0] == ring[-1]
         for lon, lat in ring:
@@ -302,6 +325,14 @@ def test_shapefile_set(tmp_path, scene):
         feats = list(src)
     assert feats[2].properties["phrase"] == "Flugzeug ✈ Überflug"
     assert feats[0].properties["angle_conv"] == "ccw"
+    assert feats[0].properties["area_m2"] == pytest.approx(
+        _pyproj_ground_area(table.geometry[0], scene[1]), rel=1e-9
+    )
+    qml = ET.fromstring((tmp_path / "result.qml").read_text(encoding="utf-8"))
+    assert "Fields" in qml.get("styleCategories").split("|")
+    assert {a.get("field"): a.get("name") for a in qml.iter("alias")} == {
+        "area_m2": "area on the ground (m²)"
+    }
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 

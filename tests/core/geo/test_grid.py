@@ -202,11 +202,13 @@ def test_alpha_masked_tiles(data_dir):
 def test_target_gsd_widens_the_window(data_dir):
     path = data_dir / "manila_drone.tif"
     with open_scene(path) as scene:
-        plan = plan_tiles(scene, target_gsd=0.4)
+        plan = plan_tiles(scene, target_gsd=0.38)
         _tile, image, valid = next(iter_tile_images(scene, plan.kept))
-    a, e = 0.10009765625, 0.0999755859375  # the file's pixel size (metres, EPSG:3395)
-    expected = (round(504 * 0.4 / a), round(504 * 0.4 / abs(e)))
-    assert plan.window_size == expected == (2014, 2016)
+    # The target is on the ground: the file's pixel is 0.1001 × 0.09998 World Mercator (EPSG:3395) metres
+    # but 0.09689 × 0.09677 m on the ground at 14.6° N (tests/core/geo/test_ground.py checks against pyproj)
+    gx, gy = 0.09688779932581205, 0.0967696429556065
+    expected = (round(504 * 0.38 / gx), round(504 * 0.38 / gy))
+    assert plan.window_size == expected == (1977, 1979)
     assert all((t.width, t.height, t.size) == (*expected, 504) for t in plan.tiles)
     assert plan.n_tiles == 4 and plan.tiles[-1].col_off + plan.tiles[-1].width == 2048
     assert image.shape == (504, 504, 3) and valid.all()
@@ -215,7 +217,7 @@ def test_target_gsd_widens_the_window(data_dir):
 def test_finer_target_gsd_is_allowed_with_a_warning(data_dir, caplog):
     with open_scene(data_dir / "manila_drone.tif") as scene, caplog.at_level(logging.WARNING):
         plan = plan_tiles(scene, target_gsd=0.05)
-    assert plan.window_size == (252, 252)
+    assert plan.window_size == (260, 260)  # 504 × 0.05 m over the ground pixel size (≈ 0.0968 m)
     assert any("upsampled" in r.getMessage() for r in caplog.records)
     with open_scene(data_dir / "manila_drone.tif") as scene, pytest.raises(ConfigError):
         plan_tiles(scene, target_gsd=0)

@@ -44,7 +44,9 @@ def test_info_of_rgb_byte(data_dir):
     expected = (300.0379266750948, 0.0, 101985.0, 0.0, -300.041782729805, 2826915.0)
     assert info.transform == pytest.approx(expected)
     assert info.gsd == pytest.approx((300.0379266750948, 300.041782729805))
-    assert info.gsd_m == pytest.approx(info.gsd)
+    # On the ground at the centre: UTM's scale factor there (~1.0006, 260 km west of the central meridian)
+    assert info.gsd_unit == "metre"
+    assert info.gsd_m == pytest.approx((299.8691390721291, 299.8726826670142), rel=1e-9)
     assert info.display_bands == (1, 2, 3)
     assert info.colorinterp == ("red", "green", "blue")
     assert info.mask_kind == "nodata"

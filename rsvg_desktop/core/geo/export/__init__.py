@@ -7,8 +7,8 @@ characters with :data:`SHAPEFILE_FIELDS`):
 ``det_id`` (row number in the exported table), ``phrase``, ``task``, ``query``, ``tile_row``,
 ``tile_col``, ``tile_id``, ``angle`` (as written by the model, NULL when none), ``box_x1, box_y1, box_x2,
 box_y2`` (the grid box as written), ``model``, ``precision``, ``run_id``, ``scene``,
-``angle_convention`` and ``area_m2`` (planar area in the CRS's linear unit converted to m², geodesic
-on the ellipsoid when the CRS is geographic) — ``area_px`` (square scene pixels) in pixel mode.
+``angle_convention`` and ``area_m2`` (area on the ground in m²: geodesic, on the ellipsoid, whatever the
+CRS) — ``area_px`` (square scene pixels) in pixel mode.
 
 Formats:
 

@@ -1,9 +1,9 @@
 """The attribute tables the exports write: detections, tile footprints and runs, as (Geo)DataFrames.
 
 Every format carries the same detection attributes (full names here; a Shapefile abbreviates them, see
-``shapefile.py``): :data:`DETECTION_FIELDS`, with ``area_m2`` (planar area in the CRS's linear unit
-converted to m², geodesic on the ellipsoid when the CRS is geographic) or ``area_px`` (square scene
-pixels) in pixel mode.
+``shapefile.py``): :data:`DETECTION_FIELDS`, with ``area_m2`` (area on the ground: geodesic, on the
+ellipsoid, whatever the CRS) or ``area_px`` (square scene pixels) in pixel mode; what each area field
+means is in :data:`FIELD_DESCRIPTIONS`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ from pyproj import CRS
 from rsvg_desktop import __version__
 from rsvg_desktop.core.geo.boxes import AngleConvention
 from rsvg_desktop.core.geo.detections import Detection, DetectionTable, RunInfo, TileRecord
+from rsvg_desktop.core.geo.ground import ground_areas
 from rsvg_desktop.errors import ConfigError
 
 __all__ = [
     "DETECTION_FIELDS",
+    "FIELD_ALIASES",
+    "FIELD_DESCRIPTIONS",
     "as_table",
     "crs_or_none",
     "crs_text",
@@ -54,6 +57,19 @@ DETECTION_FIELDS: tuple[str, ...] = (
     "area_m2",
     "area_px",
 )
+
+#: What the exported area fields mean, written with the exports (GeoPackage column descriptions, the
+#: GeoJSON's ``rsvg_fields`` member, field aliases in the QGIS styles).
+FIELD_DESCRIPTIONS: Mapping[str, str] = {
+    "area_m2": (
+        "area on the ground in square metres: geodesic, measured on the ellipsoid (not the planar area "
+        "in the map projection's units)"
+    ),
+    "area_px": "area in square scene pixels (pixel mode: no CRS)",
+}
+
+#: The names QGIS shows for the area fields (aliases in the default QGIS styles).
+FIELD_ALIASES: Mapping[str, str] = {"area_m2": "area on the ground (m²)", "area_px": "area (px²)"}
 
 
 def as_table(
@@ -95,23 +111,9 @@ def _check_polygons(geoms: np.ndarray, what: str) -> None:
 
 
 def _areas(geoms: np.ndarray, crs: CRS | None) -> tuple[str, np.ndarray]:
-    if len(geoms) == 0:
-        return ("area_px" if crs is None else "area_m2"), np.empty(0)
     if crs is None:
-        return "area_px", shapely.area(geoms)
-    if crs.is_geographic:
-        geod = crs.get_geod()
-        if geod is None:
-            raise ConfigError(f"CRS {crs.name!r} has no ellipsoid: cannot compute areas")
-        out = np.empty(len(geoms))
-        for i, g in enumerate(geoms):
-            lon, lat = np.asarray(g.exterior.coords).T
-            out[i] = abs(geod.polygon_area_perimeter(lon, lat)[0])
-        return "area_m2", out
-    factor = 1.0
-    if crs.axis_info:
-        factor = crs.axis_info[0].unit_conversion_factor or 1.0
-    return "area_m2", shapely.area(geoms) * factor * factor
+        return "area_px", shapely.area(geoms) if len(geoms) else np.empty(0)
+    return "area_m2", ground_areas(geoms, crs)
 
 
 def detections_frame(

@@ -1,5 +1,6 @@
 """GeoJSON writing (RFC 7946): WGS 84 longitude/latitude, counter-clockwise exteriors, no ``crs`` member,
-:data:`GEOJSON_DECIMALS` decimals (≈ 1 cm), and the run table in the foreign member ``rsvg_runs``."""
+:data:`GEOJSON_DECIMALS` decimals (≈ 1 cm), the run table in the foreign member ``rsvg_runs`` and what the
+area fields mean in ``rsvg_fields``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pyogrio
 import shapely
 from pyproj import CRS, Transformer
 
+from rsvg_desktop.core.geo.export.frames import FIELD_DESCRIPTIONS
 from rsvg_desktop.errors import ConfigError
 
 __all__ = ["GEOJSON_DECIMALS", "WGS84", "frame_to_wgs84", "to_wgs84", "write_geojson"]
@@ -67,18 +69,23 @@ def _geojson_options() -> dict[str, str]:
 
 def write_geojson(tmp: Path, frame: gpd.GeoDataFrame, runs: pd.DataFrame | None = None) -> None:
     """Write ``frame`` (already in WGS 84) to ``tmp``; ``runs``, when given, as the foreign member
-    ``rsvg_runs``."""
+    ``rsvg_runs``, and what its area fields mean as ``rsvg_fields`` (field name → description)."""
     opts = _geojson_options()
+    members: dict[str, Any] = {}
     if runs is not None:
-        run_records = [
+        members["rsvg_runs"] = [
             {k: _json_safe(v) for k, v in rec.items() if not (isinstance(v, float) and np.isnan(v))}
             for rec in runs.to_dict(orient="records")
         ]
+    fields = {name: text for name, text in FIELD_DESCRIPTIONS.items() if name in frame.columns}
+    if fields:
+        members["rsvg_fields"] = fields
+    if members:
         if pyogrio.__gdal_version__ >= (3, 9, 0):
-            opts["FOREIGN_MEMBERS_COLLECTION"] = json.dumps({"rsvg_runs": run_records}, ensure_ascii=False)
+            opts["FOREIGN_MEMBERS_COLLECTION"] = json.dumps(members, ensure_ascii=False)
         else:  # pragma: no cover - older GDAL
             log.warning(
-                "GDAL %s cannot write GeoJSON foreign members: run metadata left out",
+                "GDAL %s cannot write GeoJSON foreign members: run metadata and field descriptions left out",
                 pyogrio.__gdal_version_string__,
             )
     pyogrio.write_dataframe(frame, tmp, driver="GeoJSON", geometry_type="Polygon", layer_options=opts)

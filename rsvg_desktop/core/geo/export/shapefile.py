@@ -1,5 +1,6 @@
 """Shapefile writing: dBase field names of at most 10 characters, text cut to 254 bytes, a ``.cpg``
-(``UTF-8``) and a ``.qml`` default style QGIS loads automatically; one geometry type (Polygon)."""
+(``UTF-8``) and a ``.qml`` default style QGIS loads automatically (with the area field's alias, e.g.
+"area on the ground (m²)": dBase has no field descriptions); one geometry type (Polygon)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd
 import pyogrio
 
 from rsvg_desktop.core.geo.export.files import quiet_pixel_mode
+from rsvg_desktop.core.geo.export.frames import FIELD_ALIASES
 from rsvg_desktop.core.geo.styles import detections_qml, tiles_qml
 from rsvg_desktop.errors import ExportError
 
@@ -96,7 +98,8 @@ def write_detections_shapefile(tmpdir: Path, stem: str, det: gpd.GeoDataFrame, p
     if too_long or len(set(names)) != len(names):
         raise ExportError(f"bad Shapefile field names {too_long or names}")  # pragma: no cover - guarded
     shp = _truncate_text(shp, path)
-    _write_polygons(tmpdir, stem, shp, detections_qml(SHAPEFILE_FIELDS["phrase"]))
+    aliases = {SHAPEFILE_FIELDS[name]: alias for name, alias in FIELD_ALIASES.items() if name in det.columns}
+    _write_polygons(tmpdir, stem, shp, detections_qml(SHAPEFILE_FIELDS["phrase"], aliases))
 
 
 def write_tiles_shapefile(tmpdir: Path, stem: str, frame: gpd.GeoDataFrame, path: Path) -> None:

@@ -13,6 +13,7 @@ import rasterio
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning
 
+from rsvg_desktop.core.geo.ground import ground_pixel_size, map_unit_name
 from rsvg_desktop.core.geo.scene.gdal_errors import GDAL_ERRORS
 from rsvg_desktop.core.geo.transform import Transform6, as_transform6, pixel_size, pixel_to_map
 from rsvg_desktop.errors import BandSelectionError, NoCRSError, NotARasterError, UnsupportedRasterError
@@ -34,9 +35,10 @@ class SceneInfo:
 
     ``transform`` is rasterio's ``(a, b, c, d, e, f)`` (rotated ones included); ``gsd`` is the length of
     one pixel step along a row and down a column in CRS units (for a rotated affine: the lengths of the
-    pixel's column and row vectors); ``gsd_m`` the same in metres (linear units converted for projected
-    CRSs, nominal as in the CRS, e.g. Web Mercator metres; geodesic at the scene centre for geographic
-    CRSs; ``None`` in pixel mode). ``display_bands`` are 1-based band indices shown as R, G, B.
+    pixel's column and row vectors), in ``gsd_unit`` (the CRS's unit name, e.g. ``metre`` or ``degree``;
+    ``None`` in pixel mode); ``gsd_m`` the same steps as ground distances in metres, geodesic at the
+    scene's centre whatever the CRS (a Web Mercator "metre" at 37.7° N is 0.79 m on the ground; ``None``
+    in pixel mode or when it cannot be measured). ``display_bands`` are 1-based band indices shown as R, G, B.
     ``mask_kind`` says where validity comes from: ``all_valid``, ``nodata`` (the nodata value),
     ``per_dataset`` (an internal/external mask band) or ``alpha``. Equality treats NaN nodata as equal.
     """
@@ -59,6 +61,7 @@ class SceneInfo:
     pixel_mode: bool
     mask_kind: MaskKind
     block_shape: tuple[int, int]
+    gsd_unit: str | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SceneInfo):
@@ -101,30 +104,6 @@ def _crs_name(crs: rasterio.crs.CRS) -> str | None:
     except Exception:  # pragma: no cover - pyproj cannot parse what GDAL wrote
         logger.debug("no short name for CRS %s", crs, exc_info=True)
         return None
-
-
-def _ground_gsd(
-    crs: rasterio.crs.CRS, transform: Transform6, width: int, height: int, gsd: tuple[float, float]
-) -> tuple[float, float] | None:
-    """GSD in metres: linear units converted for projected CRSs, geodesic at the centre otherwise."""
-    try:
-        if crs.is_projected:
-            _unit, factor = crs.linear_units_factor
-            return (gsd[0] * factor, gsd[1] * factor)
-        if crs.is_geographic:
-            import pyproj
-
-            geod = pyproj.CRS.from_wkt(crs.to_wkt()).get_geod()
-            if geod is None:  # pragma: no cover
-                return None
-            cx, cy = width / 2.0, height / 2.0
-            xs, ys = pixel_to_map(transform, [cx, cx + 1.0, cx], [cy, cy, cy + 1.0])
-            _f, _b, dist_x = geod.inv(xs[0], ys[0], xs[1], ys[1])
-            _f, _b, dist_y = geod.inv(xs[0], ys[0], xs[2], ys[2])
-            return (float(dist_x), float(dist_y))
-    except Exception:  # pragma: no cover - unusual CRS: GSD in metres is a convenience only
-        logger.debug("cannot compute the GSD in metres for %s", crs, exc_info=True)
-    return None
 
 
 def _choose_bands(
@@ -230,11 +209,12 @@ def describe_dataset(
         dtype=str(ds.dtypes[display[0] - 1]),
         nodata=None if nodata is None else float(nodata),
         gsd=gsd,
-        gsd_m=_ground_gsd(crs, transform, ds.width, ds.height, gsd) if crs is not None else None,
+        gsd_m=None if crs is None else ground_pixel_size(crs.to_wkt(), transform, ds.width, ds.height),
         overviews=tuple(int(f) for f in ds.overviews(display[0])),
         colorinterp=tuple(ci.name for ci in colorinterp),
         display_bands=display,
         pixel_mode=crs is None,
         mask_kind=_mask_kind(ds, display),
         block_shape=(int(block_h), int(block_w)),
+        gsd_unit=None if crs is None else map_unit_name(crs.to_wkt()),
     )

@@ -13,6 +13,7 @@ import shapely
 
 from rsvg_desktop.core.answers import utc_now_iso
 from rsvg_desktop.core.geo import gpkg
+from rsvg_desktop.core.geo.export.frames import FIELD_ALIASES, FIELD_DESCRIPTIONS
 from rsvg_desktop.core.geo.styles import (
     detections_qml,
     detections_sld,
@@ -45,6 +46,12 @@ def extent_union(extent: Sequence[float] | None, other: Sequence[float]) -> list
         max(extent[2], other[2]),
         max(extent[3], other[3]),
     ]
+
+
+def _area_aliases(con: sqlite3.Connection, table: str) -> dict[str, str]:
+    """The aliases QGIS shows for the area field ``table`` has (``area_m2`` or ``area_px``)."""
+    present = {row[1] for row in con.execute(f'PRAGMA table_info("{table}")')}
+    return {name: alias for name, alias in FIELD_ALIASES.items() if name in present}
 
 
 @dataclass
@@ -103,6 +110,7 @@ class Layers:
         gpkg.create_feature_table(con, name, columns, srs_id, desc)
         if name.startswith(("detections", "tile_detections")):
             con.execute(f'CREATE INDEX "ix_{name}_key" ON "{name}" (input_id, run_id)')
+            gpkg.describe_columns(con, name, dict(FIELD_DESCRIPTIONS), titles=dict(FIELD_ALIASES))
         else:
             con.execute(
                 f'CREATE UNIQUE INDEX "ux_{name}_key" ON "{name}" '
@@ -145,6 +153,7 @@ class Layers:
             if name == "tile_footprints":
                 wanted[name] = ("rsvg default", tiles_qml(), tiles_sld(name))
             else:
-                wanted[name] = ("rsvg default", detections_qml(), detections_sld(name))
+                qml = detections_qml(aliases=_area_aliases(con, name))
+                wanted[name] = ("rsvg default", qml, detections_sld(name))
         if wanted:
             write_layer_styles(path, wanted)
