@@ -262,7 +262,8 @@ class RunController(QObject):
             self.map.detections.remove(removed)
             if removed:
                 self.transcript.add_note(
-                    run.key, f"{len(removed)} detection(s) deleted earlier stay deleted (Restore brings them back)."
+                    run.key,
+                    f"{len(removed)} detection(s) deleted earlier stay deleted (Restore brings them back).",
                 )
         self.progressChanged.emit(run.done, run.total, f"Reopened run: {run.done} tiles")
         self._finish(run)

@@ -58,7 +58,6 @@ def _delete_rows(qtbot, window: MainWindow, rows: list[int]) -> None:
     view = window.results_table.view
     view.clearSelection()
     for n, row in enumerate(rows):
-        rect = view.visualRect(view.model().index(row, 0))
         modifier = Qt.KeyboardModifier.ControlModifier if n else Qt.KeyboardModifier.NoModifier
         view.scrollTo(view.model().index(row, 0), QAbstractItemView.ScrollHint.EnsureVisible)
         rect = view.visualRect(view.model().index(row, 0))
@@ -107,7 +106,9 @@ def test_delete_can_be_undone_and_stays_with_its_run(
     # a new run replaces the table; the curated one stays with its run, and the transcript says where
     _run(qtbot, window, "refer", "cars")
     assert window.results.rowCount() == 18 and not window.results.excluded
-    assert any("2 deleted" in t and str(first.answer_log) in t.replace("\u200b", "") for t in _texts(window, "note"))
+    assert any(
+        "2 deleted" in t and str(first.answer_log) in t.replace("\u200b", "") for t in _texts(window, "note")
+    )
     assert sidecar.is_file()
 
     # reopening the first run brings it back as it was left

@@ -164,7 +164,9 @@ def _place(centre: float, side: int, length: int) -> int:
     return min(max(0, start), length - side) if side <= length else start
 
 
-def fit_region(region: PixelRect, tiles: Sequence[Tile], *, scene_size: tuple[int, int], tile_size: int) -> Tile:
+def fit_region(
+    region: PixelRect, tiles: Sequence[Tile], *, scene_size: tuple[int, int], tile_size: int
+) -> Tile:
     """The model input that shows the whole ``region``: the grid tile that holds it whole and best, else
     a square window about it (at least ``tile_size`` wide, with a margin), sent resampled to
     ``tile_size`` pixels; it keeps the id of the grid tile that holds most of the region. ConfigError
@@ -212,6 +214,12 @@ def region_grid_box(region: PixelRect, tile: Tile) -> GridBox:
     return GridBox(round(cx - half_h), round(cy - half_w), round(cx + half_h), round(cy + half_w), 90)
 
 
+def _ask_one(tile: Tile, tiles: Sequence[Tile]) -> tuple[tuple[int, int, int, int] | None, Tile | None]:
+    """``(scope, RunConfig.tile)`` that ask about ``tile`` alone: a grid tile through its probe scope, a
+    window of its own (not in the grid) as the run's one tile."""
+    return (tile_probe_window(tile, tiles), None) if tile in tiles else (None, tile)
+
+
 def build_run_config(
     request: QueryRequest,
     *,
@@ -248,16 +256,10 @@ def build_run_config(
             raise ConfigError("draw the region to identify on the map first (Identify region tool)")
         tile = fit_region(request.region, tiles, scene_size=scene_size, tile_size=tile_size)
         region = region_grid_box(request.region, tile)
-        if tile in tiles:
-            scope = tile_probe_window(tile, tiles)
-        else:
-            one_tile = tile
+        scope, one_tile = _ask_one(tile, tiles)
         query = ""
-    elif follow_up_tile is not None:
-        if follow_up_tile in tiles:
-            scope = tile_probe_window(follow_up_tile, tiles)
-        else:  # a follow-up on a region's own window
-            one_tile = follow_up_tile
+    elif follow_up_tile is not None:  # a grid tile, or the window of its own a region was asked in
+        scope, one_tile = _ask_one(follow_up_tile, tiles)
     elif request.scope == "scene":
         scope = None
     elif request.scope == "visible":
