@@ -123,6 +123,8 @@ def plan_run(
     """Lay the open scene's tile grid and keep the tiles in ``config.scope`` (or ask about
     ``config.tile`` alone)."""
     info = scene.info
+    todo: tuple[Tile, ...]
+    skipped: tuple[Tile, ...]
     if config.tile is not None:
         todo, skipped = (config.tile,), ()
     else:
