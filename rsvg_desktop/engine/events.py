@@ -43,7 +43,9 @@ class RunConfig:
     height)`` of the scene (the visible extent or a drawn rectangle); ``None`` means the whole scene.
     ``output`` is the vector file the merged detections go to; the answer log is written next to it
     (``out.gpkg`` → ``out.answers.jsonl``). ``history`` carries earlier (question, answer) turns for a
-    follow-up question on one tile.
+    follow-up question on one tile. ``tile`` asks about that one tile instead of the grid (``scope`` is
+    then not used): its window is read and resampled to ``tile.size``, so a region larger than a grid
+    tile reaches the model whole, in one input.
     """
 
     scene: str
@@ -65,6 +67,7 @@ class RunConfig:
     history: tuple[tuple[str, str], ...] = ()
     angle_convention: str = "ccw"
     run_id: str | None = None
+    tile: Tile | None = None
 
 
 @dataclass(frozen=True, slots=True)

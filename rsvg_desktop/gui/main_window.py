@@ -362,6 +362,8 @@ class MainWindow(QMainWindow):
         self.map.grid.set_grid(plan.kept, plan.skipped, (info.width, info.height))
         self.results.reset(crs_wkt=info.crs_wkt, transform=info.transform, answer_log=None, run_id=None)
         self.runs.set_scene(info, plan)
+        self.runs.forget_scene()  # the previous scene's transcript, region and progress go with it
+        self.query_panel.forget_scene()
         self.models.calibration_inputs = [info.path]  # q4cal calibrates on the analyst's own scene
         self.settings.add_recent(info.path)
         self.refresh_recent_menu()

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from rsvg_desktop.core.prompt.templates import TASKS
 from rsvg_desktop.gui.logic.runplan import SCOPES, PixelRect, QueryRequest
+from rsvg_desktop.gui.logic.task_queries import TaskQueries
 
 __all__ = ["QueryPanel"]
 
@@ -152,6 +153,7 @@ class QueryPanel(QWidget):
             combo.setMinimumContentsLength(10)
 
         self._region: PixelRect | None = None
+        self._queries = TaskQueries()  # each task keeps its own query text
         self._running = False
         self._can_run = False
         self._reason = ""
@@ -191,6 +193,14 @@ class QueryPanel(QWidget):
             self.region_label.setText(
                 f"{abs(x1 - x0):.0f} × {abs(y1 - y0):.0f} px at ({min(x0, x1):.0f}, {min(y0, y1):.0f})"
             )
+
+    def forget_scene(self) -> None:
+        """Another scene is open: the region drawn on the previous one and its run's progress go."""
+        self.set_region(None)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("no run yet")
+        self.progress_label.setText("")
 
     def set_grid(self, tile_size: int, overlap: int) -> None:
         self.tile_spin.blockSignals(True)
@@ -253,6 +263,8 @@ class QueryPanel(QWidget):
 
     def _task_changed(self, *_args: object) -> None:
         task = TASKS[self.task]
+        if task.name != self._queries.task:
+            self.query_edit.setText(self._queries.switch(task.name, self.query_edit.text()))
         self.task_help.setText(task.description)
         self.query_edit.setPlaceholderText(_PLACEHOLDERS.get(task.name, ""))
         self.query_edit.setEnabled(not task.needs_region)

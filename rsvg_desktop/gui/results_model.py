@@ -3,7 +3,9 @@
 One row per box as the model wrote it (before seam merging: the export merges), keyed by
 ``(tile_row, tile_col, index of the box in the tile's answer)`` — the key the engine's
 ``export_answer_log(..., exclude=...)`` understands. Deleting rows (false positives) moves their keys
-to :attr:`ResultsModel.excluded`; :meth:`ResultsModel.restore_all` brings them back.
+to :attr:`ResultsModel.excluded`; :meth:`ResultsModel.restore_all` brings them back. The deletions are
+kept with the run, beside its answer log (:mod:`rsvg_desktop.gui.logic.deletions`), so a reopened
+run comes back as the analyst left it (:meth:`ResultsModel.apply_saved_deletions`).
 
 Sorting: :data:`SORT_ROLE` gives raw values (numbers for area and angle), for a
 ``QSortFilterProxyModel``.
@@ -18,9 +20,10 @@ from typing import Any
 
 import numpy as np
 import shapely
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 
 from rsvg_desktop.core.types import Tile
+from rsvg_desktop.gui.logic.deletions import read_deletions, write_deletions
 from rsvg_desktop.gui.logic.geometry import AreaCalculator, format_area, polygon_to_pixels
 
 __all__ = ["COLUMNS", "KEY_ROLE", "SORT_ROLE", "DetectionRow", "ResultsModel"]
@@ -59,7 +62,9 @@ class DetectionRow:
 
 
 class ResultsModel(QAbstractTableModel):
-    """Detections of one run (see module doc)."""
+    """Detections of one run (see module doc). :attr:`saveFailed` says why deletions could not be kept."""
+
+    saveFailed = Signal(str)
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -151,32 +156,52 @@ class ResultsModel(QAbstractTableModel):
             self.endInsertRows()
         return new
 
-    def remove_keys(self, keys: Iterable[Key]) -> list[Key]:
-        """Delete these detections (false positives): they go to :attr:`excluded`. Returns those removed."""
+    def remove_keys(self, keys: Iterable[Key], *, save: bool = True) -> list[Key]:
+        """Delete these detections (false positives): they go to :attr:`excluded` (and, with ``save``,
+        beside the run's answer log). Returns those removed."""
         doomed = sorted((self._index[k] for k in set(keys) if k in self._index), reverse=True)
         removed: list[Key] = []
         for pos in doomed:  # one block per row, from the end: positions stay valid
             self.beginRemoveRows(QModelIndex(), pos, pos)
             row = self._rows.pop(pos)
-            self.endRemoveRows()
+            # recorded before the views hear of the removal: the count and Restore see it at once
             self._deleted[row.key] = row
-            removed.append(row.key)
-        if removed:
             self._index = {r.key: i for i, r in enumerate(self._rows)}
+            removed.append(row.key)
+            self.endRemoveRows()
+        if removed and save:
+            self._save_deletions()
         return removed
 
     def restore_all(self) -> list[DetectionRow]:
         """Undo every deletion; returns the rows restored."""
         rows = sorted(self._deleted.values(), key=lambda r: r.key)
-        self._deleted.clear()
         if rows:
             first = len(self._rows)
             self.beginInsertRows(QModelIndex(), first, first + len(rows) - 1)
+            self._deleted.clear()
             for row in rows:
                 self._index[row.key] = len(self._rows)
                 self._rows.append(row)
             self.endInsertRows()
+            self._save_deletions()
         return rows
+
+    def apply_saved_deletions(self) -> list[Key]:
+        """Delete again what the analyst deleted from this run before (kept beside its answer log);
+        returns the keys removed."""
+        if self.answer_log is None:
+            return []
+        return self.remove_keys(read_deletions(self.answer_log, self.run_id), save=False)
+
+    def _save_deletions(self) -> None:
+        if self.answer_log is None:
+            return
+        try:
+            write_deletions(self.answer_log, self.run_id, self._deleted)
+        except OSError as exc:
+            log.warning("cannot keep the deletions beside %s: %s", self.answer_log, exc)
+            self.saveFailed.emit(f"The deletions are not saved with the run: {exc}")
 
     # --- access ------------------------------------------------------------------------------
     @property

@@ -6,6 +6,10 @@ results table and the detections layer with its own detections (the table's expo
 answer log). Text-only runs (identify, classify, short answers, chat, follow-ups) leave the current
 detections alone and answer in the transcript.
 
+A run that replaces a results table the analyst curated (deleted detections) leaves the curation with
+its own run: the deletions are kept beside that run's answer log, and reopening the log brings the table
+back as it was left (a note in the transcript says where).
+
 Every run writes its results store and answer log under the runs folder
 (``<runs>/<scene stem>/<time>-<task>.gpkg`` and ``….answers.jsonl`` beside it), so a cancelled or
 interrupted run keeps every finished tile.
@@ -30,7 +34,7 @@ from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.events import RunConfig
 from rsvg_desktop.errors import ConfigError
 from rsvg_desktop.gui.logic.replay import Replay
-from rsvg_desktop.gui.logic.runplan import QueryRequest, build_run_config
+from rsvg_desktop.gui.logic.runplan import QueryRequest, build_run_config, input_note
 from rsvg_desktop.gui.map_view import MapView
 from rsvg_desktop.gui.results_model import ResultsModel
 from rsvg_desktop.gui.transcript import Conversations, TranscriptModel, run_title, summarise_answer
@@ -116,6 +120,7 @@ class RunController(QObject):
         bridge.runFailed.connect(self._on_run_failed)
         bridge.workerDied.connect(self._on_worker_died)
         bridge.error.connect(self._on_error)
+        results.saveFailed.connect(self.statusMessage)
 
     # --- context -----------------------------------------------------------------------------
     def set_scene(self, info: SceneInfo | None, plan: TilePlan | None) -> None:
@@ -123,6 +128,12 @@ class RunController(QObject):
         self.plan = plan
         if plan is not None:
             self.tile_size, self.overlap = plan.tile_size, plan.overlap
+
+    def forget_scene(self) -> None:
+        """Another scene is open: the previous scene's transcript and conversations no longer apply (their
+        tiles are at that scene's offsets; a follow-up would run on the new scene)."""
+        self.transcript.clear_runs()
+        self.conversations.clear()
 
     @property
     def running(self) -> bool:
@@ -192,6 +203,8 @@ class RunController(QObject):
         extra = [f"follow-up on {follow_up_tile.id}"] if follow_up_tile is not None else []
         shown = config.query or (sent if task.needs_region else "")
         self.transcript.begin_run(self.run.key, run_title(self._count, task.label, shown, extra))
+        if note := input_note(config):
+            self.transcript.add_note(self.run.key, note)
         self.map.grid.reset_states()
         try:
             self.bridge.run(config)
@@ -244,6 +257,14 @@ class RunController(QObject):
             f"Reopened from {replay.answer_log}: {len(replay.tiles)} tiles, "
             f"{boxes} boxes (merged across seams on export).",
         )
+        if run.owns_results:
+            removed = self.results.apply_saved_deletions()
+            self.map.detections.remove(removed)
+            if removed:
+                self.transcript.add_note(
+                    run.key,
+                    f"{len(removed)} detection(s) deleted earlier stay deleted (Restore brings them back).",
+                )
         self.progressChanged.emit(run.done, run.total, f"Reopened run: {run.done} tiles")
         self._finish(run)
         return run
@@ -267,6 +288,7 @@ class RunController(QObject):
         task = TASKS[run.config.task]
         if task.has_boxes and not run.follow_up:
             run.owns_results = True
+            self._note_curated_table(run)
             self.map.detections.clear()
             self.results.reset(
                 crs_wkt=ev.crs_wkt,
@@ -284,6 +306,16 @@ class RunController(QObject):
         elif ev.skipped:
             self.transcript.add_note(run.key, f"{ev.total} tiles to run; {ev.skipped} skipped as nodata.")
         self._emit_progress()
+
+    def _note_curated_table(self, run: ActiveRun) -> None:
+        """Before a run replaces the table: say where the previous table's deletions are kept."""
+        deleted, previous = len(self.results.excluded), self.results.answer_log
+        if deleted and previous and previous != run.answer_log:
+            self.transcript.add_note(
+                run.key,
+                f"The previous results ({deleted} deleted detection(s)) are kept with their run: "
+                f"File ▸ Reopen a run ▸ {previous} brings them back as you left them.",
+            )
 
     def _on_tile_started(self, ev: Any) -> None:
         if self._current() is None:

@@ -87,6 +87,11 @@ class TranscriptModel(QStandardItemModel):
         self._runs[run_key] = item
         return item
 
+    def clear_runs(self) -> None:
+        """Forget every run (another scene was opened: its tiles and conversations no longer apply)."""
+        self.removeRows(0, self.rowCount())
+        self._runs.clear()
+
     def _child(self, run_key: str, text: str, kind: str) -> QStandardItem:
         parent = self._runs.get(run_key) or self.begin_run(run_key, run_key)
         item = QStandardItem(text)
@@ -188,6 +193,7 @@ class TranscriptPanel(QWidget):
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.view.selectionModel().currentChanged.connect(self._on_current)
         model.rowsInserted.connect(self._on_rows_inserted)
+        model.rowsRemoved.connect(self._on_rows_removed)
 
         self.follow_label = QLabel(self)
         self.follow_label.setWordWrap(True)
@@ -211,6 +217,12 @@ class TranscriptPanel(QWidget):
         if parent.isValid():
             self.view.expand(parent)
         self.view.scrollTo(self.model.index(last, 0, parent))
+
+    def _on_rows_removed(self, *_args: object) -> None:
+        if not self.view.currentIndex().isValid():  # the follow-up target went with its entry
+            self.follow_edit.clear()
+            self.tileSelected.emit(None)
+        self._update_follow()
 
     def current_tile(self) -> Tile | None:
         idx = self.view.currentIndex()

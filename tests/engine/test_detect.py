@@ -106,6 +106,36 @@ def test_boxes_become_map_polygons_in_every_tile(data_dir, tmp_path):
     assert recs[0].transform == tuple(t)[:6]
 
 
+def test_one_window_of_its_own_is_resampled_into_one_input(data_dir, tmp_path):
+    """``RunConfig.tile``: that window alone (not the grid, the scope unused) is read and resampled to
+    ``tile.size``; its boxes land on the window, and the answer log records it."""
+    from rsvg_desktop.core.types import Tile
+
+    shapes: list[tuple[int, ...]] = []
+
+    def answer(request):
+        shapes.append(request.image.shape)
+        return "<p>field</p> {<25><25><75><75>|<0>}"
+
+    window = Tile(1, 1, 300, 200, 900, 900, 504)  # larger than a 504 px tile, reaching past the edge
+    out = tmp_path / "one.gpkg"
+    config = RunConfig(
+        scene=str(data_dir / "cogeo.tif"), query="field", output=str(out), tile=window, scope=(0, 0, 1, 1)
+    )
+    events = _events(config, ScriptedGenerator(answer))
+    started = events[0]
+    assert isinstance(started, RunStarted) and started.tiles == (window,) and started.total == 1
+    done = [e for e in events if isinstance(e, TileDone)]
+    assert [e.tile for e in done] == [window] and shapes == [(504, 504, 3)]
+    with rasterio.open(data_dir / "cogeo.tif") as ds:
+        t = ds.transform
+    x0, y0, x1, y1 = 300 + 225, 200 + 225, 300 + 675, 200 + 675  # the window's middle half
+    expected = shapely.box(t.a * x0 + t.c, t.e * y1 + t.f, t.a * x1 + t.c, t.e * y0 + t.f)
+    assert shapely.from_wkb(done[0].polygons_wkb[0]).symmetric_difference(expected).area < 1e-6
+    (record,) = read_answer_log(answer_log_path(out))
+    assert record.window == (300, 200, 900, 900) and record.tile_size == 504 and record.tile == window
+
+
 def test_seam_duplicates_are_merged(data_dir, tmp_path):
     """The same object seen by two overlapping tiles is exported once."""
 

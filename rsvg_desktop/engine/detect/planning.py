@@ -120,15 +120,22 @@ def plan_run(
     convention: AngleConvention,
     facts: ModelFacts,
 ) -> RunPlan:
-    """Lay the open scene's tile grid and keep the tiles in ``config.scope``."""
+    """Lay the open scene's tile grid and keep the tiles in ``config.scope`` (or ask about
+    ``config.tile`` alone)."""
     info = scene.info
-    grid = plan_tiles(
-        scene,
-        tile_size=config.tile_size,
-        overlap=config.overlap,
-        target_gsd=config.target_gsd,
-        max_nodata_fraction=config.max_nodata_fraction,
-    )
+    todo: tuple[Tile, ...]
+    skipped: tuple[Tile, ...]
+    if config.tile is not None:
+        todo, skipped = (config.tile,), ()
+    else:
+        grid = plan_tiles(
+            scene,
+            tile_size=config.tile_size,
+            overlap=config.overlap,
+            target_gsd=config.target_gsd,
+            max_nodata_fraction=config.max_nodata_fraction,
+        )
+        todo, skipped = tiles_in_scope(grid.kept, config.scope), tiles_in_scope(grid.skipped, config.scope)
     output, log_path = outputs
     return RunPlan(
         config=config,
@@ -138,8 +145,8 @@ def plan_run(
         convention=convention,
         facts=facts,
         info=info,
-        todo=tiles_in_scope(grid.kept, config.scope),
-        skipped=tiles_in_scope(grid.skipped, config.scope),
+        todo=todo,
+        skipped=skipped,
         georef=Georef(info.transform if info.crs_wkt is not None else None, info.crs_wkt),
     )
 

@@ -12,10 +12,14 @@ plain Python so the rules are tested without a window:
   instead a 1×1 px *probe* inside the tile and outside every other tile of the grid
   (:func:`tile_probe_window`); when no such pixel exists (a degenerate last column squeezed between
   two others) the tile's centre is used and the neighbour answers too.
-* **Identify.** The drawn region (scene pixels) is placed in the grid tile that holds it best
-  (:func:`region_in_tile`) and written on GeoChat's 0–100 grid of that tile. An axis-aligned region is
-  written the way GeoChat's training data writes upright boxes: extents swapped and ``θ = 90``
-  (``{<x1><y1><x2><y2>|<90>}``), which is the same rectangle under either angle convention.
+* **Identify.** The drawn region (scene pixels) is placed in the grid tile that holds it whole and
+  best (:func:`region_in_tile`) and written on GeoChat's 0–100 grid of that tile. A region that no grid
+  tile holds whole (larger than a tile, or across a seam wider than the overlap) gets a window of its
+  own (:func:`fit_region`): a square around the region, at least a tile wide, resampled to the model's
+  input size (``RunConfig.tile``), so the whole region reaches the model in one input;
+  :func:`input_note` says what the model sees. An axis-aligned region is written the way GeoChat's
+  training data writes upright boxes: extents swapped and ``θ = 90`` (``{<x1><y1><x2><y2>|<90>}``),
+  which is the same rectangle under either angle convention.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ __all__ = [
     "QueryRequest",
     "build_run_config",
     "clip_window",
+    "fit_region",
+    "input_note",
     "lower_precision",
     "region_grid_box",
     "region_in_tile",
@@ -148,6 +154,48 @@ def region_in_tile(region: PixelRect, tiles: Sequence[Tile]) -> Tile:
     return best
 
 
+#: Context kept around a region that gets a window of its own (a fraction of its longer side, each side).
+REGION_MARGIN = 0.05
+
+
+def _place(centre: float, side: int, length: int) -> int:
+    """The offset of a ``side`` long window about ``centre``, inside ``[0, length)`` when it fits."""
+    start = round(centre - side / 2.0)
+    return min(max(0, start), length - side) if side <= length else start
+
+
+def fit_region(
+    region: PixelRect, tiles: Sequence[Tile], *, scene_size: tuple[int, int], tile_size: int
+) -> Tile:
+    """The model input that shows the whole ``region``: the grid tile that holds it whole and best, else
+    a square window about it (at least ``tile_size`` wide, with a margin), sent resampled to
+    ``tile_size`` pixels; it keeps the id of the grid tile that holds most of the region. ConfigError
+    when the region is empty or touches no tile of ``tiles``."""
+    best = region_in_tile(region, tiles)
+    x0, y0, x1, y1 = region
+    left, right, top, bottom = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
+    if _overlap((left, top, right, bottom), best) >= (right - left) * (bottom - top) * (1 - 1e-9):
+        return best
+    side = max(tile_size, math.ceil(max(right - left, bottom - top) * (1 + 2 * REGION_MARGIN)))
+    width, height = scene_size
+    col_off = _place((left + right) / 2.0, side, width)
+    row_off = _place((top + bottom) / 2.0, side, height)
+    return Tile(best.row, best.col, col_off, row_off, side, side, tile_size)
+
+
+def input_note(config: RunConfig) -> str:
+    """What the model sees of a run asked about one window of its own (``""`` for a grid run)."""
+    tile = config.tile
+    if tile is None:
+        return ""
+    scale = max(tile.width, tile.height) / tile.size
+    how = f"scaled down {scale:.1f}×" if scale > 1.005 else "at full resolution"
+    return (
+        f"The model sees the {tile.width} × {tile.height} px window around the region as one "
+        f"{tile.size} px image ({how}), so the whole region reaches it."
+    )
+
+
 def region_grid_box(region: PixelRect, tile: Tile) -> GridBox:
     """``region`` (scene pixels) on GeoChat's 0–100 grid of ``tile``, clipped to it, written as GeoChat's
     training data writes upright boxes: width and height swapped about the centre, ``θ = 90``."""
@@ -164,6 +212,12 @@ def region_grid_box(region: PixelRect, tile: Tile) -> GridBox:
     half_w, half_h = (gx1 - gx0) / 2.0, (gy1 - gy0) / 2.0
     # Turned a quarter about its centre, a box written half_h wide and half_w tall covers the region.
     return GridBox(round(cx - half_h), round(cy - half_w), round(cx + half_h), round(cy + half_w), 90)
+
+
+def _ask_one(tile: Tile, tiles: Sequence[Tile]) -> tuple[tuple[int, int, int, int] | None, Tile | None]:
+    """``(scope, RunConfig.tile)`` that ask about ``tile`` alone: a grid tile through its probe scope, a
+    window of its own (not in the grid) as the run's one tile."""
+    return (tile_probe_window(tile, tiles), None) if tile in tiles else (None, tile)
 
 
 def build_run_config(
@@ -194,17 +248,18 @@ def build_run_config(
     query = request.query.strip()
     classes = tuple(c.strip() for c in request.classes if c.strip())
     region: GridBox | None = None
-    scope: tuple[int, int, int, int] | None
+    scope: tuple[int, int, int, int] | None = None
+    one_tile: Tile | None = None  # a window of its own, not a grid tile
 
     if task.needs_region:
         if request.region is None:
             raise ConfigError("draw the region to identify on the map first (Identify region tool)")
-        tile = region_in_tile(request.region, tiles)
+        tile = fit_region(request.region, tiles, scene_size=scene_size, tile_size=tile_size)
         region = region_grid_box(request.region, tile)
-        scope = tile_probe_window(tile, tiles)
+        scope, one_tile = _ask_one(tile, tiles)
         query = ""
-    elif follow_up_tile is not None:
-        scope = tile_probe_window(follow_up_tile, tiles)
+    elif follow_up_tile is not None:  # a grid tile, or the window of its own a region was asked in
+        scope, one_tile = _ask_one(follow_up_tile, tiles)
     elif request.scope == "scene":
         scope = None
     elif request.scope == "visible":
@@ -242,4 +297,5 @@ def build_run_config(
         classes=classes if task.takes_classes else (),
         region=region,
         history=tuple((str(q), str(a)) for q, a in history),
+        tile=one_tile,
     )
