@@ -91,6 +91,19 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.set_defaults(func=cmd_bench_speed)
 
+    _add_agree_command(bsub)
+
+    p = bsub.add_parser("score", help="score answer files (rsvg's or GeoChat's own) into one report")
+    p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--images", metavar="DIR", help="image sizes from the files (default: by image-id prefix)")
+    p.add_argument("--answers", type=_label_file, action="append", required=True, metavar="LABEL=FILE")
+    p.add_argument("--tasks", type=_tasks, default=None, metavar="T,...")
+    p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw")
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.set_defaults(func=cmd_bench_score)
+
+
+def _add_agree_command(bsub: argparse._SubParsersAction) -> None:
     p = bsub.add_parser(
         "agree", help="how far other precisions' answers drift from a reference (no ground truth)"
     )
@@ -128,15 +141,6 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace a comparison in OUT made with other settings"
     )
     p.set_defaults(func=cmd_bench_agree)
-
-    p = bsub.add_parser("score", help="score answer files (rsvg's or GeoChat's own) into one report")
-    p.add_argument("--data", required=True, metavar="DIR")
-    p.add_argument("--images", metavar="DIR", help="image sizes from the files (default: by image-id prefix)")
-    p.add_argument("--answers", type=_label_file, action="append", required=True, metavar="LABEL=FILE")
-    p.add_argument("--tasks", type=_tasks, default=None, metavar="T,...")
-    p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw")
-    p.add_argument("-o", "--output", required=True, metavar="OUT")
-    p.set_defaults(func=cmd_bench_score)
 
 
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
