@@ -1,4 +1,5 @@
-"""Shared plumbing for the ``rsvg`` command line: logging set-up, error reporting, progress output."""
+"""Shared plumbing for the ``rsvg`` command line: logging set-up, what the commands say on stderr
+(:func:`notice`), error reporting, progress output."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from rsvg_desktop.core.progress import RunProgress, format_duration
 from rsvg_desktop.errors import RsvgError
 
 log = logging.getLogger("rsvg_desktop.cli")
+#: What a command tells the user on stderr besides its result ("4 tiles to answer", "model: loaded in
+#: 3 s"): shown as is, without a level prefix; info lines are silenced by ``-q``, warnings are not.
+_notices = logging.getLogger("rsvg_desktop.cli.notice")
 
 EXIT_OK = 0
 EXIT_FAILED_INPUTS = 3  # some inputs of a batch failed (listed in the summary)
@@ -78,6 +82,30 @@ def setup_logging(verbosity: int) -> None:
     # Third-party libraries are chatty at INFO.
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    _notices.handlers[:] = [_StderrHandler()]
+    _notices.propagate = False
+    _notices.setLevel(logging.WARNING if verbosity < 0 else logging.INFO)
+
+
+class _StderrHandler(logging.Handler):
+    """The message alone on whatever ``sys.stderr`` is when it is written."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(record.getMessage() + "\n")
+            sys.stderr.flush()
+        except Exception:  # pragma: no cover - a closed stderr
+            self.handleError(record)
+
+
+def notice(text: str) -> None:
+    """An info line on stderr ("4 tiles to answer"); ``-q`` silences it."""
+    _notices.info(text)
+
+
+def notice_warning(text: str) -> None:
+    """A line on stderr that ``-q`` keeps (e.g. that the model has random weights)."""
+    _notices.warning(text)
 
 
 def run_guarded(func: Callable[[], int], *, debug: bool = False) -> int:
@@ -104,16 +132,27 @@ def run_guarded(func: Callable[[], int], *, debug: bool = False) -> int:
 class Progress:
     """A one-line progress bar on a terminal (counts, rate, time left); silent when quiet or not a TTY
     unless forced. Updates at most ten times a second. The arithmetic is :class:`RunProgress`, the same
-    the app shows."""
+    the app shows: ``done`` tiles finished before the bar starts (a resumed run) and, after
+    :meth:`restart_clock`, the model's load do not count as speed; the rate shows ``-`` until known."""
 
-    def __init__(self, total: int, *, label: str = "", stream: TextIO | None = None, enabled: bool = True):
+    def __init__(
+        self,
+        total: int,
+        *,
+        label: str = "",
+        stream: TextIO | None = None,
+        enabled: bool = True,
+        done: int = 0,
+    ):
         self.label = label
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self._progress = RunProgress()
-        self._progress.start(max(total, 0))
+        self._progress.start(max(total, 0), done=max(done, 0))
         self._last = 0.0
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._ended = True  # no line open: none written yet, or the last one was final
+        self._shown = -1  # the count of the last line written
 
     @property
     def total(self) -> int:
@@ -127,16 +166,35 @@ class Progress:
     def done(self) -> int:
         return self._progress.done
 
+    def restart_clock(self) -> None:
+        """Measure the rate from now on (the model has just been loaded)."""
+        self._progress.restart_clock()
+
     def update(self, done: int, *, extra: str = "") -> None:
         self._progress.update(done)
         if not self.enabled:
             return
         now = time.monotonic()
         final = done >= self.total
+        if final and self._ended and done == self._shown:
+            return  # that final line is out already
         if not final and now - self._last < (0.1 if self._tty else 5.0):
             return
-        self._last = now
+        self._write(extra, final=final)
+
+    def finish(self, done: int | None = None, *, extra: str = "") -> None:
+        """The last line at ``done`` (default: as things stand), ended: a stopped run's bar keeps its
+        count, no jump to 100 %. Nothing when no line is open (none written, or a final one)."""
+        if done is not None:
+            self._progress.update(done)
+        if self.enabled and not self._ended:
+            self._write(extra, final=True)
+
+    def _write(self, extra: str, *, final: bool) -> None:
+        self._last = time.monotonic()
+        self._shown = self.done
         self.stream.write(("\r" if self._tty else "") + self.line(extra) + ("" if self._tty else "\n"))
+        self._ended = final
         if final and self._tty:
             self.stream.write("\n")
         self.stream.flush()
@@ -148,5 +206,6 @@ class Progress:
         filled = int(width * min(p.fraction, 1.0)) if p.total else width
         bar = "#" * filled + "-" * (width - filled)
         eta = "--:--" if left is None else format_duration(left)
-        text = f"{self.label} [{bar}] {p.done}/{p.total} {rate or 0.0:.2f}/s left {eta}"
+        speed = "-" if rate is None else f"{rate:.2f}"
+        text = f"{self.label} [{bar}] {p.done}/{p.total} {speed}/s left {eta}"
         return f"{text} {extra}".rstrip()

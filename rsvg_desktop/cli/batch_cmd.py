@@ -21,7 +21,14 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rsvg_desktop.cli._common import EXIT_FAILED_INPUTS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Progress
+from rsvg_desktop.cli._common import (
+    EXIT_FAILED_INPUTS,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    Progress,
+    notice,
+)
 from rsvg_desktop.cli.model_cmds import TASK_CHOICES, add_model_run_options, report_model_loaded
 from rsvg_desktop.engine.events import (
     BatchFinished,
@@ -100,7 +107,6 @@ def add_batch_command(
     p.add_argument("--overwrite", action="store_true", help="start a new store instead of resuming")
     p.add_argument("--json", action="store_true", help="print the summary as one line of JSON on stdout")
     p.add_argument("--summary", default=None, metavar="FILE", help="also write the JSON summary to FILE")
-    p.add_argument("--quiet", dest="batch_quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--ray",
         nargs="?",
@@ -157,11 +163,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
         str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
     )
     events = _batch_events(args, config, spec)
-    view = _BatchView(quiet=args.quiet or args.batch_quiet)
+    view = _BatchView(quiet=args.quiet)
     try:
         for event in events:
             view.show(event)
     except KeyboardInterrupt:
+        view.stop()
         events.close()  # finished batches are in the store; the session is recorded as cancelled
         raise
     except RsvgError as exc:
@@ -242,6 +249,8 @@ class _BatchView:
             self._start(event)
         elif isinstance(event, ModelLoaded):
             report_model_loaded(event)
+            if bar is not None:
+                bar.restart_clock()  # the model loads when the first batch needs it: not tiles' time
         elif isinstance(event, BatchProgress) and bar is not None:
             bar.total = max(event.tiles_expected, 1)
             bar.update(
@@ -257,20 +266,33 @@ class _BatchView:
         elif isinstance(event, InputFinished) and event.status == "failed":
             log.info("%s failed (%s): %s", event.path, event.stage, event.reason)
         elif isinstance(event, BatchFinished):
-            finished = self.finished = event.summary
-            if bar is not None and finished.tiles_done:
+            self._finish(event.summary)
+
+    def _finish(self, finished: BatchSummary) -> None:
+        self.finished = finished
+        bar = self._bar
+        if bar is None:
+            return
+        if finished.status in ("complete", "partial"):  # went through: the total was an estimate
+            if finished.tiles_done:
                 bar.total = finished.tiles_done
                 bar.update(finished.tiles_done, extra=f"{finished.raw_detections} boxes")
+        else:  # stopped: the bar stays where it got to
+            bar.finish(finished.tiles_done, extra=f"{finished.raw_detections} boxes, {finished.status}")
+
+    def stop(self) -> None:
+        """End the bar's line where it got to (the batch was interrupted)."""
+        if self._bar is not None:
+            self._bar.finish()
 
     def _start(self, event: BatchStarted) -> None:
         self.started = True
-        print(
+        notice(
             f"batch: {event.inputs} inputs, {len(event.runs)} question(s) → {event.output} "
-            f"(answers: {event.answer_log})",
-            file=sys.stderr,
+            f"(answers: {event.answer_log})"
         )
         for run_id, task, query in event.runs:
-            print(f"batch: run {run_id}: {task} {query!r}", file=sys.stderr)
+            notice(f"batch: run {run_id}: {task} {query!r}")
         self._bar = Progress(1, label="tiles", enabled=not self.quiet)
 
 

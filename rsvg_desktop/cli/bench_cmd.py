@@ -91,13 +91,32 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.set_defaults(func=cmd_bench_speed)
 
+    _add_agree_command(bsub)
+
+    p = bsub.add_parser("score", help="score answer files (rsvg's or GeoChat's own) into one report")
+    p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--images", metavar="DIR", help="image sizes from the files (default: by image-id prefix)")
+    p.add_argument("--answers", type=_label_file, action="append", required=True, metavar="LABEL=FILE")
+    p.add_argument("--tasks", type=_tasks, default=None, metavar="T,...")
+    p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw")
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.set_defaults(func=cmd_bench_score)
+
+
+def _add_agree_command(bsub: argparse._SubParsersAction) -> None:
     p = bsub.add_parser(
         "agree", help="how far other precisions' answers drift from a reference (no ground truth)"
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="scenes (every tile is asked)")
     p.add_argument("--reference", default="bf16", metavar="P")
     p.add_argument("--precisions", type=_csv, default=["int8", "nf4"], metavar="P,...")
-    p.add_argument("--model", required=True, metavar="DIR")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", metavar="DIR", help="converted model folder")
+    model.add_argument(
+        "--smoke",
+        action="store_true",
+        help="use the built-in tiny test model with RANDOM WEIGHTS (the figures are meaningless)",
+    )
     p.add_argument(
         "--task",
         default="refer",
@@ -118,16 +137,10 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N")
     p.add_argument("--tile-size", type=int, default=None, metavar="N")
     p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a comparison in OUT made with other settings"
+    )
     p.set_defaults(func=cmd_bench_agree)
-
-    p = bsub.add_parser("score", help="score answer files (rsvg's or GeoChat's own) into one report")
-    p.add_argument("--data", required=True, metavar="DIR")
-    p.add_argument("--images", metavar="DIR", help="image sizes from the files (default: by image-id prefix)")
-    p.add_argument("--answers", type=_label_file, action="append", required=True, metavar="LABEL=FILE")
-    p.add_argument("--tasks", type=_tasks, default=None, metavar="T,...")
-    p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw")
-    p.add_argument("-o", "--output", required=True, metavar="OUT")
-    p.set_defaults(func=cmd_bench_score)
 
 
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
@@ -146,8 +159,10 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
 
     def progress(label: str, task: str, done: int, total: int) -> None:
         bar = bars.get((label, task))
-        if bar is None:
-            bar = bars[(label, task)] = Progress(total, label=f"{label} {task}", enabled=not args.quiet)
+        if bar is None:  # the first call gives what was answered before (a resumed run)
+            bar = bars[(label, task)] = Progress(
+                total, label=f"{label} {task}", enabled=not args.quiet, done=done
+            )
         bar.update(done)
 
     summary = run_bench(
@@ -215,18 +230,20 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 
 def cmd_bench_agree(args: argparse.Namespace) -> int:
     from rsvg_desktop.engine.bench.agree import run_agree
+    from rsvg_desktop.engine.model_files import ensure_test_model
 
+    model_dir = ensure_test_model() if args.smoke else args.model
     bars: dict[str, Progress] = {}
 
     def progress(what: str, done: int, total: int) -> None:
         bar = bars.get(what)
-        if bar is None:
-            bar = bars[what] = Progress(total, label=what, enabled=not args.quiet)
+        if bar is None:  # the first call is the scene run's start, once the model is loaded
+            bar = bars[what] = Progress(total, label=what, enabled=not args.quiet, done=done)
         bar.update(done)
 
     summary = run_agree(
         args.inputs,
-        args.model,
+        model_dir,
         args.reference,
         args.precisions,
         Path(args.output),
@@ -239,6 +256,7 @@ def cmd_bench_agree(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         tile_size=args.tile_size,
         progress=progress,
+        overwrite=args.overwrite,
     )
     _print_summary(summary)
     print(f"layers  {summary.out / 'agreement.gpkg'}")

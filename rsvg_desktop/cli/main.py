@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rsvg_desktop import __version__
 from rsvg_desktop.cli._common import EXIT_OK, run_guarded, setup_logging
@@ -60,12 +60,44 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+_VERBOSE_HELP = "more log output (-vv: debug)"
+_QUIET_HELP = "only warnings and errors: no progress bar, no info lines"
+_DEBUG_HELP = "show tracebacks of internal errors"
+
+
+def _add_output_options(p: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """``-v``, ``-q`` and ``--debug``: before the command, and again after it (``rsvg info X --debug``,
+    as the "rerun with --debug" hint reads). After it they land in ``after_*`` (absent unless given);
+    :func:`_merge_output_options` adds them to the ones before."""
+    prefix = "after_" if after_command else ""
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if after_command else {}
+    count_from = unset or {"default": 0}
+    p.add_argument(
+        "-v", "--verbose", dest=f"{prefix}verbose", action="count", help=_VERBOSE_HELP, **count_from
+    )
+    p.add_argument("-q", "--quiet", dest=f"{prefix}quiet", action="store_true", help=_QUIET_HELP, **unset)
+    p.add_argument("--debug", dest=f"{prefix}debug", action="store_true", help=_DEBUG_HELP, **unset)
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command's own parser (``info``, ``model info``, ``bench agree``, ...): the leaves."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    children = [child for sub in subs for child in dict.fromkeys(sub.choices.values())]
+    return [leaf for child in children for leaf in _commands(child)]
+
+
+def _merge_output_options(args: argparse.Namespace) -> None:
+    args.verbose += getattr(args, "after_verbose", 0)
+    args.quiet = args.quiet or getattr(args, "after_quiet", False)
+    args.debug = args.debug or getattr(args, "after_debug", False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsvg", description="Ask GeoChat about georeferenced scenes.")
     parser.add_argument("--version", action="version", version=f"rsvg {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    _add_output_options(parser, after_command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("info", help="describe a scene: CRS, size, bands, nodata, pixel size, tiles")
@@ -107,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(sub, _add_grid_options)
     add_batch_command(sub, _add_grid_options)
     add_bench_commands(sub)
+    for command in _commands(parser):
+        _add_output_options(command, after_command=True)
     return parser
 
 
@@ -233,6 +267,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _merge_output_options(args)
     setup_logging(-1 if args.quiet else args.verbose)
     return run_guarded(lambda: args.func(args), debug=args.debug)
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from rsvg_desktop.cli._common import EXIT_OK, EXIT_USAGE, Progress
+from rsvg_desktop.cli._common import EXIT_OK, EXIT_USAGE, Progress, notice, notice_warning
 from rsvg_desktop.core.precisions import PRECISIONS
 from rsvg_desktop.engine.events import (
     ModelLoaded,
@@ -153,13 +153,14 @@ def add_model_commands(
 
 
 def report_model_loaded(event: ModelLoaded) -> None:
-    """What was loaded, on stderr: precision, device, memory, load time, random-weights warning, notes."""
+    """What was loaded, on stderr: precision, device, memory, load time, notes (``-q`` silences these),
+    and the random-weights warning (kept under ``-q``)."""
     info = event.info
-    print(f"model: {info.description}, loaded in {info.load_seconds:.1f} s", file=sys.stderr)
+    notice(f"model: {info.description}, loaded in {info.load_seconds:.1f} s")
     if info.random_weights:
-        print("model: RANDOM WEIGHTS (test model): answers are noise", file=sys.stderr)
+        notice_warning("model: RANDOM WEIGHTS (test model): answers are noise")
     for note in info.notes:
-        print(f"model: {note}", file=sys.stderr)
+        notice(f"model: {note}")
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
@@ -324,10 +325,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
             if isinstance(event, ModelLoaded):
                 report_model_loaded(event)
             elif isinstance(event, RunStarted):
-                print(
+                notice(
                     f"{event.scene}: {event.total} tiles to answer, {event.skipped} skipped as nodata; "
-                    f"answer log {event.answer_log}",
-                    file=sys.stderr,
+                    f"answer log {event.answer_log}"
                 )
                 bar = Progress(event.total, label="tiles", enabled=not args.quiet)
                 bar.update(0)
@@ -338,8 +338,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
             elif isinstance(event, RunFinished):
                 finished = event
     except KeyboardInterrupt:
+        if bar is not None:
+            bar.finish()
         events.close()  # the job writes what finished before returning
         raise
+    if bar is not None:
+        bar.finish(finished.done if finished is not None else None)  # a stopped run stays where it got
     if finished is None:
         return 1
     problems = [failed.message] if failed is not None else []

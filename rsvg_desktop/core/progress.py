@@ -19,19 +19,29 @@ def format_duration(seconds: float) -> str:
 
 @dataclass
 class RunProgress:
-    """Progress of one run. ``rate`` is tiles finished per second since the run started (the model
+    """Progress of one run. ``rate`` is tiles finished per second since the clock started (the model
     answers tiles in batches that finish together, so shorter windows jump); unknown before the first
-    tile is done."""
+    tile is done. The clock starts with :meth:`start`, or again with :meth:`restart_clock` once the
+    model is loaded, so that neither the load nor tiles done before (a resumed run) count as speed."""
 
     total: int = 0
     done: int = 0
     skipped: int = 0
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     started: float = 0.0
+    #: Tiles already done when the clock started: not part of the rate.
+    base: int = 0
 
-    def start(self, total: int, skipped: int = 0) -> None:
-        self.total, self.skipped, self.done = total, skipped, 0
+    def start(self, total: int, skipped: int = 0, done: int = 0) -> None:
+        """A new run of ``total`` tiles, ``done`` of them finished before (not counted in the rate)."""
+        self.total, self.skipped, self.done = total, skipped, done
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """Measure the rate from now on (e.g. once the model is loaded): what is done so far does not
+        count."""
         self.started = self.clock()
+        self.base = self.done
 
     def update(self, done: int, total: int | None = None) -> None:
         if total is not None:
@@ -44,11 +54,12 @@ class RunProgress:
 
     @property
     def rate(self) -> float | None:
-        """Tiles per second since the start, or ``None`` before the first tile is done."""
-        if self.done <= 0:
+        """Tiles per second since the clock started, or ``None`` before a tile is done since then."""
+        counted = self.done - self.base
+        if counted <= 0:
             return None
         dt = self.clock() - self.started
-        return self.done / dt if dt > 0 else None
+        return counted / dt if dt > 0 else None
 
     @property
     def remaining(self) -> float | None:

@@ -343,7 +343,10 @@ def test_agree_on_a_scene(
     classify = [*args[:-2], "--task", "classify", "-o", str(out)]
     assert main(classify) == 2
     assert "task classify needs the class list (--classes a,b,c)" in capsys.readouterr().err
-    assert main([*classify[:-2], "--classes", "forest,water", "-o", str(out)]) == 0
+    # Another question into the same folder replaces the earlier comparison only when asked to.
+    assert main([*classify[:-2], "--classes", "forest,water", "-o", str(out)]) == 2
+    assert "other settings (--task 'refer', now 'classify'" in capsys.readouterr().err
+    assert main([*classify[:-2], "--classes", "forest,water", "-o", str(out), "--overwrite"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert {m["metric"] for m in metrics} == {"tiles", "identical", "rougeL"}
     assert {m["task"] for m in metrics} == {"agree/classify"}

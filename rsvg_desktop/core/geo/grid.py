@@ -89,10 +89,10 @@ def axis_offsets(length: int, window: int, stride: int) -> tuple[int, ...]:
 
 def _check_grid(tile_size: int, overlap: int) -> None:
     if not isinstance(tile_size, int) or tile_size < 1:
-        raise ConfigError(f"tile_size must be a positive integer, got {tile_size!r}")
+        raise ConfigError(f"--tile-size must be a positive integer, got {tile_size!r}")
     if not isinstance(overlap, int) or not 0 <= overlap < tile_size:
         raise ConfigError(
-            f"overlap must be an integer from 0 to tile_size - 1 ({tile_size - 1}), got {overlap!r}"
+            f"--overlap must be an integer from 0 to the tile size - 1 ({tile_size - 1}), got {overlap!r}"
         )
 
 
@@ -140,7 +140,7 @@ def window_size_for_gsd(info: SceneInfo, tile_size: int, target_gsd: float) -> t
     (pixel mode). Logs a warning when this upsamples (target finer than the scene).
     """
     if not (isinstance(target_gsd, int | float) and math.isfinite(target_gsd) and target_gsd > 0):
-        raise ConfigError(f"target_gsd must be a positive number, got {target_gsd!r}")
+        raise ConfigError(f"--target-gsd must be a positive number, got {target_gsd!r}")
     gsd_x, gsd_y = info.gsd_m if info.gsd_m is not None else info.gsd
     if gsd_x <= 0 or gsd_y <= 0:
         raise ConfigError(f"{info.path}: cannot resample a scene whose pixel size is {info.gsd}")
@@ -258,7 +258,7 @@ def plan_tiles(
     """
     _check_grid(tile_size, overlap)
     if max_nodata_fraction is not None and not 0.0 < max_nodata_fraction <= 1.0:
-        raise ConfigError(f"max_nodata_fraction must be in (0, 1] or None, got {max_nodata_fraction!r}")
+        raise ConfigError(f"--max-nodata must be in (0, 1], got {max_nodata_fraction!r}")
     info = scene.info
     window_size = None if target_gsd is None else window_size_for_gsd(info, tile_size, target_gsd)
     win_w, win_h, stride_x, stride_y = _source_geometry(tile_size, overlap, window_size)

@@ -110,6 +110,10 @@ class MergeReason(IntEnum):
     STITCH = 3
 
 
+#: The command-line options of the thresholds a user sets (``rsvg export --iou/--ios``).
+_OPTIONS = {"iou_threshold": "--iou", "ios_threshold": "--ios"}
+
+
 @dataclass(frozen=True, slots=True)
 class MergeConfig:
     """Merge thresholds and policy. A threshold of ``None`` disables its pass."""
@@ -126,7 +130,7 @@ class MergeConfig:
         for name in ("iou_threshold", "ios_threshold", "stitch_band_iou"):
             value = getattr(self, name)
             if value is not None and not (0.0 < value <= 1.0):
-                raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
+                raise ConfigError(f"{_OPTIONS.get(name, name)} must be in (0, 1], got {value!r}")
         if not (0.0 <= self.stitch_tolerance < 0.5):
             raise ConfigError(f"stitch_tolerance must be in [0, 0.5), got {self.stitch_tolerance!r}")
 

@@ -306,7 +306,7 @@ def _dtype_of(name: str | None) -> torch.dtype:
 
 def _check_out(out: Path, src: Path, clip: Path | None, overwrite: bool) -> None:
     if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out}: exists (pass overwrite=True to replace it)")
+        raise OutputExistsError(f"{out}: exists (use --overwrite to replace it)")
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out}: exists and is not a folder")
     o = out.resolve()

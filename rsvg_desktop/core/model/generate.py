@@ -336,13 +336,13 @@ class GeoChatGenerator:
         prompts and images are checked here, when called (ConfigError), before any batch runs.
         """
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+            raise ConfigError(f"--max-new-tokens must be a positive integer, got {max_new_tokens!r}")
         if min_new_tokens < 0 or min_new_tokens > max_new_tokens:
             raise ConfigError(f"min_new_tokens must be in [0, max_new_tokens], got {min_new_tokens!r}")
         if batch_size is None:
             batch_size = auto_batch_size(self.loaded, max_new_tokens)
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
         requests = list(requests)
         prompts = [self.build_prompt(r) for r in requests]
         for r in requests:
@@ -381,7 +381,7 @@ class GeoChatGenerator:
             if len(idx) == 1:
                 raise DeviceOutOfMemoryError(
                     f"out of memory on {self.loaded.device_name} with a single tile "
-                    f"(max_new_tokens={max_new_tokens}): {exc}"
+                    f"(--max-new-tokens {max_new_tokens}): {exc}"
                 ) from exc
             half = (len(idx) + 1) // 2
             self._batch_cap = half

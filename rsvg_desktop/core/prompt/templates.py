@@ -273,7 +273,8 @@ def build_query(
             parsed = parse_answer(query)
             if len(parsed.objects) != 1 or parsed.text or parsed.remainder:
                 raise ConfigError(
-                    f"task {task!r} needs a region: pass region=GridBox(...) or a query holding one box"
+                    f"task {task!r} needs a region: give one box in GeoChat's notation as the query, "
+                    "e.g. --query '{<10><20><40><60>|<0>}' (x1 y1 x2 y2 on the tile's 0-100 grid, angle)"
                 )
             region = parsed.objects[0].box
         elif query:

@@ -14,7 +14,9 @@ per precision), and ``disagreements`` the tiles whose answers differ, with both 
 
 Resumable per scene: a finished scene run leaves ``OUT/runs/<precision>/<scene>.done.json`` with its
 settings; the same command again skips those runs (and loads no model when a precision has nothing
-left), so an interrupted comparison goes on where it stopped.
+left), so an interrupted comparison goes on where it stopped. A folder holding a comparison finished with
+other settings (another query, task, model, ...) is refused unless ``overwrite``, as every command
+refuses to replace an earlier result.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ from rsvg_desktop.core.prompt import get_task, parse_answer
 from rsvg_desktop.engine.bench.jobs import BenchSummary, read_json_object
 from rsvg_desktop.engine.bench.report import metric_tables, write_metrics, write_report
 from rsvg_desktop.engine.detect import answer_log_path, run_scene
-from rsvg_desktop.engine.events import RunConfig, RunFailed
+from rsvg_desktop.engine.events import RunConfig, RunFailed, RunStarted
 from rsvg_desktop.engine.results import Georef, detections_for_answer
-from rsvg_desktop.errors import ConfigError, GenerationError
+from rsvg_desktop.errors import ConfigError, GenerationError, OutputExistsError
 
 __all__ = ["compare_answer_logs", "run_agree"]
 
@@ -169,6 +171,45 @@ def _check_request(
     return ref, others
 
 
+def _scene_run(prec: Precision, scene: str | Path, out: Path, settings: dict[str, Any]) -> _SceneRun:
+    output = out / "runs" / prec.value / f"{Path(scene).stem}.gpkg"
+    marker = output.with_name(f"{output.stem}.done.json")
+    want = dict(settings, scene=str(Path(scene).resolve()), precision=prec.value)
+    return _SceneRun(scene, output, marker, want)
+
+
+#: How the settings a done-marker records are called on the command line.
+_SETTING_NAMES = {
+    "model": "--model",
+    "task": "--task",
+    "query": "--query",
+    "classes": "--classes",
+    "tile_size": "--tile-size",
+    "max_new_tokens": "--max-new-tokens",
+    "group_size": "--group-size",
+    "scene": "input",
+}
+
+
+def _refuse_other_settings(
+    precs: Sequence[Precision], inputs: Sequence[str | Path], out: Path, settings: dict[str, Any]
+) -> None:
+    """OutputExistsError when ``out`` holds a scene run finished with other settings than these."""
+    for prec in precs:
+        for scene in inputs:
+            run = _scene_run(prec, scene, out, settings)
+            earlier = read_json_object(run.marker)
+            changed = [k for k, v in run.want.items() if k in earlier and earlier[k] != v]
+            if changed:
+                what = ", ".join(
+                    f"{_SETTING_NAMES.get(k, k)} {earlier[k]!r}, now {run.want[k]!r}" for k in changed
+                )
+                raise OutputExistsError(
+                    f"{out} holds a comparison finished with other settings ({what}): use --overwrite "
+                    "to replace it, or choose another output folder"
+                )
+
+
 def _runs_left(
     prec: Precision, inputs: Sequence[str | Path], out: Path, settings: dict[str, Any], runs: _Runs
 ) -> list[_SceneRun]:
@@ -176,17 +217,15 @@ def _runs_left(
     runs.logs[prec.value] = []
     todo: list[_SceneRun] = []
     for scene in inputs:
-        output = out / "runs" / prec.value / f"{Path(scene).stem}.gpkg"
-        marker = output.with_name(f"{output.stem}.done.json")
-        want = dict(settings, scene=str(Path(scene).resolve()), precision=prec.value)
-        runs.logs[prec.value].append(answer_log_path(output))
-        earlier = read_json_object(marker)
-        if all(earlier.get(k) == v for k, v in want.items()) and answer_log_path(output).is_file():
+        run = _scene_run(prec, scene, out, settings)
+        runs.logs[prec.value].append(answer_log_path(run.output))
+        earlier = read_json_object(run.marker)
+        if all(earlier.get(k) == v for k, v in run.want.items()) and answer_log_path(run.output).is_file():
             runs.resumed += 1
-            log.info("%s at %s: finished earlier (%s)", scene, prec.value, marker)
+            log.info("%s at %s: finished earlier (%s)", scene, prec.value, run.marker)
             runs.random_weights = runs.random_weights or bool(earlier.get("random_weights"))
             continue
-        todo.append(_SceneRun(scene, output, marker, want))
+        todo.append(run)
     return todo
 
 
@@ -215,7 +254,8 @@ def _run_precision(
         ):  # fmt: skip
             if isinstance(event, RunFailed):
                 raise GenerationError(f"{run.scene}: the {prec.value} run failed: {event.message}")
-            done = getattr(event, "done", None)
+            # From the start (0 done, the model loaded) to the end: the rate counts answering only.
+            done = 0 if isinstance(event, RunStarted) else getattr(event, "done", None)
             total = getattr(event, "total", None)
             if progress and done is not None and total:
                 progress(f"{prec.value} {Path(run.scene).name}", int(done), int(total))
@@ -255,15 +295,18 @@ def run_agree(
     tile_size: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     group_size: int = DEFAULT_INT4_GROUP_SIZE,
+    overwrite: bool = False,
 ) -> BenchSummary:
     """``rsvg bench agree`` (see the module doc)."""
     ref, others = _check_request(reference, precisions, inputs, task, classes)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     question = _Question(
         model_dir, task, query, tuple(classes), device, batch_size, max_new_tokens, tile_size, group_size
     )
     settings = question.settings()
+    if not overwrite:
+        _refuse_other_settings([ref, *others], inputs, out, settings)
+    out.mkdir(parents=True, exist_ok=True)
     runs = _Runs()
     for prec in [ref, *others]:
         todo = _runs_left(prec, inputs, out, settings, runs)

@@ -102,7 +102,7 @@ def _check_target(path: Path, overwrite: bool, extra: Sequence[Path] = ()) -> No
         return
     for p in (path, *extra):
         if p.exists() or p.is_symlink():
-            raise OutputExistsError(f"{p} exists (use --overwrite, or overwrite=True, to replace it)")
+            raise OutputExistsError(f"{p} exists (use --overwrite to replace it)")
 
 
 def shapefile_set(path: Path) -> list[Path]:
@@ -118,7 +118,7 @@ def replace_atomically(path: Path, suffix: str, overwrite: bool, write: Callable
     try:
         write(tmp)
         if not overwrite and path.exists():
-            raise OutputExistsError(f"{path} exists (use --overwrite, or overwrite=True, to replace it)")
+            raise OutputExistsError(f"{path} exists (use --overwrite to replace it)")
         os.replace(tmp, path)
     except BaseException as exc:
         _remove_quietly(tmp)
@@ -158,7 +158,7 @@ def _move_set_into_place(path: Path, written: list[Path], overwrite: bool) -> No
     if not overwrite:
         for p in shapefile_set(path):
             if p.exists():
-                raise OutputExistsError(f"{p} exists (use --overwrite, or overwrite=True, to replace it)")
+                raise OutputExistsError(f"{p} exists (use --overwrite to replace it)")
     try:
         for p in written[:-1]:
             os.replace(p, path.with_name(p.name))

@@ -178,7 +178,7 @@ def _crs_and_transform(
         )
         raise NoCRSError(
             f"{path}: the raster has no coordinate reference system{hint}, so results cannot be placed "
-            "on a map; open it in pixel mode (--pixel-mode, or pixel_mode=True) to work in the file's "
+            "on a map; open it in pixel mode (--pixel-mode) to work in the file's "
             "own pixel coordinates"
         )
     return crs, transform
