@@ -55,12 +55,14 @@ class FakeWorker:
         answer: Callable[[RunConfig, Tile], str] = scripted_answer,
         random_weights: bool = True,
         fail_load: str | None = None,
+        fail_devices: tuple[str, ...] = (),
     ) -> None:
         self.tile_seconds = tile_seconds
         self.load_seconds = load_seconds
         self.answer = answer
         self.random_weights = random_weights
         self.fail_load = fail_load
+        self.fail_devices = fail_devices  # loads on these devices fail as on a machine without them
         self.alive = False
         self.pid: int | None = None
         self.exitcode: int | None = None
@@ -106,6 +108,10 @@ class FakeWorker:
         self._queue.append((now, ModelLoading("weights", 0.5)))
         if self.fail_load:
             self._queue.append((now + self.load_seconds, WorkerError(self.fail_load, fatal=False)))
+            return
+        if spec.device in self.fail_devices:
+            message = f"device {spec.device!r} requested but CUDA is not available (use 'cpu' or 'auto')"
+            self._queue.append((now + self.load_seconds, WorkerError(message, fatal=False)))
             return
         info = ModelInfo(
             model_dir=spec.model_dir,
