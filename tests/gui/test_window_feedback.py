@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QTransform
+from PySide6.QtGui import QKeySequence, QTransform
 from PySide6.QtWidgets import QMessageBox
 from test_main_window import load_model, open_sample, run_query
 
@@ -77,7 +77,7 @@ def test_a_layer_outside_the_scene_is_reported_and_layers_can_be_removed(
 ) -> None:
     with qtbot.waitSignal(window.sceneOpened, timeout=20000):
         window.open_scene(data_dir / "spacenet_uint16.tif")
-    far = _shifted_geojson(data_dir, tmp_path, 5.0)  # five degrees east: nowhere near the scene
+    far = _shifted_geojson(data_dir, tmp_path, 50_000.0)  # 50 km east (UTM metres): off the scene
     with qtbot.waitSignal(window.overlayAdded, timeout=20000) as blocker:
         window.add_overlay(far)
     far_name = blocker.args[0]
@@ -194,12 +194,14 @@ def test_a_huge_tile_grid_asks_before_starting(qtbot, ready: MainWindow, fake_wo
     assert len(questions) == 1 and f"{n:,} tiles" in questions[0] and "overlap" in questions[0]
     assert not window.runs.running and fake_workers[0].configs == []
     assert "Not started" in panel.reason_label.text()
-    # a small scope is not a large run: no question
-    window.map.scope_rect = (0.0, 0.0, 100.0, 100.0)
-    panel.set_scope("rectangle")
+    # yes: the run starts
+    window.ask_question = lambda title, text: questions.append(text) or True
+    fake_workers[0].hold = True
+    panel.run_button.click()
+    assert len(questions) == 2 and window.runs.running and len(fake_workers[0].configs) == 1
     with qtbot.waitSignal(window.runs.runEnded, timeout=30000):
-        panel.run_button.click()
-    assert len(questions) == 1 and len(fake_workers[0].configs) == 1
+        fake_workers[0].hold = False
+        panel.cancel_button.click()
 
 
 def test_quitting_during_a_run_asks_first(qtbot, ready: MainWindow, fake_workers) -> None:
@@ -211,8 +213,10 @@ def test_quitting_during_a_run_asks_first(qtbot, ready: MainWindow, fake_workers
     qtbot.waitUntil(lambda: window.runs.running, timeout=5000)
     asked: list[str] = []
     window.ask_question = lambda title, text: asked.append(title) or False
-    window.activateWindow()
-    qtbot.keyClick(window, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
+    file_menu = window.menuBar().actions()[0].menu()
+    quit_action = next(a for a in file_menu.actions() if a.text() == "&Quit")
+    assert quit_action.shortcut() == QKeySequence(QKeySequence.StandardKey.Quit)  # Ctrl+Q
+    quit_action.trigger()
     assert asked == ["Quit during a run?"]
     assert window.isVisible() and window.runs.running
     window.ask_question = lambda title, text: asked.append(title) or True
