@@ -4,8 +4,8 @@ The test model (tiny, RANDOM WEIGHTS) is prepared in a background thread on firs
 ``ensure_test_model()`` (cached under the user's data folder). A worker that dies (killed, out of
 memory, CUDA failure) or a load that fails shows a banner in the panel with Reload / Reload at a lower
 precision; the window itself carries on. A load that fails while another model was working (a GPU chosen
-on a machine without one) loads that model again, and the banner offers other settings (the CPU) rather
-than the same failing ones.
+on a machine without one) keeps that model (the worker refuses a missing device before dropping it) or
+loads it again, and the banner offers other settings (the CPU) rather than the same failing ones.
 """
 
 from __future__ import annotations
@@ -239,6 +239,7 @@ class ModelController(QObject):
             self.bridge.load(spec)
         except Exception as exc:
             log.exception("starting the model worker failed")
+            self._loading = None
             self.panel.set_state(self.bridge.state)
             self.panel.show_banner(f"The model worker could not start: {exc}", offer_lower=False)
             return
@@ -246,6 +247,7 @@ class ModelController(QObject):
 
     def _prepare_failed(self, exc: BaseException) -> None:
         self._preparing = False
+        self._loading = None
         self.panel.set_state(self.bridge.state)
         self.panel.show_banner(f"The test model could not be prepared: {exc}", offer_lower=False)
 
@@ -286,9 +288,10 @@ class ModelController(QObject):
     def _on_error(self, message: str, fatal: bool) -> None:
         log.warning("model worker error%s: %s", " (fatal)" if fatal else "", message)
         failed, self._loading = self._loading, None
-        if failed is not None and not self.bridge.loaded:
+        if failed is not None:
             self._load_failed(failed, message, fatal)
-        elif fatal or not self.bridge.loaded:
+            return
+        if fatal or not self.bridge.loaded:
             spec = self.bridge.spec
             self.panel.show_banner(
                 f"The model could not be loaded or run: {message}",
@@ -306,19 +309,22 @@ class ModelController(QObject):
         previous = self._working if self._working is not None and self._working != failed else None
         on_cpu = ModelChoice(failed.source, failed.folder, failed.precision, "cpu")
         retry, label = (on_cpu, f"Load {failed.precision} on the CPU") if failed.device != "cpu" else (None, None)
-        if previous is not None and not fatal:
-            text += (
-                f" The model that worked ({previous.precision} on {device_words(previous.device)}) "
-                "is loaded again."
-            )
+        kept = self.bridge.loaded  # the worker refused the load and kept the model it had
+        if previous is not None and (kept or not fatal):
+            what = f"The model that worked ({previous.precision} on {device_words(previous.device)})"
+            text += f" {what} stays loaded." if kept else f" {what} is loaded again."
             self.panel.set_choice(
                 folder=previous.folder,
                 use_test=previous.source == "test",
                 precision=previous.precision,
                 device=previous.device,
             )
-            self._restoring = True
-            self.load(previous)
+            if kept:
+                self.panel.set_state("ready")
+                self.panel.show_loaded(self.bridge.model_info, process_rss_bytes(self.bridge.pid))
+            else:
+                self._restoring = True
+                self.load(previous)
         elif previous is not None and retry is None:
             retry, label = previous, f"Reload the settings that worked ({previous.precision})"
         self.panel.show_banner(text, precision=failed.precision, retry=retry, retry_label=label)

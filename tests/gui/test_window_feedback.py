@@ -122,15 +122,26 @@ def test_a_failed_load_keeps_the_working_model_and_offers_the_cpu(
     _choose_device(window, "cuda")
     panel.load_button.click()
     qtbot.waitUntil(lambda: panel.banner_visible, timeout=10000)
-    qtbot.waitUntil(lambda: window.bridge.loaded, timeout=10000)  # the working model is back
+    # the worker refused the device before dropping its model: it stays loaded, nothing is reloaded
+    assert window.bridge.loaded and window.bridge.state == "ready"
     assert window.bridge.spec is not None and window.bridge.spec.device == "cpu"
-    assert [s.device for s in fake_workers[0].specs] == ["cpu", "cuda", "cpu"]
-    assert panel.banner_visible  # still says what failed
+    assert [s.device for s in fake_workers[0].specs] == ["cpu", "cuda"]
     text = panel.banner_label.text()
-    assert "GPU (CUDA)" in text and "CUDA is not available" in text and "is loaded again" in text
+    assert "GPU (CUDA)" in text and "CUDA is not available" in text and "stays loaded" in text
+    assert "Loaded:" in panel.status_label.text() and panel.unload_button.isEnabled()
     assert panel.device_combo.currentData() == "cpu"  # the panel shows what is loaded
     assert "CPU" in panel.reload_button.text()
-    assert window.device_label.text().strip() != "Device: no model"
+    assert window.device_label.text().strip() == "CPU · RANDOM WEIGHTS"
+    assert window.statusBar().currentMessage().startswith("The model could not be loaded")
+
+    # a worker that dropped its model before failing: the working one is loaded again
+    fake_workers[0].keeps_model = False
+    _choose_device(window, "cuda")
+    panel.load_button.click()
+    qtbot.waitUntil(lambda: "is loaded again" in panel.banner_label.text(), timeout=10000)
+    qtbot.waitUntil(lambda: window.bridge.loaded, timeout=10000)
+    assert [s.device for s in fake_workers[0].specs] == ["cpu", "cuda", "cuda", "cpu"]
+    assert panel.banner_visible and panel.device_combo.currentData() == "cpu"
 
 
 def test_reload_after_a_failed_load_does_not_retry_the_failing_device(
