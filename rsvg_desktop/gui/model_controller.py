@@ -308,7 +308,9 @@ class ModelController(QObject):
         text = f"The model could not be loaded ({where}): {message}"
         previous = self._working if self._working is not None and self._working != failed else None
         on_cpu = ModelChoice(failed.source, failed.folder, failed.precision, "cpu")
-        retry, label = (on_cpu, f"Load {failed.precision} on the CPU") if failed.device != "cpu" else (None, None)
+        retry, label = (
+            (on_cpu, f"Load {failed.precision} on the CPU") if failed.device != "cpu" else (None, None)
+        )
         kept = self.bridge.loaded  # the worker refused the load and kept the model it had
         if previous is not None and (kept or not fatal):
             what = f"The model that worked ({previous.precision} on {device_words(previous.device)})"

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rsvg_desktop.gui.logic.messages import app_message
 from rsvg_desktop.gui.logic.modelinfo import (
     GUIDANCE,
     RANDOM_WEIGHTS_LABEL,
@@ -30,7 +31,6 @@ from rsvg_desktop.gui.logic.modelinfo import (
     describe_loaded,
     format_bytes,
 )
-from rsvg_desktop.gui.logic.messages import app_message
 from rsvg_desktop.gui.logic.runplan import PRECISIONS, lower_precision
 
 __all__ = ["DEVICES", "ModelChoice", "ModelPanel", "device_words"]

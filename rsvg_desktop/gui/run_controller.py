@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +184,9 @@ class RunController(QObject):
         n_tiles = tiles_in_scope(plan.kept, config.scope)
         question = large_run_question(n_tiles, plan.tile_size, plan.overlap)
         if question is not None and not self.confirm_large_run(question):
-            raise ConfigError(f"Not started: {n_tiles:,} tiles. Use a smaller overlap or scope, or larger tiles.")
+            raise ConfigError(
+                f"Not started: {n_tiles:,} tiles. Use a smaller overlap or scope, or larger tiles."
+            )
         sent = build_query(config.task, config.query, classes=config.classes or None, region=config.region)
         output.parent.mkdir(parents=True, exist_ok=True)
         self._count += 1

@@ -292,11 +292,16 @@ def test_app_message_names_no_command() -> None:
         "/m: no q4cal calibration (absent); make one with `rsvg model calibrate /m [SCENE_OR_FOLDER...]` "
         "(or Model panel → Calibrate…), or choose nf4"
     )
-    assert text == "/m: no q4cal calibration (absent); make one with Model panel ▸ Calibrate q4cal…, or choose nf4"
+    assert (
+        text
+        == "/m: no q4cal calibration (absent); make one with Model panel ▸ Calibrate q4cal…, or choose nf4"
+    )
     assert app_message("geochat-7b: not downloaded yet (rsvg model download geochat-7b)") == (
         "geochat-7b: not downloaded yet (Model panel ▸ Get a model…)"
     )
     network = app_message("download failed: <urlopen error [Errno -2] Name or service not known>")
     assert "Errno" not in network and "network" in network
-    assert app_message("[Errno 2] No such file or directory: '/x.tif'") == "No such file or directory: '/x.tif'"
+    assert (
+        app_message("[Errno 2] No such file or directory: '/x.tif'") == "No such file or directory: '/x.tif'"
+    )
     assert app_message("lower --max-new-tokens") == "lower max new tokens"

@@ -42,9 +42,7 @@ _COMMAND = re.compile(
     r"|\b(?P<bare>rsvg(?: [a-z][\w-]*){1,2})\b(?: [\w{}.${}-]+)?(?:\s*\(or [^()]*\))?"
 )
 # The OS's error numbers: name resolution and connection failures speak of the network.
-_NETWORK_ERRNO = re.compile(
-    r"\[Errno (?:-2|-3|-5|101|104|110|111|113)\][^\]\n]*?(?=$|[\n\])'\"]|\)\)|>)"
-)
+_NETWORK_ERRNO = re.compile(r"\[Errno (?:-2|-3|-5|101|104|110|111|113)\][^\]\n]*?(?=$|[\n\])'\"]|\)\)|>)")
 _ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
 
 

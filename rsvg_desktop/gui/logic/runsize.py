@@ -22,7 +22,10 @@ def tiles_in_scope(tiles: Iterable[Tile], scope: tuple[int, int, int, int] | Non
     return sum(
         1
         for t in tiles
-        if t.col_off < c0 + w and t.col_off + t.width > c0 and t.row_off < r0 + h and t.row_off + t.height > r0
+        if t.col_off < c0 + w
+        and t.col_off + t.width > c0
+        and t.row_off < r0 + h
+        and t.row_off + t.height > r0
     )
 
 
