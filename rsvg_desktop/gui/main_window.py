@@ -388,6 +388,7 @@ class MainWindow(QMainWindow):
             self._load_run(pending)
 
     def _scene_failed(self, path: str, message: str, no_crs: bool) -> None:
+        message = app_message(message)  # the question and the warning speak of the app
         if no_crs and self.ask_pixel_mode(path, message):
             self.open_scene(path, pixel_mode=True)
             return

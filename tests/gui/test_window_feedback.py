@@ -282,3 +282,30 @@ def test_banner_and_status_messages_name_no_command_line(qtbot, window: MainWind
     window.show_status("Download failed: <urlopen error [Errno -2] Name or service not known>")
     message = window.statusBar().currentMessage()
     assert "Errno" not in message and "network" in message
+
+
+def test_a_network_failure_in_the_model_manager_is_said_in_words(
+    qtbot, window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rsvg_desktop.engine.model_jobs as model_jobs
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise OSError(-2, "Name or service not known")  # what a failed name lookup raises
+
+    monkeypatch.setenv("RSVG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(model_jobs, "download_known", unreachable)
+    dialog = window.models.open_manager()
+    dialog.list.setCurrentRow(0)
+    dialog.download_button.click()
+    qtbot.waitUntil(lambda: "network" in dialog.status.text(), timeout=10000)
+    assert "Errno" not in dialog.status.text()
+
+
+def test_the_no_crs_question_names_no_option(qtbot, window: MainWindow, data_dir: Path) -> None:
+    asked: list[str] = []
+    window.ask_pixel_mode = lambda path, message: asked.append(message) or False
+    with qtbot.waitSignal(window.sceneFailed, timeout=20000):
+        window.open_scene(data_dir / "float_nan.tif")
+    assert asked and "pixel mode" in asked[0] and "--" not in asked[0] and "=True" not in asked[0]
+    boxes = _message_boxes(window)
+    assert boxes and all("--" not in text and "=True" not in text for text in boxes)
