@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ class OverlayMenu(QObject):
         self._call: Any = None
         self._rebuild()
 
-    def add(self, path: str | os.PathLike[str], info: SceneInfo, is_current: Any) -> None:
+    def add(
+        self, path: str | os.PathLike[str], info: SceneInfo, is_current: Callable[[SceneInfo], bool]
+    ) -> None:
         """Read ``path`` placed on ``info``'s scene and show it (``is_current(info)``: still that scene)."""
         path = os.fspath(path)
         self.statusMessage.emit(f"Reading {path}…")
