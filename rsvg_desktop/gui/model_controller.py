@@ -300,8 +300,8 @@ class ModelController(QObject):
         self.statusMessage.emit(message)
 
     def _load_failed(self, failed: ModelChoice, message: str, fatal: bool) -> None:
-        """A load failed: load the working model again (when there was one, and it differs) and offer
-        other settings than the failing ones."""
+        """A load failed: say so, keep (or load again) the model that worked when there was one, and offer
+        other settings than the failing ones (the CPU, or the settings that worked)."""
         self._restoring = False
         self._failure_shown = fatal
         where = f"{failed.precision} on {device_words(failed.device)}"
@@ -312,6 +312,9 @@ class ModelController(QObject):
             (on_cpu, f"Load {failed.precision} on the CPU") if failed.device != "cpu" else (None, None)
         )
         kept = self.bridge.loaded  # the worker refused the load and kept the model it had
+        if kept:
+            self.panel.set_state("ready")
+            self.panel.show_loaded(self.bridge.model_info, process_rss_bytes(self.bridge.pid))
         if previous is not None and (kept or not fatal):
             what = f"The model that worked ({previous.precision} on {device_words(previous.device)})"
             text += f" {what} stays loaded." if kept else f" {what} is loaded again."
@@ -321,10 +324,7 @@ class ModelController(QObject):
                 precision=previous.precision,
                 device=previous.device,
             )
-            if kept:
-                self.panel.set_state("ready")
-                self.panel.show_loaded(self.bridge.model_info, process_rss_bytes(self.bridge.pid))
-            else:
+            if not kept:
                 self._restoring = True
                 self.load(previous)
         elif previous is not None and retry is None:
