@@ -665,6 +665,11 @@ class MainWindow(QMainWindow):
         answer = QMessageBox.question(self, title, text)
         return answer == QMessageBox.StandardButton.Yes
 
+    def close_now(self) -> None:
+        """Close without asking, even during a run (the session is ending)."""
+        self.ask_question = lambda _title, _text: True
+        self.close()
+
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.runs.running and not self.ask_question(
             "Quit during a run?",
