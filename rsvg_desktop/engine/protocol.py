@@ -93,10 +93,13 @@ class ModelUnloaded:
 
 @dataclass(frozen=True, slots=True)
 class WorkerError:
-    """An error in the worker. ``fatal``: the worker process is ending (reload to go on)."""
+    """An error in the worker. ``fatal``: the worker process is ending (reload to go on).
+    ``model_kept``: a load was refused before the loaded model was dropped (e.g. its device does not
+    exist here): that model is still loaded and serving."""
 
     message: str
     fatal: bool = False
+    model_kept: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,10 +71,12 @@ class WorkerServer:
         events: _Queue,
         cancel: Callable[[], bool],
         load: Callable[[ModelSpec, Callable[[str, float], None]], tuple[Any, Any]] | None = None,
+        check: Callable[[ModelSpec], None] | None = None,
     ) -> None:
         self._events = events
         self._cancel = cancel
         self._load = load or _load_real
+        self._check = check or _check_device
         self._loaded: Any = None
         self._generator: Any = None
         self.running = False
@@ -104,6 +106,8 @@ class WorkerServer:
     def handle(self, cmd: Command) -> None:
         match cmd:
             case LoadModel(spec=spec):
+                if self._loaded is not None and not self._may_load(spec):
+                    return  # the loaded model stays
                 self._loaded = self._generator = None
                 self._loaded, self._generator = self._load(
                     spec, lambda stage, fraction: self._events.put(ModelLoading(str(stage), float(fraction)))
@@ -117,6 +121,18 @@ class WorkerServer:
                 self._run(config)
             case _:
                 raise TypeError(f"unknown worker command {cmd!r}")
+
+    def _may_load(self, spec: ModelSpec) -> bool:
+        """Check ``spec`` before the loaded model is dropped: True when it may be loaded; else the error
+        is reported (``model_kept``) and the loaded model goes on serving."""
+        try:
+            self._check(spec)
+        except RsvgError as exc:
+            if is_fatal(exc):
+                raise
+            self._events.put(WorkerError(str(exc), fatal=False, model_kept=True))
+            return False
+        return True
 
     def _run(self, config: RunConfig) -> None:
         loaded, generator = self._loaded, self._generator
@@ -163,6 +179,13 @@ def _load_real(spec: ModelSpec, progress: Callable[[str, float], None]) -> tuple
 
     loaded = load_model(load_spec(spec), progress=progress)
     return loaded, GeoChatGenerator(loaded, compiled=spec.compiled)
+
+
+def _check_device(spec: ModelSpec) -> None:
+    """Raise PrecisionError when ``spec``'s device does not exist here (CUDA on a machine without it)."""
+    from rsvg_desktop.core.model.precision import resolve_device
+
+    resolve_device(spec.device)
 
 
 def _torch_fatal(exc: BaseException) -> bool:

@@ -66,7 +66,8 @@ def _icon_path() -> Path | None:
 
 def _close_on_signals(app: Any, window: Any) -> None:
     """SIGTERM (the desktop session ending, ``kill``), SIGHUP and Ctrl-C close the window like the
-    user would: settings saved, the model worker stopped (never left holding GPU memory). Python runs
+    user would: settings saved, the model worker stopped (never left holding GPU memory), without the
+    question a user gets when quitting during a run (nobody is there to answer it). Python runs
     signal handlers only between bytecodes, so a timer wakes the interpreter while Qt waits."""
     import signal
 
@@ -74,7 +75,7 @@ def _close_on_signals(app: Any, window: Any) -> None:
 
     def handler(signum: int, _frame: object) -> None:
         log.warning("received %s: closing", signal.Signals(signum).name)
-        window.close()
+        window.close_now()
         app.quit()
 
     for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):

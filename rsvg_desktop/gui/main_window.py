@@ -27,7 +27,6 @@ from PySide6.QtWidgets import (
 
 from rsvg_desktop import __version__
 from rsvg_desktop.core.geo.grid import TilePlan
-from rsvg_desktop.core.geo.overlay import VectorOverlay, read_overlay
 from rsvg_desktop.core.geo.scene import SceneInfo
 from rsvg_desktop.errors import ConfigError
 from rsvg_desktop.gui.export_dialog import ExportDialog
@@ -36,9 +35,11 @@ from rsvg_desktop.gui.logic.messages import app_message
 from rsvg_desktop.gui.logic.modelinfo import GUIDANCE
 from rsvg_desktop.gui.logic.replay import Replay, read_run, scene_of_log
 from rsvg_desktop.gui.logic.runplan import QueryRequest
+from rsvg_desktop.gui.logic.viewrules import RESULT_MAX_ZOOM, result_view_rect
 from rsvg_desktop.gui.map_view import LAYERS, MapView
 from rsvg_desktop.gui.model_controller import ModelController
 from rsvg_desktop.gui.model_panel import ModelPanel
+from rsvg_desktop.gui.overlay_menu import OverlayMenu
 from rsvg_desktop.gui.query_panel import QueryPanel
 from rsvg_desktop.gui.results_model import ResultsModel
 from rsvg_desktop.gui.results_table import ResultsTable
@@ -49,13 +50,15 @@ from rsvg_desktop.gui.tasks import run_in_background
 from rsvg_desktop.gui.transcript import Conversations, TranscriptModel, TranscriptPanel
 from rsvg_desktop.gui.worker_bridge import WorkerBridge
 
-__all__ = ["COMPACT_SIZE", "MAP_MIN_SIZE", "SCENE_FILTER", "MainWindow"]
+__all__ = ["COMPACT_SIZE", "CURSOR_LABEL_WIDTH", "MAP_MIN_SIZE", "SCENE_FILTER", "MainWindow"]
 
 log = logging.getLogger(__name__)
 
 #: Below this window size (width, height) the docks are tabbed together (see ``arrange_docks``).
 COMPACT_SIZE = (1100, 700)
 MAP_MIN_SIZE = (320, 200)
+#: The cursor read-out's widest (pixels): the rest of the status bar is left to the messages.
+CURSOR_LABEL_WIDTH = 420
 OVERLAY_FILTER = "Vector layers (*.gpkg *.geojson *.json *.shp);;All files (*)"
 SCENE_FILTER = "Rasters (*.tif *.tiff *.vrt *.img *.jp2 *.png *.jpg *.ecw *.sid);;All files (*)"
 
@@ -88,6 +91,7 @@ class MainWindow(QMainWindow):
         self.export_dialog: ExportDialog | None = None
         self._pending_run: str | None = None
         self.ask_pixel_mode: Callable[[str, str], bool] = self._ask_pixel_mode
+        self.ask_question: Callable[[str, str], bool] = self._ask_question  # (title, text): Yes?
 
         # --- pieces ------------------------------------------------------------------------------
         self.map = MapView(self)
@@ -104,6 +108,7 @@ class MainWindow(QMainWindow):
             self.bridge, self.map, self.results, self.transcript_model, self.conversations, self
         )
         self.runs.runs_dir = settings.runs_dir
+        self.runs.confirm_large_run = lambda text: self.ask_question("Start a large run?", text)
         self.models = ModelController(self.bridge, self.model_panel, settings, test_model, self)
         self.loader = SceneLoader(self)
 
@@ -130,7 +135,8 @@ class MainWindow(QMainWindow):
         self.progress_label = QLabel(self)
         self.device_label = QLabel(self)
         self.device_label.setObjectName("deviceLabel")
-        self.statusBar().addPermanentWidget(self.cursor_label, 1)
+        self.cursor_label.setMaximumWidth(CURSOR_LABEL_WIDTH)  # the messages keep the rest of the bar
+        self.statusBar().addPermanentWidget(self.cursor_label)
         self.statusBar().addPermanentWidget(self.progress_label)
         self.statusBar().addPermanentWidget(self.device_label)
         self._set_device("no model", False)
@@ -224,7 +230,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
+        quit_action.triggered.connect(self.close)  # asks first during a run (closeEvent)
         file_menu.addAction(quit_action)
 
         view_menu = menu.addMenu("&View")
@@ -238,8 +244,8 @@ class MainWindow(QMainWindow):
         self.labels_action.toggled.connect(self.map.detections.set_labels_visible)
         view_menu.addAction(self.labels_action)
         self.overlays_menu = view_menu.addMenu("Vector &layers")
-        self.overlays_menu.setEnabled(False)
-        self.overlay_actions: dict[str, QAction] = {}
+        self.overlays = OverlayMenu(self.map, self.overlays_menu, self.layer_actions["overlays"], self)
+        self.overlay_actions = self.overlays.actions
         view_menu.addSeparator()
         fit = QAction("&Fit scene", self, shortcut=QKeySequence("Ctrl+0"))
         fit.triggered.connect(self.map.fit_scene)
@@ -317,6 +323,9 @@ class MainWindow(QMainWindow):
         r.statusMessage.connect(self.show_status)
         self.models.statusMessage.connect(self.show_status)
         self.models.deviceChanged.connect(self._set_device)
+        self.overlays.statusMessage.connect(self.show_status)
+        self.overlays.failed.connect(lambda title, text: self._message(title, text, warning=True))
+        self.overlays.added.connect(self.overlayAdded.emit)
         self.bridge.stateChanged.connect(lambda _s: self._update_can_run())
         self.results_table.selectionChangedKeys.connect(self._table_selection)
         self.results_table.activated.connect(lambda key: self.zoom_to_detections([key]))
@@ -357,7 +366,7 @@ class MainWindow(QMainWindow):
         info, plan = opened.info, opened.plan
         self.info, self.plan = info, plan
         self.formatter = CursorFormatter(info)
-        self._clear_overlays_menu()
+        self.overlays.clear()
         self.map.set_scene_raster(info, opened.preview, opened.stretch)
         self.map.grid.set_grid(plan.kept, plan.skipped, (info.width, info.height))
         self.results.reset(crs_wkt=info.crs_wkt, transform=info.transform, answer_log=None, run_id=None)
@@ -381,6 +390,7 @@ class MainWindow(QMainWindow):
             self._load_run(pending)
 
     def _scene_failed(self, path: str, message: str, no_crs: bool) -> None:
+        message = app_message(message)  # the question and the warning speak of the app
         if no_crs and self.ask_pixel_mode(path, message):
             self.open_scene(path, pixel_mode=True)
             return
@@ -503,40 +513,10 @@ class MainWindow(QMainWindow):
     def add_overlay(self, path: str | os.PathLike[str]) -> None:
         """Read a vector layer in the background and draw it over the scene, reprojected
         (:attr:`overlayAdded` or a message follows)."""
-        info = self.info
-        if info is None:
+        if self.info is None:
             self.show_status("Open a scene first: a vector layer is drawn over it.")
             return
-        path = os.fspath(path)
-        self.show_status(f"Reading {path}…")
-        self._overlay_call = run_in_background(
-            lambda: read_overlay(path, crs_wkt=info.crs_wkt, transform=info.transform),
-            lambda overlay: self._overlay_ready(info, overlay),
-            lambda exc: self._message("Cannot add the vector layer", str(exc), warning=True),
-            name="read overlay",
-        )
-
-    def _overlay_ready(self, info: SceneInfo, overlay: VectorOverlay) -> None:
-        if self.info is not info:
-            return  # another scene was opened meanwhile
-        name = f"{Path(overlay.path).name} · {overlay.layer}"
-        self.map.overlays.add(name, [(p.kind, p.xy) for p in overlay.parts])
-        self.map.set_layer_visible("overlays", True)
-        self.layer_actions["overlays"].setChecked(True)
-        action = self.overlay_actions.get(name)
-        if action is None:
-            action = QAction(name, self, checkable=True, checked=True)
-            action.toggled.connect(lambda on, n=name: self.map.overlays.set_visible(n, on))
-            self.overlays_menu.addAction(action)
-            self.overlay_actions[name] = action
-        self.overlays_menu.setEnabled(True)
-        self.show_status(f"Added {overlay.features} features from {name}")
-        self.overlayAdded.emit(name)
-
-    def _clear_overlays_menu(self) -> None:
-        self.overlays_menu.clear()
-        self.overlay_actions.clear()
-        self.overlays_menu.setEnabled(False)
+        self.overlays.add(path, self.info, lambda info: self.info is info)
 
     # --- map interaction ---------------------------------------------------------------------
     def _cursor_moved(self, x: float, y: float) -> None:
@@ -623,7 +603,9 @@ class MainWindow(QMainWindow):
             r = QRectF(x0, y0, x1 - x0, y1 - y0)
             rect = r if rect is None else rect.united(r)
         if rect is not None:
-            self.map.zoom_to(rect, margin=1.0 if len(keys) == 1 else 0.3, max_scale=8.0)
+            # context around the box, never pixel level
+            x0, y0, x1, y1 = result_view_rect((rect.left(), rect.top(), rect.right(), rect.bottom()))
+            self.map.zoom_to(QRectF(x0, y0, x1 - x0, y1 - y0), margin=0.0, max_scale=RESULT_MAX_ZOOM)
 
     def delete_selected(self) -> None:
         keys = self.results_table.selected_keys() or self.map.detections.selected_keys()
@@ -681,7 +663,23 @@ class MainWindow(QMainWindow):
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         box.open()  # not modal to the event loop: the window (and tests) carry on
 
+    def _ask_question(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(self, title, text)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def close_now(self) -> None:
+        """Close without asking, even during a run (the session is ending)."""
+        self.ask_question = lambda _title, _text: True
+        self.close()
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.runs.running and not self.ask_question(
+            "Quit during a run?",
+            "A run is in progress. Quit anyway? The finished tiles are kept in the run's answer log; "
+            "the tiles not yet answered are not.",
+        ):
+            event.ignore()
+            return
         self.settings.save_window(self.saveGeometry(), self.saveState())
         self.settings.sync()
         self.bridge.stop()

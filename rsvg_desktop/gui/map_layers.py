@@ -18,19 +18,21 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QPainter, QPainterPath, QPen, QPolygonF
+from PySide6.QtGui import QBrush, QColor, QPainter, QPainterPath, QPen, QPolygonF, QTransform
 from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsPathItem,
     QGraphicsPolygonItem,
     QGraphicsRectItem,
     QGraphicsSimpleTextItem,
+    QGraphicsView,
     QStyle,
     QStyleOptionGraphicsItem,
     QWidget,
 )
 
 from rsvg_desktop.core.types import Tile
+from rsvg_desktop.gui.logic.viewrules import label_fits
 
 __all__ = [
     "LAYERS",
@@ -194,7 +196,8 @@ class TileGridLayer(LayerItem):
 
 # --- detections ------------------------------------------------------------------------------------
 class _Label(QGraphicsSimpleTextItem):
-    """A phrase label of constant screen size on a dark plate."""
+    """A phrase label of constant screen size on a dark plate, drawn just above its box's top corner
+    (never over the box), and only when the box is big enough on screen (:func:`label_fits`)."""
 
     def __init__(self, text: str, parent: QGraphicsItem) -> None:
         super().__init__(text, parent)
@@ -202,11 +205,31 @@ class _Label(QGraphicsSimpleTextItem):
         self.setBrush(QBrush(QColor("white")))
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
 
+    def _lift(self) -> float:
+        return super().boundingRect().height() + 2.0
+
+    def boundingRect(self) -> QRectF:
+        return super().boundingRect().translated(0, -self._lift())
+
+    def fits(self, view_transform: QTransform) -> bool:
+        """Whether the box is big enough on screen, under the view's ``view_transform``, for its label."""
+        parent = self.parentItem()
+        if parent is None:
+            return True
+        box = view_transform.mapRect(parent.boundingRect())
+        return label_fits(box.width(), box.height())
+
     def paint(
         self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
     ) -> None:
-        painter.fillRect(self.boundingRect().adjusted(-2, -1, 2, 1), QColor(0, 0, 0, 150))
+        view = widget.parentWidget() if widget is not None else None
+        if isinstance(view, QGraphicsView) and not self.fits(view.transform()):
+            return  # a label over a small box would hide it
+        painter.save()
+        painter.translate(0, -self._lift())
+        painter.fillRect(super().boundingRect().adjusted(-2, -1, 2, 1), QColor(0, 0, 0, 150))
         super().paint(painter, option, widget)  # type: ignore[arg-type]  # None is allowed
+        painter.restore()
 
 
 class DetectionItem(QGraphicsPolygonItem):

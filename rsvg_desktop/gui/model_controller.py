@@ -3,7 +3,9 @@
 The test model (tiny, RANDOM WEIGHTS) is prepared in a background thread on first use by the engine's
 ``ensure_test_model()`` (cached under the user's data folder). A worker that dies (killed, out of
 memory, CUDA failure) or a load that fails shows a banner in the panel with Reload / Reload at a lower
-precision; the window itself carries on.
+precision; the window itself carries on. A load that fails while another model was working (a GPU chosen
+on a machine without one) keeps that model (the worker refuses a missing device before dropping it) or
+loads it again, and the banner offers other settings (the CPU) rather than the same failing ones.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from PySide6.QtWidgets import QWidget
 from rsvg_desktop.engine.events import ModelSpec
 from rsvg_desktop.gui.logic.modelinfo import describe_loaded, process_rss_bytes
 from rsvg_desktop.gui.model_manager import ModelManagerDialog, ModelTask
-from rsvg_desktop.gui.model_panel import ModelChoice, ModelPanel
+from rsvg_desktop.gui.model_panel import ModelChoice, ModelPanel, device_words
 from rsvg_desktop.gui.settings import Settings
 from rsvg_desktop.gui.tasks import run_in_background
 from rsvg_desktop.gui.worker_bridge import WorkerBridge
@@ -88,6 +90,10 @@ class ModelController(QObject):
         self.settings = settings
         self._test_model = test_model or default_test_model
         self._preparing = False
+        self._loading: ModelChoice | None = None  # the load in progress
+        self._working: ModelChoice | None = None  # the last choice that loaded
+        self._restoring = False  # loading the working model again after a failed load
+        self._failure_shown = False  # a fatal load failure is on the banner: the worker's death follows
         self._memory = QTimer(self)
         self._memory.setInterval(2000)
         self._memory.timeout.connect(self._refresh_memory)
@@ -211,6 +217,7 @@ class ModelController(QObject):
     # --- commands ----------------------------------------------------------------------------
     def load(self, choice: ModelChoice) -> None:
         self._save_choice()
+        self._loading, self._failure_shown = choice, False
         if choice.source == "test":
             self._preparing = True
             self.panel.set_state("preparing")
@@ -232,6 +239,7 @@ class ModelController(QObject):
             self.bridge.load(spec)
         except Exception as exc:
             log.exception("starting the model worker failed")
+            self._loading = None
             self.panel.set_state(self.bridge.state)
             self.panel.show_banner(f"The model worker could not start: {exc}", offer_lower=False)
             return
@@ -239,6 +247,7 @@ class ModelController(QObject):
 
     def _prepare_failed(self, exc: BaseException) -> None:
         self._preparing = False
+        self._loading = None
         self.panel.set_state(self.bridge.state)
         self.panel.show_banner(f"The test model could not be prepared: {exc}", offer_lower=False)
 
@@ -258,7 +267,11 @@ class ModelController(QObject):
 
     def _on_loaded(self, info: Any) -> None:
         summary = describe_loaded(info)
-        self.panel.hide_banner()
+        if self._loading is not None:
+            self._working, self._loading = self._loading, None
+        if not self._restoring:
+            self.panel.hide_banner()  # after restoring, the banner still says what failed
+        self._restoring = False
         self.panel.show_loaded(info, process_rss_bytes(self.bridge.pid))
         self.panel.set_state("ready")
         self._memory.start()
@@ -274,6 +287,10 @@ class ModelController(QObject):
 
     def _on_error(self, message: str, fatal: bool) -> None:
         log.warning("model worker error%s: %s", " (fatal)" if fatal else "", message)
+        failed, self._loading = self._loading, None
+        if failed is not None:
+            self._load_failed(failed, message, fatal)
+            return
         if fatal or not self.bridge.loaded:
             spec = self.bridge.spec
             self.panel.show_banner(
@@ -282,7 +299,47 @@ class ModelController(QObject):
             )
         self.statusMessage.emit(message)
 
+    def _load_failed(self, failed: ModelChoice, message: str, fatal: bool) -> None:
+        """A load failed: say so, keep (or load again) the model that worked when there was one, and offer
+        other settings than the failing ones (the CPU, or the settings that worked)."""
+        self._restoring = False
+        self._failure_shown = fatal
+        where = f"{failed.precision} on {device_words(failed.device)}"
+        text = f"The model could not be loaded ({where}): {message}"
+        previous = self._working if self._working is not None and self._working != failed else None
+        on_cpu = ModelChoice(failed.source, failed.folder, failed.precision, "cpu")
+        retry, label = (
+            (on_cpu, f"Load {failed.precision} on the CPU") if failed.device != "cpu" else (None, None)
+        )
+        kept = self.bridge.loaded  # the worker refused the load and kept the model it had
+        if kept:
+            self.panel.set_state("ready")
+            self.panel.show_loaded(self.bridge.model_info, process_rss_bytes(self.bridge.pid))
+        if previous is not None and (kept or not fatal):
+            what = f"The model that worked ({previous.precision} on {device_words(previous.device)})"
+            text += f" {what} stays loaded." if kept else f" {what} is loaded again."
+            self.panel.set_choice(
+                folder=previous.folder,
+                use_test=previous.source == "test",
+                precision=previous.precision,
+                device=previous.device,
+            )
+            if not kept:
+                self._restoring = True
+                self.load(previous)
+        elif previous is not None and retry is None:
+            retry, label = previous, f"Reload the settings that worked ({previous.precision})"
+        self.panel.show_banner(text, precision=failed.precision, retry=retry, retry_label=label)
+        self.statusMessage.emit(text)
+
     def _on_died(self, code: Any) -> None:
+        failed, self._loading = self._loading, None
+        if failed is not None:  # died while loading, without a word
+            self._load_failed(failed, f"the model worker stopped ({explain_exit(code)})", True)
+        if self._failure_shown:  # the banner already says what failed and what to try
+            self._failure_shown = False
+            self.statusMessage.emit(f"The model worker stopped ({explain_exit(code)})")
+            return
         spec = self.bridge.spec
         what = f" while holding {spec.precision}" if spec is not None else ""
         self.panel.show_banner(

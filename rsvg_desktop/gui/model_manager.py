@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from rsvg_desktop.core.progress import format_duration
 from rsvg_desktop.errors import CancelledError, OfflineError, RsvgError
+from rsvg_desktop.gui.logic.messages import app_message
 
 __all__ = ["ModelManagerDialog", "ModelTask", "describe_download"]
 
@@ -281,17 +282,18 @@ class ModelManagerDialog(QDialog):
         self.progress_bar.setVisible(False)
         self.refresh()
         if isinstance(exc, CancelledError):
-            self.status.setText(f"Cancelled: {exc}. What finished is kept; Download resumes it.")
+            text = f"Cancelled: {exc}. What finished is kept; Download resumes it."
         elif isinstance(exc, OfflineError):
-            self.status.setText(
+            text = (
                 f"{exc} To install by hand, copy a downloaded or converted model folder to this machine "
                 "and choose it with Browse… in the Model panel."
             )
         elif isinstance(exc, RsvgError):
-            self.status.setText(str(exc))
+            text = str(exc)
         else:
             log.error("model manager: %s failed", type(exc).__name__, exc_info=exc)
-            self.status.setText(f"Failed: {type(exc).__name__}: {exc}")
+            text = f"Failed: {type(exc).__name__}: {exc}"
+        self.status.setText(app_message(text))  # no commands, no raw [Errno …]
 
     def _use(self) -> None:
         s = self._statuses.get(self.selected_id() or "")

@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -24,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rsvg_desktop.gui.logic.messages import app_message
 from rsvg_desktop.gui.logic.modelinfo import (
     GUIDANCE,
     RANDOM_WEIGHTS_LABEL,
@@ -33,11 +33,16 @@ from rsvg_desktop.gui.logic.modelinfo import (
 )
 from rsvg_desktop.gui.logic.runplan import PRECISIONS, lower_precision
 
-__all__ = ["DEVICES", "ModelChoice", "ModelPanel"]
+__all__ = ["DEVICES", "ModelChoice", "ModelPanel", "device_words"]
 
 log = logging.getLogger(__name__)
 
 DEVICES: tuple[tuple[str, str], ...] = (("auto", "Auto (GPU if any)"), ("cuda", "GPU (CUDA)"), ("cpu", "CPU"))
+
+
+def device_words(device: str) -> str:
+    """A device setting in the panel's words ("GPU (CUDA)")."""
+    return dict(DEVICES).get(device, device)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +105,8 @@ class ModelPanel(QWidget):
         self.use_test_button.clicked.connect(lambda: self.test_radio.setChecked(True))
 
         self.precision_combo = QComboBox(self)
-        for value, label in PRECISIONS:
-            self.precision_combo.addItem(label, value)
-        model = self.precision_combo.model()
-        if isinstance(model, QStandardItemModel):
-            planned_item = model.item(self.precision_combo.count() - 1)
-            if planned_item is not None:
-                planned_item.setEnabled(False)
+        for value, label in PRECISIONS:  # q4cal too: a calibration made earlier can be loaded any time
+            self.precision_combo.addItem(app_message(label), value)
         self.device_combo = QComboBox(self)
         for value, label in DEVICES:
             self.device_combo.addItem(label, value)
@@ -143,7 +143,7 @@ class ModelPanel(QWidget):
         self.reload_button = QPushButton("Reload", self.banner)
         self.reload_lower_button = QPushButton(self.banner)
         self.dismiss_button = QPushButton("Dismiss", self.banner)
-        self.reload_button.clicked.connect(lambda: self._reload(None))
+        self.reload_button.clicked.connect(self._retry_load)
         self.reload_lower_button.clicked.connect(lambda: self._reload(self._lower))
         self.dismiss_button.clicked.connect(self.hide_banner)
         banner_buttons = QHBoxLayout()  # two rows: the banner must fit a narrow dock
@@ -155,6 +155,7 @@ class ModelPanel(QWidget):
         banner_layout.addWidget(self.reload_lower_button)
         self.banner.setVisible(False)
         self._lower: str | None = None
+        self._retry: ModelChoice | None = None
 
         form = QFormLayout()
         form.addRow(self.folder_radio)
@@ -199,7 +200,7 @@ class ModelPanel(QWidget):
         self.folder_edit.setText(folder)
         (self.test_radio if use_test else self.folder_radio).setChecked(True)
         i = self.precision_combo.findData(precision)
-        if i >= 0 and i < len(PRECISIONS):
+        if i >= 0:
             self.precision_combo.setCurrentIndex(i)
         j = self.device_combo.findData(device)
         if j >= 0:
@@ -245,6 +246,17 @@ class ModelPanel(QWidget):
         if self.can_load():
             self.hide_banner()
             self.loadRequested.emit(self.choice())
+
+    def _retry_load(self) -> None:
+        retry = self._retry
+        if retry is not None:
+            self.set_choice(
+                folder=retry.folder,
+                use_test=retry.source == "test",
+                precision=retry.precision,
+                device=retry.device,
+            )
+        self._load()
 
     def _reload(self, precision: str | None) -> None:
         if precision:
@@ -293,13 +305,23 @@ class ModelPanel(QWidget):
             details.append(f"worker process memory {format_bytes(rss_bytes)}")
         self.details_label.setText(" · ".join(details))
 
-    def show_banner(self, message: str, *, offer_lower: bool = True, precision: str | None = None) -> None:
+    def show_banner(
+        self,
+        message: str,
+        *,
+        offer_lower: bool = True,
+        precision: str | None = None,
+        retry: ModelChoice | None = None,
+        retry_label: str | None = None,
+    ) -> None:
         """Report a crash or failure and offer to reload (at a lower precision than ``precision``, the one
-        that failed, when there is one)."""
+        that failed, when there is one). ``retry``: what the Reload button loads (``retry_label`` on it)
+        instead of the panel's current choice (e.g. the CPU after a GPU failed)."""
         precision = precision or self.choice().precision
         self._lower = lower_precision(precision) if offer_lower else None
-        self.banner_label.setText(message)
-        self.reload_button.setText(f"Reload ({precision})")
+        self._retry = retry
+        self.banner_label.setText(app_message(message))
+        self.reload_button.setText(retry_label or f"Reload ({precision})")
         self.reload_lower_button.setVisible(self._lower is not None)
         if self._lower is not None:
             self.reload_lower_button.setText(f"Reload at {self._lower} (less memory)")

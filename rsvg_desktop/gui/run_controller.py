@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from rsvg_desktop.engine.events import RunConfig
 from rsvg_desktop.errors import ConfigError
 from rsvg_desktop.gui.logic.replay import Replay
 from rsvg_desktop.gui.logic.runplan import QueryRequest, build_run_config, input_note
+from rsvg_desktop.gui.logic.runsize import large_run_question, tiles_in_scope
 from rsvg_desktop.gui.map_view import MapView
 from rsvg_desktop.gui.results_model import ResultsModel
 from rsvg_desktop.gui.transcript import Conversations, TranscriptModel, run_title, summarise_answer
@@ -107,6 +109,8 @@ class RunController(QObject):
         self.overlap = 64
         self.info: SceneInfo | None = None
         self.plan: TilePlan | None = None
+        #: Asked (the question's text) before a run of very many tiles; False: the run does not start.
+        self.confirm_large_run: Callable[[str], bool] = lambda _text: True
         self.run: ActiveRun | None = None
         self._count = 0
         self.progress = RunProgress()
@@ -188,6 +192,12 @@ class RunController(QObject):
             history=history,
             follow_up_tile=follow_up_tile,
         )
+        n_tiles = tiles_in_scope(plan.kept, config.scope)
+        question = large_run_question(n_tiles, plan.tile_size, plan.overlap)
+        if question is not None and not self.confirm_large_run(question):
+            raise ConfigError(
+                f"Not started: {n_tiles:,} tiles. Use a smaller overlap or scope, or larger tiles."
+            )
         sent = build_query(config.task, config.query, classes=config.classes or None, region=config.region)
         output.parent.mkdir(parents=True, exist_ok=True)
         self._count += 1

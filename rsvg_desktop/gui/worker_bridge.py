@@ -12,7 +12,9 @@ Messages → signals: ``WorkerReady`` → :attr:`workerReady`, ``ModelLoaded(inf
 ``RunStarted``/``TileStarted``/``TileDone``/``RunFinished``/``RunFailed`` → the signals of the same
 name, ``WorkerError(message, fatal)`` → :attr:`error`, ``WorkerDied(exitcode)`` → :attr:`workerDied`
 (also emitted when the process is found dead without having said so). A ``WorkerError`` during a run
-ends that run (the worker's run loop has stopped); :attr:`error` is emitted after the state change.
+ends that run (the worker's run loop has stopped); :attr:`error` is emitted after the state change. A
+failed load whose error says ``model_kept`` (refused before the loaded model was dropped) goes back to
+``ready`` with that model.
 Messages are the typed values of :mod:`rsvg_desktop.engine.protocol`, dispatched by type.
 
 :attr:`state` is one of ``stopped`` (no process), ``starting``, ``idle`` (process, no model),
@@ -90,6 +92,7 @@ class WorkerBridge(QObject):
         self._state = "stopped"
         self._model_info: Any = None
         self._spec: ModelSpec | None = None
+        self._kept: tuple[Any, ModelSpec | None] | None = None  # the model loaded when a load began
         self._pending: deque[object] = deque()
         self._budget = budget_ms / 1000.0
         self._last_alive_check = 0.0
@@ -170,6 +173,7 @@ class WorkerBridge(QObject):
             raise RuntimeError("cannot load a model while a run is in progress")
         self.start()
         assert self._worker is not None
+        self._kept = (self._model_info, self._spec) if self._model_info is not None else None
         self._spec = spec
         self._model_info = None
         self._worker.load(spec)
@@ -294,7 +298,10 @@ class WorkerBridge(QObject):
 
     def _on_error(self, msg: WorkerError) -> None:
         message, fatal = msg.message, msg.fatal
-        if self._state == "loading":
+        if self._state == "loading" and msg.model_kept and self._kept is not None:
+            self._model_info, self._spec = self._kept  # the worker still holds it
+            self._set_state("ready")
+        elif self._state == "loading":
             self._set_state("idle")
         elif self._state == "unloading":
             self._model_info = None

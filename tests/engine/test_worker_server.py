@@ -102,3 +102,32 @@ def test_a_device_failure_during_a_run_ends_the_worker(tmp_path, data_dir, test_
     assert len(errors) == 1 and errors[0].fatal and "device" in errors[0].message
     assert isinstance(commands.get_nowait(), StopWorker)  # never served
     assert out.exists()  # the run's output (empty: nothing finished) was still written
+
+
+def test_a_load_on_a_missing_device_keeps_the_loaded_model(monkeypatch) -> None:
+    """A GPU chosen on a machine without it (here a device index no machine has) is refused before the
+    loaded model is dropped: the error says the model was kept and it goes on serving."""
+    from types import SimpleNamespace
+
+    import rsvg_desktop.engine.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "_model_info", lambda loaded: loaded.device)
+    loads: list[str] = []
+
+    def load(spec: ModelSpec, progress: object) -> tuple[object, object]:
+        loads.append(spec.device)
+        return SimpleNamespace(device=spec.device), object()
+
+    events: queue.Queue = queue.Queue()
+    server = WorkerServer(events, lambda: False, load=load)
+    server.handle(LoadModel(ModelSpec("model", "fp32", "cpu")))
+    server.handle(LoadModel(ModelSpec("model", "fp32", "cuda:99")))
+    msgs = _drain(events)
+    assert loads == ["cpu"] and server._loaded.device == "cpu"
+    errors = [m for m in msgs if isinstance(m, WorkerError)]
+    assert len(errors) == 1 and errors[0].model_kept and not errors[0].fatal
+    assert "cuda:99" in errors[0].message
+    # with no model loaded there is nothing to keep: the load itself reports the problem
+    server.handle(UnloadModel())
+    server.handle(LoadModel(ModelSpec("model", "fp32", "cpu")))
+    assert loads == ["cpu", "cpu"]

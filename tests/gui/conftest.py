@@ -72,6 +72,7 @@ def window(qtbot, settings, fake_factory, fake_test_model) -> Iterator[object]:
 
     win = MainWindow(settings, worker_factory=fake_factory, test_model=fake_test_model)
     win.ask_pixel_mode = lambda path, message: False
+    win.ask_question = lambda title, text: True  # no modal question (closing during a run, large runs)
     qtbot.addWidget(win)
     win.resize(1200, 800)
     win.show()

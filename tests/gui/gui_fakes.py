@@ -55,12 +55,16 @@ class FakeWorker:
         answer: Callable[[RunConfig, Tile], str] = scripted_answer,
         random_weights: bool = True,
         fail_load: str | None = None,
+        fail_devices: tuple[str, ...] = (),
     ) -> None:
         self.tile_seconds = tile_seconds
         self.load_seconds = load_seconds
         self.answer = answer
         self.random_weights = random_weights
         self.fail_load = fail_load
+        self.fail_devices = fail_devices  # loads on these devices fail as on a machine without them
+        self.keeps_model = True  # a refused device keeps the loaded model, as the real worker does
+        self.loaded: ModelSpec | None = None
         self.alive = False
         self.pid: int | None = None
         self.exitcode: int | None = None
@@ -105,8 +109,17 @@ class FakeWorker:
         now = time.monotonic()
         self._queue.append((now, ModelLoading("weights", 0.5)))
         if self.fail_load:
+            self.loaded = None
             self._queue.append((now + self.load_seconds, WorkerError(self.fail_load, fatal=False)))
             return
+        if spec.device in self.fail_devices:
+            message = f"device {spec.device!r} requested but CUDA is not available (use 'cpu' or 'auto')"
+            kept = self.keeps_model and self.loaded is not None
+            if not kept:
+                self.loaded = None
+            self._queue.append((now + self.load_seconds, WorkerError(message, fatal=False, model_kept=kept)))
+            return
+        self.loaded = spec
         info = ModelInfo(
             model_dir=spec.model_dir,
             precision=spec.precision,
@@ -123,6 +136,7 @@ class FakeWorker:
         self._queue.append((now + self.load_seconds, ModelLoaded(info)))
 
     def unload(self) -> None:
+        self.loaded = None
         self._queue.append((time.monotonic(), ModelUnloaded()))
 
     def run(self, config: RunConfig) -> None:

@@ -261,3 +261,56 @@ def test_sample_plan_has_nine_tiles(sample_scene: Path) -> None:
     with open_scene(sample_scene) as scene:
         plan = plan_tiles(scene)
     assert (plan.n_rows, plan.n_cols, plan.n_kept, plan.n_skipped) == (3, 3, 9, 0)
+
+
+# --- issue 21 §5: run size, map rules, messages --------------------------------------------------------
+def test_large_run_question_and_tiles_in_scope() -> None:
+    from rsvg_desktop.core.types import Tile
+    from rsvg_desktop.gui.logic.runsize import LARGE_RUN_TILES, large_run_question, tiles_in_scope
+
+    tiles = [Tile(r, c, c * 10, r * 10, 20, 20) for r in range(5) for c in range(5)]
+    assert tiles_in_scope(tiles, None) == 25
+    assert tiles_in_scope(tiles, (0, 0, 10, 10)) == 1
+    assert tiles_in_scope(tiles, (5, 5, 10, 10)) == 4
+    assert large_run_question(LARGE_RUN_TILES, 504, 64) is None
+    question = large_run_question(44_100, 64, 60)
+    assert question is not None and "44,100 tiles" in question and "overlap" in question
+    assert "scope" in (large_run_question(5000, 504, 64) or "")
+
+
+def test_result_view_rect_label_fits_and_outside_scene() -> None:
+    import numpy as np
+
+    from rsvg_desktop.gui.logic.viewrules import label_fits, outside_scene, result_view_rect
+
+    x0, y0, x1, y1 = result_view_rect((100, 100, 110, 104))
+    assert (x1 - x0, y1 - y0) == (256, 256) and ((x0 + x1) / 2, (y0 + y1) / 2) == (105, 102)
+    x0, y0, x1, y1 = result_view_rect((0, 0, 400, 200))
+    assert (x1 - x0, y1 - y0) == (800, 600)  # big boxes: half their size of margin on each side
+    assert not label_fits(10, 40) and label_fits(30, 30)
+    inside = np.array([[-5.0, -5.0], [5.0, 5.0]])
+    far = np.array([[500.0, 500.0], [600.0, 650.0]])
+    assert outside_scene([far], 100, 100) and not outside_scene([far, inside], 100, 100)
+    assert outside_scene([], 100, 100)
+
+
+def test_app_message_names_no_command() -> None:
+    from rsvg_desktop.gui.logic.messages import app_message
+
+    text = app_message(
+        "/m: no q4cal calibration (absent); make one with `rsvg model calibrate /m [SCENE_OR_FOLDER...]` "
+        "(or Model panel → Calibrate…), or choose nf4"
+    )
+    assert (
+        text
+        == "/m: no q4cal calibration (absent); make one with Model panel ▸ Calibrate q4cal…, or choose nf4"
+    )
+    assert app_message("geochat-7b: not downloaded yet (rsvg model download geochat-7b)") == (
+        "geochat-7b: not downloaded yet (Model panel ▸ Get a model…)"
+    )
+    network = app_message("download failed: <urlopen error [Errno -2] Name or service not known>")
+    assert "Errno" not in network and "network" in network
+    assert (
+        app_message("[Errno 2] No such file or directory: '/x.tif'") == "No such file or directory: '/x.tif'"
+    )
+    assert app_message("lower --max-new-tokens") == "lower max new tokens"
