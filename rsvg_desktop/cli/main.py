@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 
@@ -110,9 +111,28 @@ def _fmt_size(n: float) -> str:
     return f"{n:,.0f}" if abs(n) >= 100 else f"{n:.4g}"
 
 
+def _check_grid_options(args: argparse.Namespace) -> None:
+    from rsvg_desktop.engine.preflight import check_grid
+
+    check_grid(
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        target_gsd=args.target_gsd,
+        max_nodata_fraction=args.max_nodata,
+    )
+
+
+def _json_number(value: float | None) -> float | str | None:
+    """A number as JSON can hold it: NaN and the infinities (a float raster's nodata) as text."""
+    if value is None or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from rsvg_desktop.engine.scenes import describe_scene
 
+    _check_grid_options(args)
     summary = describe_scene(
         args.scene,
         tile_size=args.tile_size,
@@ -131,7 +151,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "height": info.height,
         "bands": info.count,
         "dtype": info.dtype,
-        "nodata": info.nodata,
+        "nodata": _json_number(info.nodata),
         "mask": str(info.mask_kind),
         "pixel_size": list(info.gsd),
         "pixel_size_m": list(info.gsd_m) if info.gsd_m else None,
@@ -148,7 +168,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "tiles_skipped_nodata": plan.n_skipped,
     }
     if args.json:
-        print(json.dumps(data, indent=2, default=str))
+        print(json.dumps(data, indent=2, default=str, allow_nan=False))
         return EXIT_OK
     gsd = f"{_fmt_size(info.gsd[0])} × {_fmt_size(info.gsd[1])}"
     if info.gsd_m and info.crs_wkt:
@@ -173,8 +193,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_tiles(args: argparse.Namespace) -> int:
+    from rsvg_desktop.engine.preflight import check_output_file
     from rsvg_desktop.engine.scenes import write_tile_grid
 
+    _check_grid_options(args)
+    check_output_file(args.output, overwrite=args.overwrite)
     summary, result = write_tile_grid(
         args.scene,
         args.output,

@@ -166,7 +166,7 @@ def test_cancel_keeps_finished_tiles(data_dir, tmp_path):
         assert len(src) == 4
     with fiona.open(out, layer="run") as src:
         props = next(iter(src))["properties"]
-        assert props["x_cancelled"] == "True" and props["x_tiles_done"] == "4"
+        assert props["x_cancelled"] is True and props["x_tiles_done"] == 4  # typed, not text
 
 
 def test_closing_the_job_midway_still_writes_the_export(data_dir, tmp_path):
