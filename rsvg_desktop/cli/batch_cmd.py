@@ -189,7 +189,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def _check_batch_args(args: argparse.Namespace) -> None:
     """Refuse, before the store is opened, options that do not go together, a --summary that cannot be
-    written, and a device or precision this machine does not have (see :mod:`~rsvg_desktop.engine.preflight`)."""
+    written, and a device or precision this machine does not have (:mod:`~rsvg_desktop.engine.preflight`)."""
     if args.ray is None and (args.workers is not None or args.worker_device != "auto"):
         raise ConfigError("--workers and --worker-device need --ray")
     from rsvg_desktop.engine.preflight import check_device_name, check_machine, check_writable_file

@@ -381,9 +381,8 @@ class _DetectView:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.model_jobs import detect, resolve_model_dir
-
     from rsvg_desktop.cli.interrupts import first_interrupt_stops
+    from rsvg_desktop.engine.model_jobs import detect, resolve_model_dir
 
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     spec = ModelSpec(

@@ -167,7 +167,9 @@ def _quiet(logger: str) -> Iterator[None]:
         lg.disabled = disabled
 
 
-def check_machine(device: str, precision: str, *, compiled: bool = False, group_size: int | None = None) -> None:
+def check_machine(
+    device: str, precision: str, *, compiled: bool = False, group_size: int | None = None
+) -> None:
     """PrecisionError when ``device`` does not exist here or ``precision`` cannot run on it (fp8 needs a
     recent GPU; bitsandbytes or torchao missing; a bad int4 group size), ConfigError when ``compiled``
     is asked for without a CUDA GPU. Imports torch; reads no weights."""

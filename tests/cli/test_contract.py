@@ -138,7 +138,7 @@ def test_a_summary_that_fails_late_leaves_no_tmp(tmp_path: Path, monkeypatch: py
         raise OSError(errno.EROFS, "Read-only file system", str(dst))
 
     monkeypatch.setattr(os, "replace", refuse)
-    with pytest.raises(ExportError, match="--summary .*Read-only file system"):
+    with pytest.raises(ExportError, match=r"--summary .*Read-only file system"):
         _write_summary(str(tmp_path / "s.json"), "{}")
     assert not list(tmp_path.iterdir())
 
@@ -200,7 +200,9 @@ def test_detect_refuses_a_folder_as_output_then_the_corrected_command_runs(tmp_p
     proc = run_rsvg("detect", str(scene), *_RUN, "-o", str(tmp_path / "o.gpkg"))
     _refused(proc, "is a folder")
     assert not (tmp_path / "o.answers.jsonl").exists()
-    bad = run_rsvg("-q", "detect", str(scene), *_RUN, "--max-new-tokens", "0", "-o", str(tmp_path / "n1.gpkg"))
+    bad = run_rsvg(
+        "-q", "detect", str(scene), *_RUN, "--max-new-tokens", "0", "-o", str(tmp_path / "n1.gpkg")
+    )
     assert bad.returncode == 2 and not (tmp_path / "n1.gpkg").exists()
     good = run_rsvg("-q", "detect", str(scene), *_RUN, "-o", str(tmp_path / "n1.gpkg"))
     assert good.returncode == 0, good.stderr
@@ -209,7 +211,9 @@ def test_detect_refuses_a_folder_as_output_then_the_corrected_command_runs(tmp_p
 @pytest.mark.usefixtures("test_model_dir")
 def test_detect_max_new_tokens_zero_in_a_process(tmp_path: Path) -> None:
     scene = _scene(tmp_path / "in")
-    proc = run_rsvg_process("detect", str(scene), *_RUN, "--max-new-tokens", "0", "-o", str(tmp_path / "n1.gpkg"))
+    proc = run_rsvg_process(
+        "detect", str(scene), *_RUN, "--max-new-tokens", "0", "-o", str(tmp_path / "n1.gpkg")
+    )
     _refused(proc, "--max-new-tokens", tmp_path)
 
 
@@ -281,7 +285,9 @@ def test_grid_numbers_are_checked_before_planning(tmp_path: Path, data_dir: Path
     _refused(proc, "--tile-size must be at least 32", tmp_path)
 
 
-def test_tiles_output_checked_before_the_scene_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiles_output_checked_before_the_scene_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _unwritable(monkeypatch, tmp_path)
     proc = run_rsvg("tiles", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "t.gpkg"))
     _refused(proc, "not writable", tmp_path)

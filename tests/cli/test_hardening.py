@@ -281,11 +281,11 @@ def test_detect_says_when_the_export_could_not_be_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
 
     from rsvg_desktop.engine.detect import finishing
     from rsvg_desktop.errors import ExportError
-    import rasterio
-    from rasterio.transform import from_origin
 
     scene = tmp_path / "good.tif"
     with rasterio.open(

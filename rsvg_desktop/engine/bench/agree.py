@@ -188,7 +188,8 @@ def _preflight(
         preflight.check_grid(tile_size=tile_size, overlap=0)
         if tile_size <= DEFAULT_OVERLAP:
             raise ConfigError(
-                f"--tile-size must be more than the tiles' overlap of {DEFAULT_OVERLAP} pixels, got {tile_size}"
+                f"--tile-size must be more than the tiles' overlap of {DEFAULT_OVERLAP} pixels, "
+                f"got {tile_size}"
             )
     preflight.check_output_folder(out)
     for prec in precs:
