@@ -366,7 +366,7 @@ class _DetectView:
     def interrupted(self, output: str) -> str:
         """What an interrupted run left and how to go on."""
         started = self.started
-        if started is None:
+        if started is None or started.answer_log is None:
             return "rsvg: interrupted before the first tile; nothing was written"
         log_path = Path(started.answer_log)
         text = f"rsvg: interrupted after {self.done}/{started.total} tiles"
@@ -408,7 +408,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             f"{finished.detections} after merging → {finished.output} (answers: {finished.answer_log})"
         )
     else:
-        command = export_command(finished.answer_log, finished.output, pixel_mode=view.pixel_mode)
+        command = export_command(str(finished.answer_log), str(finished.output), pixel_mode=view.pixel_mode)
         problems.append(
             f"{finished.export_error}; the answer log {finished.answer_log} is complete "
             f"({finished.done} tiles): rebuild the output with: {command}"

@@ -174,10 +174,11 @@ def check_machine(
     recent GPU; bitsandbytes or torchao missing; a bad int4 group size), ConfigError when ``compiled``
     is asked for without a CUDA GPU. Imports torch; reads no weights."""
     from rsvg_desktop.core.model.precision import plan_precision
+    from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE
 
-    kwargs = {} if group_size is None else {"group_size": group_size}
+    size = DEFAULT_INT4_GROUP_SIZE if group_size is None else group_size
     with _quiet("rsvg_desktop.core.model.precision"):
-        plan = plan_precision(precision, device, **kwargs)
+        plan = plan_precision(precision, device, group_size=size)
     if compiled and not plan.device.is_cuda:
         raise ConfigError(
             f"the compiled generation path needs a CUDA GPU, not {plan.device.name}: run without --compiled"
