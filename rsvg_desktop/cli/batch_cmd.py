@@ -296,13 +296,12 @@ class _BatchView:
 
 def _stopped_early(exc: RsvgError) -> int:
     """Report an error after the batch started; the exit status (finished results are kept)."""
-    print(
-        f"rsvg: error: {exc} (finished results are kept; rerun the same command to resume)",
-        file=sys.stderr,
-    )
     # The model is loaded when the first batch needs it: a model that cannot be loaded (at this
-    # precision, on this device) is a bad argument, like one that cannot be found.
+    # precision, on this device) is a bad argument, like one that cannot be found. The same command
+    # would fail the same way, so it is suggested only once the model is fixed.
     loading = isinstance(exc, ModelError) and not isinstance(exc, GenerationError)
+    then = "once the model loads, the same command resumes" if loading else "rerun the same command to resume"
+    print(f"rsvg: error: {exc} (finished results are kept; {then})", file=sys.stderr)
     return EXIT_USAGE if loading else EXIT_INTERNAL
 
 
