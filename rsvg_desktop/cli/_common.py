@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import time
@@ -21,6 +22,9 @@ EXIT_OK = 0
 EXIT_FAILED_INPUTS = 3  # some inputs of a batch failed (listed in the summary)
 EXIT_USAGE = 2  # bad arguments or bad input: argparse uses 2 as well
 EXIT_INTERNAL = 1  # a bug: unexpected exception
+
+#: OSErrors that are the machine's answer rather than a bug: exit 2 with the file named.
+_ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 #: Loggers of the libraries underneath: GDAL/libtiff warnings arrive through rasterio's; Python
@@ -120,6 +124,11 @@ def run_guarded(func: Callable[[], int], *, debug: bool = False) -> int:
         print("rsvg: interrupted; finished results are kept", file=sys.stderr)
         return 130
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+            # what the machine refused (no permission, a read-only or full disk), not a bug
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"rsvg: error: {where}{exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
         if debug:
             raise
         print(

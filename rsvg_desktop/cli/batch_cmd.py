@@ -29,7 +29,13 @@ from rsvg_desktop.cli._common import (
     Progress,
     notice,
 )
-from rsvg_desktop.cli.model_cmds import TASK_CHOICES, add_model_run_options, report_model_loaded
+from rsvg_desktop.cli.interrupts import first_interrupt_stops
+from rsvg_desktop.cli.model_cmds import (
+    EXIT_INTERRUPTED,
+    TASK_CHOICES,
+    add_model_run_options,
+    report_model_loaded,
+)
 from rsvg_desktop.engine.events import (
     BatchFinished,
     BatchProgress,
@@ -39,7 +45,7 @@ from rsvg_desktop.engine.events import (
     ModelLoaded,
     ModelSpec,
 )
-from rsvg_desktop.errors import ConfigError, GenerationError, ModelError, RsvgError
+from rsvg_desktop.errors import ConfigError, ExportError, GenerationError, ModelError, RsvgError
 
 if TYPE_CHECKING:
     from rsvg_desktop.engine.batch import BatchConfig
@@ -47,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rsvg_desktop.cli")
 
-EXIT_INTERRUPTED = 130
 _EXIT_FOR_STATUS = {
     "complete": EXIT_OK,
     "partial": EXIT_FAILED_INPUTS,
@@ -146,11 +151,19 @@ def _queries(args: argparse.Namespace) -> tuple[Query, ...]:
 
 
 def _write_summary(path: str, text: str) -> None:
+    """Write the summary through a temporary sibling (removed again when the write fails)."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or None)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    os.replace(tmp, target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or None)
+    except OSError as exc:
+        raise ExportError(f"--summary {path}: cannot be written ({exc.strerror or exc})") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ExportError(f"--summary {path}: cannot be written ({exc.strerror or exc})") from exc
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -164,32 +177,39 @@ def cmd_batch(args: argparse.Namespace) -> int:
     )
     events = _batch_events(args, config, spec)
     view = _BatchView(quiet=args.quiet)
-    try:
-        for event in events:
-            view.show(event)
-    except KeyboardInterrupt:
-        view.stop()
-        events.close()  # finished batches are in the store; the session is recorded as cancelled
-        raise
-    except RsvgError as exc:
-        if not view.started:
-            raise  # bad arguments or input: exit status 2
-        return _stopped_early(exc)
+    with first_interrupt_stops():  # a second Ctrl-C cannot cut short the recording of what finished
+        try:
+            for event in events:
+                view.show(event)
+        except KeyboardInterrupt:
+            view.stop()
+            events.close()  # finished batches are in the store; the session is recorded as cancelled
+            raise
+        except RsvgError as exc:
+            if not view.started:
+                raise  # bad arguments or input: exit status 2
+            return _stopped_early(exc)
     if view.finished is None:  # pragma: no cover - the engine always ends with BatchFinished
         return EXIT_INTERNAL
     return _report(args, view.finished, view.workers)
 
 
 def _check_batch_args(args: argparse.Namespace) -> None:
-    """ConfigError for options that do not go together or a --summary that cannot be written."""
+    """Refuse, before the store is opened, options that do not go together, a --summary that cannot be
+    written, and a device or precision this machine does not have (:mod:`~rsvg_desktop.engine.preflight`)."""
     if args.ray is None and (args.workers is not None or args.worker_device != "auto"):
         raise ConfigError("--workers and --worker-device need --ray")
-    if args.summary and not Path(args.summary).resolve().parent.is_dir():
-        raise ConfigError(f"the folder of --summary {args.summary} does not exist")
+    from rsvg_desktop.engine.preflight import check_device_name, check_machine, check_writable_file
+
     if args.summary:
         from rsvg_desktop.core.paths import refuse_same_file
 
+        check_writable_file(args.summary, "--summary")
         refuse_same_file([args.summary], [p for p in args.inputs if Path(p).is_file()])
+    if args.ray is None:  # Ray workers run on their own machines and check there
+        check_machine(args.device, args.precision, compiled=args.compiled, group_size=args.group_size)
+    else:
+        check_device_name(args.device)
 
 
 def _batch_config(args: argparse.Namespace) -> BatchConfig:
@@ -298,13 +318,12 @@ class _BatchView:
 
 def _stopped_early(exc: RsvgError) -> int:
     """Report an error after the batch started; the exit status (finished results are kept)."""
-    print(
-        f"rsvg: error: {exc} (finished results are kept; rerun the same command to resume)",
-        file=sys.stderr,
-    )
     # The model is loaded when the first batch needs it: a model that cannot be loaded (at this
-    # precision, on this device) is a bad argument, like one that cannot be found.
+    # precision, on this device) is a bad argument, like one that cannot be found. The same command
+    # would fail the same way, so it is suggested only once the model is fixed.
     loading = isinstance(exc, ModelError) and not isinstance(exc, GenerationError)
+    then = "once the model loads, the same command resumes" if loading else "rerun the same command to resume"
+    print(f"rsvg: error: {exc} (finished results are kept; {then})", file=sys.stderr)
     return EXIT_USAGE if loading else EXIT_INTERNAL
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -162,9 +163,28 @@ def _pixel_size_text(info: SceneInfo) -> str:
     return f"{size} ({units}), {ground} on the ground at the centre"
 
 
+def _check_grid_options(args: argparse.Namespace) -> None:
+    from rsvg_desktop.engine.preflight import check_grid
+
+    check_grid(
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        target_gsd=args.target_gsd,
+        max_nodata_fraction=args.max_nodata,
+    )
+
+
+def _json_number(value: float | None) -> float | str | None:
+    """A number as JSON can hold it: NaN and the infinities (a float raster's nodata) as text."""
+    if value is None or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from rsvg_desktop.engine.scenes import describe_scene
 
+    _check_grid_options(args)
     summary = describe_scene(
         args.scene,
         tile_size=args.tile_size,
@@ -183,7 +203,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "height": info.height,
         "bands": info.count,
         "dtype": info.dtype,
-        "nodata": info.nodata,
+        "nodata": _json_number(info.nodata),
         "mask": str(info.mask_kind),
         "pixel_size": list(info.gsd),
         "pixel_size_unit": info.gsd_unit,
@@ -201,7 +221,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "tiles_skipped_nodata": plan.n_skipped,
     }
     if args.json:
-        print(json.dumps(data, indent=2, default=str))
+        print(json.dumps(data, indent=2, default=str, allow_nan=False))
         return EXIT_OK
     gsd = _pixel_size_text(info)
     lines = [
@@ -224,8 +244,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_tiles(args: argparse.Namespace) -> int:
+    from rsvg_desktop.engine.preflight import check_output_file
     from rsvg_desktop.engine.scenes import write_tile_grid
 
+    _check_grid_options(args)
+    check_output_file(args.output, overwrite=args.overwrite)
     summary, result = write_tile_grid(
         args.scene,
         args.output,

@@ -7,9 +7,10 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from rsvg_desktop.cli._common import EXIT_OK, EXIT_USAGE, Progress, notice, notice_warning
+from rsvg_desktop.cli._common import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Progress, notice, notice_warning
 from rsvg_desktop.core.precisions import PRECISIONS
 from rsvg_desktop.engine.events import (
     ModelLoaded,
@@ -22,6 +23,9 @@ from rsvg_desktop.engine.events import (
 )
 
 log = logging.getLogger("rsvg_desktop.cli")
+
+#: The exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
 
 TASK_CHOICES = ("grounding", "refer", "identify", "classify", "vqa", "chat")
 
@@ -292,12 +296,9 @@ def cmd_model_testmodel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_detect(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.model_jobs import detect, resolve_model_dir
-
-    model_dir = resolve_model_dir(args.model, smoke=args.smoke)
+def _run_config(args: argparse.Namespace) -> RunConfig:
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else ()
-    config = RunConfig(
+    return RunConfig(
         scene=args.scene,
         query=args.query,
         task=args.task,
@@ -313,53 +314,114 @@ def cmd_detect(args: argparse.Namespace) -> int:
         classes=classes,
         angle_convention=args.angle_convention,
     )
+
+
+def export_command(answer_log: str | Path, output: str | Path, *, pixel_mode: bool) -> str:
+    """The ``rsvg export`` command that rebuilds ``output`` from ``answer_log``, written so that it can
+    succeed: ``--overwrite`` when the output exists, a GeoPackage name for a GeoJSON of pixel coordinates."""
+    target = Path(output)
+    if pixel_mode and target.suffix.lower() in (".geojson", ".json"):
+        target = target.with_suffix(".gpkg")
+    words = ["rsvg", "export", str(answer_log), "-o", str(target)]
+    if target.exists() or target.is_symlink():
+        words.append("--overwrite")
+    return shlex.join(words)
+
+
+class _DetectView:
+    """Shows a detect run's events on stderr and keeps what its last lines need."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.quiet = quiet
+        self.started: RunStarted | None = None
+        self.done = 0
+        self.finished: RunFinished | None = None
+        self.failed: RunFailed | None = None
+        self._bar: Progress | None = None
+
+    def show(self, event: object) -> None:
+        if isinstance(event, ModelLoaded):
+            report_model_loaded(event)
+        elif isinstance(event, RunStarted):
+            self.started = event
+            notice(
+                f"{event.scene}: {event.total} tiles to answer, {event.skipped} skipped as nodata; "
+                f"answer log {event.answer_log}"
+            )
+            self._bar = Progress(event.total, label="tiles", enabled=not self.quiet)
+            self._bar.update(0)
+        elif isinstance(event, TileDone):
+            self.done = event.done
+            if self._bar is not None:
+                self._bar.update(event.done, extra=f"{len(event.polygons_wkb)} boxes in {event.tile.id}")
+        elif isinstance(event, RunFailed):
+            self.failed = event
+        elif isinstance(event, RunFinished):
+            self.finished = event
+
+    def finish_bar(self, done: int | None = None) -> None:
+        """End the bar's line: at ``done`` (a finished run's count), else where it got to."""
+        if self._bar is not None:
+            self._bar.finish(done)
+
+    @property
+    def pixel_mode(self) -> bool:
+        return self.started is not None and self.started.crs_wkt is None
+
+    def interrupted(self, output: str) -> str:
+        """What an interrupted run left and how to go on."""
+        started = self.started
+        if started is None or started.answer_log is None:
+            return "rsvg: interrupted before the first tile; nothing was written"
+        log_path = Path(started.answer_log)
+        text = f"rsvg: interrupted after {self.done}/{started.total} tiles"
+        if Path(output).exists():
+            text += f"; the finished tiles are in {output} (its run table records the interruption)"
+        if log_path.is_file():
+            text += (
+                f"; their answers are in {log_path}: rebuild the output from it with: "
+                f"{export_command(log_path, output, pixel_mode=self.pixel_mode)}"
+            )
+        return text
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from rsvg_desktop.cli.interrupts import first_interrupt_stops
+    from rsvg_desktop.engine.model_jobs import detect, resolve_model_dir
+
+    model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     spec = ModelSpec(
         str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
     )
-    bar: Progress | None = None
-    finished: RunFinished | None = None
-    failed: RunFailed | None = None
-    events = detect(config, spec)
-    try:
-        for event in events:
-            if isinstance(event, ModelLoaded):
-                report_model_loaded(event)
-            elif isinstance(event, RunStarted):
-                notice(
-                    f"{event.scene}: {event.total} tiles to answer, {event.skipped} skipped as nodata; "
-                    f"answer log {event.answer_log}"
-                )
-                bar = Progress(event.total, label="tiles", enabled=not args.quiet)
-                bar.update(0)
-            elif isinstance(event, TileDone) and bar is not None:
-                bar.update(event.done, extra=f"{len(event.polygons_wkb)} boxes in {event.tile.id}")
-            elif isinstance(event, RunFailed):
-                failed = event
-            elif isinstance(event, RunFinished):
-                finished = event
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.finish()
-        events.close()  # the job writes what finished before returning
-        raise
-    if bar is not None:
-        bar.finish(finished.done if finished is not None else None)  # a stopped run stays where it got
+    view = _DetectView(quiet=args.quiet)
+    events = detect(_run_config(args), spec)
+    with first_interrupt_stops():  # a second Ctrl-C cannot cut short the writing of what finished
+        try:
+            for event in events:
+                view.show(event)
+        except KeyboardInterrupt:
+            view.finish_bar()
+            events.close()  # the job writes what finished before returning
+            print(view.interrupted(args.output), file=sys.stderr)
+            return EXIT_INTERRUPTED
+    finished = view.finished
+    view.finish_bar(finished.done if finished is not None else None)  # a stopped run stays where it got
     if finished is None:
-        return 1
-    problems = [failed.message] if failed is not None else []
+        return EXIT_INTERNAL
+    problems = [view.failed.message] if view.failed is not None else []
     if finished.export_error is None:
         print(
             f"{finished.done}/{finished.total} tiles, {finished.raw_detections} boxes, "
             f"{finished.detections} after merging → {finished.output} (answers: {finished.answer_log})"
         )
     else:
+        command = export_command(str(finished.answer_log), str(finished.output), pixel_mode=view.pixel_mode)
         problems.append(
             f"{finished.export_error}; the answer log {finished.answer_log} is complete "
-            f"({finished.done} tiles): rebuild the output with: "
-            f"rsvg export {shlex.quote(str(finished.answer_log))} -o {shlex.quote(str(finished.output))}"
+            f"({finished.done} tiles): rebuild the output with: {command}"
         )
     if problems:
         message = " ".join("; ".join(problems).split())
         print(f"rsvg: error: {message}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     return EXIT_OK

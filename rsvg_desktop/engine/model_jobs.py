@@ -190,19 +190,33 @@ def model_info(loaded: Any) -> ModelInfo:
     )
 
 
-def _check_scene(config: RunConfig) -> None:
-    """Open the scene and lay its grid once: raises the scene's own error (no CRS, not a raster, no
-    valid pixels, existing output) without touching the model."""
+def check_run(config: RunConfig, spec: ModelSpec) -> None:
+    """Everything a detect run can be refused for, before the model loads or anything is written (see
+    :mod:`rsvg_desktop.engine.preflight`): the numbers, the output's name, format and folder, existing
+    outputs, the scene (no CRS, not a raster, no valid pixels), GeoJSON for a scene in pixel
+    coordinates, and the device and precision on this machine."""
     from rsvg_desktop.core.geo.grid import plan_tiles
     from rsvg_desktop.core.geo.scene import open_scene
+    from rsvg_desktop.core.paths import refuse_same_file
+    from rsvg_desktop.engine import preflight
     from rsvg_desktop.engine.detect import answer_log_path
-    from rsvg_desktop.errors import OutputExistsError
+    from rsvg_desktop.errors import ConfigError
 
-    if config.output is not None and not config.overwrite:
-        for path in (Path(config.output), answer_log_path(config.output)):
-            if path.exists():
-                raise OutputExistsError(f"{path} exists (use --overwrite to replace the run's outputs)")
+    preflight.check_grid(
+        tile_size=config.tile_size,
+        overlap=config.overlap,
+        target_gsd=config.target_gsd,
+        max_nodata_fraction=config.max_nodata_fraction,
+    )
+    preflight.check_run_numbers(batch_size=config.batch_size, max_new_tokens=config.max_new_tokens)
+    if config.output is None:
+        raise ConfigError("a run needs an output file (.gpkg, .geojson or .shp)")
+    preflight.check_output_name(config.output)
+    answer_log = answer_log_path(config.output)
+    refuse_same_file([config.output, answer_log], [config.scene])
+    preflight.check_output_file(config.output, overwrite=config.overwrite, also=(answer_log,))
     with open_scene(config.scene, pixel_mode=config.pixel_mode, bands=config.bands) as scene:
+        pixel_mode = scene.info.crs_wkt is None
         plan_tiles(
             scene,
             tile_size=config.tile_size,
@@ -210,6 +224,8 @@ def _check_scene(config: RunConfig) -> None:
             target_gsd=config.target_gsd,
             max_nodata_fraction=config.max_nodata_fraction,
         )
+    preflight.check_output_file(config.output, overwrite=True, pixel_mode=pixel_mode)
+    preflight.check_machine(spec.device, spec.precision, compiled=spec.compiled, group_size=spec.group_size)
 
 
 @functools.lru_cache(maxsize=4)
@@ -272,7 +288,7 @@ def detect(
     from rsvg_desktop.core.model.loader import load_model
     from rsvg_desktop.engine.detect import run_scene
 
-    _check_scene(config)  # a scene that cannot run fails before the (slow) model load
+    check_run(config, spec)  # a run that cannot succeed fails before the (slow) model load
     check_question(
         spec.model_dir,
         task=config.task,

@@ -277,10 +277,15 @@ def test_batch_goes_on_past_bad_inputs(corpus: dict[str, Path], tmp_path: Path) 
 
 
 @pytest.mark.usefixtures("test_model_dir")
-def test_detect_says_when_the_export_could_not_be_written(tmp_path: Path) -> None:
+def test_detect_says_when_the_export_could_not_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import numpy as np
     import rasterio
     from rasterio.transform import from_origin
+
+    from rsvg_desktop.engine.detect import finishing
+    from rsvg_desktop.errors import ExportError
 
     scene = tmp_path / "good.tif"
     with rasterio.open(
@@ -289,9 +294,16 @@ def test_detect_says_when_the_export_could_not_be_written(tmp_path: Path) -> Non
     ) as dst:  # fmt: skip
         dst.write(np.full((3, 64, 64), 100, dtype="uint8"))
     out = tmp_path / "o.gpkg"
-    out.mkdir()  # the GeoPackage cannot be written where a folder stands
+    real_export = finishing.export_detections
+
+    def disk_full(path: Path, *args: object, **kwargs: object) -> None:
+        # a folder standing where the output goes is refused before work now (tests/cli/test_contract.py);
+        # a write that fails at the end (a full disk) is what remains
+        raise ExportError(f"writing {path} failed: No space left on device")
+
+    monkeypatch.setattr(finishing, "export_detections", disk_full)
     proc = run_rsvg(
-        "-q", "detect", str(scene), "--smoke", "--query", "planes", "-o", str(out), "--overwrite",
+        "-q", "detect", str(scene), "--smoke", "--query", "planes", "-o", str(out),
         "--tile-size", "64", "--overlap", "0", "--max-new-tokens", "4",
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
@@ -300,3 +312,7 @@ def test_detect_says_when_the_export_could_not_be_written(tmp_path: Path) -> Non
     assert len(errors) == 1 and "rsvg export" in errors[0] and "is complete" in errors[0]
     log = tmp_path / "o.answers.jsonl"
     assert len(list(read_answer_log(log))) == 1
+    command = errors[0].split("rebuild the output with: ")[1].split()
+    assert command[:2] == ["rsvg", "export"]  # the suggestion works once the disk has room
+    monkeypatch.setattr(finishing, "export_detections", real_export)
+    assert run_rsvg(*command[1:]).returncode == 0 and out.is_file()

@@ -4,7 +4,7 @@ flow, and a scripted generator (test-only) where the test needs answers with kno
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import fiona
@@ -196,7 +196,7 @@ def test_cancel_keeps_finished_tiles(data_dir, tmp_path):
         assert len(src) == 4
     with fiona.open(out, layer="run") as src:
         props = next(iter(src))["properties"]
-        assert props["x_cancelled"] == "True" and props["x_tiles_done"] == "4"
+        assert props["x_cancelled"] is True and props["x_tiles_done"] == 4  # typed, not text
 
 
 def test_closing_the_job_midway_still_writes_the_export(data_dir, tmp_path):
@@ -297,3 +297,34 @@ def test_log_keeps_what_rebuilds_the_prompt(data_dir, tmp_path):
     )
     (rec,) = read_answer_log(answer_log_path(out2))
     assert rec.extra["region"] == [10, 20, 30, 40, 90]
+
+
+def test_a_run_without_a_file_name_is_refused(data_dir, tmp_path, monkeypatch):
+    from rsvg_desktop.errors import ConfigError, ExportError
+
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig(scene=str(data_dir / "cogeo.tif"), query="q", output=".")
+    with pytest.raises(ConfigError, match=r"'\.' is not a file name"):
+        _events(cfg, ScriptedGenerator(lambda r: ""))
+    with pytest.raises(ExportError, match="is a folder"):
+        _events(replace(cfg, output=str(tmp_path)), ScriptedGenerator(lambda r: ""))
+    assert not list(tmp_path.iterdir())
+
+
+def test_ctrl_c_inside_a_batch_is_recorded_as_an_interruption(data_dir, tmp_path):
+    """Ctrl-C lands while the model answers (not between events): the run table still says so."""
+    answered = {"n": 0}
+
+    def answer(request):
+        answered["n"] += 1
+        if answered["n"] > 2:
+            raise KeyboardInterrupt
+        return "{<10><10><20><20>}"
+
+    out = tmp_path / "i.gpkg"
+    cfg = RunConfig(scene=str(data_dir / "cogeo.tif"), query="q", output=str(out), batch_size=1)
+    with pytest.raises(KeyboardInterrupt):
+        _events(cfg, ScriptedGenerator(answer))
+    with fiona.open(out, layer="run") as src:
+        props = next(iter(src))["properties"]
+    assert props["x_cancelled"] is True and props["x_tiles_done"] == 2 and props["x_tiles_total"] == 9

@@ -332,7 +332,8 @@ class RunInfo:
     task: str = ""
     query: str = ""
     crs: str = ""
-    extra: tuple[tuple[str, str], ...] = ()
+    #: More columns, each ``x_<name>``, with their types (text, integer, real or boolean).
+    extra: tuple[tuple[str, str | int | float | bool], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "angle_convention", AngleConvention(self.angle_convention))

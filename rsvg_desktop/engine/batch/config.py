@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from rsvg_desktop.core.geo.boxes import AngleConvention
-from rsvg_desktop.core.geo.grid import iter_grid
 from rsvg_desktop.engine.events import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, ModelInfo
 from rsvg_desktop.engine.inputs import Query
 from rsvg_desktop.errors import ConfigError
@@ -41,19 +40,21 @@ class BatchConfig:
     command: str = ""
 
     def validate(self) -> None:
-        """ConfigError for a setting that can never work (checked before anything is opened)."""
+        """ConfigError for a setting that can never work and an output that cannot be written (checked
+        before anything is opened; see :mod:`~rsvg_desktop.engine.preflight`)."""
+        from rsvg_desktop.engine import preflight
+
         if not self.queries:
             raise ConfigError("no question: give --query or --queries FILE")
-        next(iter_grid(1, 1, tile_size=self.tile_size, overlap=self.overlap))  # grid parameters
-        if not 0.0 < self.max_nodata_fraction <= 1.0:
-            raise ConfigError(f"--max-nodata must be in (0, 1], got {self.max_nodata_fraction}")
-        if self.target_gsd is not None and not self.target_gsd > 0:
-            raise ConfigError(f"--target-gsd must be positive, got {self.target_gsd}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        preflight.check_grid(
+            tile_size=self.tile_size,
+            overlap=self.overlap,
+            target_gsd=self.target_gsd,
+            max_nodata_fraction=self.max_nodata_fraction,
+        )
+        preflight.check_run_numbers(batch_size=self.batch_size, max_new_tokens=self.max_new_tokens)
         AngleConvention(self.angle_convention)
+        preflight.check_output_file(self.output, overwrite=True, fmt="gpkg")  # a store resumes
 
 
 @dataclass(frozen=True, slots=True)

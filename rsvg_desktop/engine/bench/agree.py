@@ -210,6 +210,33 @@ def _refuse_other_settings(
                 )
 
 
+def _preflight(
+    out: str | Path,
+    precs: Sequence[Precision],
+    device: str,
+    group_size: int,
+    batch_size: int | None,
+    max_new_tokens: int,
+    tile_size: int | None,
+) -> None:
+    """The shared checks before work (:mod:`~rsvg_desktop.engine.preflight`): the numbers, the output
+    folder, and every precision on this machine's device."""
+    from rsvg_desktop.engine import preflight
+    from rsvg_desktop.engine.events import DEFAULT_OVERLAP
+
+    preflight.check_run_numbers(batch_size=batch_size, max_new_tokens=max_new_tokens)
+    if tile_size is not None:
+        preflight.check_grid(tile_size=tile_size, overlap=0)
+        if tile_size <= DEFAULT_OVERLAP:
+            raise ConfigError(
+                f"--tile-size must be more than the tiles' overlap of {DEFAULT_OVERLAP} pixels, "
+                f"got {tile_size}"
+            )
+    preflight.check_output_folder(out)
+    for prec in precs:
+        preflight.check_machine(device, prec.value, group_size=group_size)
+
+
 def _runs_left(
     prec: Precision, inputs: Sequence[str | Path], out: Path, settings: dict[str, Any], runs: _Runs
 ) -> list[_SceneRun]:
@@ -299,6 +326,7 @@ def run_agree(
 ) -> BenchSummary:
     """``rsvg bench agree`` (see the module doc)."""
     ref, others = _check_request(reference, precisions, inputs, task, classes)
+    _preflight(out, [ref, *others], device, group_size, batch_size, max_new_tokens, tile_size)
     out = Path(out)
     question = _Question(
         model_dir, task, query, tuple(classes), device, batch_size, max_new_tokens, tile_size, group_size

@@ -329,11 +329,16 @@ def run_bench(
     """``rsvg bench run``: answer every question at each precision, then score (see the module doc)."""
     from rsvg_desktop.core.model.generate import GeoChatGenerator
     from rsvg_desktop.core.model.loader import LoadSpec, load_model
+    from rsvg_desktop.engine import preflight
 
     precs = [Precision.parse(p) for p in precisions]
     if not precs:
         raise ConfigError("no precision given")
     data, image_dir = _read_data(data_dir, images, tasks, limit, seed)
+    preflight.check_run_numbers(batch_size=batch_size, max_new_tokens=max_new_tokens)
+    preflight.check_output_folder(out)
+    for prec in precs:
+        preflight.check_machine(device, prec.value, group_size=group_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, Path]] = {}

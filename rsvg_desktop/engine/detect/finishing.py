@@ -69,9 +69,9 @@ def _run_info(plan: RunPlan, tally: RunTally) -> RunInfo:
         task=config.task,
         query=config.query,
         extra=(
-            ("tiles_done", str(tally.done)),
-            ("tiles_total", str(len(plan.todo))),
-            ("cancelled", str(tally.cancelled)),
+            ("tiles_done", tally.done),
+            ("tiles_total", len(plan.todo)),
+            ("cancelled", tally.cancelled),
         ),
     )
 

@@ -58,7 +58,7 @@ def run_scene(
         try:
             with AnswerLogWriter(plan.answer_log) as writer:
                 yield from _answer_tiles(plan, images, question, recorder, writer, tally, cancel)
-        except GeneratorExit:
+        except (GeneratorExit, KeyboardInterrupt):  # closed, or Ctrl-C while a batch was answered
             tally.cancelled = True
             raise
         except CancelledError:  # cancelled inside a batch: that batch is dropped, the rest is kept

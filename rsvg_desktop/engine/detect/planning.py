@@ -19,6 +19,7 @@ from rsvg_desktop.core.geo.scene import Scene, SceneInfo
 from rsvg_desktop.core.paths import refuse_same_file
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.events import RunConfig, RunStarted
+from rsvg_desktop.engine.preflight import check_output_name
 from rsvg_desktop.engine.results import Georef
 from rsvg_desktop.errors import ConfigError, OutputExistsError
 
@@ -56,6 +57,7 @@ def checked_outputs(config: RunConfig) -> tuple[Path, Path]:
     when either would replace the scene, or when either exists and ``config.overwrite`` is not set."""
     if config.output is None:
         raise ConfigError("a run needs an output file (.gpkg, .geojson or .shp)")
+    check_output_name(config.output)  # ".": no answer log can be named after it
     output = Path(config.output)
     format_for_path(output)
     log_path = answer_log_path(output)
