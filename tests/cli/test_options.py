@@ -63,7 +63,7 @@ def test_options_after_the_command_in_a_process(data_dir: Path, tmp_path: Path) 
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert "unrecognized arguments" not in proc.stderr
-    assert proc.stderr.strip() == "rsvg: error: --tile-size must be a positive integer, got 0"
+    assert proc.stderr.strip() == "rsvg: error: --tile-size must be at least 32 pixels, got 0"
 
 
 # --- -q silences info lines ---------------------------------------------------------------------------
@@ -230,9 +230,12 @@ def test_agree_with_the_smoke_model_shows_real_rates(data_dir: Path, tmp_path: P
 @pytest.mark.parametrize(
     ("args", "option"),
     [
-        (["info", "{scene}", "--tile-size", "0"], "--tile-size must be a positive integer, got 0"),
-        (["info", "{scene}", "--overlap", "600"], "--overlap must be an integer from 0 to the tile size - 1"),
-        (["info", "{scene}", "--target-gsd", "0"], "--target-gsd must be a positive number"),
+        (["info", "{scene}", "--tile-size", "0"], "--tile-size must be at least 32 pixels, got 0"),
+        (
+            ["info", "{scene}", "--overlap", "600"],
+            "--overlap must be from 0 to --tile-size - 1 (503), got 600",
+        ),
+        (["info", "{scene}", "--target-gsd", "0"], "--target-gsd must be positive, got 0.0"),
         (["info", "{scene}", "--max-nodata", "2"], "--max-nodata must be in (0, 1], got 2.0"),
         (["tiles", "{scene}", "-o", "{tmp}/t.gpkg", "--tile-size", "-3"], "--tile-size must be"),
         (["export", "{log}", "-o", "{tmp}/e.gpkg", "--iou", "2"], "--iou must be in (0, 1], got 2.0"),
