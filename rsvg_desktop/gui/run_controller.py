@@ -36,7 +36,7 @@ from rsvg_desktop.engine.events import RunConfig
 from rsvg_desktop.errors import ConfigError
 from rsvg_desktop.gui.logic.replay import Replay
 from rsvg_desktop.gui.logic.runplan import QueryRequest, build_run_config, input_note
-from rsvg_desktop.gui.logic.runsize import large_run_question, tiles_in_scope
+from rsvg_desktop.gui.logic.runsize import count_in_scope, large_run_question
 from rsvg_desktop.gui.map_view import MapView
 from rsvg_desktop.gui.results_model import ResultsModel
 from rsvg_desktop.gui.transcript import Conversations, TranscriptModel, run_title, summarise_answer
@@ -192,7 +192,7 @@ class RunController(QObject):
             history=history,
             follow_up_tile=follow_up_tile,
         )
-        n_tiles = tiles_in_scope(plan.kept, config.scope)
+        n_tiles = count_in_scope(plan.kept, config.scope)
         question = large_run_question(n_tiles, plan.tile_size, plan.overlap)
         if question is not None and not self.confirm_large_run(question):
             raise ConfigError(

@@ -266,12 +266,12 @@ def test_sample_plan_has_nine_tiles(sample_scene: Path) -> None:
 # --- issue 21 §5: run size, map rules, messages --------------------------------------------------------
 def test_large_run_question_and_tiles_in_scope() -> None:
     from rsvg_desktop.core.types import Tile
-    from rsvg_desktop.gui.logic.runsize import LARGE_RUN_TILES, large_run_question, tiles_in_scope
+    from rsvg_desktop.gui.logic.runsize import LARGE_RUN_TILES, count_in_scope, large_run_question
 
     tiles = [Tile(r, c, c * 10, r * 10, 20, 20) for r in range(5) for c in range(5)]
-    assert tiles_in_scope(tiles, None) == 25
-    assert tiles_in_scope(tiles, (0, 0, 10, 10)) == 1
-    assert tiles_in_scope(tiles, (5, 5, 10, 10)) == 4
+    assert count_in_scope(tiles, None) == 25
+    assert count_in_scope(tiles, (0, 0, 10, 10)) == 1
+    assert count_in_scope(tiles, (5, 5, 10, 10)) == 4
     assert large_run_question(LARGE_RUN_TILES, 504, 64) is None
     question = large_run_question(44_100, 64, 60)
     assert question is not None and "44,100 tiles" in question and "overlap" in question

@@ -6,27 +6,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rsvg_desktop.core.types import Tile
+from rsvg_desktop.engine.detect import tiles_in_scope
 
-__all__ = ["LARGE_RUN_TILES", "large_run_question", "tiles_in_scope"]
+__all__ = ["LARGE_RUN_TILES", "count_in_scope", "large_run_question"]
 
 #: A run of more tiles than this asks before it starts.
 LARGE_RUN_TILES = 2000
 
 
-def tiles_in_scope(tiles: Iterable[Tile], scope: tuple[int, int, int, int] | None) -> int:
+def count_in_scope(tiles: Iterable[Tile], scope: tuple[int, int, int, int] | None) -> int:
     """How many of ``tiles`` a run with ``scope`` (pixel window ``col_off, row_off, width, height``;
-    None: the whole scene) sends to the model."""
-    if scope is None:
-        return sum(1 for _ in tiles)
-    c0, r0, w, h = scope
-    return sum(
-        1
-        for t in tiles
-        if t.col_off < c0 + w
-        and t.col_off + t.width > c0
-        and t.row_off < r0 + h
-        and t.row_off + t.height > r0
-    )
+    None: the whole scene) sends to the model: the scene job's own choice, counted."""
+    return len(tiles_in_scope(tuple(tiles), scope))
 
 
 def large_run_question(
