@@ -39,6 +39,7 @@ class HubState:
         self.repository = repository
         self.revision = revision
         self.commits: dict[str, Path] = {_commit_id(0): root}
+        self._pushes = 0
         self.commit = _commit_id(0)  # where ``revision`` points now
         self.linked = False
         self.redirect = False
@@ -58,7 +59,8 @@ class HubState:
 
     def move(self, root: Path) -> str:
         """Point the branch at a new commit holding ``root``; returns the commit id."""
-        commit = _commit_id(len(self.commits))
+        self._pushes += 1
+        commit = _commit_id(self._pushes)
         self.commits[commit] = root
         self.commit = commit
         return commit

@@ -355,7 +355,7 @@ def _stream_into(run: _Run, entry: str, meta: HubFile, part: Path, start: int, s
             out.seek(offset)
             out.truncate()
             written = offset
-            for chunk in _reading(chunks, run.name, entry, lambda: written):
+            while (chunk := _next_chunk(chunks, run.name, entry, written)) is not None:
                 run.stop_if_asked(entry, written)
                 out.write(chunk)
                 written += len(chunk)
@@ -369,15 +369,17 @@ def _stream_into(run: _Run, entry: str, meta: HubFile, part: Path, start: int, s
         )
 
 
-def _reading(chunks: Iterator[bytes], name: str, entry: str, written: Callable[[], int]) -> Iterator[bytes]:
-    """``chunks``, a dropped connection while reading them being one :class:`OfflineError`."""
+def _next_chunk(chunks: Iterator[bytes], name: str, entry: str, written: int) -> bytes | None:
+    """The next chunk (``None`` at the end); a dropped connection is one :class:`OfflineError`."""
     import httpx2
 
     try:
-        yield from chunks
+        return next(chunks)
+    except StopIteration:
+        return None
     except (httpx2.TransportError, OSError) as exc:
         raise OfflineError(
-            f"download of {name} interrupted at {entry} after {written()} bytes "
+            f"download of {name} interrupted at {entry} after {written} bytes "
             f"({type(exc).__name__}); run it again to resume"
         ) from None
 
@@ -435,9 +437,9 @@ def download_component(
             run.done_before += known["bytes"]
             continue
         found = cached.get(entry.name)
-        if found is not None and (run.commit is None or found[1] in (None, run.commit)):
-            if _take_from_cache(run, entry, *found):
-                continue
+        usable = found is not None and (run.commit is None or found[1] in (None, run.commit))
+        if usable and found is not None and _take_from_cache(run, entry, *found):
+            continue
         run.stop_if_asked(entry.name, 0)
         _fetch_file(run, entry)
     run.index = len(component.files)

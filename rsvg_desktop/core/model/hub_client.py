@@ -1,13 +1,13 @@
-"""Talking to a model hub through ``huggingface_hub``: a file's metadata, its bytes, and where the token may go.
+"""Talking to a model hub through ``huggingface_hub``: a file's metadata, its bytes, where the token goes.
 
 ``huggingface_hub`` knows the hub's protocol: a large file's request is redirected to another host (a CDN)
 and the file's sha256 (``X-Linked-Etag``), size (``X-Linked-Size``) and commit (``X-Repo-Commit``) are on
 the redirect response. :func:`file_metadata` asks it (a ``HEAD``); :func:`stream_file` then reads the
-bytes from where the hub pointed, with ``Range`` to resume, chunk by chunk as they arrive (so a cancel is seen within a
-second). Files the hub keeps in Xet storage are read the same way: the hub serves them over plain HTTP
-too, which keeps resume, progress and cancel identical for every file. The endpoint is always passed explicitly (``huggingface_hub`` reads ``HF_ENDPOINT`` once, when it
-is imported), and the token is sent only to the endpoint's own host and never over plain ``http`` except
-to this machine.
+bytes from where the hub pointed, with ``Range`` to resume, chunk by chunk as they arrive (so a cancel
+is seen within a second). Files the hub keeps in Xet storage are read the same way: the hub serves them
+over plain HTTP too, which keeps resume, progress and cancel the same for every file. The endpoint is
+always passed explicitly (``huggingface_hub`` reads ``HF_ENDPOINT`` once, when it is imported), and the
+token is sent only to the endpoint's own host, never over plain ``http`` except to this machine.
 """
 
 from __future__ import annotations
