@@ -210,3 +210,28 @@ def test_a_damaged_file_in_the_cache_is_downloaded_instead(tmp_path: Path, hub_f
         out = download_component(_component(url), tmp_path / "dl")
     assert (out / "big.bin").read_bytes() == BIG
     assert hub.cdn_requests == [(f"/blobs/{_sha(BIG)}", None)]
+
+
+def test_model_list_says_what_the_files_are_checked_against(tmp_path: Path, hub_files: Path) -> None:
+    data_home = tmp_path / "data"
+    (data_home / "models").mkdir(parents=True)
+    env = {**os.environ, "RSVG_DATA_DIR": str(data_home)}
+    with serve_hub(hub_files, REPO) as (url, hub):
+        hub.redirect = True
+        hub_ref = {"endpoint": url, "repository": REPO, "revision": "main"}
+        unhashed = {"format": 1, "id": "tiny", "name": "Tiny", "hub": hub_ref, "files": [{"name": "big.bin"}]}
+        hashed = {**unhashed, "id": "tiny-hashed", "files": [{"name": "big.bin", "sha256": _sha(BIG)}]}
+        for m in (unhashed, hashed):
+            (data_home / "models" / f"{m['id']}.json").write_text(json.dumps(m))
+        before = run_rsvg("model", "list", env=env)
+        assert "the first download's record will be the reference" in before.stdout, before.stdout
+        got = run_rsvg("-q", "model", "download", "tiny", env=env)
+        assert got.returncode == 0, got.stderr
+    listed = run_rsvg("model", "list", env=env)
+    assert f"checked against: the record of its first download at commit {hub.commit}" in listed.stdout
+    assert "checked against: the sha256 in its manifest" in listed.stdout
+    rows = {m["id"]: m for m in json.loads(run_rsvg("model", "list", "--json", env=env).stdout)}
+    assert rows["tiny"]["reference"] == "first download" and rows["tiny"]["commit"] == hub.commit
+    assert rows["tiny-hashed"]["reference"] == "manifest"
+    ok = run_rsvg("model", "verify", "tiny", env=env)
+    assert ok.returncode == 0 and "every file matches" in ok.stdout
