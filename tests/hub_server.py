@@ -11,8 +11,10 @@ The hub serves ``/{owner}/{name}/resolve/{revision}/{file}`` on 127.0.0.1 for ``
   server on another loopback address (127.0.0.2, a stand-in CDN), with ``X-Linked-Etag`` (the sha256),
   ``X-Linked-Size`` and ``X-Repo-Commit`` on the redirect response only, as the real hub does for LFS files.
   ``cdn_corrupt`` makes the CDN send other bytes of the same size.
-- Both honour ``Range`` (``206`` with ``Content-Range``; ``416`` past the end). ``cut_after`` makes the
-  next bodies stop after that many bytes (a dropped connection); ``delay_per_chunk`` slows them down.
+- Both honour ``Range`` (``206`` with ``Content-Range``; ``416`` past the end), unless ``ignore_range``
+  (``200``, the whole file) or ``range_shift`` (a ``206`` from the wrong place) says otherwise.
+  ``cut_after`` makes the next bodies stop after that many bytes (a dropped connection);
+  ``delay_per_chunk`` slows them down.
 - ``requests`` logs ``(path, Range)`` of every request to the hub; ``cdn_requests`` logs
   ``(path, Range)`` to the CDN; ``auth`` logs ``(server, Authorization)`` for both.
 """
@@ -45,6 +47,8 @@ class HubState:
         self.redirect = False
         self.redirect_min = 1000
         self.cdn_corrupt = False
+        self.ignore_range = False  # answer a Range request with 200 and the whole file
+        self.range_shift = 0  # answer a Range request with bytes from this much further on (a bad 206)
         self.cut_after: int | None = None
         self.delay_per_chunk = 0.0
         self.requests: list[tuple[str, str | None]] = []
@@ -85,9 +89,9 @@ class HubState:
 def _send_body(handler: BaseHTTPRequestHandler, state: HubState, data: bytes, head: bool) -> bool:
     """Status and range headers for ``data``; returns False when the answer is complete (416)."""
     start = 0
-    rng = handler.headers.get("Range")
+    rng = None if state.ignore_range else handler.headers.get("Range")
     if rng and rng.startswith("bytes="):
-        start = int(rng[6:].split("-")[0])
+        start = int(rng[6:].split("-")[0]) + state.range_shift
         if start >= len(data):
             handler.send_response(416)
             handler.send_header("Content-Range", f"bytes */{len(data)}")

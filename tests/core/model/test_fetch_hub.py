@@ -235,3 +235,34 @@ def test_model_list_says_what_the_files_are_checked_against(tmp_path: Path, hub_
     assert rows["tiny-hashed"]["reference"] == "manifest"
     ok = run_rsvg("model", "verify", "tiny", env=env)
     assert ok.returncode == 0 and "every file matches" in ok.stdout
+
+
+@pytest.mark.parametrize("misbehaviour", ["ignore_range", "range_shift"])
+def test_a_resume_the_server_does_not_continue_starts_the_file_over(
+    tmp_path: Path, hub_files: Path, misbehaviour: str
+) -> None:
+    dest = tmp_path / "dl"
+    with serve_hub(hub_files, REPO) as (url, hub):
+        hub.redirect = True
+        hub.cut_after = 100_000
+        with pytest.raises(OfflineError):
+            download_component(_component(url), dest)
+        hub.cut_after = None
+        if misbehaviour == "ignore_range":
+            hub.ignore_range = True
+        else:
+            hub.range_shift = 5000  # a 206 whose Content-Range does not start where the .part ends
+        download_component(_component(url), dest)
+    assert (dest / "big.bin").read_bytes() == BIG and is_complete(dest)
+
+
+def test_a_partial_file_longer_than_the_hub_says_is_not_taken_as_complete(
+    tmp_path: Path, hub_files: Path
+) -> None:
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    (dest / "big.bin.part").write_bytes(b"\xff" * (len(BIG) + 10))  # the server would answer 416
+    with serve_hub(hub_files, REPO) as (url, hub):
+        hub.redirect = True
+        download_component(_component(url), dest)
+    assert (dest / "big.bin").read_bytes() == BIG
