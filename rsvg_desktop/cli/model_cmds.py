@@ -221,7 +221,7 @@ def cmd_model_list(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from rsvg_desktop.engine.model_jobs import list_models
+    from rsvg_desktop.engine.model_jobs import checked_against, list_models
 
     models = list_models()
     if args.json:
@@ -236,23 +236,8 @@ def cmd_model_list(args: argparse.Namespace) -> int:
         conv = f"converted: {m.converted_dir}" if m.converted else "not converted"
         cached = ", ".join(m.cached_precisions) or "none"
         print(f"    {conv}; cached precisions: {cached}")
-        print(f"    {_reference_line(m)}")
+        print(f"    checked against: {checked_against(m)}")
     return EXIT_OK
-
-
-def _reference_line(m: Any) -> str:
-    """What ``rsvg model verify`` checks this model's files against."""
-    pinned = f" at commit {m.commit}" if m.commit else ""
-    if m.reference == "manifest":
-        return f"checked against: the sha256 in its manifest{pinned}"
-    if m.downloaded:
-        return (
-            f"checked against: the record of its first download{pinned} (the hashes the hub stated then; "
-            "the manifest has none yet)"
-        )
-    return (
-        "checked against: the manifest has no sha256 yet: the first download's record will be the reference"
-    )
 
 
 def cmd_model_verify(args: argparse.Namespace) -> int:

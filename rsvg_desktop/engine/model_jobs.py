@@ -393,6 +393,19 @@ def model_status(manifest: Any) -> KnownModelStatus:
     )
 
 
+def checked_against(status: KnownModelStatus) -> str:
+    """What ``rsvg model verify`` checks a known model's files against, in words."""
+    pinned = f" at commit {status.commit}" if status.commit else ""
+    if status.reference == "manifest":
+        return f"the sha256 in its manifest{pinned}"
+    if status.downloaded:
+        return (
+            f"the record of its first download{pinned} (the hashes the hub stated then; the manifest has "
+            "none yet)"
+        )
+    return "the manifest has no sha256 yet: the first download's record will be the reference"
+
+
 def list_models() -> list[KnownModelStatus]:
     return [model_status(m) for _, m in sorted(known_models().items())]
 
