@@ -38,7 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rsvg_desktop.core.model.hub_client import HubFile, RangeRefused, file_metadata, file_url, stream_file
+from rsvg_desktop.core.model.hub_client import (
+    HubFile,
+    RangeRefused,
+    effective_endpoint,
+    file_metadata,
+    file_url,
+    stream_file,
+)
 from rsvg_desktop.core.model.manifest import Component, ManifestFile
 from rsvg_desktop.errors import CancelledError, IntegrityError, ModelError, OfflineError
 
@@ -225,8 +232,10 @@ class _Run:
         record = read_record(folder) or {}
         files = record.get("files")
         self.recorded: dict[str, Any] = files if isinstance(files, dict) else {}
-        commit = record.get("commit")
+        # a record written before commits were pinned kept the commit it saw as ``revision_seen``
+        commit = record.get("commit", record.get("revision_seen"))
         self.commit: str | None = commit if isinstance(commit, str) and commit else None
+        self.endpoint = effective_endpoint(component.hub.endpoint)
         self.seen: dict[str, dict[str, Any]] = {}
         self.done_before = 0
         self.fetched = 0
@@ -264,7 +273,7 @@ class _Run:
 
     def write(self, *, complete: bool) -> None:
         files = self.seen if complete else {**self.recorded, **self.seen}
-        _write_record(self.folder, self.component, files, self.commit, complete=complete)
+        _write_record(self.folder, self.component, self.endpoint, files, self.commit, complete=complete)
 
 
 def _fail(part: Path, target: Path, problem: str) -> IntegrityError:
@@ -314,9 +323,9 @@ def _fetch_file(run: _Run, entry: ManifestFile) -> None:
     target = run.folder / entry.name
     part = target.with_name(target.name + ".part")
     hub = run.component.hub
-    url = file_url(hub.endpoint, hub.repository, run.revision, entry.name)
-    with _hub_errors(run.name, entry.name, url, hub.endpoint, run.commit):
-        meta = file_metadata(hub.endpoint, url, run.timeout)
+    url = file_url(run.endpoint, hub.repository, run.revision, entry.name)
+    with _hub_errors(run.name, entry.name, url, run.endpoint, run.commit):
+        meta = file_metadata(run.endpoint, url, run.timeout)
     if run.commit is not None and meta.commit and meta.commit != run.commit:
         raise ModelError(
             f"{run.name}: the hub answered {entry.name} at commit {meta.commit}, not the pinned {run.commit}"
@@ -344,12 +353,11 @@ def _fetch_file(run: _Run, entry: ManifestFile) -> None:
 
 
 def _stream_into(run: _Run, entry: str, meta: HubFile, part: Path, start: int, size: int | None) -> None:
-    hub = run.component.hub
     written = start
     with contextlib.ExitStack() as stack:
-        with _hub_errors(run.name, entry, meta.location, hub.endpoint, run.commit):
+        with _hub_errors(run.name, entry, meta.location, run.endpoint, run.commit):
             offset, chunks = stack.enter_context(
-                stream_file(hub.endpoint, meta.location, start, size, run.timeout)
+                stream_file(run.endpoint, meta.location, start, size, run.timeout)
             )
         with open(part, "r+b" if part.exists() else "wb") as out:
             out.seek(offset)
@@ -451,6 +459,7 @@ def download_component(
 def _write_record(
     folder: Path,
     component: Component,
+    endpoint: str,
     files: dict[str, dict[str, Any]],
     commit: str | None,
     *,
@@ -462,7 +471,7 @@ def _write_record(
         "revision": component.hub.revision,
         "commit": commit,
         "revision_seen": commit,
-        "endpoint": component.hub.endpoint,
+        "endpoint": endpoint,
         "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": files,
     }

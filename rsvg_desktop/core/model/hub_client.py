@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 __all__ = [
     "HubFile",
     "RangeRefused",
+    "effective_endpoint",
     "file_metadata",
     "file_url",
     "hub_token",
@@ -32,6 +33,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_DEFAULT_HUB = "https://huggingface.co"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,16 @@ class RangeRefused(Exception):
 
 def _host(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
+
+
+def effective_endpoint(endpoint: str) -> str:
+    """``endpoint`` without a trailing slash; a manifest naming the Hugging Face hub itself follows the
+    user's ``HF_ENDPOINT`` mirror (read at each call, not when ``huggingface_hub`` was imported)."""
+    endpoint = endpoint.rstrip("/")
+    mirror = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/")
+    if endpoint == _DEFAULT_HUB and mirror.startswith(("https://", "http://")):
+        return mirror
+    return endpoint
 
 
 def hub_token(endpoint: str) -> str | None:

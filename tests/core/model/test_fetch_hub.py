@@ -30,7 +30,7 @@ def _sha(data: bytes) -> str:
 def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty Hugging Face cache of the test's own, and no token or offline mode from outside."""
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    for name in ("HF_TOKEN", "HF_HUB_OFFLINE"):
+    for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no token file either
 
@@ -266,3 +266,39 @@ def test_a_partial_file_longer_than_the_hub_says_is_not_taken_as_complete(
         hub.redirect = True
         download_component(_component(url), dest)
     assert (dest / "big.bin").read_bytes() == BIG
+
+
+def test_a_manifest_naming_the_hub_follows_the_users_mirror(
+    tmp_path: Path, hub_files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HF_ENDPOINT`` set after ``huggingface_hub`` was imported still counts (read at each call)."""
+    import huggingface_hub  # noqa: F401  (imported before the mirror is set)
+
+    with serve_hub(hub_files, REPO) as (url, hub):
+        hub.redirect = True
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        out = download_component(_component("https://huggingface.co"), tmp_path / "dl")
+    assert (out / "big.bin").read_bytes() == BIG
+    record = read_record(out)
+    assert record is not None and record["endpoint"] == url
+
+
+def test_an_older_record_keeps_the_commit_it_saw(tmp_path: Path, hub_files: Path) -> None:
+    dest = tmp_path / "dl"
+    with serve_hub(hub_files, REPO) as (url, hub):
+        hub.redirect = True
+        hub.cut_after = 100_000
+        with pytest.raises(OfflineError):
+            download_component(_component(url), dest)
+        record = json.loads((dest / "rsvg-download.json").read_text())
+        first = record.pop("commit")
+        (dest / "rsvg-download.json").write_text(json.dumps(record))  # as an earlier version wrote it
+        hub.cut_after = None
+        newer = tmp_path / "hub2"
+        newer.mkdir()
+        (newer / "big.bin").write_bytes(BIG[::-1])
+        hub.move(newer)
+        download_component(_component(url), dest)
+    assert (dest / "big.bin").read_bytes() == BIG
+    done = read_record(dest)
+    assert done is not None and done["commit"] == first
