@@ -338,13 +338,14 @@ def _fetch_file(run: _Run, entry: ManifestFile) -> None:
         start = 0
     if want.size is None or start < want.size:
         try:
-            _stream_into(run, entry.name, meta, part, start, want.size)
+            digest = _stream_into(run, entry.name, meta, part, start, want.size)
         except RangeRefused as exc:
             log.info("%s: %s: %s; starting the file over", run.name, entry.name, exc)
             part.unlink()
-            _stream_into(run, entry.name, meta, part, 0, want.size)
+            digest = _stream_into(run, entry.name, meta, part, 0, want.size)
+    else:
+        digest = _sha256_of(part, run.should_stop)  # complete before: only the check was missing
     written = part.stat().st_size
-    digest = _sha256_of(part, run.should_stop)
     problem = _check(written, digest, _git_sha1_of(part) if want.git_sha1 else None, want)
     if problem is not None:
         raise _fail(part, target, problem)
@@ -352,20 +353,26 @@ def _fetch_file(run: _Run, entry: ManifestFile) -> None:
     run.keep(entry.name, written, digest, want.hash_from or "nothing (no hash known)")
 
 
-def _stream_into(run: _Run, entry: str, meta: HubFile, part: Path, start: int, size: int | None) -> None:
+def _stream_into(run: _Run, entry: str, meta: HubFile, part: Path, start: int, size: int | None) -> str:
+    """Append the bytes from ``start`` on to ``part`` (from 0 when the server sends the whole file);
+    returns the sha256 of the whole file, hashed as the bytes arrive."""
     written = start
+    h = hashlib.sha256()
     with contextlib.ExitStack() as stack:
         with _hub_errors(run.name, entry, meta.location, run.endpoint, run.commit):
             offset, chunks = stack.enter_context(
                 stream_file(run.endpoint, meta.location, start, size, run.timeout)
             )
         with open(part, "r+b" if part.exists() else "wb") as out:
+            while out.tell() < offset and (kept := out.read(min(_CHUNK, offset - out.tell()))):
+                h.update(kept)
             out.seek(offset)
             out.truncate()
             written = offset
             while (chunk := _next_chunk(chunks, run.name, entry, written)) is not None:
                 run.stop_if_asked(entry, written)
                 out.write(chunk)
+                h.update(chunk)
                 written += len(chunk)
                 run.fetched += len(chunk)
                 run.report(entry, run.done_before + written)
@@ -375,6 +382,7 @@ def _stream_into(run: _Run, entry: str, meta: HubFile, part: Path, start: int, s
             f"download of {run.name} interrupted at {entry} after {written} bytes (the connection "
             "closed early); run it again to resume"
         )
+    return h.hexdigest()
 
 
 def _next_chunk(chunks: Iterator[bytes], name: str, entry: str, written: int) -> bytes | None:
