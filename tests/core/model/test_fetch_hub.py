@@ -302,3 +302,25 @@ def test_an_older_record_keeps_the_commit_it_saw(tmp_path: Path, hub_files: Path
     assert (dest / "big.bin").read_bytes() == BIG
     done = read_record(dest)
     assert done is not None and done["commit"] == first
+
+
+def test_a_cancel_on_a_slow_link_stops_within_a_second(tmp_path: Path, hub_files: Path) -> None:
+    import time
+
+    from rsvg_desktop.errors import CancelledError
+
+    asked: list[float] = []
+
+    def should_stop() -> bool:
+        if not asked and (tmp_path / "dl" / "big.bin.part").is_file():
+            asked.append(time.monotonic())
+        return bool(asked)
+
+    with serve_hub(hub_files, REPO) as (url, hub):
+        hub.redirect = True
+        hub.delay_per_chunk = 0.2  # 64 KiB every 200 ms
+        with pytest.raises(CancelledError, match="kept to resume"):
+            download_component(_component(url), tmp_path / "dl", should_stop=should_stop)
+        stopped = time.monotonic()
+    assert stopped - asked[0] < 1.0
+    assert not (tmp_path / "dl" / "big.bin").exists()
