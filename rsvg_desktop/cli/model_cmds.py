@@ -221,7 +221,7 @@ def cmd_model_list(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from rsvg_desktop.engine.model_jobs import list_models
+    from rsvg_desktop.engine.model_jobs import checked_against, list_models
 
     models = list_models()
     if args.json:
@@ -236,6 +236,7 @@ def cmd_model_list(args: argparse.Namespace) -> int:
         conv = f"converted: {m.converted_dir}" if m.converted else "not converted"
         cached = ", ".join(m.cached_precisions) or "none"
         print(f"    {conv}; cached precisions: {cached}")
+        print(f"    checked against: {checked_against(m)}")
     return EXIT_OK
 
 

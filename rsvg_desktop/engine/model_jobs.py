@@ -334,6 +334,10 @@ class KnownModelStatus:
     converted: bool
     cached_precisions: tuple[str, ...]
     size_hint: int | None
+    # what the files are checked against: "manifest" (its sha256 for every file), or "first download"
+    # (some have none: the hashes the hub stated at the first download, recorded then, are the reference)
+    reference: str = "manifest"
+    commit: str | None = None  # the commit the download is pinned to (None before any download)
 
 
 def known_models() -> dict[str, Any]:
@@ -364,11 +368,13 @@ def _cached_precisions(converted: Path) -> tuple[str, ...]:
 
 
 def model_status(manifest: Any) -> KnownModelStatus:
-    from rsvg_desktop.core.model.fetch import is_complete
+    from rsvg_desktop.core.model.fetch import is_complete, read_record, reference_is_first_download
     from rsvg_desktop.engine.model_files import model_place
 
     place = model_place(manifest.id)
     downloaded = is_complete(place.download)
+    first = any(reference_is_first_download(c) for _, c in manifest.components())
+    commit = (read_record(place.download) or {}).get("commit")
     partial = not downloaded and place.download.is_dir() and any(place.download.iterdir())
     converted = (place.converted / "rsvg_manifest.json").is_file()
     return KnownModelStatus(
@@ -382,7 +388,22 @@ def model_status(manifest: Any) -> KnownModelStatus:
         converted=converted,
         cached_precisions=_cached_precisions(place.converted) if converted else (),
         size_hint=manifest.model.size_hint,
+        reference="first download" if first else "manifest",
+        commit=commit if isinstance(commit, str) else None,
     )
+
+
+def checked_against(status: KnownModelStatus) -> str:
+    """What ``rsvg model verify`` checks a known model's files against, in words."""
+    pinned = f" at commit {status.commit}" if status.commit else ""
+    if status.reference == "manifest":
+        return f"the sha256 in its manifest{pinned}"
+    if status.downloaded:
+        return (
+            f"the record of its first download{pinned} (the hashes the hub stated then; the manifest has "
+            "none yet)"
+        )
+    return "the manifest has no sha256 yet: the first download's record will be the reference"
 
 
 def list_models() -> list[KnownModelStatus]:

@@ -171,6 +171,8 @@ class ModelManagerDialog(QDialog):
         return None if item is None else str(item.data(Qt.ItemDataRole.UserRole))
 
     def _show_selected(self) -> None:
+        from rsvg_desktop.engine.model_jobs import checked_against
+
         s = self._statuses.get(self.selected_id() or "")
         busy = self.task is not None and self.task.running
         if s is None:
@@ -181,7 +183,7 @@ class ModelManagerDialog(QDialog):
             self.details.setText(
                 f"<b>{s.name}</b> ({size})<br>Licence: {s.license}<br>Download folder: {s.download_dir}"
                 f"<br>Converted folder: {s.converted_dir if s.converted else 'not converted yet'}"
-                f"<br>Cached precisions: {cached}"
+                f"<br>Cached precisions: {cached}<br>Checked against: {checked_against(s)}"
             )
         self.download_button.setEnabled(s is not None and not busy and not s.downloaded)
         self.convert_button.setEnabled(s is not None and not busy and s.downloaded)

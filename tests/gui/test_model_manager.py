@@ -57,6 +57,7 @@ def test_download_convert_verify_and_use(
         dialog.download_button.click()
         qtbot.waitUntil(lambda: "Downloaded and checked" in dialog.status.text(), timeout=30000)
     assert dialog.convert_button.isEnabled() and not dialog.download_button.isEnabled()
+    assert "Checked against: the record of its first download at commit" in dialog.details.text()
     dialog.convert_button.click()
     qtbot.waitUntil(lambda: dialog.status.text().startswith("Converted"), timeout=60000)
     converted = tmp_path / "data" / "models" / "geochat-tiny" / "converted"

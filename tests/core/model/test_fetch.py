@@ -65,7 +65,8 @@ def test_a_cut_off_download_resumes_where_it_stopped(tmp_path: Path, hub_files: 
         hub.cut_after = None
         hub.requests.clear()
         download_component(_component(url), dest)
-    assert ("/someone/tiny-model/resolve/main/big.bin", "bytes=100000-") in hub.requests
+    assert (f"/someone/tiny-model/resolve/{hub.commit}/big.bin", None) in hub.requests  # the pinned commit
+    assert (f"/someone/tiny-model/resolve/{hub.commit}/big.bin", "bytes=100000-") in hub.requests
     # the finished config.json was not fetched again
     assert not any(p.endswith("config.json") for p, _ in hub.requests)
     assert (dest / "big.bin").read_bytes() == (hub_files / "big.bin").read_bytes()
