@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="direction of GeoChat's angle (default: as recorded in the log, else ccw)",
     )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="read a scene the log names by URL or GDAL network path (/vsicurl/, /vsis3/...) when a record "
+        "lacks georeferencing (default: refused)",
+    )
     p.set_defaults(func=cmd_export)
 
     add_model_commands(sub, _add_grid_options)
@@ -279,6 +285,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         merge=merge,
         angle_convention=args.angle_convention,
         fmt=args.format,
+        allow_remote=args.allow_remote,
     )
     print(
         f"{summary.records} answered tiles, {summary.raw_detections} boxes, "

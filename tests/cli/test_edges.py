@@ -76,3 +76,105 @@ def test_closed_stdout_leaves_other_broken_pipes_to_the_error_report(monkeypatch
         raise BrokenPipeError(32, "Broken pipe")
 
     assert run_guarded(broken) == EXIT_INTERNAL
+
+
+# --- paths someone else wrote: answer-log scenes that would be fetched over the network ------------
+REMOTE = [
+    "http://127.0.0.1:9/scene.tif",
+    "https://example.invalid/scene.tif",
+    "s3://bucket/scene.tif",
+    "/vsicurl/http://127.0.0.1:9/scene.tif",
+    "/vsicurl?url=http://127.0.0.1:9/scene.tif",
+    "/vsis3/bucket/scene.tif",
+    "/vsigs/bucket/scene.tif",
+    "/vsiaz/container/scene.tif",
+    "/vsicurl_streaming/http://127.0.0.1:9/scene.tif",
+    "/vsizip//vsicurl/http://127.0.0.1:9/a.zip/scene.tif",
+    "/vsistdin/",
+    "WMS:http://127.0.0.1:9/wms",
+    "EEDAI:projects/x/assets/y",
+]
+LOCAL = ["/data/scene.tif", "scene.tif", "C:\\data\\scene.tif", "/vsizip/a.zip/scene.tif", "file:///a.tif"]
+
+
+@pytest.mark.parametrize("path", REMOTE)
+def test_remote_paths_are_recognised(path: str) -> None:
+    from rsvg_desktop.core.paths import is_remote_path
+
+    assert is_remote_path(path)
+
+
+@pytest.mark.parametrize("path", LOCAL)
+def test_local_paths_are_not_remote(path: str) -> None:
+    from rsvg_desktop.core.paths import is_remote_path
+
+    assert not is_remote_path(path)
+
+
+def _log_naming(tmp_path: Path, scene: str, name: str = "shared", **kw: object) -> Path:
+    from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord
+
+    log = tmp_path / f"{name}.answers.jsonl"
+    fields: dict[str, object] = dict(
+        scene=scene, col_off=0, row_off=0, width=100, height=100, task="refer", query="q",
+        answer="{<10><10><40><40>|<0>}",
+    )  # fmt: skip
+    fields.update(kw)
+    with AnswerLogWriter(log) as w:
+        w.write(AnswerRecord(**fields))  # type: ignore[arg-type]
+    return log
+
+
+@pytest.mark.parametrize("scene", ["/vsicurl/http://127.0.0.1:9/scene.tif", "http://127.0.0.1:9/s.tif"])
+def test_export_refuses_to_fetch_a_logs_remote_scene(tmp_path: Path, scene: str) -> None:
+    log = _log_naming(tmp_path, scene)
+    out = tmp_path / "out.geojson"
+    proc = run_rsvg("export", str(log), "-o", str(out))
+    assert proc.returncode == 2
+    line = _one_error_line(proc.stderr)
+    assert scene in line and "--allow-remote" in line and "network" in line
+    assert not out.exists()
+
+
+def test_export_allow_remote_hands_the_path_to_gdal(tmp_path: Path) -> None:
+    """With ``--allow-remote`` the refusal is lifted: GDAL tries the (closed, local) port and fails."""
+    log = _log_naming(tmp_path, "/vsicurl/http://127.0.0.1:9/scene.tif")
+    proc = run_rsvg("export", str(log), "-o", str(tmp_path / "out.geojson"), "--allow-remote")
+    assert proc.returncode == 2
+    line = _one_error_line(proc.stderr)
+    assert "--allow-remote" not in line and "cannot be read" in line
+
+
+def test_export_of_a_georeferenced_log_reads_no_scene(tmp_path: Path) -> None:
+    """A log that carries its georeferencing never opens the scene: nothing to fetch, nothing refused."""
+    from pyproj import CRS
+
+    wkt = CRS.from_epsg(4326).to_wkt()
+    log = _log_naming(
+        tmp_path, "/vsicurl/http://127.0.0.1:9/scene.tif", crs=wkt, transform=(0.001, 0, 10, 0, -0.001, 50)
+    )
+    out = tmp_path / "out.geojson"
+    proc = run_rsvg("export", str(log), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists()
+
+
+def test_the_app_refuses_to_reopen_a_run_of_a_remote_scene(tmp_path: Path) -> None:
+    from rsvg_desktop.core.paths import RemotePathError
+    from rsvg_desktop.gui.logic.replay import scene_of_log
+
+    log = _log_naming(tmp_path, "/vsis3/bucket/scene.tif")
+    with pytest.raises(RemotePathError, match="network") as info:
+        scene_of_log(log)
+    assert isinstance(info.value, ValueError)  # the window's open_run shows it as a message
+    local = _log_naming(tmp_path, "/data/scene.tif", name="local")
+    assert scene_of_log(local) == "/data/scene.tif"
+
+
+def test_bench_agree_refuses_remote_inputs(tmp_path: Path) -> None:
+    proc = run_rsvg(
+        "bench", "agree", "/vsicurl/http://127.0.0.1:9/scene.tif", "--smoke", "-o", str(tmp_path / "out")
+    )
+    assert proc.returncode == 2
+    line = _one_error_line(proc.stderr)
+    assert "--allow-remote" in line and not (tmp_path / "out").exists()
