@@ -298,6 +298,14 @@ def _rebuild(
     return table, keys, tiles, out_crs
 
 
+def _nodata_used(rec: AnswerRecord) -> tuple[tuple[str, str | int | float | bool], ...]:
+    """The run's ``--nodata`` value, when the log records one (a number or ``"nan"``)."""
+    value = rec.extra.get("nodata")
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return (("nodata", value),)
+    return ()
+
+
 def _run_infos(
     records: Sequence[AnswerRecord], convention: AngleConvention, crs: CRS | None
 ) -> list[RunInfo]:
@@ -320,5 +328,6 @@ def _run_infos(
             task=rec.task,
             query=rec.query,
             random_weights=bool(rec.extra.get("random_weights", False)),
+            extra=_nodata_used(rec),
         )
     return list(runs.values())

@@ -3,6 +3,7 @@ closed stdout ends a command quietly."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +179,109 @@ def test_bench_agree_refuses_remote_inputs(tmp_path: Path) -> None:
     assert proc.returncode == 2
     line = _one_error_line(proc.stderr)
     assert "--allow-remote" in line and not (tmp_path / "out").exists()
+
+
+# --- --nodata VALUE: a black collar without a nodata flag --------------------------------------------
+def _collared(tmp_path: Path, dtype: str = "uint16") -> Path:
+    """A 3-band scene with no nodata flag: a 300-pixel collar of 0 on the left, data 1000..2000 elsewhere
+    (one tile of 256 is all collar)."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = tmp_path / f"collar_{dtype}.tif"
+    data = np.zeros((3, 256, 768), dtype=dtype)
+    rng = np.random.default_rng(0)
+    data[:, :, 300:] = rng.integers(1000, 2000, size=(3, 256, 468)).astype(dtype)
+    profile = dict(driver="GTiff", width=768, height=256, count=3, dtype=dtype, crs="EPSG:32633",
+                   photometric="RGB", transform=from_origin(500000, 4000000, 1.0, 1.0))  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def test_nodata_value_is_pixels_equal_in_every_band(tmp_path: Path) -> None:
+    import numpy as np
+
+    from rsvg_desktop.core.geo.scene import FILL_RGB, open_scene
+
+    path = _collared(tmp_path)
+    with open_scene(path) as scene:
+        assert not scene.info.nodata_given and scene.info.mask_kind == "all_valid"
+        plain_low = scene.stretch.low  # type: ignore[union-attr]
+    with open_scene(path, nodata=0) as scene:
+        info = scene.info
+        assert info.nodata == 0.0 and info.nodata_given and info.mask_kind == "nodata"
+        # the stretch ignores the collar: its low end is in the data, not 0
+        assert min(scene.stretch.low) >= 1000 > max(plain_low)  # type: ignore[union-attr]
+        image, valid = scene.read_window((250, 0, 100, 10))
+        assert not valid[:, :50].any() and valid[:, 50:].all()
+        assert (image[:, :50] == np.array(FILL_RGB, dtype=np.uint8)).all()  # the padding colour
+
+
+def test_a_pixel_zero_in_only_some_bands_stays_valid(tmp_path: Path) -> None:
+    import rasterio
+
+    from rsvg_desktop.core.geo.scene import open_scene
+
+    path = _collared(tmp_path)
+    with rasterio.open(path, "r+") as ds:
+        band = ds.read(1)
+        band[:, 400] = 0  # band 1 only
+        ds.write(band, 1)
+    with open_scene(path, nodata=0) as scene:
+        _, valid = scene.read_window((390, 0, 20, 4))
+    assert valid.all()
+
+
+def test_info_and_tiles_with_nodata(tmp_path: Path) -> None:
+    import json
+
+    path = _collared(tmp_path)
+    grid = ("--tile-size", "256", "--overlap", "0")
+    plain = json.loads(run_rsvg("info", str(path), *grid, "--json").stdout)
+    proc = run_rsvg("info", str(path), *grid, "--nodata", "0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    given = json.loads(proc.stdout)
+    assert plain["tiles_skipped_nodata"] == 0 and plain["nodata"] is None and not plain["nodata_given"]
+    assert given["tiles_skipped_nodata"] == 1 and given["tiles_kept"] == 2
+    assert given["nodata"] == 0 and given["nodata_given"] and given["mask"] == "nodata"
+    text = run_rsvg("info", str(path), *grid, "--nodata", "0")
+    assert "given with --nodata" in text.stdout and "2 to the model, 1 skipped as nodata" in text.stdout
+    out = tmp_path / "tiles.geojson"
+    t = run_rsvg("tiles", str(path), *grid, "--nodata", "0", "-o", str(out))
+    assert t.returncode == 0 and "(2 kept, 1 skipped as nodata)" in t.stdout
+
+
+@pytest.mark.parametrize(("value", "needle"), [("abc", "not a number"), ("inf", "finite")])
+def test_bad_nodata_values_are_usage_errors(tmp_path: Path, value: str, needle: str) -> None:
+    proc = run_rsvg("info", str(_collared(tmp_path)), "--nodata", value)
+    assert proc.returncode == 2 and needle in proc.stderr
+
+
+def test_nodata_nan_needs_float_data(tmp_path: Path) -> None:
+    proc = run_rsvg("info", str(_collared(tmp_path)), "--nodata", "nan")
+    assert proc.returncode == 2
+    assert "floating-point" in _one_error_line(proc.stderr)
+
+
+@pytest.mark.usefixtures("test_model_dir")
+def test_detect_records_the_nodata_it_used(tmp_path: Path) -> None:
+    import fiona
+
+    path = _collared(tmp_path, "uint8")
+    out = tmp_path / "d.gpkg"
+    proc = run_rsvg(
+        "detect", str(path), "--query", "cars", "--smoke", "--precision", "nf4", "--device", "cpu",
+        "--max-new-tokens", "2", "--tile-size", "256", "--overlap", "0", "--nodata", "0", "-o", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "d.answers.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # the all-collar tile did not go to the model
+    assert all(json.loads(line)["nodata"] == 0 for line in lines)
+    with fiona.open(out, layer="run") as src:
+        assert next(iter(src))["properties"]["x_nodata"] == 0
+    again = tmp_path / "again.gpkg"
+    assert run_rsvg("export", str(tmp_path / "d.answers.jsonl"), "-o", str(again)).returncode == 0
+    with fiona.open(again, layer="run") as src:
+        assert next(iter(src))["properties"]["x_nodata"] == 0
