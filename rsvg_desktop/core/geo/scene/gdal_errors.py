@@ -113,7 +113,7 @@ def reading_errors(path: str, window: tuple[int, int, int, int], what: str = "pi
         col_off, row_off, width, height = window
         error = RasterReadError(
             f"{path}: reading {what} failed in window (col_off={col_off}, row_off={row_off}, "
-            f"width={width}, height={height}): {err}"
+            f"width={width}, height={height}): {one_line(err)}"
         )
         error.path = path  # type: ignore[attr-defined]
         error.window = window  # type: ignore[attr-defined]
