@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import select
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +25,9 @@ EXIT_OK = 0
 EXIT_FAILED_INPUTS = 3  # some inputs of a batch failed (listed in the summary)
 EXIT_USAGE = 2  # bad arguments or bad input: argparse uses 2 as well
 EXIT_INTERNAL = 1  # a bug: unexpected exception
+#: The reader of stdout went away (``rsvg info X --json | head -c 10``): what a shell reports for a Unix
+#: tool that SIGPIPE ended (128 + 13), with nothing said.
+EXIT_BROKEN_PIPE = 128 + getattr(signal, "SIGPIPE", 13)
 
 #: OSErrors that are the machine's answer rather than a bug: exit 2 with the file named.
 _ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
@@ -112,10 +118,52 @@ def notice_warning(text: str) -> None:
     _notices.warning(text)
 
 
-def run_guarded(func: Callable[[], int], *, debug: bool = False) -> int:
-    """Run a command; turn errors into one line on stderr and an exit status (no traceback)."""
+def _reader_gone(stream: object) -> bool:
+    """Whether ``stream`` writes to a pipe whose reading end is closed (``poll`` reports an error on it).
+    Where there is no ``poll`` (Windows), a broken pipe is taken to be the output's."""
     try:
-        return func()
+        fd = stream.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+    poll = getattr(select, "poll", None)
+    if poll is None:  # pragma: no cover - Windows
+        return True
+    poller = poll()
+    poller.register(fd, 0)  # errors and hang-ups are always reported
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _closed_output() -> bool:
+    """After a ``BrokenPipeError``: whether it was stdout's or stderr's reader that went away (not a
+    socket's). Stdout then points at the null device, so that Python's last flush at exit finds no
+    pipe to complain about."""
+    stdout_gone = _reader_gone(sys.stdout)
+    if stdout_gone:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # pragma: no cover - no fd to replace
+            pass
+    return stdout_gone or _reader_gone(sys.stderr)
+
+
+def _flushed(func: Callable[[], int]) -> Callable[[], int]:
+    """``func``, then stdout flushed while errors are still reported (a closed pipe shows up here)."""
+
+    def run() -> int:
+        code = func()
+        sys.stdout.flush()
+        return code
+
+    return run
+
+
+def run_guarded(func: Callable[[], int], *, debug: bool = False) -> int:
+    """Run a command; turn errors into one line on stderr and an exit status (no traceback). A closed
+    stdout (its reader went away) ends the command quietly with :data:`EXIT_BROKEN_PIPE`."""
+    try:
+        return _flushed(func)()
     except RsvgError as exc:
         message = " ".join(str(exc).split())  # one line, whatever a library put in the message
         print(f"rsvg: error: {message}", file=sys.stderr)
@@ -124,6 +172,8 @@ def run_guarded(func: Callable[[], int], *, debug: bool = False) -> int:
         print("rsvg: interrupted; finished results are kept", file=sys.stderr)
         return 130
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and _closed_output():
+            return EXIT_BROKEN_PIPE
         if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
             # what the machine refused (no permission, a read-only or full disk), not a bug
             where = f"{exc.filename}: " if exc.filename else ""

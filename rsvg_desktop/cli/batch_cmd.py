@@ -224,6 +224,7 @@ def _batch_config(args: argparse.Namespace) -> BatchConfig:
         overlap=args.overlap,
         target_gsd=args.target_gsd,
         max_nodata_fraction=args.max_nodata,
+        nodata=args.nodata,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         angle_convention=args.angle_convention,

@@ -140,6 +140,11 @@ def _add_agree_command(bsub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace a comparison in OUT made with other settings"
     )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="read inputs given by URL or GDAL network path (/vsicurl/, /vsis3/...) (default: refused)",
+    )
     p.set_defaults(func=cmd_bench_agree)
 
 
@@ -257,6 +262,7 @@ def cmd_bench_agree(args: argparse.Namespace) -> int:
         tile_size=args.tile_size,
         progress=progress,
         overwrite=args.overwrite,
+        allow_remote=args.allow_remote,
     )
     _print_summary(summary)
     print(f"layers  {summary.out / 'agreement.gpkg'}")

@@ -27,6 +27,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("rsvg_desktop.cli")
 
 
+def _nodata_value(text: str) -> float:
+    """``--nodata``'s value: a finite number, or ``nan``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be finite or nan: {text!r}")
+    return value
+
+
 def _add_grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tile-size",
@@ -55,6 +66,14 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
         default=1.0,
         metavar="F",
         help="skip tiles whose nodata fraction is at least F (default 1.0: only all-nodata tiles)",
+    )
+    p.add_argument(
+        "--nodata",
+        type=_nodata_value,
+        default=None,
+        metavar="VALUE",
+        help="pixels equal to VALUE in every display band are nodata (a black collar: 0), in place of "
+        "the file's own nodata and mask: their tiles are skipped (default: the file's)",
     )
     p.add_argument(
         "--pixel-mode", action="store_true", help="accept scenes without a CRS and work in pixel coordinates"
@@ -135,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="direction of GeoChat's angle (default: as recorded in the log, else ccw)",
     )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="read a scene the log names by URL or GDAL network path (/vsicurl/, /vsis3/...) when a record "
+        "lacks georeferencing (default: refused)",
+    )
     p.set_defaults(func=cmd_export)
 
     add_model_commands(sub, _add_grid_options)
@@ -192,6 +217,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         target_gsd=args.target_gsd,
         pixel_mode=args.pixel_mode,
         max_nodata_fraction=args.max_nodata,
+        nodata=args.nodata,
     )
     info, plan = summary.info, summary.plan
     data = {
@@ -204,6 +230,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "bands": info.count,
         "dtype": info.dtype,
         "nodata": _json_number(info.nodata),
+        "nodata_given": info.nodata_given,
         "mask": str(info.mask_kind),
         "pixel_size": list(info.gsd),
         "pixel_size_unit": info.gsd_unit,
@@ -229,7 +256,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"format      {info.driver}",
         f"crs         {data['crs'] or 'none (pixel coordinates)'}",
         f"size        {info.width} × {info.height} px, {info.count} band(s) of {info.dtype}",
-        f"nodata      {info.nodata if info.nodata is not None else '-'} (validity from {info.mask_kind})",
+        f"nodata      {info.nodata if info.nodata is not None else '-'} "
+        f"({'given with --nodata' if info.nodata_given else f'validity from {info.mask_kind}'})",
         f"pixel size  {gsd}",
         f"bounds      {', '.join(_fmt_size(v) for v in info.bounds)}",
         f"overviews   {', '.join(map(str, info.overviews)) or 'none'}",
@@ -258,6 +286,7 @@ def cmd_tiles(args: argparse.Namespace) -> int:
         pixel_mode=args.pixel_mode,
         max_nodata_fraction=args.max_nodata,
         overwrite=args.overwrite,
+        nodata=args.nodata,
     )
     plan = summary.plan
     print(
@@ -279,6 +308,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         merge=merge,
         angle_convention=args.angle_convention,
         fmt=args.format,
+        allow_remote=args.allow_remote,
     )
     print(
         f"{summary.records} answered tiles, {summary.raw_detections} boxes, "

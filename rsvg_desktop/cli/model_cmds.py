@@ -309,6 +309,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         overlap=args.overlap,
         target_gsd=args.target_gsd,
         max_nodata_fraction=args.max_nodata,
+        nodata=args.nodata,
         pixel_mode=args.pixel_mode,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,

@@ -45,7 +45,8 @@ class RunConfig:
     (``out.gpkg`` → ``out.answers.jsonl``). ``history`` carries earlier (question, answer) turns for a
     follow-up question on one tile. ``tile`` asks about that one tile instead of the grid (``scope`` is
     then not used): its window is read and resampled to ``tile.size``, so a region larger than a grid
-    tile reaches the model whole, in one input.
+    tile reaches the model whole, in one input. ``nodata`` (``--nodata``): pixels equal to it in every
+    display band are nodata, in place of the file's own nodata and mask (``None``: the file's).
     """
 
     scene: str
@@ -68,6 +69,7 @@ class RunConfig:
     angle_convention: str = "ccw"
     run_id: str | None = None
     tile: Tile | None = None
+    nodata: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,7 +215,9 @@ def check_run(config: RunConfig, spec: ModelSpec) -> None:
     answer_log = answer_log_path(config.output)
     refuse_same_file([config.output, answer_log], [config.scene])
     preflight.check_output_file(config.output, overwrite=config.overwrite, also=(answer_log,))
-    with open_scene(config.scene, pixel_mode=config.pixel_mode, bands=config.bands) as scene:
+    with open_scene(
+        config.scene, pixel_mode=config.pixel_mode, bands=config.bands, nodata=config.nodata
+    ) as scene:
         pixel_mode = scene.info.crs_wkt is None
         plan_tiles(
             scene,

@@ -26,7 +26,7 @@ from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, tile_recor
 from rsvg_desktop.core.geo.export import ExportResult, export_detections, format_for_path
 from rsvg_desktop.core.geo.merge import MergeConfig, merge_detections, stitched_geometry, stitched_groups
 from rsvg_desktop.core.geo.scene import open_scene
-from rsvg_desktop.core.paths import refuse_same_file
+from rsvg_desktop.core.paths import is_remote_path, refuse_same_file
 from rsvg_desktop.core.prompt.parser import parse_answer
 from rsvg_desktop.core.types import ParseResult, Tile
 from rsvg_desktop.errors import AnswerLogError, ConfigError, SceneError
@@ -127,16 +127,23 @@ def merged_table(table: DetectionTable, config: MergeConfig = MergeConfig()) -> 
 
 
 class _GeorefCache:
-    """Georeferencing per scene path: from the record when it carries it, else read from the scene."""
+    """Georeferencing per scene path: from the record when it carries it, else read from the scene; a
+    scene that is a URL or a GDAL network path is read only when ``allow_remote``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, allow_remote: bool = False) -> None:
         self._cache: dict[tuple[str, bool], Georef] = {}
+        self.allow_remote = allow_remote
 
     def get(self, record: AnswerRecord) -> Georef:
         if record.transform is not None and (record.crs is not None or record.pixel_mode):
             return Georef(record.transform, record.crs)
         key = (record.scene, record.pixel_mode)
         if key not in self._cache:
+            if not self.allow_remote and is_remote_path(record.scene):
+                raise AnswerLogError(
+                    f"the log has no georeferencing for {record.scene!r}, a URL or a GDAL network path: "
+                    "reading it would fetch data from the network; pass --allow-remote to read it anyway"
+                )
             try:
                 with open_scene(record.scene, pixel_mode=record.pixel_mode) as scene:
                     self._cache[key] = Georef(scene.info.transform, scene.info.crs_wkt)
@@ -178,6 +185,7 @@ def export_answer_log(
     merge: MergeConfig | None = MergeConfig(),
     angle_convention: str | None = None,
     to_crs: Any | None = None,
+    allow_remote: bool = False,
 ) -> ExportSummary:
     """Rebuild polygons from an answer log and write them merged to ``output`` (.gpkg/.geojson/.shp).
 
@@ -185,12 +193,14 @@ def export_answer_log(
     record lacks it, from opening its scene. ``exclude`` removes detections by (tile_row, tile_col,
     index in the tile's answer), e.g. false positives deleted in the GUI. ``merge=None`` keeps every
     box. ``angle_convention`` overrides the one recorded in the log. Scenes in different CRSs are
-    reprojected to the first scene's CRS.
+    reprojected to the first scene's CRS. A record without georeferencing whose scene is a URL or a GDAL
+    network path (``/vsicurl/``, ``/vsis3/``...) is refused unless ``allow_remote``: opening someone's
+    log must not make the tool fetch from the network.
     """
     log_path = Path(answer_log)
     records = _records_to_export(log_path, output, fmt)
     convention = _one_convention(log_path, records, angle_convention)
-    table, keys, tiles, out_crs = _rebuild(log_path, records, convention)
+    table, keys, tiles, out_crs = _rebuild(log_path, records, convention, allow_remote=allow_remote)
     raw = len(table)
     excluded = set(exclude)
     if excluded:
@@ -253,7 +263,7 @@ def _one_convention(
 
 
 def _rebuild(
-    log_path: Path, records: Sequence[AnswerRecord], convention: AngleConvention
+    log_path: Path, records: Sequence[AnswerRecord], convention: AngleConvention, *, allow_remote: bool
 ) -> tuple[
     DetectionTable,
     list[DetectionKey],
@@ -262,7 +272,7 @@ def _rebuild(
 ]:
     """Every record's boxes as polygons in the first scene's CRS (or pixels): the table, each
     detection's key, each tile with its georeferencing, and the CRS."""
-    georefs = _GeorefCache()
+    georefs = _GeorefCache(allow_remote=allow_remote)
     out_crs: CRS | None = None
     first = georefs.get(records[0])
     if first.crs_wkt is not None:
@@ -288,6 +298,14 @@ def _rebuild(
     return table, keys, tiles, out_crs
 
 
+def _nodata_used(rec: AnswerRecord) -> tuple[tuple[str, str | int | float | bool], ...]:
+    """The run's ``--nodata`` value, when the log records one (a number or ``"nan"``)."""
+    value = rec.extra.get("nodata")
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return (("nodata", value),)
+    return ()
+
+
 def _run_infos(
     records: Sequence[AnswerRecord], convention: AngleConvention, crs: CRS | None
 ) -> list[RunInfo]:
@@ -310,5 +328,6 @@ def _run_infos(
             task=rec.task,
             query=rec.query,
             random_weights=bool(rec.extra.get("random_weights", False)),
+            extra=_nodata_used(rec),
         )
     return list(runs.values())

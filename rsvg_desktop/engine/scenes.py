@@ -31,12 +31,14 @@ def describe_scene(
     pixel_mode: bool = False,
     bands: tuple[int, ...] | None = None,
     max_nodata_fraction: float = 1.0,
+    nodata: float | None = None,
 ) -> SceneSummary:
     """Open a scene and lay its tile grid (reads only a decimated validity mask, never all pixels).
 
     A scene with no valid pixel gives a plan with zero kept tiles (not an error) so it can be described.
+    ``nodata``: the user's nodata value (``--nodata``, see :func:`open_scene`).
     """
-    with open_scene(path, pixel_mode=pixel_mode, bands=bands) as scene:
+    with open_scene(path, pixel_mode=pixel_mode, bands=bands, nodata=nodata) as scene:
         plan = plan_tiles(
             scene,
             tile_size=tile_size,
@@ -59,6 +61,7 @@ def write_tile_grid(
     max_nodata_fraction: float = 1.0,
     overwrite: bool = False,
     fmt: str | None = None,
+    nodata: float | None = None,
 ) -> tuple[SceneSummary, ExportResult]:
     """Write the scene's tile footprints (skipped nodata tiles flagged) as a vector file."""
     refuse_same_file([output], [path])
@@ -69,6 +72,7 @@ def write_tile_grid(
         target_gsd=target_gsd,
         pixel_mode=pixel_mode,
         max_nodata_fraction=max_nodata_fraction,
+        nodata=nodata,
     )
     info, plan = summary.info, summary.plan
     transform = info.transform if info.crs_wkt is not None else None

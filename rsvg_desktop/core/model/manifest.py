@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from rsvg_desktop.errors import ManifestError
@@ -26,6 +26,8 @@ __all__ = [
     "ManifestFile",
     "ModelManifest",
     "bundled_manifest_dirs",
+    "check_file_name",
+    "file_path_in",
     "known_models",
     "load_manifest",
 ]
@@ -35,6 +37,58 @@ log = logging.getLogger(__name__)
 MANIFEST_FORMAT = 1
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: Names Windows gives to devices in every folder (``NUL.json`` is the null device there).
+_WINDOWS_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul", "conin$", "conout$"}
+    | {f"{d}{i}" for d in ("com", "lpt") for i in (*"123456789", "¹", "²", "³")}
+)
+
+
+def _file_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a plain relative path on every platform, or ``None`` when it is one."""
+    if not name:
+        return "it is empty"
+    if any(ord(c) < 32 for c in name):
+        return "it holds a control character"
+    if "\\" in name:
+        return "it holds a backslash (a folder separator on Windows: use '/')"
+    if ":" in name:
+        return "it holds ':' (a drive letter or a stream on Windows)"
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).drive or PureWindowsPath(name).root:
+        return "it is absolute"
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "it has an empty, '.' or '..' part"
+    if any(part.split(".")[0].rstrip(" ").lower() in _WINDOWS_DEVICES for part in parts):
+        return "it names a Windows device (CON, NUL, COM1, ...)"
+    if any(part.endswith((" ", ".")) for part in parts):
+        return "a part ends with a space or '.' (Windows drops them)"
+    return None
+
+
+def check_file_name(name: str, where: str = "manifest") -> str:
+    """``name`` if it is a relative path that stays inside the model folder on every platform ('/'
+    between folders; no drive letter (``C:/x``, ``C:x``), UNC (``\\\\host\\share``), backslash,
+    absolute path, ``..`` or ``.`` part, or Windows device name); else :class:`ManifestError` naming
+    ``where`` and the reason. Apply it to every file name that comes from outside (a manifest, a record
+    of a download, a hub's file list) before joining it to a folder."""
+    problem = _file_name_problem(name)
+    if problem is not None:
+        raise ManifestError(
+            f"{where}: file name {name!r} must be a relative path inside the model folder: {problem}"
+        )
+    return name
+
+
+def file_path_in(folder: str | os.PathLike[str], name: str, where: str = "manifest") -> Path:
+    """``folder / name`` after :func:`check_file_name`, refused too when the folder's own links take it
+    outside ``folder``."""
+    base = Path(folder)
+    target = base / check_file_name(name, where)
+    resolved_base = base.resolve()
+    if not target.resolve().is_relative_to(resolved_base):
+        raise ManifestError(f"{where}: file name {name!r} leads outside {base} (through a link)")
+    return target
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +195,7 @@ def _files(data: Any, where: str) -> tuple[ManifestFile, ...]:
         w = f"{where}.files[{i}]"
         if not isinstance(item, dict):
             raise ManifestError(f"{w}: must be an object")
-        name = _get(item, "name", str, w)
-        if not name or name.startswith(("/", "\\")) or ".." in Path(name).parts or "\\" in name:
-            raise ManifestError(f"{w}: file name {name!r} must be a relative path inside the repository")
+        name = check_file_name(_get(item, "name", str, w), w)
         size = _get(item, "bytes", int, w, required=False)
         sha = _get(item, "sha256", str, w, required=False)
         if sha is not None and not _SHA256.match(sha.lower()):

@@ -32,6 +32,7 @@ class BatchConfig:
     overlap: int = DEFAULT_OVERLAP
     target_gsd: float | None = None
     max_nodata_fraction: float = 1.0
+    nodata: float | None = None
     batch_size: int | None = None
     max_new_tokens: int = 256
     angle_convention: str = "ccw"

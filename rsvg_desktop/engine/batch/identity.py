@@ -51,6 +51,11 @@ def model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def nodata_text(nodata: float) -> str:
+    """``--nodata`` as the run store keeps it: ``"0"``, ``"-9999"``, ``"0.5"``, ``"nan"``."""
+    return repr(nodata).removesuffix(".0") if nodata == nodata else "nan"
+
+
 def run_identity(query: Query, model: ModelIdentity, config: BatchConfig) -> RunRecord:
     """The run of one question: its deterministic id and everything that went into it."""
     prompt = build_prompt(
@@ -73,6 +78,8 @@ def run_identity(query: Query, model: ModelIdentity, config: BatchConfig) -> Run
         "max_new_tokens": config.max_new_tokens,
         "assume_crs": assume,
     }
+    if config.nodata is not None:  # only then: runs without --nodata keep their ids
+        key["nodata"] = nodata_text(config.nodata)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return RunRecord(
         run_id=f"{query.task}-{digest}",
@@ -91,4 +98,5 @@ def run_identity(query: Query, model: ModelIdentity, config: BatchConfig) -> Run
         max_new_tokens=config.max_new_tokens,
         assume_crs=config.assume_crs,
         random_weights=model.random_weights,
+        nodata=None if config.nodata is None else nodata_text(config.nodata),
     )

@@ -104,7 +104,7 @@ class WorkProducer:
         """Open an input and lay its grid (runs in the read-ahead thread; touches no store)."""
         cfg = self.ctx.config
         try:
-            scene = open_scene(path, pixel_mode=True)
+            scene = open_scene(path, pixel_mode=True, nodata=cfg.nodata)
         except SceneError as exc:
             return _Opened(None, None, Failure(path, "open", str(exc)))
         try:

@@ -34,6 +34,7 @@ from rsvg_desktop.core.answers import AnswerRecord, read_answer_log
 from rsvg_desktop.core.eval.metrics import match_pairs, rouge_l
 from rsvg_desktop.core.eval.score import Metric
 from rsvg_desktop.core.geo.boxes import apply_affine
+from rsvg_desktop.core.paths import refuse_remote
 from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
 from rsvg_desktop.core.prompt import get_task, parse_answer
 from rsvg_desktop.engine.bench.jobs import BenchSummary, read_json_object
@@ -323,8 +324,13 @@ def run_agree(
     progress: Callable[[str, int, int], None] | None = None,
     group_size: int = DEFAULT_INT4_GROUP_SIZE,
     overwrite: bool = False,
+    allow_remote: bool = False,
 ) -> BenchSummary:
-    """``rsvg bench agree`` (see the module doc)."""
+    """``rsvg bench agree`` (see the module doc). An input that is a URL or a GDAL network path is
+    refused unless ``allow_remote``."""
+    if not allow_remote:
+        for scene in inputs:
+            refuse_remote(scene, "input")
     ref, others = _check_request(reference, precisions, inputs, task, classes)
     _preflight(out, [ref, *others], device, group_size, batch_size, max_new_tokens, tile_size)
     out = Path(out)

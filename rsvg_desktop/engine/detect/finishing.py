@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, TileRecord, tile_records
 from rsvg_desktop.core.geo.export import export_detections
 from rsvg_desktop.engine.detect.planning import RunPlan
+from rsvg_desktop.engine.detect.recording import nodata_extras
 from rsvg_desktop.engine.events import RunFinished
 from rsvg_desktop.engine.results import merged_table
 from rsvg_desktop.errors import RsvgError
@@ -72,6 +73,7 @@ def _run_info(plan: RunPlan, tally: RunTally) -> RunInfo:
             ("tiles_done", tally.done),
             ("tiles_total", len(plan.todo)),
             ("cancelled", tally.cancelled),
+            *nodata_extras(config.nodata).items(),
         ),
     )
 

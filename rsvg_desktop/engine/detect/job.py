@@ -45,7 +45,9 @@ def run_scene(
     started = time.monotonic()
     facts = ModelFacts(model, precision, device, random_weights)
 
-    with open_scene(config.scene, pixel_mode=config.pixel_mode, bands=config.bands) as scene:
+    with open_scene(
+        config.scene, pixel_mode=config.pixel_mode, bands=config.bands, nodata=config.nodata
+    ) as scene:
         plan = plan_run(scene, config, run_id=run_id, outputs=outputs, convention=convention, facts=facts)
         make_room(plan)
         yield plan.started()

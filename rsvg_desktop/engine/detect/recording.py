@@ -6,6 +6,7 @@ and what rebuilds the exact prompt (classes, region, history); they are built on
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,14 @@ def prompt_extras(config: RunConfig, random_weights: bool) -> dict[str, object]:
     return extra
 
 
+def nodata_extras(nodata: float | None) -> dict[str, str | float]:
+    """The user's nodata value (``--nodata``) as the answer log and the run record keep it: a number,
+    or ``"nan"`` (JSON has no NaN); nothing when the file's own nodata and mask were used."""
+    if nodata is None:
+        return {}
+    return {"nodata": "nan" if math.isnan(nodata) else nodata}
+
+
 def shared_fields(plan: RunPlan) -> dict[str, Any]:
     """The answer-record fields every tile of the run shares."""
     config, info, facts = plan.config, plan.info, plan.facts
@@ -47,7 +56,7 @@ def shared_fields(plan: RunPlan) -> dict[str, Any]:
         overlap=config.overlap,
         target_gsd=config.target_gsd,
         max_nodata_fraction=config.max_nodata_fraction,
-        extra=prompt_extras(config, facts.random_weights),
+        extra=prompt_extras(config, facts.random_weights) | nodata_extras(config.nodata),
     )
 
 

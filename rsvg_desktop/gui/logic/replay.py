@@ -18,6 +18,7 @@ import shapely
 
 from rsvg_desktop.core.answers import AnswerRecord, read_answer_log
 from rsvg_desktop.core.geo.scene import SceneInfo
+from rsvg_desktop.core.paths import refuse_remote
 from rsvg_desktop.core.prompt.parser import parse_answer
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.events import RunFinished, RunStarted, TileDone
@@ -43,8 +44,13 @@ class Replay:
 
 
 def scene_of_log(path: str | os.PathLike[str]) -> str:
-    """The scene path of the log's first record."""
+    """The scene path of the log's first record; a URL or a GDAL network path (``/vsicurl/``...) is
+    refused (:class:`~rsvg_desktop.core.paths.RemotePathError`): reopening someone's log must not make
+    the app fetch from the network."""
     for record in read_answer_log(path):
+        refuse_remote(
+            record.scene, f"{path}: the run's scene", hint="the app reopens runs of local scenes only"
+        )
         return record.scene
     raise AnswerLogError(f"{path}: the answer log holds no records")
 

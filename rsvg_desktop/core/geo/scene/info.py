@@ -41,6 +41,8 @@ class SceneInfo:
     in pixel mode or when it cannot be measured). ``display_bands`` are 1-based band indices shown as R, G, B.
     ``mask_kind`` says where validity comes from: ``all_valid``, ``nodata`` (the nodata value),
     ``per_dataset`` (an internal/external mask band) or ``alpha``. Equality treats NaN nodata as equal.
+    ``nodata_given``: ``nodata`` is the user's (``--nodata``), not the file's: a pixel equal to it in
+    every display band is nodata, whatever the file's own nodata or mask says (``mask_kind`` ``nodata``).
     """
 
     path: str
@@ -62,6 +64,7 @@ class SceneInfo:
     mask_kind: MaskKind
     block_shape: tuple[int, int]
     gsd_unit: str | None = None
+    nodata_given: bool = False
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SceneInfo):

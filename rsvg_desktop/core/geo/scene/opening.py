@@ -3,18 +3,21 @@ and hand it to a :class:`Scene` for windowed reads. Opening reads no pixels."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
+import math
 import os
 import stat
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import rasterio
 from rasterio.errors import CRSError, NotGeoreferencedWarning
 
 from rsvg_desktop.core.geo.scene.gdal_errors import GDAL_ERRORS, one_line, route_gdal_messages
-from rsvg_desktop.core.geo.scene.info import describe_dataset
+from rsvg_desktop.core.geo.scene.info import SceneInfo, describe_dataset
 from rsvg_desktop.core.geo.scene.reading import Scene
 from rsvg_desktop.core.geo.stretch import DEFAULT_PERCENTILES, Stretch
 from rsvg_desktop.errors import ConfigError, NotARasterError, SceneNotFoundError
@@ -64,6 +67,18 @@ def check_input_file(path: str | os.PathLike[str], what: str = "raster file") ->
         raise NotARasterError(f"{p}: is {kind}, not a {what}: only regular files are read")
 
 
+def _with_given_nodata(info: SceneInfo, nodata: float) -> SceneInfo:
+    """``info`` with the user's nodata value in place of the file's validity."""
+    value = float(nodata)
+    if math.isinf(value):
+        raise ConfigError(f"--nodata must be a finite number or nan, got {nodata!r}")
+    if math.isnan(value) and np.dtype(info.dtype).kind != "f":
+        raise ConfigError(
+            f"{info.path}: --nodata nan needs floating-point data, the scene holds {info.dtype}"
+        )
+    return dataclasses.replace(info, nodata=value, mask_kind="nodata", nodata_given=True)
+
+
 def open_scene(
     path: str | os.PathLike[str],
     *,
@@ -71,13 +86,16 @@ def open_scene(
     bands: Sequence[int] | None = None,
     stretch: Stretch | None = None,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    nodata: float | None = None,
 ) -> Scene:
     """Open a raster for windowed reading; use it as a context manager (``with open_scene(p) as s:``).
 
     ``pixel_mode`` allows a raster without CRS (see the doc of ``rsvg_desktop.core.geo.scene``);
     ``bands`` overrides the display bands (1 or 3 one-based indices); ``stretch`` fixes the 8-bit mapping
     (e.g. one recorded by an earlier run) instead of computing it from ``percentiles`` on first use.
-    Opening reads no pixels.
+    ``nodata`` (``--nodata``) overrides the file's validity: a pixel equal to it in every display band
+    is nodata (skipped tiles, padding colour, the stretch); the file's own nodata and mask are then not
+    used. Opening reads no pixels.
 
     Raises :class:`SceneNotFoundError` (a :class:`NotARasterError` and ``FileNotFoundError``) for a
     missing file, :class:`NotARasterError` for anything GDAL cannot open as a raster,
@@ -104,6 +122,8 @@ def open_scene(
     except BaseException:
         ds.close()
         raise
+    if nodata is not None:
+        info = _with_given_nodata(info, nodata)
     logger.debug(
         "opened %s: %dx%d, %d band(s) %s, %s, display bands %s, mask %s",
         p,

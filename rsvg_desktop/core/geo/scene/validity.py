@@ -63,7 +63,11 @@ class ValidityReader:
         self._ds = dataset
         self.info = info
         self._read_bands = list(read_bands)
-        self._nodatas = [dataset.nodatavals[b - 1] for b in self._read_bands]
+        self._nodatas = (
+            [info.nodata] * len(self._read_bands)
+            if info.nodata_given
+            else [dataset.nodatavals[b - 1] for b in self._read_bands]
+        )
 
     def of_read(
         self, raw: np.ndarray | None, window: Window, out_shape: tuple[int, int], resampling: Resampling

@@ -23,8 +23,8 @@ def add_run(db: StoreDb, run: RunRecord) -> None:
         db.con.execute(
             "INSERT OR IGNORE INTO run (run_id, task, query, classes, prompt, prompt_sha256, model,"
             " model_id, precision, angle_convention, angle_convention_doc, tile_size, overlap,"
-            " target_gsd, max_new_tokens, assume_crs, random_weights, tool_version, created) VALUES"
-            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " target_gsd, max_new_tokens, assume_crs, random_weights, tool_version, created, nodata) VALUES"
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run.run_id,
                 run.task,
@@ -45,6 +45,7 @@ def add_run(db: StoreDb, run: RunRecord) -> None:
                 int(run.random_weights),
                 __version__,
                 utc_now_iso(),
+                run.nodata,
             ),
         )
 

@@ -31,6 +31,8 @@ class RunRecord:
     max_new_tokens: int
     assume_crs: str | None
     random_weights: bool
+    #: ``--nodata`` as text (``"0"``, ``"nan"``); ``None``: the files' own nodata and masks.
+    nodata: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,6 +154,7 @@ ATTRIBUTE_TABLES: dict[str, dict[str, str]] = {
         "random_weights": "bool",
         "tool_version": "object",
         "created": "object",
+        "nodata": "object",
     },
     "sessions": {
         "started": "object",
@@ -174,7 +175,7 @@ INDEXES = (
     'CREATE INDEX IF NOT EXISTS "ix_inputs_content" ON "inputs" (content_id)',
 )
 #: Columns added after the first stores were written: added to an older store when it is opened.
-LATER_COLUMNS = (("inputs", "content_id", "TEXT"), ("inputs", "rel_path", "TEXT"))
+LATER_COLUMNS = (("inputs", "content_id", "TEXT"), ("inputs", "rel_path", "TEXT"), ("run", "nodata", "TEXT"))
 #: Tables whose ``scene`` (or ``path``) column names the input file, rewritten when an input moved.
 PATH_COLUMNS = (
     ("tiles", "scene"),
