@@ -3,15 +3,23 @@
 Pure functions (no torch, no Qt): a scorer must run where the model cannot.
 
 **Tasks.** ``referring`` and ``grounding`` (boxes), ``region-caption`` (GeoChat's ``[identify]``),
-``scene`` (zero-shot classification) and ``vqa``. A data folder holds, for any of them,
-``<task>.jsonl`` or ``<task>/*.jsonl`` (one file per dataset, e.g. ``scene/UCMerced.jsonl``;
-``region_caption`` with an underscore is accepted too). A folder with ``Annotations/*.xml`` is
+``scene`` (zero-shot classification) and ``vqa``. A data folder holds GeoChat-Bench's files as
+published (``referring.jsonl``, ``grounding_description.jsonl``, ``region_captioning.jsonl``,
+``UCmerced.jsonl``, ``aid.jsonl``, ``lrben.jsonl``, ``hrben.jsonl``; see
+:mod:`rsvg_desktop.core.eval.names`) or the project's own ``<task>.jsonl`` and ``<task>/*.jsonl``
+(one file per dataset, e.g. ``scene/UCMerced.jsonl``). A folder with ``Annotations/*.xml`` is
 DIOR-RSVG: each ``<object>`` with a ``<description>`` is one ``referring`` question.
+
+**Keys.** Question ids are unique per file only: a question is keyed by ``(file, question_id)``
+(:attr:`BenchRecord.key`), ``file`` being its file's path relative to the data folder
+(``UCmerced.jsonl``, ``scene/UCMerced.jsonl``; ``DIOR-RSVG`` for a DIOR-RSVG folder).
 
 **Question fields** (as GeoChat's evaluation scripts read them): ``question_id``; the image as
 ``image_id`` or ``image``; the question as ``question`` or ``text``; ``ground_truth``; optional
 ``type``, ``dataset``, ``obj_ids``, ``size_group``. Scene records without ``ground_truth`` take the
-class from the ``question_id`` prefix (``class/…``) as GeoChat's scene script does.
+class from the ``question_id`` prefix (``class/…``) as GeoChat's scene script does. VQA records may carry no ``ground_truth``
+(GeoChat-Bench's ``lrben``/``hrben``): it is ``None`` until joined from the RSVQA release
+(:mod:`rsvg_desktop.core.eval.rsvqa`).
 
 **Ground-truth boxes** (referring, grounding) are pixel polygons: a 4-point polygon ``[[x, y] × 4]``,
 an axis-aligned ``[x1, y1, x2, y2]``, a WKT string, or a list of any of these (one per object).
@@ -35,12 +43,12 @@ from typing import Any
 import shapely
 from shapely.geometry import Polygon
 
+from rsvg_desktop.core.eval.names import DIOR_FILE, TASKS, accepted_names, task_of_name
 from rsvg_desktop.errors import BenchDataError, BenchDataNotFoundError
 
 __all__ = [
     "BOX_TASKS",
     "IMAGE_SUFFIXES",
-    "TASKS",
     "BenchAnswer",
     "BenchRecord",
     "find_image",
@@ -54,10 +62,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TASKS: tuple[str, ...] = ("referring", "grounding", "region-caption", "scene", "vqa")
 BOX_TASKS: frozenset[str] = frozenset({"referring", "grounding"})
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-_FILE_NAMES = {"region-caption": ("region-caption", "region_caption")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +85,25 @@ class BenchRecord:
     size_group: str = ""
     source: str = ""
     size: tuple[int, int] | None = None
+    file: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(file, question_id)``: ids are unique per file, not across files."""
+        return (self.file, self.question_id)
 
 
 @dataclass(frozen=True, slots=True)
 class BenchAnswer:
-    """One line of an answer file (GeoChat's format); ``source`` is ``file:line``."""
+    """One line of an answer file (GeoChat's format); ``source`` is ``file:line``; ``file`` the
+    question file it answers when the line says so (``rsvg bench run`` writes it), else ``""``."""
 
     question_id: str
     answer: str
     image_id: str = ""
     source: str = ""
+    file: str = ""
+    dataset: str = ""
 
 
 # --- question files -------------------------------------------------------------------------------
@@ -122,11 +137,19 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise BenchDataError(f"{path}: not UTF-8 text") from None
 
 
-def read_question_file(path: str | Path, task: str, dataset: str = "") -> list[BenchRecord]:
-    """The questions of one GeoChat-Bench JSON Lines file for ``task`` (BenchDataError names the line)."""
+def read_question_file(
+    path: str | Path, task: str, dataset: str = "", *, file: str = "", file_dataset: str = ""
+) -> list[BenchRecord]:
+    """The questions of one GeoChat-Bench JSON Lines file for ``task`` (BenchDataError names the line).
+
+    ``dataset`` is used where a record names none; ``file_dataset`` (the dataset a GeoChat-Bench file
+    name stands for, e.g. ``UCmerced.jsonl`` → UCMerced) wins over the records'. ``file`` is the key
+    of the file (default: its name).
+    """
     if task not in TASKS:
         raise BenchDataError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
     path = Path(path)
+    file = file or path.name
     out: list[BenchRecord] = []
     seen: set[str] = set()
     for lineno, obj in _iter_jsonl(path):
@@ -139,6 +162,8 @@ def read_question_file(path: str | Path, task: str, dataset: str = "") -> list[B
         question = str(_need(obj, ("question", "text"), where))
         if task == "scene" and obj.get("ground_truth") is None and "/" in qid:
             gt: Any = qid.split("/")[0]
+        elif task == "vqa":
+            gt = obj.get("ground_truth")  # None: joined from RSVQA later
         else:
             gt = _need(obj, ("ground_truth",), where)
         rec = BenchRecord(
@@ -148,10 +173,11 @@ def read_question_file(path: str | Path, task: str, dataset: str = "") -> list[B
             question=question,
             ground_truth=gt,
             type=str(obj.get("type") or obj.get("category") or ""),
-            dataset=str(obj.get("dataset") or dataset),
+            dataset=file_dataset or str(obj.get("dataset") or dataset),
             obj_ids=obj.get("obj_ids"),
             size_group=str(obj.get("size_group") or ""),
             source=where,
+            file=file,
         )
         if task in BOX_TASKS:
             gt_polygons(rec.ground_truth, where)  # fail early on unreadable boxes
@@ -222,6 +248,7 @@ def read_dior_rsvg(folder: str | Path, split: str | None = "test") -> list[Bench
                     size_group="",
                     source=where,
                     size=size,
+                    file=DIOR_FILE,
                 )
             )
             index += 1
@@ -234,6 +261,24 @@ def read_dior_rsvg(folder: str | Path, split: str | None = "test") -> list[Bench
     return records
 
 
+def _question_files(folder: Path) -> list[tuple[Path, str, str, str]]:
+    """``(path, task, dataset, file key)`` of each question file in ``folder`` and its task folders;
+    ``dataset`` is the one a GeoChat-Bench name stands for ("" for the project's names)."""
+    found: list[tuple[Path, str, str, str]] = []
+    for path in sorted(folder.iterdir(), key=lambda p: p.name.lower()):
+        if path.is_file() and path.suffix.lower() == ".jsonl":
+            named = task_of_name(path.stem)
+            if named is None:
+                log.warning("%s: not a benchmark file name, skipped (names: %s)", path, accepted_names())
+                continue
+            found.append((path, named[0], named[1], path.name))
+        elif path.is_dir() and task_of_name(path.name) is not None and path.name.lower() != "dior-rsvg":
+            task = task_of_name(path.name)[0]  # type: ignore[index]
+            for f in sorted(path.glob("*.jsonl"), key=lambda p: p.name.lower()):
+                found.append((f, task, "", f"{path.name}/{f.name}"))
+    return found
+
+
 def read_benchmark(folder: str | Path, tasks: Sequence[str] | None = None) -> dict[str, list[BenchRecord]]:
     """Every task's questions found in ``folder`` (see the module doc); BenchDataError when none."""
     folder = Path(folder)
@@ -244,26 +289,22 @@ def read_benchmark(folder: str | Path, tasks: Sequence[str] | None = None) -> di
         if t not in TASKS:
             raise BenchDataError(f"unknown task {t!r}; valid tasks: {', '.join(TASKS)}")
     out: dict[str, list[BenchRecord]] = {}
-    for task in wanted:
-        recs: list[BenchRecord] = []
-        for name in _FILE_NAMES.get(task, (task,)):
-            single = folder / f"{name}.jsonl"
-            if single.is_file():
-                recs.extend(read_question_file(single, task))
-            sub = folder / name
-            if sub.is_dir():
-                for f in sorted(sub.glob("*.jsonl")):
-                    recs.extend(read_question_file(f, task, dataset=f.stem))
-        if task == "referring" and (folder / "Annotations").is_dir():
-            recs.extend(read_dior_rsvg(folder))
-        if recs:
-            out[task] = recs
+    for path, task, dataset, key in _question_files(folder):
+        if task not in wanted:
+            continue
+        if dataset:
+            recs = read_question_file(path, task, file=key, file_dataset=dataset)
+        else:
+            recs = read_question_file(path, task, dataset=path.stem if "/" in key else "", file=key)
+        out.setdefault(task, []).extend(recs)
+    if "referring" in wanted and (folder / "Annotations").is_dir():
+        out.setdefault("referring", []).extend(read_dior_rsvg(folder))
     if not out:
         raise BenchDataError(
             f"{folder}: no benchmark files for {', '.join(wanted)} "
-            "(expected <task>.jsonl, <task>/*.jsonl or Annotations/*.xml)"
+            f"(expected {accepted_names()}, or Annotations/*.xml)"
         )
-    return out
+    return {t: out[t] for t in TASKS if t in out}
 
 
 # --- answers --------------------------------------------------------------------------------------
@@ -282,7 +323,9 @@ def read_answers(path: str | Path) -> list[BenchAnswer]:
             raise BenchDataError(f"{where}: missing field 'answer'")
         if not isinstance(answer, str):
             answer = json.dumps(answer)
-        out.append(BenchAnswer(qid, answer, str(obj.get("image_id") or obj.get("image") or ""), where))
+        image = str(obj.get("image_id") or obj.get("image") or "")
+        file, dataset = str(obj.get("file") or ""), str(obj.get("dataset") or "")
+        out.append(BenchAnswer(qid, answer, image, where, file, dataset))
     return out
 
 

@@ -37,6 +37,7 @@ from rsvg_desktop.core.eval.metrics import (
     vqa_type,
 )
 from rsvg_desktop.core.geo.boxes import DEFAULT_ANGLE_CONVENTION, AngleConvention
+from rsvg_desktop.errors import BenchDataError
 
 __all__ = ["Metric", "image_size", "score_task"]
 
@@ -168,29 +169,58 @@ def _score_captions(
     return out
 
 
+def _keyed(
+    records: Sequence[BenchRecord], answers: Sequence[BenchAnswer] | Mapping[Any, str]
+) -> dict[tuple[str, str], str]:
+    """Answers keyed by ``(file, question_id)``; a bare question id is taken as the only file's."""
+    items = answers.items() if isinstance(answers, Mapping) else ((a.file or a.question_id, a) for a in answers)
+    files = {r.file for r in records}
+    out: dict[tuple[str, str], str] = {}
+    for key, value in items:
+        if isinstance(value, BenchAnswer):
+            key = (value.file, value.question_id) if value.file else value.question_id
+            value = value.answer
+        if isinstance(key, tuple):
+            out[key] = value
+            continue
+        if len(files) > 1:
+            raise BenchDataError(
+                f"answers keyed by question id alone, but the questions come from {len(files)} files "
+                f"({', '.join(sorted(files))}): ids are unique per file only"
+            )
+        out[(next(iter(files), ""), str(key))] = value
+    return out
+
+
 def score_task(
     label: str,
     task: str,
     records: Sequence[BenchRecord],
-    answers: Sequence[BenchAnswer] | Mapping[str, str],
+    answers: Sequence[BenchAnswer] | Mapping[Any, str],
     *,
     images: Path | None = None,
     convention: AngleConvention = DEFAULT_ANGLE_CONVENTION,
     meteor: Callable[[str, str], float] | None = None,
 ) -> list[Metric]:
-    """The metrics of ``answers`` (answer records or ``question_id → answer``) on ``records``.
+    """The metrics of ``answers`` on ``records``: answer records, or a mapping from ``(file,
+    question_id)`` (or, for questions of one file, the bare ``question_id``) to the answer.
 
     Only answered questions are scored (``n`` says how many); answers to unknown questions are
-    logged and ignored, as is an ``answered`` count in the metrics (metric ``answered``).
+    logged and ignored, as is an ``answered`` count in the metrics (metric ``answered``). VQA
+    questions without ground truth are not scored: metric ``no_ground_truth`` of task
+    ``vqa/no_ground_truth`` counts them.
     """
-    by_id = answers if isinstance(answers, Mapping) else {a.question_id: a.answer for a in answers}
-    known = {r.question_id for r in records}
-    stray = [q for q in by_id if q not in known]
+    by_key = _keyed(records, answers)
+    known = {r.key for r in records}
+    no_gt = [r for r in records if task == "vqa" and r.ground_truth is None]
+    if no_gt:
+        records = [r for r in records if r.ground_truth is not None]
+    stray = [k for k in by_key if k not in known]
     if stray:
         log.warning(
-            "%s/%s: %d answers to unknown questions ignored (e.g. %r)", label, task, len(stray), stray[0]
+            "%s/%s: %d answers to unknown questions ignored (e.g. %r)", label, task, len(stray), stray[0][1]
         )
-    pairs = [(r, by_id[r.question_id]) for r in records if r.question_id in by_id]
+    pairs = [(r, by_key[r.key]) for r in records if r.key in by_key]
     metrics: list[Metric] = []
     if task in BOX_TASKS:
         metrics = _score_boxes(label, task, pairs, images, convention)
@@ -198,6 +228,8 @@ def score_task(
         metrics = _score_scene(label, pairs)
     elif task == "vqa":
         metrics = _score_vqa(label, pairs)
+        if no_gt:
+            metrics.append(Metric(label, "vqa/no_ground_truth", "count", float(len(no_gt)), len(no_gt)))
     elif task == "region-caption":
         metrics = _score_captions(label, pairs, meteor)
     metrics.append(Metric(label, task, "answered", _pct(len(pairs), len(records)), len(pairs)))
