@@ -52,7 +52,9 @@ def answer_files(path: Path) -> list[tuple[Path, str]]:
     for f in found:
         named = task_of_path(f)
         if named is None:
-            raise BenchDataError(f"{f}: cannot tell the task from the file name; names accepted: {accepted_names()}")
+            raise BenchDataError(
+                f"{f}: cannot tell the task from the file name; names accepted: {accepted_names()}"
+            )
         out.append((f, named[0]))
     return out
 
@@ -69,7 +71,9 @@ def _file_for(answer: BenchAnswer, path: Path, records: Sequence[BenchRecord]) -
     return ""
 
 
-def join_answers(path: Path, answers: Sequence[BenchAnswer], records: Sequence[BenchRecord]) -> dict[Key, str]:
+def join_answers(
+    path: Path, answers: Sequence[BenchAnswer], records: Sequence[BenchRecord]
+) -> dict[Key, str]:
     """``answers`` (read from ``path``) keyed by the ``(file, question_id)`` of ``records`` they answer."""
     by_dataset: dict[str, set[str]] = {}
     for r in records:
@@ -106,7 +110,9 @@ def read_label_answers(
             known = {r.key for r in data[task]}
             stray = [k for k in joined if k not in known]
             if stray:
-                log.warning("%s: %d answers to unknown questions ignored (e.g. %r)", f, len(stray), stray[0][1])
+                log.warning(
+                    "%s: %d answers to unknown questions ignored (e.g. %r)", f, len(stray), stray[0][1]
+                )
             mine = got.by_task.setdefault(task, {})
             twice = [k for k in joined if k in mine and k in known]
             if twice:

@@ -17,7 +17,8 @@ DIOR-RSVG: each ``<object>`` with a ``<description>`` is one ``referring`` quest
 **Question fields** (as GeoChat's evaluation scripts read them): ``question_id``; the image as
 ``image_id`` or ``image``; the question as ``question`` or ``text``; ``ground_truth``; optional
 ``type``, ``dataset``, ``obj_ids``, ``size_group``. Scene records without ``ground_truth`` take the
-class from the ``question_id`` prefix (``class/…``) as GeoChat's scene script does. VQA records may carry no ``ground_truth``
+class from the ``question_id`` prefix (``class/…``) as GeoChat's scene script does.
+VQA records may carry no ``ground_truth``
 (GeoChat-Bench's ``lrben``/``hrben``): it is ``None`` until joined from the RSVQA release
 (:mod:`rsvg_desktop.core.eval.rsvqa`).
 

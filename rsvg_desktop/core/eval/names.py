@@ -30,7 +30,10 @@ GEOCHAT_BENCH_FILES: dict[str, tuple[str, str]] = {
 #: The question-file key of a DIOR-RSVG folder's questions (its ``Annotations``).
 DIOR_FILE = "DIOR-RSVG"
 
-_OWN_NAMES: dict[str, str] = {t: t for t in TASKS} | {"region_caption": "region-caption", "dior-rsvg": "referring"}
+_OWN_NAMES: dict[str, str] = {t: t for t in TASKS} | {
+    "region_caption": "region-caption",
+    "dior-rsvg": "referring",
+}
 
 
 def task_of_name(stem: str, folder: str = "") -> tuple[str, str] | None:
@@ -46,7 +49,8 @@ def task_of_name(stem: str, folder: str = "") -> tuple[str, str] | None:
 
 
 def task_of_path(path: Path) -> tuple[str, str] | None:
-    """(task, dataset) of a ``.jsonl`` file by its name, or by its folder's name (``scene/UCMerced.jsonl``)."""
+    """(task, dataset) of a ``.jsonl`` file by its name, or by its folder's name
+    (``scene/UCMerced.jsonl``)."""
     return task_of_name(path.stem, path.parent.name)
 
 
@@ -55,4 +59,5 @@ def accepted_names() -> str:
     geochat = ", ".join(
         f"{n}.jsonl" for n in ("referring", "grounding_description", "region_captioning", "UCmerced", "aid")
     )
-    return f"{geochat}, lrben.jsonl, hrben.jsonl, <task>.jsonl or <task>/<dataset>.jsonl (tasks: {', '.join(TASKS)})"
+    own = f"<task>.jsonl or <task>/<dataset>.jsonl (tasks: {', '.join(TASKS)})"
+    return f"{geochat}, lrben.jsonl, hrben.jsonl, {own}"

@@ -5,8 +5,9 @@ RSVQA releases. A release's split is three JSON files, ``<split>_questions.json`
 ``<split>_answers.json`` and ``<split>_images.json``: ``{"questions": [{"id", "img_id", "type",
 "question", "answers_ids", "active"}]}`` and ``{"answers": [{"id", "question_id", "answer",
 "active"}]}``. Splits whose names start with ``LR`` are LRBEN's; ``USGS`` or ``HR``, HRBEN's (the
-folder is searched with its subfolders). Only active records count. A benchmark question is joined to
-its ground truth by its dataset and question id.
+folder is searched with its subfolders); GeoChat's HRBEN is RSVQA-HR's test set 2 (Philadelphia,
+``USGS_split_test_phili_*``), used alone for HRBEN when present. Only active records
+count. A benchmark question is joined to its ground truth by its dataset and question id.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ GroundTruth = dict[str, tuple[str, str]]
 
 
 def vqa_dataset(name: str) -> str:
-    """``LRBEN`` or ``HRBEN`` for a dataset or split name (``lrben``, ``LR_split_test``, ``USGS…``), else ""."""
+    """``LRBEN`` or ``HRBEN`` for a dataset or split name (``lrben``, ``LR_split_test``, ``USGS…``);
+    "" for any other."""
     key = name.strip().upper()
     if key.startswith("LR"):
         return "LRBEN"
@@ -81,7 +83,10 @@ def read_rsvqa_ground_truth(folder: str | Path) -> dict[str, GroundTruth]:
         raise BenchDataNotFoundError(f"{folder}: RSVQA ground-truth folder not found")
     out: dict[str, GroundTruth] = {}
     origin: dict[tuple[str, str], Path] = {}
-    for qfile in sorted(folder.rglob("*_questions.json")):
+    qfiles = sorted(folder.rglob("*_questions.json"))
+    if any("phili" in q.name.lower() for q in qfiles):  # HRBEN is test set 2 (Philadelphia) only
+        qfiles = [q for q in qfiles if vqa_dataset(q.name) != "HRBEN" or "phili" in q.name.lower()]
+    for qfile in qfiles:
         dataset = vqa_dataset(qfile.name)
         if not dataset:
             log.warning("%s: neither LR nor USGS/HR by its name, skipped", qfile)

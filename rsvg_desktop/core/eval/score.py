@@ -136,6 +136,18 @@ def _score_scene(label: str, pairs: Sequence[tuple[BenchRecord, str]]) -> list[M
 
 
 def _score_vqa(label: str, pairs: Sequence[tuple[BenchRecord, str]]) -> list[Metric]:
+    """Per dataset (``vqa/LRBEN/presence``…; ``vqa/presence`` for records naming none): accuracy per
+    type, their average, and the questions of other types (``excluded``)."""
+    by_ds: dict[str, list[tuple[BenchRecord, str]]] = defaultdict(list)
+    for rec, answer in pairs:
+        by_ds[rec.dataset].append((rec, answer))
+    metrics: list[Metric] = []
+    for ds in sorted(by_ds):
+        metrics += _score_vqa_dataset(label, f"vqa/{ds}" if ds else "vqa", by_ds[ds])
+    return metrics
+
+
+def _score_vqa_dataset(label: str, prefix: str, pairs: Sequence[tuple[BenchRecord, str]]) -> list[Metric]:
     by_type: dict[str, list[bool]] = defaultdict(list)
     excluded = 0
     for rec, answer in pairs:
@@ -145,13 +157,14 @@ def _score_vqa(label: str, pairs: Sequence[tuple[BenchRecord, str]]) -> list[Met
             continue
         by_type[t].append(normalise_vqa(answer) == normalise_vqa(str(rec.ground_truth)))
     metrics = [
-        Metric(label, f"vqa/{t}", "accuracy", _pct(sum(v), len(v)), len(v)) for t, v in by_type.items()
+        Metric(label, f"{prefix}/{t}", "accuracy", _pct(sum(v), len(v)), len(v))
+        for t in VQA_TYPES
+        if (v := by_type.get(t))
     ]
-    metrics.sort(key=lambda m: VQA_TYPES.index(m.task.split("/", 1)[1]))
     if metrics:
         avg = sum(m.value for m in metrics) / len(metrics)
-        metrics.append(Metric(label, "vqa/average", "accuracy", avg, sum(m.n for m in metrics)))
-    metrics.append(Metric(label, "vqa/excluded", "count", float(excluded), excluded))
+        metrics.append(Metric(label, f"{prefix}/average", "accuracy", avg, sum(m.n for m in metrics)))
+    metrics.append(Metric(label, f"{prefix}/excluded", "count", float(excluded), excluded))
     return metrics
 
 
@@ -173,7 +186,9 @@ def _keyed(
     records: Sequence[BenchRecord], answers: Sequence[BenchAnswer] | Mapping[Any, str]
 ) -> dict[tuple[str, str], str]:
     """Answers keyed by ``(file, question_id)``; a bare question id is taken as the only file's."""
-    items = answers.items() if isinstance(answers, Mapping) else ((a.file or a.question_id, a) for a in answers)
+    items = (
+        answers.items() if isinstance(answers, Mapping) else ((a.file or a.question_id, a) for a in answers)
+    )
     files = {r.file for r in records}
     out: dict[tuple[str, str], str] = {}
     for key, value in items:

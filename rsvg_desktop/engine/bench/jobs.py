@@ -3,7 +3,8 @@
 Answers go to ``OUT/answers/<precision>/<task>.jsonl`` in the format of GeoChat's evaluation scripts
 (question_id, image_id, answer, ground_truth, question, type, dataset, obj_ids, size_group) and
 ``file``, the question file the question comes from (ids are unique per file only), flushed per
-batch; a rerun skips the questions already answered, keyed by (file, question_id). Torch is imported only inside the functions.
+batch; a rerun skips the questions already answered, keyed by (file, question_id).
+Torch is imported only inside the functions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rsvg_desktop.core.eval.answers import LabelAnswers, join_answers, read_label_answers
+from rsvg_desktop.core.eval.answers import LabelAnswers, answer_files, join_answers, read_label_answers
 from rsvg_desktop.core.eval.data import BenchRecord, find_image, read_answers, read_benchmark
 from rsvg_desktop.core.eval.metrics import normalise_scene
 from rsvg_desktop.core.eval.rsvqa import attach_vqa_ground_truth, read_rsvqa_ground_truth
@@ -213,11 +214,12 @@ def score_answer_files(
 ) -> BenchSummary:
     """``rsvg bench score``: score ``(label, answer file or folder)`` pairs; a label may come several
     times. The task of an answer file is told from its name (:mod:`rsvg_desktop.core.eval.answers`)."""
-    notes = [f"data: {data_dir}"]
-    data = _with_vqa_truth(read_benchmark(data_dir, tasks), vqa_ground_truth, notes)
     paths: dict[str, list[str | Path]] = {}
     for label, f in answers:
+        answer_files(Path(f))  # every answer file's task told from its name before any work
         paths.setdefault(label, []).append(f)
+    notes = [f"data: {data_dir}"]
+    data = _with_vqa_truth(read_benchmark(data_dir, tasks), vqa_ground_truth, notes)
     label_answers = {label: read_label_answers(ps, data) for label, ps in paths.items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -397,6 +399,8 @@ def run_bench(
                 progress=progress,
             )
         del gen, loaded
-    label_answers = {lab: read_label_answers([f for f in fs if f.is_file()], data) for lab, fs in files.items()}
+    label_answers = {
+        lab: read_label_answers([f for f in fs if f.is_file()], data) for lab, fs in files.items()
+    }
     metrics, confusion = _score_all(label_answers, data, image_dir, AngleConvention(convention))
     return _finish(out, "Benchmark run", metrics, confusion, memory, notes)
