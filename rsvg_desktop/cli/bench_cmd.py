@@ -108,6 +108,11 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", type=_tasks, default=None, metavar="T,...")
     p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw")
     _add_vqa_ground_truth(p)
+    p.add_argument(
+        "--only-answered",
+        action="store_true",
+        help="score only the questions each label answered (default: a missing answer is a miss)",
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.set_defaults(func=cmd_bench_score)
 
@@ -214,6 +219,7 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
         tasks=args.tasks,
         convention=args.angle_convention,
         vqa_ground_truth=args.vqa_ground_truth,
+        only_answered=args.only_answered,
     )
     _print_summary(summary)
     return EXIT_OK

@@ -221,3 +221,42 @@ def test_names_are_case_insensitive_and_ids_are_per_file(geochat_bench, tmp_path
     # Both files have questions 0 and 1: each answer scores its own file's question.
     assert m[("x", "scene/UCMerced", "accuracy")]["value"] == pytest.approx(50.0)
     assert m[("x", "scene/AID", "accuracy")]["value"] == pytest.approx(100.0)
+
+
+def test_a_missing_answer_is_a_miss_and_the_label_is_marked_partial(geochat_bench, tmp_path: Path) -> None:
+    data, ans, _ = geochat_bench
+    lines = (ans / "referring.jsonl").read_text().splitlines()
+    (ans / "referring.jsonl").write_text(lines[0] + "\n")  # 1 of 3 answered, and right
+    out = tmp_path / "out"
+    base = ["-q", "bench", "score", "--data", str(data), "--answers", f"x={ans / 'referring.jsonl'}"]
+    assert main([*base, "-o", str(out)]) == 0
+    m = _metrics(out)
+    assert m[("x", "referring", "acc@0.5")]["value"] == pytest.approx(100 / 3)
+    assert m[("x", "referring", "acc@0.5")]["n"] == 3
+    assert m[("x", "referring", "answered")]["n"] == 1
+    assert m[("x", "referring", "asked")]["n"] == 3
+    report = (out / "report.md").read_text()
+    assert "| x (partial: 1 of 3 answered) |" in report
+    assert "a missing answer is a miss" in report
+    # On purpose: the answered subset only, and the report says so.
+    assert main([*base, "--only-answered", "-o", str(out)]) == 0
+    m = _metrics(out)
+    assert m[("x", "referring", "acc@0.5")]["value"] == pytest.approx(100.0)
+    assert m[("x", "referring", "acc@0.5")]["n"] == 1
+    assert "--only-answered" in (out / "report.md").read_text()
+
+
+def test_the_sample_of_a_limited_run_is_the_denominator(geochat_bench, tmp_path: Path) -> None:
+    data, ans, _ = geochat_bench
+    # What `bench run --limit 2 --seed 0` leaves beside its answers: the questions it drew.
+    (ans / "sample.json").write_text(
+        json.dumps({"limit": 2, "seed": 0, "questions": [["referring.jsonl", "1"], ["referring.jsonl", "2"]]})
+    )
+    out = tmp_path / "out"
+    args = ["-q", "bench", "score", "--data", str(data), "--answers", f"x={ans / 'referring.jsonl'}",
+            "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    m = _metrics(out)
+    assert m[("x", "referring", "asked")]["n"] == 2
+    assert m[("x", "referring", "acc@0.5")]["value"] == pytest.approx(50.0)  # IoU 0.6 and 0
+    assert "sample.json" in (out / "report.md").read_text()

@@ -13,6 +13,7 @@ names (field ``dataset``).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,18 @@ from rsvg_desktop.core.eval.data import BenchAnswer, BenchRecord, read_answers
 from rsvg_desktop.core.eval.names import accepted_names, task_of_path
 from rsvg_desktop.errors import BenchDataError, BenchDataNotFoundError
 
-__all__ = ["LabelAnswers", "answer_files", "join_answers", "read_label_answers"]
+__all__ = [
+    "SAMPLE_FILE",
+    "LabelAnswers",
+    "answer_files",
+    "join_answers",
+    "read_label_answers",
+    "read_sample",
+    "sample_json",
+]
+
+#: Beside the answer files: the seeded sample ``bench run --limit N --seed S`` asked.
+SAMPLE_FILE = "sample.json"
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +48,13 @@ class LabelAnswers:
 
     by_task: dict[str, dict[Key, str]] = field(default_factory=dict)
     files: dict[str, set[str]] = field(default_factory=dict)
+    sample: set[Key] | None = None
+    sample_files: list[Path] = field(default_factory=list)
+
+    def asked(self, task: str, records: Sequence[BenchRecord]) -> list[BenchRecord]:
+        """The questions of ``task`` this label was asked: its files' questions, or the sample."""
+        files = self.files.get(task, set())
+        return [r for r in records if r.file in files and (self.sample is None or r.key in self.sample)]
 
 
 def answer_files(path: Path) -> list[tuple[Path, str]]:
@@ -94,12 +113,35 @@ def join_answers(
     return out
 
 
+def sample_json(limit: int, seed: int, keys: Sequence[Key]) -> str:
+    """The text of a sample file: ``{"limit", "seed", "questions": [[file, question_id], ...]}``."""
+    return json.dumps({"limit": limit, "seed": seed, "questions": [list(k) for k in keys]}, indent=0)
+
+
+def read_sample(path: Path) -> set[Key]:
+    """The ``(file, question_id)`` keys of a sample file (BenchDataError when unreadable)."""
+    try:
+        got = json.loads(path.read_text(encoding="utf-8"))
+        return {(str(f), str(q)) for f, q in got["questions"]}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise BenchDataError(f"{path}: not a sample file of bench run ({exc})") from None
+
+
+def _sample_of(path: Path) -> Path | None:
+    cand = (path if path.is_dir() else path.parent) / SAMPLE_FILE
+    return cand if cand.is_file() else None
+
+
 def read_label_answers(
     paths: Sequence[str | Path], data: Mapping[str, Sequence[BenchRecord]]
 ) -> LabelAnswers:
     """Every answer of one label, from its answer files and folders (see the module doc)."""
     got = LabelAnswers()
     for p in paths:
+        sample = _sample_of(Path(p))
+        if sample is not None and sample not in got.sample_files:
+            got.sample = (got.sample or set()) | read_sample(sample)
+            got.sample_files.append(sample)
         for f, task in answer_files(Path(p)):
             if task not in data:
                 raise BenchDataError(

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rsvg_desktop.core.eval.answers import LabelAnswers, answer_files, join_answers, read_label_answers
+from rsvg_desktop.core.eval.answers import (
+    SAMPLE_FILE,
+    LabelAnswers,
+    answer_files,
+    join_answers,
+    read_label_answers,
+    sample_json,
+)
 from rsvg_desktop.core.eval.data import BenchRecord, find_image, read_answers, read_benchmark
 from rsvg_desktop.core.eval.metrics import normalise_scene
 from rsvg_desktop.core.eval.rsvqa import attach_vqa_ground_truth, read_rsvqa_ground_truth
@@ -125,8 +132,9 @@ def _score_all(
     data: Mapping[str, list[BenchRecord]],
     images: Path | None,
     convention: AngleConvention,
+    only_answered: bool = False,
 ) -> tuple[list[Metric], dict[tuple[str, str], tuple[list[str], list[str]]]]:
-    """Each label's metrics on the questions of the files it answers (no row for a task it has none of)."""
+    """Each label's metrics on the questions it was asked (no row for a task it has none of)."""
     from rsvg_desktop.core.eval.meteor import meteor
 
     metrics: list[Metric] = []
@@ -136,9 +144,16 @@ def _score_all(
             by_key = got.by_task.get(task)
             if not by_key:
                 continue
-            asked = [r for r in recs if r.file in got.files[task]]
+            asked = got.asked(task, recs)
             metrics += score_task(
-                label, task, asked, by_key, images=images, convention=convention, meteor=meteor
+                label,
+                task,
+                asked,
+                by_key,
+                images=images,
+                convention=convention,
+                meteor=meteor,
+                only_answered=only_answered,
             )
             if task == "scene":
                 for rec in asked:
@@ -211,6 +226,7 @@ def score_answer_files(
     tasks: Sequence[str] | None = None,
     convention: AngleConvention | str = DEFAULT_ANGLE_CONVENTION,
     vqa_ground_truth: str | Path | None = None,
+    only_answered: bool = False,
 ) -> BenchSummary:
     """``rsvg bench score``: score ``(label, answer file or folder)`` pairs; a label may come several
     times. The task of an answer file is told from its name (:mod:`rsvg_desktop.core.eval.answers`)."""
@@ -221,12 +237,28 @@ def score_answer_files(
     notes = [f"data: {data_dir}"]
     data = _with_vqa_truth(read_benchmark(data_dir, tasks), vqa_ground_truth, notes)
     label_answers = {label: read_label_answers(ps, data) for label, ps in paths.items()}
+    for label, got in label_answers.items():
+        for f in got.sample_files:
+            notes.append(f"{label}: asked the sample of `bench run` recorded in {f}")
+    notes.append(_denominator_note(only_answered))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metrics, confusion = _score_all(
-        label_answers, data, Path(images) if images else None, AngleConvention(convention)
+        label_answers, data, Path(images) if images else None, AngleConvention(convention), only_answered
     )
     return _finish(out, "Benchmark scores", metrics, confusion, {}, notes)
+
+
+def _denominator_note(only_answered: bool) -> str:
+    if only_answered:
+        return (
+            "--only-answered: each label is scored on the questions it answered only, on purpose; "
+            "figures on different answered sets are not comparable"
+        )
+    return (
+        "every question asked is scored: a missing answer is a miss; a label marked partial left "
+        "questions unanswered"
+    )
 
 
 MODEL_FACTS = "model.json"  # OUT/answers/<precision>/model.json: the model that wrote the answers
@@ -368,11 +400,17 @@ def run_bench(
     notes: list[str] = [f"data: {data_dir}", f"model: {model_dir}"]
     data = _with_vqa_truth(data, vqa_ground_truth, notes)
     if limit is not None:
-        notes.append(f"a seeded subset: --limit {limit} --seed {seed}")
+        notes.append(f"a seeded subset: --limit {limit} --seed {seed} (recorded in answers/*/{SAMPLE_FILE})")
+    notes.append(_denominator_note(False))
     for prec in precs:
         label = prec.value
         adir = out / "answers" / label
         adir.mkdir(parents=True, exist_ok=True)
+        if limit is not None:
+            keys = [r.key for recs in data.values() for r in recs]
+            (adir / SAMPLE_FILE).write_text(sample_json(limit, seed, keys), encoding="utf-8")
+        else:
+            (adir / SAMPLE_FILE).unlink(missing_ok=True)  # every question asked now
         todo = _unanswered(adir, data)
         files[label] = [adir / f"{t}.jsonl" for t in data]
         if not any(todo.values()):
