@@ -260,3 +260,34 @@ def test_the_sample_of_a_limited_run_is_the_denominator(geochat_bench, tmp_path:
     assert m[("x", "referring", "asked")]["n"] == 2
     assert m[("x", "referring", "acc@0.5")]["value"] == pytest.approx(50.0)  # IoU 0.6 and 0
     assert "sample.json" in (out / "report.md").read_text()
+
+
+def test_bow_tie_ground_truth_is_reordered_and_counted(geochat_bench, tmp_path: Path) -> None:
+    data, ans, _ = geochat_bench
+    rows = [json.loads(x) for x in (data / "referring.jsonl").read_text().splitlines()]
+    (x1, y1), (x2, _), (_, y2), _ = rows[1]["ground_truth"][0]
+    rows[1]["ground_truth"] = [[[x1, y1], [x2, y2], [x2, y1], [x1, y2]]]  # corners crossed: a bow-tie
+    _jsonl(data / "referring.jsonl", rows)
+    out = tmp_path / "out"
+    args = ["-q", "bench", "score", "--data", str(data), "--answers", f"x={ans / 'referring.jsonl'}",
+            "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    m = _metrics(out)
+    ious = [_iou(shapely.box(*gt), _grid_box(a, size)) for _img, size, gt, a in REFERRING]  # the rectangles
+    assert m[("x", "referring", "mean_iou")]["value"] == pytest.approx(100 * sum(ious) / 3)
+    assert m[("x", "referring", "repaired_gt")]["value"] == 1
+    assert "repaired_gt" in (out / "report.md").read_text()
+
+
+def test_zero_area_ground_truth_is_one_line(
+    geochat_bench, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, ans, _ = geochat_bench
+    rows = [json.loads(x) for x in (data / "referring.jsonl").read_text().splitlines()]
+    rows[2]["ground_truth"] = [[[10, 10], [50, 10], [50, 10], [10, 10]]]
+    _jsonl(data / "referring.jsonl", rows)
+    args = ["bench", "score", "--data", str(data), "--answers", f"x={ans / 'referring.jsonl'}",
+            "-o", str(tmp_path / "o")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{data / 'referring.jsonl'}:3: a ground-truth box has zero area" in err[0]

@@ -54,6 +54,7 @@ __all__ = [
     "BenchRecord",
     "find_image",
     "gt_polygons",
+    "gt_polygons_repaired",
     "known_image_size",
     "read_answers",
     "read_benchmark",
@@ -358,8 +359,27 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _one_polygon(item: Any, where: str) -> Polygon | None:
-    """One object's polygon, or None when ``item`` is not a single object (a list of objects)."""
+def _usable(poly: Polygon, where: str) -> tuple[Polygon, bool]:
+    """``poly``, or a bow-tie quadrilateral's corners re-ordered (a rectangle given out of order),
+    and whether it was re-ordered; BenchDataError for a box of zero area or another crossed outline."""
+    if poly.is_valid and poly.area > 0:
+        return poly, False
+    corners = list(poly.exterior.coords)[:-1]
+    hull = shapely.MultiPoint(corners).convex_hull
+    if not isinstance(hull, Polygon) or hull.area <= 0:
+        raise BenchDataError(
+            f"{where}: a ground-truth box has zero area ({shapely.to_wkt(poly, rounding_precision=2)})"
+        )
+    if len(corners) == 4 and len(hull.exterior.coords) == 5:
+        return hull, True
+    raise BenchDataError(
+        f"{where}: a ground-truth polygon crosses itself ({shapely.to_wkt(poly, rounding_precision=2)})"
+    )
+
+
+def _one_polygon(item: Any, where: str) -> tuple[Polygon, bool] | None:
+    """One object's polygon and whether its corners were re-ordered, or None when ``item`` is not a
+    single object (a list of objects)."""
     if isinstance(item, str):
         try:
             geom = shapely.from_wkt(item)
@@ -367,33 +387,40 @@ def _one_polygon(item: Any, where: str) -> Polygon | None:
             raise BenchDataError(f"{where}: ground truth {item[:40]!r} is not WKT") from None
         if not isinstance(geom, Polygon) or geom.is_empty:
             raise BenchDataError(f"{where}: ground-truth WKT must be a POLYGON")
-        return geom
+        return _usable(geom, where)
     if isinstance(item, list | tuple) and len(item) == 4 and all(_is_number(v) for v in item):
         x1, y1, x2, y2 = (float(v) for v in item)
-        return shapely.box(min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+        return _usable(shapely.box(min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)), where)
     if (
         isinstance(item, list | tuple)
         and len(item) >= 3
         and all(isinstance(p, list | tuple) and len(p) == 2 and all(_is_number(v) for v in p) for p in item)
     ):
-        return Polygon([(float(x), float(y)) for x, y in item])
+        return _usable(Polygon([(float(x), float(y)) for x, y in item]), where)
     return None
 
 
-def gt_polygons(ground_truth: Any, where: str = "") -> list[Polygon]:
-    """Ground-truth objects as pixel polygons (one per object); BenchDataError when unreadable."""
+def gt_polygons_repaired(ground_truth: Any, where: str = "") -> tuple[list[Polygon], int]:
+    """Ground-truth objects as pixel polygons (one per object) and how many were bow-ties whose
+    corners were re-ordered; BenchDataError when unreadable or of zero area."""
     single = _one_polygon(ground_truth, where)
     if single is not None:
-        return [single]
+        return [single[0]], int(single[1])
     if isinstance(ground_truth, list | tuple) and ground_truth:
-        out = []
+        out, repaired = [], 0
         for item in ground_truth:
-            poly = _one_polygon(item, where)
-            if poly is None:
+            got = _one_polygon(item, where)
+            if got is None:
                 raise BenchDataError(
                     f"{where}: a ground-truth box must be [[x, y] x 4], [x1, y1, x2, y2] or WKT, "
                     f"not {json.dumps(item)[:60]}"
                 )
-            out.append(poly)
-        return out
+            out.append(got[0])
+            repaired += got[1]
+        return out, repaired
     raise BenchDataError(f"{where}: ground truth holds no boxes ({json.dumps(ground_truth)[:60]})")
+
+
+def gt_polygons(ground_truth: Any, where: str = "") -> list[Polygon]:
+    """Ground-truth objects as pixel polygons (see :func:`gt_polygons_repaired`)."""
+    return gt_polygons_repaired(ground_truth, where)[0]

@@ -27,7 +27,7 @@ from rsvg_desktop.core.eval.data import (
     BenchAnswer,
     BenchRecord,
     find_image,
-    gt_polygons,
+    gt_polygons_repaired,
     known_image_size,
 )
 from rsvg_desktop.core.eval.metrics import (
@@ -105,9 +105,11 @@ def _score_boxes(
     alt: list[BoxOutcome] = []
     ceiling: list[BoxOutcome] = []
     groups: dict[str, list[BoxOutcome]] = defaultdict(list)
+    repaired = 0
     for rec, answer in pairs:
         w, h = image_size(rec, images)
-        gt = gt_polygons(rec.ground_truth, rec.source)
+        gt, fixed = gt_polygons_repaired(rec.ground_truth, rec.source)
+        repaired += fixed
         if answer is None:
             out = BoxOutcome(len(gt), 0, ())
             alt.append(out)
@@ -130,6 +132,8 @@ def _score_boxes(
         Metric(label, task, "grid_ceiling@0.5", _pct(sum(o.hits(0.5) for o in ceiling), n_gt), n_gt)
     )
     metrics.append(Metric(label, task, "malformed", float(sum(o.malformed for o in main)), len(main)))
+    if repaired:  # bow-tie ground-truth quadrilaterals: corners re-ordered
+        metrics.append(Metric(label, task, "repaired_gt", float(repaired), n_gt))
     for sub in sorted(groups):
         metrics.extend(_box_metrics(label, sub, groups[sub])[:2])
     return metrics

@@ -56,7 +56,7 @@ def write_metrics(out: Path, metrics: Sequence[Metric]) -> Path:
 def _fmt(m: Metric | None) -> str:
     if m is None:
         return "–"
-    if m.metric in ("malformed", "count", "asked"):
+    if m.metric in ("malformed", "count", "asked", "repaired_gt"):
         return f"{m.value:.0f}"
     return f"{m.value:.2f} (n={m.n})"
 
