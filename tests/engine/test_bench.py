@@ -103,9 +103,14 @@ def test_run_writes_answers_report_metrics_and_plots(
         for task in ("referring", "scene", "vqa", "region-caption"):
             lines = (out / "answers" / prec / f"{task}.jsonl").read_text().splitlines()
             rec = json.loads(lines[0])
-            assert set(rec) >= {"question_id", "image_id", "answer", "ground_truth", "question", "type",
-                                "dataset", "obj_ids", "size_group"}  # fmt: skip
-            assert rec["file"] in ("referring.jsonl", "scene/UCMerced.jsonl", "vqa.jsonl", "region-caption.jsonl")
+            assert set(rec) >= {"question_id", "image_id", "answer", "ground_truth", "question",
+                                "type", "dataset", "obj_ids", "size_group"}  # fmt: skip
+            assert rec["file"] in (
+                "referring.jsonl",
+                "scene/UCMerced.jsonl",
+                "vqa.jsonl",
+                "region-caption.jsonl",
+            )
         sample = json.loads((out / "answers" / prec / "sample.json").read_text())  # what --limit drew
         assert (sample["limit"], sample["seed"]) == (2, 0) and ["vqa.jsonl", "v1"] in sample["questions"]
     data = json.loads((out / "metrics.json").read_text())

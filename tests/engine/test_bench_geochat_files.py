@@ -291,3 +291,21 @@ def test_zero_area_ground_truth_is_one_line(
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{data / 'referring.jsonl'}:3: a ground-truth box has zero area" in err[0]
+
+
+def test_a_cut_off_last_answer_line_is_skipped_and_repaired(geochat_bench, tmp_path: Path) -> None:
+    from rsvg_desktop.core.eval.data import read_answers
+    from rsvg_desktop.core.jsonl_tail import repair_tail
+
+    data, ans, _ = geochat_bench
+    f = ans / "UCmerced.jsonl"
+    f.write_text('{"question_id": 0, "answer": "Airplane"}\n{"question_id": 1, "ans')  # killed mid-write
+    out = tmp_path / "out"
+    args = ["-q", "bench", "score", "--data", str(data), "--answers", f"x={f}", "-o", str(out)]
+    assert main(args) == 0
+    m = _metrics(out)
+    assert m[("x", "scene/UCMerced", "accuracy")]["value"] == pytest.approx(50.0)  # the cut one: a miss
+    assert m[("x", "scene", "answered")]["n"] == 1
+    repair_tail(f)  # what `bench run` does before appending on resume
+    assert f.read_text() == '{"question_id": 0, "answer": "Airplane"}\n'
+    assert [a.question_id for a in read_answers(f)] == ["0"]

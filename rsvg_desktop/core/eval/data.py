@@ -45,6 +45,7 @@ import shapely
 from shapely.geometry import Polygon
 
 from rsvg_desktop.core.eval.names import DIOR_FILE, TASKS, accepted_names, task_of_name
+from rsvg_desktop.core.jsonl_tail import cut_off
 from rsvg_desktop.errors import BenchDataError, BenchDataNotFoundError
 
 __all__ = [
@@ -116,27 +117,33 @@ def _need(obj: dict[str, Any], names: Sequence[str], where: str) -> Any:
     raise BenchDataError(f"{where}: missing field {' or '.join(repr(n) for n in names)}")
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _iter_jsonl(path: Path, *, skip_cut_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each record; with ``skip_cut_tail`` a cut-off last line (a writer
+    killed mid-line, :func:`~rsvg_desktop.core.jsonl_tail.cut_off`) is skipped with a warning."""
     try:
-        fh = path.open(encoding="utf-8")
+        fh = path.open("rb")
     except FileNotFoundError:
         raise BenchDataNotFoundError(f"{path}: file not found") from None
     except OSError as exc:
         raise BenchDataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     with fh:
-        try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BenchDataError(f"{path}:{lineno}: not a JSON record ({exc.msg})") from None
-                if not isinstance(obj, dict):
-                    raise BenchDataError(f"{path}:{lineno}: a record must be a JSON object")
-                yield lineno, obj
-        except UnicodeDecodeError:
-            raise BenchDataError(f"{path}: not UTF-8 text") from None
+        for lineno, raw in enumerate(fh, 1):
+            if skip_cut_tail and cut_off(raw):
+                log.warning("%s:%d: skipped a cut-off last line (%d bytes)", path, lineno, len(raw))
+                return
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise BenchDataError(f"{path}: not UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BenchDataError(f"{path}:{lineno}: not a JSON record ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise BenchDataError(f"{path}:{lineno}: a record must be a JSON object")
+            yield lineno, obj
 
 
 def read_question_file(
@@ -313,11 +320,14 @@ def read_benchmark(folder: str | Path, tasks: Sequence[str] | None = None) -> di
 def read_answers(path: str | Path) -> list[BenchAnswer]:
     """An answer file (JSON Lines with ``question_id`` and ``answer``); BenchDataError names the line.
 
+    A cut-off last line (a run killed mid-write) is skipped with a warning, as the answer log's
+    reader does; ``rsvg bench run`` repairs it before appending (:mod:`rsvg_desktop.core.jsonl_tail`).
+
     A non-string answer is kept as its JSON text (it will count as a malformed answer, not a crash).
     """
     path = Path(path)
     out: list[BenchAnswer] = []
-    for lineno, obj in _iter_jsonl(path):
+    for lineno, obj in _iter_jsonl(path, skip_cut_tail=True):
         where = f"{path}:{lineno}"
         qid = str(_need(obj, ("question_id",), where))
         answer = obj.get("answer", obj.get("text"))

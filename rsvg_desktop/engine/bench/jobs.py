@@ -30,6 +30,7 @@ from rsvg_desktop.core.eval.metrics import normalise_scene
 from rsvg_desktop.core.eval.rsvqa import attach_vqa_ground_truth, read_rsvqa_ground_truth
 from rsvg_desktop.core.eval.score import Metric, score_task
 from rsvg_desktop.core.geo.boxes import DEFAULT_ANGLE_CONVENTION, AngleConvention
+from rsvg_desktop.core.jsonl_tail import repair_tail
 from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
 from rsvg_desktop.engine.bench.report import (
     metric_tables,
@@ -346,6 +347,7 @@ def _answer_task(
     done = total - len(recs)
     if progress:
         progress(label, task, done, total)
+    repair_tail(path)  # a run killed mid-line left a cut-off last line
     with path.open("a", encoding="utf-8") as fh:
         for start in range(0, len(recs), batch_size):
             chunk = recs[start : start + batch_size]
