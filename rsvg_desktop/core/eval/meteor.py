@@ -5,8 +5,8 @@ re-implementation of METEOR 1.0: unigram matching in three stages, exact → Por
 synonym; F-mean with α = 0.9, fragmentation penalty β = 3, γ = 0.5), one reference per caption,
 tokenised as for ROUGE: lower-cased, punctuation stripped (``"Road."`` is ``road``).
 Its synonym data is WordNet 3.0 as the Debian package ``wordnet-base`` ships it in
-``/usr/share/wordnet`` (installed by ``make venv``; ``RSVG_WORDNET_DIR`` points elsewhere). That package lacks WordNet's small ``lexnames`` table, which NLTK's reader opens: it is
-written beside a copy of the package's files (30 MB) in ``~/.cache/rsvg-desktop/wordnet``.
+``/usr/share/wordnet`` (installed by ``make venv``; ``RSVG_WORDNET_DIR`` points elsewhere).
+That package lacks WordNet's small ``lexnames`` table, which NLTK's reader opens: it is written beside a copy of the package's files (30 MB) in ``~/.cache/rsvg-desktop/wordnet``.
 
 No torch, no Qt; NLTK is imported only when METEOR is computed.
 """
