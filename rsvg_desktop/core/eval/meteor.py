@@ -6,7 +6,8 @@ synonym; F-mean with α = 0.9, fragmentation penalty β = 3, γ = 0.5), one refe
 tokenised as for ROUGE: lower-cased, punctuation stripped (``"Road."`` is ``road``).
 Its synonym data is WordNet 3.0 as the Debian package ``wordnet-base`` ships it in
 ``/usr/share/wordnet`` (installed by ``make venv``; ``RSVG_WORDNET_DIR`` points elsewhere).
-That package lacks WordNet's small ``lexnames`` table, which NLTK's reader opens: it is written beside a copy of the package's files (30 MB) in ``~/.cache/rsvg-desktop/wordnet``.
+That package lacks WordNet's small ``lexnames`` table, which NLTK's reader opens: it is written
+beside a copy of the package's files (30 MB) in ``~/.cache/rsvg-desktop/wordnet``.
 
 No torch, no Qt; NLTK is imported only when METEOR is computed.
 """
