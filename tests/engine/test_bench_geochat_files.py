@@ -129,6 +129,32 @@ def _metrics(out: Path) -> dict[tuple[str, str, str], dict]:
     return {(m["label"], m["task"], m["metric"]): m for m in rows}
 
 
+CAPTIONS = [("a white plane", "a white plane"), ("small vehicle parked", "a small vehicle")]
+
+
+def _check_captions_against_the_packages(m: dict) -> None:
+    """METEOR by NLTK itself on ROUGE's tokens; ROUGE by Google's rouge-score where installed."""
+    import re
+
+    from nltk.translate.meteor_score import meteor_score
+
+    from rsvg_desktop.core.eval.meteor import wordnet_reader
+
+    def tok(text: str) -> list[str]:
+        return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
+    want = [meteor_score([tok(r)], tok(h), wordnet=wordnet_reader()) for r, h in CAPTIONS]
+    assert m[("bf16", "region-caption", "meteor")]["value"] == pytest.approx(100 * sum(want) / 2)
+    try:
+        from rouge_score.rouge_scorer import RougeScorer
+    except ImportError:
+        return
+    got = [RougeScorer(["rouge1", "rougeL"]).score(r, h) for r, h in CAPTIONS]
+    for key in ("rouge1", "rougeL"):
+        want_r = 100 * sum(g[key].fmeasure for g in got) / 2
+        assert m[("bf16", "region-caption", key)]["value"] == pytest.approx(want_r)
+
+
 def test_every_geochat_bench_file_is_read_and_scored(geochat_bench, tmp_path: Path) -> None:
     data, ans, rsvqa = geochat_bench
     out = tmp_path / "out"
@@ -158,6 +184,8 @@ def test_every_geochat_bench_file_is_read_and_scored(geochat_bench, tmp_path: Pa
     # 2 words in common (and in order) of 3 and 3 → P = R = 2/3.
     assert m[("bf16", "region-caption", "rouge1")]["value"] == pytest.approx(100 * (1 + 2 / 3) / 2)
     assert m[("bf16", "region-caption", "rougeL")]["value"] == pytest.approx(100 * (1 + 2 / 3) / 2)
+
+    _check_captions_against_the_packages(m)
 
     assert m[("bf16", "scene/UCMerced", "accuracy")]["value"] == pytest.approx(50.0)
     assert m[("bf16", "scene/AID", "accuracy")]["value"] == pytest.approx(100.0)
