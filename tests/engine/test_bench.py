@@ -304,7 +304,8 @@ def test_agreement_of_a_task_without_boxes_compares_answers_per_tile(tmp_path: P
     other = write(tmp_path / "other.jsonl", ["forest", "urban", "urban"])
     metrics, layers, _ = compare_answer_logs("bf16", [ref], {"bf16": [ref], "int8": [other]}, "classify")
     got = {m.metric: (m.value, m.n) for m in metrics}
-    assert set(got) == {"tiles", "identical", "rougeL"}  # no box figures for a task without boxes
+    # No box figures for a task without boxes.
+    assert set(got) == {"tiles", "tiles_unanswered", "tiles_unanswered_reference", "identical", "rougeL"}
     assert got["identical"] == (pytest.approx(200 / 3), 3)
     assert got["rougeL"] == (pytest.approx(200 / 3), 3)
     assert [r["answer"] for r in layers["int8"]] == ["forest", "urban", "urban"]
