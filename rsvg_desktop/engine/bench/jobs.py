@@ -208,8 +208,8 @@ def _finish(
         (
             "Notes",
             "\n".join(f"- {n}" for n in notes)
-            + "\n- ROUGE-1/ROUGE-L: F-measure as Google's rouge-score computes it (its tokeniser: lower-cased,"
-            " punctuation stripped; use_stemmer=False, its default)."
+            + "\n- ROUGE-1/ROUGE-L: F-measure as Google's rouge-score computes it (its tokeniser: "
+            "lower-cased, punctuation stripped; use_stemmer=False, its default)."
             + f"\n- METEOR: {METEOR_VARIANT}."
             + "\n- Box metrics use the angle convention named in the command; `acc@0.5[ccw]`/`acc@0.5[cw]`"
             " give both; `grid_ceiling@0.5` is the best any answer can score on GeoChat's integer grid.\n",
