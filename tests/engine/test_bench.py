@@ -357,7 +357,13 @@ def test_agree_on_a_scene(
     assert "other settings (--task 'refer', now 'classify'" in capsys.readouterr().err
     assert main([*classify[:-2], "--classes", "forest,water", "-o", str(out), "--overwrite"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
-    assert {m["metric"] for m in metrics} == {"tiles", "identical", "rougeL"}
+    assert {m["metric"] for m in metrics} == {
+        "tiles",
+        "tiles_unanswered",
+        "tiles_unanswered_reference",
+        "identical",
+        "rougeL",
+    }
     assert {m["task"] for m in metrics} == {"agree/classify"}
     import geopandas as gpd
 
