@@ -337,3 +337,17 @@ def test_a_cut_off_last_answer_line_is_skipped_and_repaired(geochat_bench, tmp_p
     repair_tail(f)  # what `bench run` does before appending on resume
     assert f.read_text() == '{"question_id": 0, "answer": "Airplane"}\n'
     assert [a.question_id for a in read_answers(f)] == ["0"]
+
+
+def test_resuming_a_run_keys_questions_by_file_and_id(geochat_bench, tmp_path: Path) -> None:
+    from rsvg_desktop.core.eval.data import read_benchmark
+    from rsvg_desktop.engine.bench.jobs import _answer_json, _unanswered
+
+    data, _, _ = geochat_bench
+    questions = read_benchmark(data, ["scene"])  # UCmerced.jsonl and aid.jsonl: both ids 0 and 1
+    adir = tmp_path / "run"
+    adir.mkdir()
+    done = [r for r in questions["scene"] if r.file == "UCmerced.jsonl"]
+    (adir / "scene.jsonl").write_text("".join(_answer_json(r, "beach") + "\n" for r in done))
+    todo = _unanswered(adir, questions)
+    assert [r.key for r in todo["scene"]] == [("aid.jsonl", "0"), ("aid.jsonl", "1")]
