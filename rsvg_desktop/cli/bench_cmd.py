@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from rsvg_desktop.cli._common import EXIT_FAILED_INPUTS, EXIT_OK, Progress
-from rsvg_desktop.core.eval.data import TASKS
+from rsvg_desktop.core.eval.names import TASKS
 from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE
 from rsvg_desktop.errors import ConfigError
 
@@ -30,7 +30,7 @@ def _ints(value: str) -> list[int]:
 def _label_file(value: str) -> tuple[str, str]:
     label, sep, path = value.partition("=")
     if not sep or not label or not path:
-        raise argparse.ArgumentTypeError(f"--answers takes LABEL=FILE, not {value!r}")
+        raise argparse.ArgumentTypeError(f"--answers takes LABEL=PATH (a file or a folder), not {value!r}")
     return label, path
 
 
@@ -65,6 +65,7 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, metavar="N")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="(GeoChat's scripts: 256)")
     p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw")
+    _add_vqa_ground_truth(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.set_defaults(func=cmd_bench_run)
 
@@ -96,11 +97,32 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     p = bsub.add_parser("score", help="score answer files (rsvg's or GeoChat's own) into one report")
     p.add_argument("--data", required=True, metavar="DIR")
     p.add_argument("--images", metavar="DIR", help="image sizes from the files (default: by image-id prefix)")
-    p.add_argument("--answers", type=_label_file, action="append", required=True, metavar="LABEL=FILE")
+    p.add_argument(
+        "--answers",
+        type=_label_file,
+        action="append",
+        required=True,
+        metavar="LABEL=PATH",
+        help="an answer file (task from its name) or a folder of them; a label may be given several times",
+    )
     p.add_argument("--tasks", type=_tasks, default=None, metavar="T,...")
     p.add_argument("--angle-convention", choices=("ccw", "cw"), default="ccw")
+    _add_vqa_ground_truth(p)
+    p.add_argument(
+        "--only-answered",
+        action="store_true",
+        help="score only the questions each label answered (default: a missing answer is a miss)",
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.set_defaults(func=cmd_bench_score)
+
+
+def _add_vqa_ground_truth(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--vqa-ground-truth",
+        metavar="DIR",
+        help="RSVQA's split files (<split>_questions.json, _answers.json): LRBEN/HRBEN answers",
+    )
 
 
 def _add_agree_command(bsub: argparse._SubParsersAction) -> None:
@@ -185,6 +207,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         convention=args.angle_convention,
         progress=progress,
+        vqa_ground_truth=args.vqa_ground_truth,
     )
     _print_summary(summary)
     return EXIT_OK
@@ -200,6 +223,8 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
         images=args.images,
         tasks=args.tasks,
         convention=args.angle_convention,
+        vqa_ground_truth=args.vqa_ground_truth,
+        only_answered=args.only_answered,
     )
     _print_summary(summary)
     return EXIT_OK

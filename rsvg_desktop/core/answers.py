@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from rsvg_desktop.core.jsonl_tail import repair_tail
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.errors import AnswerLogError, AnswerLogNotFoundError, AnswerLogWriteError
 
@@ -296,50 +297,6 @@ def _encode(record: AnswerRecord) -> bytes:
 
 
 # --- writing -----------------------------------------------------------------------------------
-def _repair_tail(path: Path) -> None:
-    """Make ``path`` end with a complete line before appending to it.
-
-    A last line without its newline was cut off while being written: if it still decodes as a JSON
-    object it only lost the newline (one is added); otherwise it is removed, with a warning.
-    """
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return
-    if size == 0:
-        return
-    with open(path, "r+b") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        # Find the start of the last line, reading backwards in blocks.
-        block = 65536
-        end = size
-        start = 0
-        while end > 0:
-            begin = max(0, end - block)
-            f.seek(begin)
-            chunk = f.read(end - begin)
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                start = begin + nl + 1
-                break
-            end = begin
-        f.seek(start)
-        tail = f.read()
-        try:
-            complete = isinstance(json.loads(tail.decode("utf-8")), dict)
-        except (UnicodeDecodeError, ValueError):
-            complete = False
-        if complete:
-            f.seek(0, os.SEEK_END)
-            f.write(b"\n")
-            log.warning("%s: last line had no newline; added one", path)
-        else:
-            f.truncate(start)
-            log.warning("%s: removed a cut-off last line (%d bytes) before appending", path, len(tail))
-
-
 class AnswerLogWriter:
     """Append :class:`AnswerRecord` lines to a JSON Lines file, one complete line per record.
 
@@ -353,7 +310,7 @@ class AnswerLogWriter:
         self._path = Path(path)
         self._fsync = fsync
         self._count = 0
-        _repair_tail(self._path)
+        repair_tail(self._path)
         try:
             # Unbuffered: each record goes to the OS in one write() loop, so a failure (a full disk)
             # can be undone to the last complete line and leaves nothing pending for close().

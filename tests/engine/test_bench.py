@@ -103,8 +103,16 @@ def test_run_writes_answers_report_metrics_and_plots(
         for task in ("referring", "scene", "vqa", "region-caption"):
             lines = (out / "answers" / prec / f"{task}.jsonl").read_text().splitlines()
             rec = json.loads(lines[0])
-            assert set(rec) >= {"question_id", "image_id", "answer", "ground_truth", "question", "type",
-                                "dataset", "obj_ids", "size_group"}  # fmt: skip
+            assert set(rec) >= {"question_id", "image_id", "answer", "ground_truth", "question",
+                                "type", "dataset", "obj_ids", "size_group"}  # fmt: skip
+            assert rec["file"] in (
+                "referring.jsonl",
+                "scene/UCMerced.jsonl",
+                "vqa.jsonl",
+                "region-caption.jsonl",
+            )
+        sample = json.loads((out / "answers" / prec / "sample.json").read_text())  # what --limit drew
+        assert (sample["limit"], sample["seed"]) == (2, 0) and ["vqa.jsonl", "v1"] in sample["questions"]
     data = json.loads((out / "metrics.json").read_text())
     assert set(data) == {"metrics"}
     keys = {(m["label"], m["task"], m["metric"]) for m in data["metrics"]}
@@ -296,7 +304,8 @@ def test_agreement_of_a_task_without_boxes_compares_answers_per_tile(tmp_path: P
     other = write(tmp_path / "other.jsonl", ["forest", "urban", "urban"])
     metrics, layers, _ = compare_answer_logs("bf16", [ref], {"bf16": [ref], "int8": [other]}, "classify")
     got = {m.metric: (m.value, m.n) for m in metrics}
-    assert set(got) == {"tiles", "identical", "rougeL"}  # no box figures for a task without boxes
+    # No box figures for a task without boxes.
+    assert set(got) == {"tiles", "tiles_unanswered", "tiles_unanswered_reference", "identical", "rougeL"}
     assert got["identical"] == (pytest.approx(200 / 3), 3)
     assert got["rougeL"] == (pytest.approx(200 / 3), 3)
     assert [r["answer"] for r in layers["int8"]] == ["forest", "urban", "urban"]
@@ -348,7 +357,13 @@ def test_agree_on_a_scene(
     assert "other settings (--task 'refer', now 'classify'" in capsys.readouterr().err
     assert main([*classify[:-2], "--classes", "forest,water", "-o", str(out), "--overwrite"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
-    assert {m["metric"] for m in metrics} == {"tiles", "identical", "rougeL"}
+    assert {m["metric"] for m in metrics} == {
+        "tiles",
+        "tiles_unanswered",
+        "tiles_unanswered_reference",
+        "identical",
+        "rougeL",
+    }
     assert {m["task"] for m in metrics} == {"agree/classify"}
     import geopandas as gpd
 

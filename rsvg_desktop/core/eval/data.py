@@ -3,15 +3,24 @@
 Pure functions (no torch, no Qt): a scorer must run where the model cannot.
 
 **Tasks.** ``referring`` and ``grounding`` (boxes), ``region-caption`` (GeoChat's ``[identify]``),
-``scene`` (zero-shot classification) and ``vqa``. A data folder holds, for any of them,
-``<task>.jsonl`` or ``<task>/*.jsonl`` (one file per dataset, e.g. ``scene/UCMerced.jsonl``;
-``region_caption`` with an underscore is accepted too). A folder with ``Annotations/*.xml`` is
+``scene`` (zero-shot classification) and ``vqa``. A data folder holds GeoChat-Bench's files as
+published (``referring.jsonl``, ``grounding_description.jsonl``, ``region_captioning.jsonl``,
+``UCmerced.jsonl``, ``aid.jsonl``, ``lrben.jsonl``, ``hrben.jsonl``; see
+:mod:`rsvg_desktop.core.eval.names`) or the project's own ``<task>.jsonl`` and ``<task>/*.jsonl``
+(one file per dataset, e.g. ``scene/UCMerced.jsonl``). A folder with ``Annotations/*.xml`` is
 DIOR-RSVG: each ``<object>`` with a ``<description>`` is one ``referring`` question.
+
+**Keys.** Question ids are unique per file only: a question is keyed by ``(file, question_id)``
+(:attr:`BenchRecord.key`), ``file`` being its file's path relative to the data folder
+(``UCmerced.jsonl``, ``scene/UCMerced.jsonl``; ``DIOR-RSVG`` for a DIOR-RSVG folder).
 
 **Question fields** (as GeoChat's evaluation scripts read them): ``question_id``; the image as
 ``image_id`` or ``image``; the question as ``question`` or ``text``; ``ground_truth``; optional
 ``type``, ``dataset``, ``obj_ids``, ``size_group``. Scene records without ``ground_truth`` take the
 class from the ``question_id`` prefix (``class/…``) as GeoChat's scene script does.
+VQA records may carry no ``ground_truth``
+(GeoChat-Bench's ``lrben``/``hrben``): it is ``None`` until joined from the RSVQA release
+(:mod:`rsvg_desktop.core.eval.rsvqa`).
 
 **Ground-truth boxes** (referring, grounding) are pixel polygons: a 4-point polygon ``[[x, y] × 4]``,
 an axis-aligned ``[x1, y1, x2, y2]``, a WKT string, or a list of any of these (one per object).
@@ -35,16 +44,18 @@ from typing import Any
 import shapely
 from shapely.geometry import Polygon
 
+from rsvg_desktop.core.eval.names import DIOR_FILE, TASKS, accepted_names, task_of_name
+from rsvg_desktop.core.jsonl_tail import cut_off
 from rsvg_desktop.errors import BenchDataError, BenchDataNotFoundError
 
 __all__ = [
     "BOX_TASKS",
     "IMAGE_SUFFIXES",
-    "TASKS",
     "BenchAnswer",
     "BenchRecord",
     "find_image",
     "gt_polygons",
+    "gt_polygons_repaired",
     "known_image_size",
     "read_answers",
     "read_benchmark",
@@ -54,10 +65,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TASKS: tuple[str, ...] = ("referring", "grounding", "region-caption", "scene", "vqa")
 BOX_TASKS: frozenset[str] = frozenset({"referring", "grounding"})
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-_FILE_NAMES = {"region-caption": ("region-caption", "region_caption")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +88,25 @@ class BenchRecord:
     size_group: str = ""
     source: str = ""
     size: tuple[int, int] | None = None
+    file: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(file, question_id)``: ids are unique per file, not across files."""
+        return (self.file, self.question_id)
 
 
 @dataclass(frozen=True, slots=True)
 class BenchAnswer:
-    """One line of an answer file (GeoChat's format); ``source`` is ``file:line``."""
+    """One line of an answer file (GeoChat's format); ``source`` is ``file:line``; ``file`` the
+    question file it answers when the line says so (``rsvg bench run`` writes it), else ``""``."""
 
     question_id: str
     answer: str
     image_id: str = ""
     source: str = ""
+    file: str = ""
+    dataset: str = ""
 
 
 # --- question files -------------------------------------------------------------------------------
@@ -99,34 +117,48 @@ def _need(obj: dict[str, Any], names: Sequence[str], where: str) -> Any:
     raise BenchDataError(f"{where}: missing field {' or '.join(repr(n) for n in names)}")
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _iter_jsonl(path: Path, *, skip_cut_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each record; with ``skip_cut_tail`` a cut-off last line (a writer
+    killed mid-line, :func:`~rsvg_desktop.core.jsonl_tail.cut_off`) is skipped with a warning."""
     try:
-        fh = path.open(encoding="utf-8")
+        fh = path.open("rb")
     except FileNotFoundError:
         raise BenchDataNotFoundError(f"{path}: file not found") from None
     except OSError as exc:
         raise BenchDataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     with fh:
-        try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BenchDataError(f"{path}:{lineno}: not a JSON record ({exc.msg})") from None
-                if not isinstance(obj, dict):
-                    raise BenchDataError(f"{path}:{lineno}: a record must be a JSON object")
-                yield lineno, obj
-        except UnicodeDecodeError:
-            raise BenchDataError(f"{path}: not UTF-8 text") from None
+        for lineno, raw in enumerate(fh, 1):
+            if skip_cut_tail and cut_off(raw):
+                log.warning("%s:%d: skipped a cut-off last line (%d bytes)", path, lineno, len(raw))
+                return
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise BenchDataError(f"{path}: not UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BenchDataError(f"{path}:{lineno}: not a JSON record ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise BenchDataError(f"{path}:{lineno}: a record must be a JSON object")
+            yield lineno, obj
 
 
-def read_question_file(path: str | Path, task: str, dataset: str = "") -> list[BenchRecord]:
-    """The questions of one GeoChat-Bench JSON Lines file for ``task`` (BenchDataError names the line)."""
+def read_question_file(
+    path: str | Path, task: str, dataset: str = "", *, file: str = "", file_dataset: str = ""
+) -> list[BenchRecord]:
+    """The questions of one GeoChat-Bench JSON Lines file for ``task`` (BenchDataError names the line).
+
+    ``dataset`` is used where a record names none; ``file_dataset`` (the dataset a GeoChat-Bench file
+    name stands for, e.g. ``UCmerced.jsonl`` → UCMerced) wins over the records'. ``file`` is the key
+    of the file (default: its name).
+    """
     if task not in TASKS:
         raise BenchDataError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
     path = Path(path)
+    file = file or path.name
     out: list[BenchRecord] = []
     seen: set[str] = set()
     for lineno, obj in _iter_jsonl(path):
@@ -139,6 +171,8 @@ def read_question_file(path: str | Path, task: str, dataset: str = "") -> list[B
         question = str(_need(obj, ("question", "text"), where))
         if task == "scene" and obj.get("ground_truth") is None and "/" in qid:
             gt: Any = qid.split("/")[0]
+        elif task == "vqa":
+            gt = obj.get("ground_truth")  # None: joined from RSVQA later
         else:
             gt = _need(obj, ("ground_truth",), where)
         rec = BenchRecord(
@@ -148,10 +182,11 @@ def read_question_file(path: str | Path, task: str, dataset: str = "") -> list[B
             question=question,
             ground_truth=gt,
             type=str(obj.get("type") or obj.get("category") or ""),
-            dataset=str(obj.get("dataset") or dataset),
+            dataset=file_dataset or str(obj.get("dataset") or dataset),
             obj_ids=obj.get("obj_ids"),
             size_group=str(obj.get("size_group") or ""),
             source=where,
+            file=file,
         )
         if task in BOX_TASKS:
             gt_polygons(rec.ground_truth, where)  # fail early on unreadable boxes
@@ -222,6 +257,7 @@ def read_dior_rsvg(folder: str | Path, split: str | None = "test") -> list[Bench
                     size_group="",
                     source=where,
                     size=size,
+                    file=DIOR_FILE,
                 )
             )
             index += 1
@@ -234,6 +270,24 @@ def read_dior_rsvg(folder: str | Path, split: str | None = "test") -> list[Bench
     return records
 
 
+def _question_files(folder: Path) -> list[tuple[Path, str, str, str]]:
+    """``(path, task, dataset, file key)`` of each question file in ``folder`` and its task folders;
+    ``dataset`` is the one a GeoChat-Bench name stands for ("" for the project's names)."""
+    found: list[tuple[Path, str, str, str]] = []
+    for path in sorted(folder.iterdir(), key=lambda p: p.name.lower()):
+        if path.is_file() and path.suffix.lower() == ".jsonl":
+            named = task_of_name(path.stem)
+            if named is None:
+                log.warning("%s: not a benchmark file name, skipped (names: %s)", path, accepted_names())
+                continue
+            found.append((path, named[0], named[1], path.name))
+        elif path.is_dir() and task_of_name(path.name) is not None and path.name.lower() != "dior-rsvg":
+            task = task_of_name(path.name)[0]  # type: ignore[index]
+            for f in sorted(path.glob("*.jsonl"), key=lambda p: p.name.lower()):
+                found.append((f, task, "", f"{path.name}/{f.name}"))
+    return found
+
+
 def read_benchmark(folder: str | Path, tasks: Sequence[str] | None = None) -> dict[str, list[BenchRecord]]:
     """Every task's questions found in ``folder`` (see the module doc); BenchDataError when none."""
     folder = Path(folder)
@@ -244,37 +298,36 @@ def read_benchmark(folder: str | Path, tasks: Sequence[str] | None = None) -> di
         if t not in TASKS:
             raise BenchDataError(f"unknown task {t!r}; valid tasks: {', '.join(TASKS)}")
     out: dict[str, list[BenchRecord]] = {}
-    for task in wanted:
-        recs: list[BenchRecord] = []
-        for name in _FILE_NAMES.get(task, (task,)):
-            single = folder / f"{name}.jsonl"
-            if single.is_file():
-                recs.extend(read_question_file(single, task))
-            sub = folder / name
-            if sub.is_dir():
-                for f in sorted(sub.glob("*.jsonl")):
-                    recs.extend(read_question_file(f, task, dataset=f.stem))
-        if task == "referring" and (folder / "Annotations").is_dir():
-            recs.extend(read_dior_rsvg(folder))
-        if recs:
-            out[task] = recs
+    for path, task, dataset, key in _question_files(folder):
+        if task not in wanted:
+            continue
+        if dataset:
+            recs = read_question_file(path, task, file=key, file_dataset=dataset)
+        else:
+            recs = read_question_file(path, task, dataset=path.stem if "/" in key else "", file=key)
+        out.setdefault(task, []).extend(recs)
+    if "referring" in wanted and (folder / "Annotations").is_dir():
+        out.setdefault("referring", []).extend(read_dior_rsvg(folder))
     if not out:
         raise BenchDataError(
             f"{folder}: no benchmark files for {', '.join(wanted)} "
-            "(expected <task>.jsonl, <task>/*.jsonl or Annotations/*.xml)"
+            f"(expected {accepted_names()}, or Annotations/*.xml)"
         )
-    return out
+    return {t: out[t] for t in TASKS if t in out}
 
 
 # --- answers --------------------------------------------------------------------------------------
 def read_answers(path: str | Path) -> list[BenchAnswer]:
     """An answer file (JSON Lines with ``question_id`` and ``answer``); BenchDataError names the line.
 
+    A cut-off last line (a run killed mid-write) is skipped with a warning, as the answer log's
+    reader does; ``rsvg bench run`` repairs it before appending (:mod:`rsvg_desktop.core.jsonl_tail`).
+
     A non-string answer is kept as its JSON text (it will count as a malformed answer, not a crash).
     """
     path = Path(path)
     out: list[BenchAnswer] = []
-    for lineno, obj in _iter_jsonl(path):
+    for lineno, obj in _iter_jsonl(path, skip_cut_tail=True):
         where = f"{path}:{lineno}"
         qid = str(_need(obj, ("question_id",), where))
         answer = obj.get("answer", obj.get("text"))
@@ -282,7 +335,9 @@ def read_answers(path: str | Path) -> list[BenchAnswer]:
             raise BenchDataError(f"{where}: missing field 'answer'")
         if not isinstance(answer, str):
             answer = json.dumps(answer)
-        out.append(BenchAnswer(qid, answer, str(obj.get("image_id") or obj.get("image") or ""), where))
+        image = str(obj.get("image_id") or obj.get("image") or "")
+        file, dataset = str(obj.get("file") or ""), str(obj.get("dataset") or "")
+        out.append(BenchAnswer(qid, answer, image, where, file, dataset))
     return out
 
 
@@ -314,8 +369,27 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _one_polygon(item: Any, where: str) -> Polygon | None:
-    """One object's polygon, or None when ``item`` is not a single object (a list of objects)."""
+def _usable(poly: Polygon, where: str) -> tuple[Polygon, bool]:
+    """``poly``, or a bow-tie quadrilateral's corners re-ordered (a rectangle given out of order),
+    and whether it was re-ordered; BenchDataError for a box of zero area or another crossed outline."""
+    if poly.is_valid and poly.area > 0:
+        return poly, False
+    corners = list(poly.exterior.coords)[:-1]
+    hull = shapely.MultiPoint(corners).convex_hull
+    if not isinstance(hull, Polygon) or hull.area <= 0:
+        raise BenchDataError(
+            f"{where}: a ground-truth box has zero area ({shapely.to_wkt(poly, rounding_precision=2)})"
+        )
+    if len(corners) == 4 and len(hull.exterior.coords) == 5:
+        return hull, True
+    raise BenchDataError(
+        f"{where}: a ground-truth polygon crosses itself ({shapely.to_wkt(poly, rounding_precision=2)})"
+    )
+
+
+def _one_polygon(item: Any, where: str) -> tuple[Polygon, bool] | None:
+    """One object's polygon and whether its corners were re-ordered, or None when ``item`` is not a
+    single object (a list of objects)."""
     if isinstance(item, str):
         try:
             geom = shapely.from_wkt(item)
@@ -323,33 +397,40 @@ def _one_polygon(item: Any, where: str) -> Polygon | None:
             raise BenchDataError(f"{where}: ground truth {item[:40]!r} is not WKT") from None
         if not isinstance(geom, Polygon) or geom.is_empty:
             raise BenchDataError(f"{where}: ground-truth WKT must be a POLYGON")
-        return geom
+        return _usable(geom, where)
     if isinstance(item, list | tuple) and len(item) == 4 and all(_is_number(v) for v in item):
         x1, y1, x2, y2 = (float(v) for v in item)
-        return shapely.box(min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+        return _usable(shapely.box(min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)), where)
     if (
         isinstance(item, list | tuple)
         and len(item) >= 3
         and all(isinstance(p, list | tuple) and len(p) == 2 and all(_is_number(v) for v in p) for p in item)
     ):
-        return Polygon([(float(x), float(y)) for x, y in item])
+        return _usable(Polygon([(float(x), float(y)) for x, y in item]), where)
     return None
 
 
-def gt_polygons(ground_truth: Any, where: str = "") -> list[Polygon]:
-    """Ground-truth objects as pixel polygons (one per object); BenchDataError when unreadable."""
+def gt_polygons_repaired(ground_truth: Any, where: str = "") -> tuple[list[Polygon], int]:
+    """Ground-truth objects as pixel polygons (one per object) and how many were bow-ties whose
+    corners were re-ordered; BenchDataError when unreadable or of zero area."""
     single = _one_polygon(ground_truth, where)
     if single is not None:
-        return [single]
+        return [single[0]], int(single[1])
     if isinstance(ground_truth, list | tuple) and ground_truth:
-        out = []
+        out, repaired = [], 0
         for item in ground_truth:
-            poly = _one_polygon(item, where)
-            if poly is None:
+            got = _one_polygon(item, where)
+            if got is None:
                 raise BenchDataError(
                     f"{where}: a ground-truth box must be [[x, y] x 4], [x1, y1, x2, y2] or WKT, "
                     f"not {json.dumps(item)[:60]}"
                 )
-            out.append(poly)
-        return out
+            out.append(got[0])
+            repaired += got[1]
+        return out, repaired
     raise BenchDataError(f"{where}: ground truth holds no boxes ({json.dumps(ground_truth)[:60]})")
+
+
+def gt_polygons(ground_truth: Any, where: str = "") -> list[Polygon]:
+    """Ground-truth objects as pixel polygons (see :func:`gt_polygons_repaired`)."""
+    return gt_polygons_repaired(ground_truth, where)[0]

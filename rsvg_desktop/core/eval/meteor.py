@@ -3,10 +3,11 @@
 Variant (named in every report, :data:`METEOR_VARIANT`): ``nltk.translate.meteor_score`` (NLTK's
 re-implementation of METEOR 1.0: unigram matching in three stages, exact → Porter stem → WordNet
 synonym; F-mean with α = 0.9, fragmentation penalty β = 3, γ = 0.5), one reference per caption,
-lower-cased whitespace tokens. Its synonym data is WordNet 3.0 as the Debian package ``wordnet-base``
-ships it in ``/usr/share/wordnet`` (installed by ``make venv``; ``RSVG_WORDNET_DIR`` points
-elsewhere). That package lacks WordNet's small ``lexnames`` table, which NLTK's reader opens: it is
-written beside a copy of the package's files (30 MB) in ``~/.cache/rsvg-desktop/wordnet``.
+tokenised as for ROUGE: lower-cased, punctuation stripped (``"Road."`` is ``road``).
+Its synonym data is WordNet 3.0 as the Debian package ``wordnet-base`` ships it in
+``/usr/share/wordnet`` (installed by ``make venv``; ``RSVG_WORDNET_DIR`` points elsewhere).
+That package lacks WordNet's small ``lexnames`` table, which NLTK's reader opens: it is written
+beside a copy of the package's files (30 MB) in ``~/.cache/rsvg-desktop/wordnet``.
 
 No torch, no Qt; NLTK is imported only when METEOR is computed.
 """
@@ -19,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rsvg_desktop.core.eval.metrics import tokens
 from rsvg_desktop.errors import ConfigError
 
 __all__ = ["DEFAULT_WORDNET_DIR", "METEOR_VARIANT", "meteor", "wordnet_reader"]
@@ -26,7 +28,8 @@ __all__ = ["DEFAULT_WORDNET_DIR", "METEOR_VARIANT", "meteor", "wordnet_reader"]
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 METEOR_VARIANT = (
     "NLTK meteor_score (METEOR 1.0 matching: exact, Porter stem, WordNet 3.0 synonyms; "
-    "alpha 0.9, beta 3, gamma 0.5; WordNet from Debian wordnet-base)"
+    "alpha 0.9, beta 3, gamma 0.5; WordNet from Debian wordnet-base; tokens as for ROUGE: "
+    "lower-cased, punctuation stripped)"
 )
 
 # WordNet 3.0's lexicographer files (lexnames(5WN)): name and syntactic category number.
@@ -146,7 +149,7 @@ def meteor(reference: str, hypothesis: str) -> float:
     """METEOR of one caption against one reference, in [0, 1] (see :data:`METEOR_VARIANT`)."""
     from nltk.translate.meteor_score import meteor_score
 
-    ref, hyp = reference.lower().split(), hypothesis.lower().split()
+    ref, hyp = tokens(reference), tokens(hypothesis)
     if not ref or not hyp:
         return 0.0
     return float(meteor_score([ref], hyp, wordnet=wordnet_reader()))

@@ -8,6 +8,12 @@ percentile), boxes left unmatched on either side, the identical-answer rate and 
 answers. ``OUT/agreement.gpkg`` holds both precisions' polygons (layers ``<precision>``) and the
 disagreements (layer ``disagreements``: unmatched boxes, and matched pairs with IoU < 0.5).
 
+A tile one side answered and the other did not (a run stopped early) is counted
+(``tiles_unanswered``: answered by the reference only; ``tiles_unanswered_reference``: by the other
+only) and its footprint is a disagreement (kind ``not answered by <precision>``), never dropped.
+Inputs in different CRSs: each layer is split by CRS, ``<layer>_<EPSG code>`` (``_pixels`` for pixel
+mode), each in its own CRS, and the report names the layers; with one CRS the names are as above.
+
 Tasks without boxes (``classify``, ``vqa``, ``chat``) are compared on their answers alone (identical
 rate, ROUGE-L); their layers hold each tile's footprint with its answer (for ``classify``, a class map
 per precision), and ``disagreements`` the tiles whose answers differ, with both answers.
@@ -294,17 +300,42 @@ def _run_precision(
 
 
 # --- writing the comparison ----------------------------------------------------------------------
-def _write_layers(gpkg: Path, layers: dict[str, list[dict[str, Any]]], crs: Any) -> None:
-    """``agreement.gpkg`` anew: one layer per precision, and ``disagreements``."""
+def _crs_tag(crs: Any, index: int) -> str:
+    if crs is None:
+        return "pixels"
+    try:
+        from pyproj import CRS
+
+        auth = CRS.from_user_input(crs).to_authority()
+    except Exception:
+        auth = None
+    return f"{auth[0]}{auth[1]}" if auth else f"crs{index + 1}"
+
+
+def _write_layers(
+    gpkg: Path, layers: dict[str, list[dict[str, Any]]], scene_crs: dict[str, Any]
+) -> list[str]:
+    """``agreement.gpkg`` anew: one layer per precision, and ``disagreements``; split by CRS, each
+    part in its own CRS, when the scenes are in several (see the module doc). Returns the layers."""
     import geopandas as gpd
 
     if gpkg.exists():
         gpkg.unlink()
+    crss = list(dict.fromkeys(scene_crs.values())) or [None]
+    tags = {c: _crs_tag(c, i) for i, c in enumerate(crss)}
+    written = []
     for name, rows in layers.items():
-        frame = gpd.GeoDataFrame(
-            rows or {"geometry": [], "scene": []}, geometry="geometry", crs=crs
-        )  # fmt: skip
-        frame.to_file(gpkg, layer=name, driver="GPKG")
+        groups: dict[Any, list[dict[str, Any]]] = {c: [] for c in crss}
+        for row in rows:
+            groups[scene_crs.get(row["scene"])].append(row)
+        for crs, part in groups.items():
+            if len(crss) > 1 and not part:
+                continue
+            layer = name if len(crss) == 1 else f"{name}_{tags[crs]}"
+            frame = gpd.GeoDataFrame(part or {"geometry": [], "scene": []}, geometry="geometry", crs=crs)
+            frame.to_file(gpkg, layer=layer, driver="GPKG")
+            written.append(layer)
+    return written
 
 
 def run_agree(
@@ -347,12 +378,19 @@ def run_agree(
         if todo:
             _run_precision(prec, todo, question, runs, progress)
 
-    metrics, layers, crs = compare_answer_logs(ref.value, runs.logs[ref.value], runs.logs, task)
+    metrics, layers, scene_crs = compare_answer_logs(ref.value, runs.logs[ref.value], runs.logs, task)
     gpkg = out / "agreement.gpkg"
-    _write_layers(gpkg, layers, crs)
+    written = _write_layers(gpkg, layers, scene_crs)
+    several = len(set(scene_crs.values())) > 1
     notes = [
         f"reference: {ref.value}; task {task}; query {query!r}; inputs: {', '.join(map(str, inputs))}",
-        f"polygons and disagreements: {gpkg.name} (layers {', '.join(layers)})",
+        f"polygons and disagreements: {gpkg.name} (layers {', '.join(written)})"
+        + (
+            "; the inputs are in several CRSs: each layer is split by CRS, each part in its own"
+            if several
+            else ""
+        ),
+        "tiles answered by one side only are counted (tiles_unanswered, tiles_unanswered_reference)",
         "IoU values in percent; counts are boxes summed over tiles",
     ]
     if runs.resumed:
@@ -380,6 +418,8 @@ class _Tally:
     ious: list[float] = field(default_factory=list)
     only_ref: int = 0
     only_other: int = 0
+    unanswered: int = 0  # tiles the reference answered and this label did not
+    unanswered_reference: int = 0  # and the other way round
 
 
 def _read_logs(paths: Sequence[Path]) -> dict[Key, AnswerRecord]:
@@ -448,10 +488,43 @@ def _compare_boxes(
                 )
 
 
+def _count_unanswered(
+    ref_tiles: dict[Key, AnswerRecord],
+    tiles: dict[Key, AnswerRecord],
+    reference: str,
+    label: str,
+    layers: dict[str, list[dict[str, Any]]],
+    tally: _Tally,
+) -> None:
+    """Tiles one side answered and the other did not: counted, and their footprints disagreements."""
+    for mine, theirs, missing in ((ref_tiles, tiles, label), (tiles, ref_tiles, reference)):
+        for key, rec in mine.items():
+            if key in theirs:
+                continue
+            if missing == label:
+                tally.unanswered += 1
+            else:
+                tally.unanswered_reference += 1
+            layers["disagreements"].append(
+                {"geometry": _footprint(rec), "scene": rec.scene, "precision": missing,
+                 "kind": f"not answered by {missing}", "answer": rec.answer}
+            )  # fmt: skip
+
+
 def _label_metrics(label: str, task: str, tally: _Tally, has_boxes: bool) -> list[Metric]:
     label_task = f"agree/{task}"
     n = tally.tiles
-    metrics = [Metric(label, label_task, "tiles", float(n), n)]
+    metrics = [
+        Metric(label, label_task, "tiles", float(n), n),
+        Metric(label, label_task, "tiles_unanswered", float(tally.unanswered), tally.unanswered),
+        Metric(
+            label,
+            label_task,
+            "tiles_unanswered_reference",
+            float(tally.unanswered_reference),
+            tally.unanswered_reference,
+        ),
+    ]
     identical = Metric(label, label_task, "identical", 100.0 * tally.identical / n if n else 0.0, n)
     rouge = Metric(label, label_task, "rougeL", 100 * float(np.mean(tally.rouge)) if n else 0.0, n)
     if not has_boxes:
@@ -480,15 +553,16 @@ def compare_answer_logs(
 ) -> tuple[list[Metric], dict[str, list[dict[str, Any]]], Any]:
     """Tile-by-tile comparison of each label's answer logs with the reference's (see the module doc).
 
-    Returns the metrics, the layers' rows (``<label>`` polygons and ``disagreements``) and the CRS.
+    Returns the metrics, the layers' rows (``<label>`` polygons and ``disagreements``) and each
+    scene's CRS (WKT, ``None`` in pixel mode).
     """
-    crs: Any = None
+    scene_crs: dict[str, Any] = {}
     metrics: list[Metric] = []
     layers: dict[str, list[dict[str, Any]]] = {reference: [], "disagreements": []}
     ref_tiles = _read_logs(ref_logs)
     has_boxes = get_task(task).has_boxes
     for rec in ref_tiles.values():
-        crs = crs or rec.crs
+        scene_crs.setdefault(rec.scene, rec.crs)
         for g in _geoms(rec) if has_boxes else [_footprint(rec)]:
             layers[reference].append({"geometry": g, "scene": rec.scene, "answer": rec.answer})
     for label, paths in logs.items():
@@ -497,6 +571,9 @@ def compare_answer_logs(
         tiles = _read_logs(paths)
         layers[label] = []
         tally = _Tally()
+        for rec in tiles.values():
+            scene_crs.setdefault(rec.scene, rec.crs)
+        _count_unanswered(ref_tiles, tiles, reference, label, layers, tally)
         for key in [k for k in ref_tiles if k in tiles]:
             a, b = ref_tiles[key], tiles[key]
             tally.tiles += 1
@@ -507,4 +584,4 @@ def compare_answer_logs(
             else:
                 _compare_answers(a, b, label, layers)
         metrics += _label_metrics(label, task, tally, has_boxes)
-    return metrics, layers, crs
+    return metrics, layers, scene_crs

@@ -1,8 +1,10 @@
 """The ``rsvg bench`` jobs: ``run`` (ask the model every benchmark question at each precision) and ``score``.
 
 Answers go to ``OUT/answers/<precision>/<task>.jsonl`` in the format of GeoChat's evaluation scripts
-(question_id, image_id, answer, ground_truth, question, type, dataset, obj_ids, size_group), flushed per
-batch; a rerun skips the question ids already answered. Torch is imported only inside the functions.
+(question_id, image_id, answer, ground_truth, question, type, dataset, obj_ids, size_group) and
+``file``, the question file the question comes from (ids are unique per file only), flushed per
+batch; a rerun skips the questions already answered, keyed by (file, question_id).
+Torch is imported only inside the functions.
 """
 
 from __future__ import annotations
@@ -15,10 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rsvg_desktop.core.eval.answers import (
+    SAMPLE_FILE,
+    LabelAnswers,
+    answer_files,
+    join_answers,
+    read_label_answers,
+    sample_json,
+)
 from rsvg_desktop.core.eval.data import BenchRecord, find_image, read_answers, read_benchmark
 from rsvg_desktop.core.eval.metrics import normalise_scene
+from rsvg_desktop.core.eval.rsvqa import attach_vqa_ground_truth, read_rsvqa_ground_truth
 from rsvg_desktop.core.eval.score import Metric, score_task
 from rsvg_desktop.core.geo.boxes import DEFAULT_ANGLE_CONVENTION, AngleConvention
+from rsvg_desktop.core.jsonl_tail import repair_tail
 from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
 from rsvg_desktop.engine.bench.report import (
     metric_tables,
@@ -93,14 +105,15 @@ def _answer_json(rec: BenchRecord, answer: str) -> str:
             "dataset": rec.dataset,
             "obj_ids": rec.obj_ids,
             "size_group": rec.size_group,
+            "file": rec.file,
         }
     )
 
 
-def _done_ids(path: Path) -> set[str]:
+def _done_keys(path: Path, records: Sequence[BenchRecord]) -> set[tuple[str, str]]:
     if not path.is_file():
         return set()
-    return {a.question_id for a in read_answers(path)}
+    return set(join_answers(path, read_answers(path), records))
 
 
 def _load_image(images: Path, rec: BenchRecord) -> Any:
@@ -116,29 +129,60 @@ def _load_image(images: Path, rec: BenchRecord) -> Any:
 
 
 def _score_all(
-    label_files: Mapping[str, Mapping[str, Path]],
+    label_answers: Mapping[str, LabelAnswers],
     data: Mapping[str, list[BenchRecord]],
     images: Path | None,
     convention: AngleConvention,
+    only_answered: bool = False,
 ) -> tuple[list[Metric], dict[tuple[str, str], tuple[list[str], list[str]]]]:
+    """Each label's metrics on the questions it was asked (no row for a task it has none of)."""
     from rsvg_desktop.core.eval.meteor import meteor
 
     metrics: list[Metric] = []
     confusion: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
-    for label, files in label_files.items():
-        for task, path in files.items():
-            answers = read_answers(path)
+    for label, got in label_answers.items():
+        for task, recs in data.items():
+            by_key = got.by_task.get(task)
+            if not by_key:
+                continue
+            asked = got.asked(task, recs)
             metrics += score_task(
-                label, task, data[task], answers, images=images, convention=convention, meteor=meteor
+                label,
+                task,
+                asked,
+                by_key,
+                images=images,
+                convention=convention,
+                meteor=meteor,
+                only_answered=only_answered,
             )
             if task == "scene":
-                by_id = {a.question_id: a.answer for a in answers}
-                for rec in data[task]:
-                    if rec.question_id in by_id:
+                for rec in asked:
+                    if rec.key in by_key:
                         t, a = confusion.setdefault((label, rec.dataset or "scene"), ([], []))
                         t.append(normalise_scene(str(rec.ground_truth)))
-                        a.append(normalise_scene(by_id[rec.question_id]))
+                        a.append(normalise_scene(by_key[rec.key]))
     return metrics, confusion
+
+
+def _with_vqa_truth(
+    data: dict[str, list[BenchRecord]], vqa_ground_truth: str | Path | None, notes: list[str]
+) -> dict[str, list[BenchRecord]]:
+    """VQA questions given RSVQA's ground truth; those still without any named in ``notes``."""
+    if "vqa" not in data:
+        return data
+    if vqa_ground_truth is not None:
+        data = dict(data)
+        data["vqa"] = attach_vqa_ground_truth(data["vqa"], read_rsvqa_ground_truth(vqa_ground_truth))
+        notes.append(f"VQA ground truth: {vqa_ground_truth} (RSVQA split files)")
+    missing = [r for r in data["vqa"] if r.ground_truth is None]
+    if missing:
+        named = ", ".join(f"{r.file}#{r.question_id}" for r in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        hint = "" if vqa_ground_truth is not None else " (give --vqa-ground-truth DIR: RSVQA's split files)"
+        notes.append(f"{len(missing)} VQA questions have no ground truth, not scored{hint}: {named}{more}")
+        log.warning("%d VQA questions have no ground truth, not scored", len(missing))
+    return data
 
 
 def _finish(
@@ -164,6 +208,8 @@ def _finish(
         (
             "Notes",
             "\n".join(f"- {n}" for n in notes)
+            + "\n- ROUGE-1/ROUGE-L: F-measure as Google's rouge-score computes it (its tokeniser: "
+            "lower-cased, punctuation stripped; use_stemmer=False, its default)."
             + f"\n- METEOR: {METEOR_VARIANT}."
             + "\n- Box metrics use the angle convention named in the command; `acc@0.5[ccw]`/`acc@0.5[cw]`"
             " give both; `grid_ceiling@0.5` is the best any answer can score on GeoChat's integer grid.\n",
@@ -182,30 +228,40 @@ def score_answer_files(
     images: str | Path | None = None,
     tasks: Sequence[str] | None = None,
     convention: AngleConvention | str = DEFAULT_ANGLE_CONVENTION,
+    vqa_ground_truth: str | Path | None = None,
+    only_answered: bool = False,
 ) -> BenchSummary:
-    """``rsvg bench score``: score ``(label, answer file)`` pairs. The task of a file is its stem
-    (``referring.jsonl``…) when that names a task, else the only task in the data."""
-    data = read_benchmark(data_dir, tasks)
+    """``rsvg bench score``: score ``(label, answer file or folder)`` pairs; a label may come several
+    times. The task of an answer file is told from its name (:mod:`rsvg_desktop.core.eval.answers`)."""
+    paths: dict[str, list[str | Path]] = {}
+    for label, f in answers:
+        answer_files(Path(f))  # every answer file's task told from its name before any work
+        paths.setdefault(label, []).append(f)
+    notes = [f"data: {data_dir}"]
+    data = _with_vqa_truth(read_benchmark(data_dir, tasks), vqa_ground_truth, notes)
+    label_answers = {label: read_label_answers(ps, data) for label, ps in paths.items()}
+    for label, got in label_answers.items():
+        for f in got.sample_files:
+            notes.append(f"{label}: asked the sample of `bench run` recorded in {f}")
+    notes.append(_denominator_note(only_answered))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, dict[str, Path]] = {}
-    for label, f in answers:
-        path = Path(f)
-        stem = path.stem.replace("_", "-")
-        if stem in data:
-            task = stem
-        elif len(data) == 1:
-            task = next(iter(data))
-        else:
-            raise BenchDataError(
-                f"{path}: cannot tell the task from the file name "
-                f"(name it <task>.jsonl; tasks: {', '.join(data)})"
-            )
-        files.setdefault(label, {})[task] = path
     metrics, confusion = _score_all(
-        files, data, Path(images) if images else None, AngleConvention(convention)
+        label_answers, data, Path(images) if images else None, AngleConvention(convention), only_answered
     )
-    return _finish(out, "Benchmark scores", metrics, confusion, {}, [f"data: {data_dir}"])
+    return _finish(out, "Benchmark scores", metrics, confusion, {}, notes)
+
+
+def _denominator_note(only_answered: bool) -> str:
+    if only_answered:
+        return (
+            "--only-answered: each label is scored on the questions it answered only, on purpose; "
+            "figures on different answered sets are not comparable"
+        )
+    return (
+        "every question asked is scored: a missing answer is a miss; a label marked partial left "
+        "questions unanswered"
+    )
 
 
 MODEL_FACTS = "model.json"  # OUT/answers/<precision>/model.json: the model that wrote the answers
@@ -243,8 +299,8 @@ def _unanswered(adir: Path, data: Mapping[str, list[BenchRecord]]) -> dict[str, 
     """Each task's questions not yet in its answer file (a rerun goes on where it stopped)."""
     todo: dict[str, list[BenchRecord]] = {}
     for t, recs in data.items():
-        answered = _done_ids(adir / f"{t}.jsonl")
-        todo[t] = [r for r in recs if r.question_id not in answered]
+        answered = _done_keys(adir / f"{t}.jsonl", recs)
+        todo[t] = [r for r in recs if r.key not in answered]
     return todo
 
 
@@ -293,6 +349,7 @@ def _answer_task(
     done = total - len(recs)
     if progress:
         progress(label, task, done, total)
+    repair_tail(path)  # a run killed mid-line left a cut-off last line
     with path.open("a", encoding="utf-8") as fh:
         for start in range(0, len(recs), batch_size):
             chunk = recs[start : start + batch_size]
@@ -325,6 +382,7 @@ def run_bench(
     convention: AngleConvention | str = DEFAULT_ANGLE_CONVENTION,
     progress: BenchProgress | None = None,
     group_size: int = DEFAULT_INT4_GROUP_SIZE,
+    vqa_ground_truth: str | Path | None = None,
 ) -> BenchSummary:
     """``rsvg bench run``: answer every question at each precision, then score (see the module doc)."""
     from rsvg_desktop.core.model.generate import GeoChatGenerator
@@ -341,17 +399,24 @@ def run_bench(
         preflight.check_machine(device, prec.value, group_size=group_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, dict[str, Path]] = {}
+    files: dict[str, list[Path]] = {}
     memory: dict[str, float] = {}
     notes: list[str] = [f"data: {data_dir}", f"model: {model_dir}"]
+    data = _with_vqa_truth(data, vqa_ground_truth, notes)
     if limit is not None:
-        notes.append(f"a seeded subset: --limit {limit} --seed {seed}")
+        notes.append(f"a seeded subset: --limit {limit} --seed {seed} (recorded in answers/*/{SAMPLE_FILE})")
+    notes.append(_denominator_note(False))
     for prec in precs:
         label = prec.value
         adir = out / "answers" / label
         adir.mkdir(parents=True, exist_ok=True)
+        if limit is not None:
+            keys = [r.key for recs in data.values() for r in recs]
+            (adir / SAMPLE_FILE).write_text(sample_json(limit, seed, keys), encoding="utf-8")
+        else:
+            (adir / SAMPLE_FILE).unlink(missing_ok=True)  # every question asked now
         todo = _unanswered(adir, data)
-        files[label] = {t: adir / f"{t}.jsonl" for t in data}
+        files[label] = [adir / f"{t}.jsonl" for t in data]
         if not any(todo.values()):
             log.info("%s: every question already answered", label)
             _recall_model_facts(adir / MODEL_FACTS, label, memory, notes)
@@ -376,5 +441,8 @@ def run_bench(
                 progress=progress,
             )
         del gen, loaded
-    metrics, confusion = _score_all(files, data, image_dir, AngleConvention(convention))
+    label_answers = {
+        lab: read_label_answers([f for f in fs if f.is_file()], data) for lab, fs in files.items()
+    }
+    metrics, confusion = _score_all(label_answers, data, image_dir, AngleConvention(convention))
     return _finish(out, "Benchmark run", metrics, confusion, memory, notes)

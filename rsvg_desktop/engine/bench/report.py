@@ -56,28 +56,54 @@ def write_metrics(out: Path, metrics: Sequence[Metric]) -> Path:
 def _fmt(m: Metric | None) -> str:
     if m is None:
         return "–"
-    if m.metric in ("malformed", "count"):
+    if m.metric in ("malformed", "count", "asked", "repaired_gt"):
         return f"{m.value:.0f}"
     return f"{m.value:.2f} (n={m.n})"
 
 
 def _table(
-    title: str, rows: Sequence[str], cols: Sequence[str], cell: Mapping[tuple[str, str], Metric]
+    title: str,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    cell: Mapping[tuple[str, str], Metric],
+    notes: Mapping[str, str],
 ) -> str:
+    """A table of the rows (labels) with a number in it; ``notes`` follow a label's name."""
     lines = [f"### {title}", "", "| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for r in rows:
-        lines.append(f"| {r} | " + " | ".join(_fmt(cell.get((r, c))) for c in cols) + " |")
+        if not any((r, c) in cell for c in cols):
+            continue
+        name = f"{r} ({notes[r]})" if r in notes else r
+        lines.append(f"| {name} | " + " | ".join(_fmt(cell.get((r, c))) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
+def partial_answers(metrics: Sequence[Metric]) -> dict[tuple[str, str], str]:
+    """``(label, task)`` → "partial: 812 of 1,000 answered" where a label left questions unanswered."""
+    asked = {(m.label, m.task): m.n for m in metrics if m.metric == "asked"}
+    out = {}
+    for m in metrics:
+        total = asked.get((m.label, m.task))
+        if m.metric == "answered" and total is not None and m.n < total:
+            out[(m.label, m.task)] = f"partial: {m.n:,} of {total:,} answered"
+    return out
+
+
 def metric_tables(metrics: Sequence[Metric]) -> str:
-    """One table per task (rows = labels, columns = metrics), tasks in the order first seen."""
+    """One table per task (rows = labels, columns = metrics), tasks in the order first seen; a label
+    that left questions of a task unanswered is marked partial in its tables."""
     by_task: dict[str, dict[tuple[str, str], Metric]] = defaultdict(dict)
     labels: list[str] = []
     for m in metrics:
         by_task[m.task][(m.label, m.metric)] = m
         if m.label not in labels:
             labels.append(m.label)
+    partial = partial_answers(metrics)
+
+    def notes(task: str) -> dict[str, str]:
+        root = task.split("/", 1)[0]
+        return {lab: partial[(lab, root)] for lab in labels if (lab, root) in partial}
+
     parts = []
     # Scene and VQA: one table each, columns = datasets / types.
     for family in ("scene", "vqa"):
@@ -86,12 +112,12 @@ def metric_tables(metrics: Sequence[Metric]) -> str:
             continue
         cell = {(m.label, m.task.split("/", 1)[1]): m for t in tasks for m in by_task.pop(t).values()}
         cols = [t.split("/", 1)[1] for t in tasks]
-        parts.append(_table(family, labels, cols, cell))
+        parts.append(_table(family, labels, cols, cell, notes(family)))
     for task, cells in by_task.items():
         present = list(dict.fromkeys(metric for (_, metric) in cells))
         main = [c for c in _MAIN_COLUMNS.get(task, ()) if c in present]
         cols = main + [c for c in present if c not in main]
-        parts.append(_table(task, labels, cols, cells))
+        parts.append(_table(task, labels, cols, cells, notes(task)))
     return "\n".join(parts)
 
 
