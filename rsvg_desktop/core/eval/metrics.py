@@ -25,10 +25,12 @@ Region caption
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely
@@ -48,7 +50,6 @@ __all__ = [
     "BoxOutcome",
     "answer_polygons",
     "gt_answer",
-    "lcs_length",
     "match_ious",
     "match_pairs",
     "normalise_scene",
@@ -202,41 +203,23 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(str(text).lower())
 
 
-def _f1(overlap: float, n_ref: int, n_hyp: int) -> float:
-    if overlap <= 0 or n_ref == 0 or n_hyp == 0:
-        return 0.0
-    p, r = overlap / n_hyp, overlap / n_ref
-    return 2 * p * r / (p + r)
+@functools.cache
+def _rouge_scorer() -> Any:
+    """Google's ``rouge-score`` (what the community reports with), its defaults: no stemmer."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rouge1", "rougeL"], use_stemmer=ROUGE_USE_STEMMER)
+
+
+#: Stated in every report beside the ROUGE figures.
+ROUGE_USE_STEMMER = False
 
 
 def rouge1(reference: str, hypothesis: str) -> float:
-    """ROUGE-1 F-measure (clipped unigram overlap) in [0, 1]."""
-    ref, hyp = tokens(reference), tokens(hypothesis)
-    counts: dict[str, int] = {}
-    for t in ref:
-        counts[t] = counts.get(t, 0) + 1
-    overlap = 0
-    for t in hyp:
-        if counts.get(t, 0) > 0:
-            counts[t] -= 1
-            overlap += 1
-    return _f1(overlap, len(ref), len(hyp))
-
-
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence of two token lists."""
-    if not a or not b:
-        return 0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
+    """ROUGE-1 F-measure in [0, 1], by the ``rouge-score`` package."""
+    return float(_rouge_scorer().score(str(reference), str(hypothesis))["rouge1"].fmeasure)
 
 
 def rouge_l(reference: str, hypothesis: str) -> float:
-    """ROUGE-L F-measure (longest common subsequence, β = 1) in [0, 1]."""
-    ref, hyp = tokens(reference), tokens(hypothesis)
-    return _f1(lcs_length(ref, hyp), len(ref), len(hyp))
+    """ROUGE-L F-measure (longest common subsequence) in [0, 1], by the ``rouge-score`` package."""
+    return float(_rouge_scorer().score(str(reference), str(hypothesis))["rougeL"].fmeasure)
