@@ -235,10 +235,12 @@ def build_run_config(
     history: Sequence[tuple[str, str]] = (),
     follow_up_tile: Tile | None = None,
     max_new_tokens: int = 256,
+    nodata: float | None = None,
 ) -> RunConfig:
     """The ``RunConfig`` for ``request`` (see module doc). ``tiles``: the scene's grid at these settings.
 
     ``follow_up_tile`` with ``history`` asks a follow-up question about one tile (scope: that tile).
+    ``nodata``: the analyst's nodata value for the scene (``None``: the file's own nodata and mask).
     Raises ConfigError with a message for the analyst when something is missing.
     """
     task = TASKS.get(request.task)
@@ -298,4 +300,5 @@ def build_run_config(
         region=region,
         history=tuple((str(q), str(a)) for q, a in history),
         tile=one_tile,
+        nodata=nodata,
     )
