@@ -42,7 +42,9 @@ def plan_grid(info: SceneInfo, tile_size: int, overlap: int) -> TilePlan:
         return plan_tiles(scene, tile_size=tile_size, overlap=overlap, allow_empty=True)
 
 
-def _open(path: str, tile_size: int, overlap: int, pixel_mode: bool, nodata: float | None) -> OpenedScene:
+def _open(
+    path: str, tile_size: int, overlap: int, pixel_mode: bool, nodata: float | None = None
+) -> OpenedScene:
     with open_scene(path, pixel_mode=pixel_mode, nodata=nodata) as scene:
         stretch = scene.stretch
         preview = scene.preview(PREVIEW_SIZE)
