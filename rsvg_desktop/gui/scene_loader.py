@@ -14,7 +14,7 @@ from PySide6.QtGui import QImage
 from rsvg_desktop.core.geo.grid import TilePlan, plan_tiles
 from rsvg_desktop.core.geo.scene import SceneInfo, open_scene
 from rsvg_desktop.core.geo.stretch import Stretch
-from rsvg_desktop.errors import NoCRSError
+from rsvg_desktop.errors import ConfigError, NoCRSError
 from rsvg_desktop.gui.logic.nodata import given_nodata
 from rsvg_desktop.gui.raster_layer import rgba_image
 from rsvg_desktop.gui.tasks import run_in_background
@@ -45,7 +45,16 @@ def plan_grid(info: SceneInfo, tile_size: int, overlap: int) -> TilePlan:
 def _open(
     path: str, tile_size: int, overlap: int, pixel_mode: bool, nodata: float | None = None
 ) -> OpenedScene:
-    with open_scene(path, pixel_mode=pixel_mode, nodata=nodata) as scene:
+    """Read the scene. A kept ``nodata`` the scene no longer takes (NaN, and the file is now integer)
+    is dropped: the file's own validity is used, and the field shows it empty."""
+    try:
+        scene = open_scene(path, pixel_mode=pixel_mode, nodata=nodata)
+    except ConfigError:
+        if nodata is None:
+            raise
+        log.warning("%s: the nodata value kept for it no longer applies; using the file's own", path)
+        scene = open_scene(path, pixel_mode=pixel_mode)
+    with scene:
         stretch = scene.stretch
         preview = scene.preview(PREVIEW_SIZE)
         plan = plan_tiles(scene, tile_size=tile_size, overlap=overlap, allow_empty=True)

@@ -92,3 +92,10 @@ def test_invalid_nodata_text_is_explained_in_the_window(qtbot, window: MainWindo
     assert "floating-point" in field.error_label.text()
     assert window.info is not None and not window.info.nodata_given
     assert window.settings.scene_nodata(str(drone)) is None
+
+
+def test_a_kept_value_the_scene_no_longer_takes_is_dropped(qtbot, window: MainWindow, drone: Path) -> None:
+    window.settings.set_scene_nodata(str(drone), float("nan"))  # the drone scene is uint8
+    _open(qtbot, window, drone)
+    assert window.info is not None and not window.info.nodata_given
+    assert window.query_panel.nodata_field.edit.text() == ""
