@@ -112,7 +112,6 @@ class MainWindow(QMainWindow):
         self.runs.confirm_large_run = lambda text: self.ask_question("Start a large run?", text)
         self.models = ModelController(self.bridge, self.model_panel, settings, test_model, self)
         self.loader = SceneLoader(self)
-        self.scene_nodata = SceneNodata(self, self.query_panel.nodata_field)
 
         left = Qt.DockWidgetArea.LeftDockWidgetArea
         self.model_dock = self._dock("Model", "modelDock", self.model_panel, left, scroll=True)
@@ -308,6 +307,7 @@ class MainWindow(QMainWindow):
         self.loader.opened.connect(self._scene_opened)
         self.loader.failed.connect(self._scene_failed)
         self.loader.planned.connect(self._grid_planned)
+        self.scene_nodata = SceneNodata(self, q.nodata_field)  # the field's edits, the scene read again
         m.cursorMoved.connect(self._cursor_moved)
         m.cursorLeft.connect(lambda: self.cursor_label.setText(""))
         m.filesDropped.connect(self._files_dropped)
