@@ -142,7 +142,8 @@ class QueryPanel(QWidget):
         form.addRow(self.scope_row_label, self.scope_widget)
         form.addRow("Tiles", grid_row)
         self.nodata_field = NodataField(self)  # the scene's description and its nodata value
-        form.addRow("Nodata value", self.nodata_field)
+        scene_form = QFormLayout()  # under the run's progress: Run stays on screen in a small window
+        scene_form.addRow("Nodata value", self.nodata_field)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(form)
@@ -150,6 +151,7 @@ class QueryPanel(QWidget):
         layout.addWidget(self.reason_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.progress_label)
+        layout.addLayout(scene_form)
         layout.addStretch(1)
         for combo in self.findChildren(QComboBox):  # long item labels must not set the dock's width
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
