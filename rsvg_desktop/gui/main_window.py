@@ -45,6 +45,7 @@ from rsvg_desktop.gui.results_model import ResultsModel
 from rsvg_desktop.gui.results_table import ResultsTable
 from rsvg_desktop.gui.run_controller import RunController
 from rsvg_desktop.gui.scene_loader import OpenedScene, SceneLoader
+from rsvg_desktop.gui.scene_nodata import SceneNodata
 from rsvg_desktop.gui.settings import Settings
 from rsvg_desktop.gui.tasks import run_in_background
 from rsvg_desktop.gui.transcript import Conversations, TranscriptModel, TranscriptPanel
@@ -306,6 +307,7 @@ class MainWindow(QMainWindow):
         self.loader.opened.connect(self._scene_opened)
         self.loader.failed.connect(self._scene_failed)
         self.loader.planned.connect(self._grid_planned)
+        self.scene_nodata = SceneNodata(self, q.nodata_field)  # the field's edits, the scene read again
         m.cursorMoved.connect(self._cursor_moved)
         m.cursorLeft.connect(lambda: self.cursor_label.setText(""))
         m.filesDropped.connect(self._files_dropped)
@@ -344,7 +346,8 @@ class MainWindow(QMainWindow):
             return
         self.show_status(f"Opening {path}…")
         tile_size, overlap = self.query_panel.grid()
-        self.loader.open(path, tile_size=tile_size, overlap=overlap, pixel_mode=pixel_mode)
+        nodata = self.settings.scene_nodata(path)  # the analyst's value for this scene, if any
+        self.loader.open(path, tile_size=tile_size, overlap=overlap, pixel_mode=pixel_mode, nodata=nodata)
 
     def _choose_scene(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open scene", self.settings.last_dir, SCENE_FILTER)
@@ -373,6 +376,7 @@ class MainWindow(QMainWindow):
         self.runs.set_scene(info, plan)
         self.runs.forget_scene()  # the previous scene's transcript, region and progress go with it
         self.query_panel.forget_scene()
+        self.query_panel.nodata_field.set_scene(info)
         self.models.calibration_inputs = [info.path]  # q4cal calibrates on the analyst's own scene
         self.settings.add_recent(info.path)
         self.refresh_recent_menu()

@@ -158,6 +158,13 @@ class MapView(QGraphicsView):
         self._gscene.setSceneRect(QRectF(-margin, -margin, info.width + 2 * margin, info.height + 2 * margin))
         self.fit_scene()
 
+    def replace_raster(self, info: SceneInfo, preview_image: object, stretch: Stretch | None) -> None:
+        """Show the same scene read again (e.g. with another nodata value): the view, the layers over it
+        and the tools stay."""
+        self._info = info
+        self.raster.set_scene(info, preview_image, stretch)  # type: ignore[arg-type]
+        self._schedule_view()
+
     def clear_scene(self) -> None:
         self.raster.clear()
         self.grid.clear()

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from rsvg_desktop.core.prompt.templates import TASKS
 from rsvg_desktop.gui.logic.runplan import SCOPES, PixelRect, QueryRequest
 from rsvg_desktop.gui.logic.task_queries import TaskQueries
+from rsvg_desktop.gui.scene_nodata import NodataField
 
 __all__ = ["QueryPanel"]
 
@@ -140,6 +141,9 @@ class QueryPanel(QWidget):
         self.scope_row_label = QLabel("Scope", self)
         form.addRow(self.scope_row_label, self.scope_widget)
         form.addRow("Tiles", grid_row)
+        self.nodata_field = NodataField(self)  # the scene's description and its nodata value
+        scene_form = QFormLayout()  # under the run's progress: Run stays on screen in a small window
+        scene_form.addRow("Nodata value", self.nodata_field)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(form)
@@ -147,6 +151,7 @@ class QueryPanel(QWidget):
         layout.addWidget(self.reason_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.progress_label)
+        layout.addLayout(scene_form)
         layout.addStretch(1)
         for combo in self.findChildren(QComboBox):  # long item labels must not set the dock's width
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -257,6 +262,7 @@ class QueryPanel(QWidget):
         self.run_button.setEnabled(self._can_run and not self._running)
         self.tile_spin.setEnabled(not self._running)
         self.overlap_spin.setEnabled(not self._running)
+        self.nodata_field.setEnabled(not self._running)
         self.cancel_button.setEnabled(self._running)
         self.reason_label.setText("" if self._can_run or self._running else self._reason)
         self.reason_label.setVisible(bool(self.reason_label.text()))

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import QGraphicsObject, QStyleOptionGraphicsItem, QWidget
 
 from rsvg_desktop.core.geo.scene import Scene, SceneInfo, open_scene
 from rsvg_desktop.core.geo.stretch import Stretch
+from rsvg_desktop.gui.logic.nodata import given_nodata
 
 __all__ = ["TILE_PX", "RasterLayer", "ScenePool", "rgba_image"]
 
@@ -74,6 +75,7 @@ class ScenePool:
                 pixel_mode=self.info.pixel_mode,
                 bands=self.info.display_bands,
                 stretch=self.stretch,
+                nodata=given_nodata(self.info),
             )
             with self._lock:
                 self._all.append(scene)

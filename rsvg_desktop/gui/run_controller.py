@@ -34,6 +34,7 @@ from rsvg_desktop.core.prompt.templates import TASKS, build_query
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.events import RunConfig
 from rsvg_desktop.errors import ConfigError
+from rsvg_desktop.gui.logic.nodata import given_nodata
 from rsvg_desktop.gui.logic.replay import Replay
 from rsvg_desktop.gui.logic.runplan import QueryRequest, build_run_config, input_note
 from rsvg_desktop.gui.logic.runsize import count_in_scope, large_run_question
@@ -191,6 +192,7 @@ class RunController(QObject):
             rectangle=self.map.scope_rect,
             history=history,
             follow_up_tile=follow_up_tile,
+            nodata=given_nodata(info),
         )
         n_tiles = count_in_scope(plan.kept, config.scope)
         question = large_run_question(n_tiles, plan.tile_size, plan.overlap)

@@ -14,7 +14,8 @@ from PySide6.QtGui import QImage
 from rsvg_desktop.core.geo.grid import TilePlan, plan_tiles
 from rsvg_desktop.core.geo.scene import SceneInfo, open_scene
 from rsvg_desktop.core.geo.stretch import Stretch
-from rsvg_desktop.errors import NoCRSError
+from rsvg_desktop.errors import ConfigError, NoCRSError
+from rsvg_desktop.gui.logic.nodata import given_nodata
 from rsvg_desktop.gui.raster_layer import rgba_image
 from rsvg_desktop.gui.tasks import run_in_background
 
@@ -35,12 +36,25 @@ class OpenedScene:
 
 def plan_grid(info: SceneInfo, tile_size: int, overlap: int) -> TilePlan:
     """The scene's tile grid at these settings (reads a decimated validity mask only)."""
-    with open_scene(info.path, pixel_mode=info.pixel_mode, bands=info.display_bands) as scene:
+    with open_scene(
+        info.path, pixel_mode=info.pixel_mode, bands=info.display_bands, nodata=given_nodata(info)
+    ) as scene:
         return plan_tiles(scene, tile_size=tile_size, overlap=overlap, allow_empty=True)
 
 
-def _open(path: str, tile_size: int, overlap: int, pixel_mode: bool) -> OpenedScene:
-    with open_scene(path, pixel_mode=pixel_mode) as scene:
+def _open(
+    path: str, tile_size: int, overlap: int, pixel_mode: bool, nodata: float | None = None
+) -> OpenedScene:
+    """Read the scene. A kept ``nodata`` the scene no longer takes (NaN, and the file is now integer)
+    is dropped: the file's own validity is used, and the field shows it empty."""
+    try:
+        scene = open_scene(path, pixel_mode=pixel_mode, nodata=nodata)
+    except ConfigError:
+        if nodata is None:
+            raise
+        log.warning("%s: the nodata value kept for it no longer applies; using the file's own", path)
+        scene = open_scene(path, pixel_mode=pixel_mode)
+    with scene:
         stretch = scene.stretch
         preview = scene.preview(PREVIEW_SIZE)
         plan = plan_tiles(scene, tile_size=tile_size, overlap=overlap, allow_empty=True)
@@ -48,11 +62,13 @@ def _open(path: str, tile_size: int, overlap: int, pixel_mode: bool) -> OpenedSc
 
 
 class SceneLoader(QObject):
-    """``open(path)`` → :attr:`opened` (:class:`OpenedScene`) or :attr:`failed` (path, message, no_crs)."""
+    """``open(path)`` → :attr:`opened` (:class:`OpenedScene`) or :attr:`failed` (path, message, no_crs);
+    ``reread(info, nodata=…)`` (the same scene with another nodata value) → :attr:`reread_done`."""
 
     opened = Signal(object)
     failed = Signal(str, str, bool)
     planned = Signal(object)  # TilePlan after a grid change
+    reread_done = Signal(object)  # OpenedScene: the open scene read again with another nodata value
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -61,8 +77,17 @@ class SceneLoader(QObject):
         self.busy = False
 
     def open(
-        self, path: str | os.PathLike[str], *, tile_size: int, overlap: int, pixel_mode: bool = False
+        self,
+        path: str | os.PathLike[str],
+        *,
+        tile_size: int,
+        overlap: int,
+        pixel_mode: bool = False,
+        nodata: float | None = None,
+        again: bool = False,
     ) -> None:
+        """Read the scene in the background (``nodata``: the analyst's value, ``None``: the file's);
+        ``again``: the open scene read again, announced by :attr:`reread_done` instead of :attr:`opened`."""
         path = os.fspath(path)
         self._serial += 1
         serial = self._serial
@@ -71,7 +96,7 @@ class SceneLoader(QObject):
         def done(result: OpenedScene) -> None:
             if serial == self._serial:
                 self.busy = False
-                self.opened.emit(result)
+                (self.reread_done if again else self.opened).emit(result)
 
         def failed(exc: BaseException) -> None:
             if serial == self._serial:
@@ -81,7 +106,7 @@ class SceneLoader(QObject):
 
         self._calls.append(
             run_in_background(
-                lambda: _open(path, tile_size, overlap, pixel_mode), done, failed, name=f"open {path}"
+                lambda: _open(path, tile_size, overlap, pixel_mode, nodata), done, failed, name=f"open {path}"
             )
         )
         self._calls = [c for c in self._calls if not c.finished]

@@ -1,5 +1,5 @@
 """Settings that persist between sessions (QSettings): model folder, precision, device, grid, recent files,
-results folder, window layout.
+results folder, each scene's nodata value, window layout.
 
 Where they are stored: the platform's native place for organisation and application "rsvg-desktop",
 unless a file is named with ``--settings-file`` or the ``RSVG_DESKTOP_SETTINGS`` environment variable
@@ -16,6 +16,8 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
 from rsvg_desktop.engine.events import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+from rsvg_desktop.errors import ConfigError
+from rsvg_desktop.gui.logic.nodata import nodata_key, nodata_text, parse_nodata
 
 __all__ = ["APP_NAME", "ENV_SETTINGS", "MAX_RECENT", "ORG_NAME", "Settings", "open_qsettings"]
 
@@ -170,6 +172,22 @@ class Settings:
         files = [f for f in self.recent_files if f != path]
         self.recent_files = files
         return files
+
+    # --- per scene ---------------------------------------------------------------------------
+    def scene_nodata(self, path: str) -> float | None:
+        """The nodata value the analyst gave for the scene at ``path`` (``None``: the file's own)."""
+        try:
+            return parse_nodata(self._str(nodata_key(path)))
+        except ConfigError:
+            log.warning("ignoring the unreadable nodata value kept for %s", path)
+            return None
+
+    def set_scene_nodata(self, path: str, value: float | None) -> None:
+        """Remember ``value`` for the scene at ``path`` (``None`` forgets it)."""
+        if value is None:
+            self.q.remove(nodata_key(path))
+        else:
+            self.q.setValue(nodata_key(path), nodata_text(value))
 
     # --- window layout -----------------------------------------------------------------------
     def window_geometry(self) -> QByteArray | None:

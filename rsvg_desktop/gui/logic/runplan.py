@@ -20,6 +20,8 @@ plain Python so the rules are tested without a window:
   :func:`input_note` says what the model sees. An axis-aligned region is written the way GeoChat's
   training data writes upright boxes: extents swapped and ``θ = 90`` (``{<x1><y1><x2><y2>|<90>}``),
   which is the same rectangle under either angle convention.
+* **Nodata.** The analyst's nodata value for the scene (the Ask panel's field, ``None``: the file's own
+  nodata and mask) goes to ``RunConfig.nodata``.
 """
 
 from __future__ import annotations
@@ -235,6 +237,7 @@ def build_run_config(
     history: Sequence[tuple[str, str]] = (),
     follow_up_tile: Tile | None = None,
     max_new_tokens: int = 256,
+    nodata: float | None = None,
 ) -> RunConfig:
     """The ``RunConfig`` for ``request`` (see module doc). ``tiles``: the scene's grid at these settings.
 
@@ -244,7 +247,6 @@ def build_run_config(
     task = TASKS.get(request.task)
     if task is None:
         raise ConfigError(f"unknown task {request.task!r}")
-    width, height = scene_size
     query = request.query.strip()
     classes = tuple(c.strip() for c in request.classes if c.strip())
     region: GridBox | None = None
@@ -265,11 +267,11 @@ def build_run_config(
     elif request.scope == "visible":
         if visible is None:
             raise ConfigError("the visible extent is unknown")
-        scope = clip_window(visible, width, height)
+        scope = clip_window(visible, *scene_size)
     elif request.scope == "rectangle":
         if rectangle is None:
             raise ConfigError("draw a rectangle on the map first (Draw scope rectangle tool)")
-        scope = clip_window(rectangle, width, height)
+        scope = clip_window(rectangle, *scene_size)
     else:
         raise ConfigError(f"unknown scope {request.scope!r}")
 
@@ -298,4 +300,5 @@ def build_run_config(
         region=region,
         history=tuple((str(q), str(a)) for q, a in history),
         tile=one_tile,
+        nodata=nodata,
     )
