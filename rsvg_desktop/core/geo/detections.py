@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from shapely.geometry.base import BaseGeometry
 
 from rsvg_desktop import __version__
+from rsvg_desktop.core.answers import utc_now_iso
 from rsvg_desktop.core.geo.boxes import (
     DEFAULT_ANGLE_CONVENTION,
     AngleConvention,
@@ -308,10 +308,6 @@ class DetectionTable:
         return DetectionTable(**cols, angle_convention=self.angle_convention)
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 @dataclass(frozen=True, slots=True)
 class RunInfo:
     """Run metadata written to the export's ``run`` table (one row per run)."""
@@ -326,7 +322,7 @@ class RunInfo:
     overlap: int = 0
     target_gsd: float | None = None
     max_nodata_fraction: float | None = None
-    created: str = field(default_factory=_now_iso)
+    created: str = field(default_factory=utc_now_iso)
     tool_version: str = __version__
     random_weights: bool = False
     task: str = ""

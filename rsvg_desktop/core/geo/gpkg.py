@@ -1,4 +1,4 @@
-"""GeoPackage plumbing for writing features straight through sqlite (GeoPackage 1.4).
+"""GeoPackage plumbing for writing features straight through sqlite (GeoPackage 1.2).
 
 The run store of ``rsvg batch`` writes many small transactions into one GeoPackage that QGIS and GDAL
 may read while it grows; GDAL's writers would reopen the file per batch, so the store talks to sqlite
@@ -23,6 +23,7 @@ import shapely
 from rsvg_desktop.core.answers import utc_now_iso
 
 __all__ = [
+    "DATASET_OPTIONS",
     "PIXEL_SRS_ID",
     "RTREE_EXTENSION",
     "connect",
@@ -37,6 +38,10 @@ __all__ = [
 #: The spec's "undefined Cartesian" SRS: features in pixel coordinates.
 PIXEL_SRS_ID = -1
 RTREE_EXTENSION = "http://www.geopackage.org/spec120/#extension_rtree"
+#: GDAL's dataset creation options for every GeoPackage we write: declare the lowest version the
+#: content needs (1.2, ``user_version`` 10200: nothing of 1.3/1.4 is used). Newer GDALs declare 1.4
+#: by default, which the GDAL 3.6 of Debian's QGIS 3.22 reads with a warning.
+DATASET_OPTIONS = {"VERSION": "1.2"}
 
 _HEADER = struct.Struct("<2sBBi4d")  # magic, version, flags (LE, XY envelope), srs_id, minx maxx miny maxy
 _ENVELOPE_DOUBLES = {0: 0, 1: 4, 2: 6, 3: 6, 4: 8}

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
+
+from rsvg_desktop.core.answers import utc_now_iso
 
 __all__ = [
     "detections_qml",
@@ -249,7 +250,7 @@ def write_layer_styles(gpkg: str | Path, styles: dict[str, tuple[str, str, str]]
     ``styles`` maps a table name to ``(style name, QML, SLD)``; the geometry column is read from
     ``gpkg_geometry_columns``. Earlier default styles for the same tables lose their default flag.
     """
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = utc_now_iso()  # the spec's DATETIME: milliseconds, Z
     con = sqlite3.connect(str(gpkg))
     try:
         with con:

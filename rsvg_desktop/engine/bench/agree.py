@@ -40,6 +40,7 @@ from rsvg_desktop.core.answers import AnswerRecord, read_answer_log
 from rsvg_desktop.core.eval.metrics import match_pairs, rouge_l
 from rsvg_desktop.core.eval.score import Metric
 from rsvg_desktop.core.geo.boxes import apply_affine
+from rsvg_desktop.core.geo.gpkg import DATASET_OPTIONS
 from rsvg_desktop.core.paths import refuse_remote
 from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE, Precision
 from rsvg_desktop.core.prompt import get_task, parse_answer
@@ -333,7 +334,7 @@ def _write_layers(
                 continue
             layer = name if len(crss) == 1 else f"{name}_{tags[crs]}"
             frame = gpd.GeoDataFrame(part or {"geometry": [], "scene": []}, geometry="geometry", crs=crs)
-            frame.to_file(gpkg, layer=layer, driver="GPKG")
+            frame.to_file(gpkg, layer=layer, driver="GPKG", **DATASET_OPTIONS)
             written.append(layer)
     return written
 

@@ -9,7 +9,6 @@ means is in :data:`FIELD_DESCRIPTIONS`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import geopandas as gpd
@@ -19,6 +18,7 @@ import shapely
 from pyproj import CRS
 
 from rsvg_desktop import __version__
+from rsvg_desktop.core.answers import utc_now_iso
 from rsvg_desktop.core.geo.boxes import AngleConvention
 from rsvg_desktop.core.geo.detections import Detection, DetectionTable, RunInfo, TileRecord
 from rsvg_desktop.core.geo.ground import ground_areas
@@ -206,7 +206,7 @@ def _records_from_detections(table: DetectionTable) -> list[dict[str, Any]]:
                 "angle_convention_doc": table.angle_convention.description,
                 "task": table.task[i],
                 "query": table.query[i],
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "created": utc_now_iso(),
                 "tool_version": __version__,
             }
         )
@@ -214,7 +214,7 @@ def _records_from_detections(table: DetectionTable) -> list[dict[str, Any]]:
         records.append(
             {
                 "run_id": None,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "created": utc_now_iso(),
                 "tool_version": __version__,
             }
         )

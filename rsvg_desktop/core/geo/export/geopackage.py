@@ -35,7 +35,9 @@ def _polygon_layer(
     if pixel_mode:
         opts["SRID"] = "-1"  # undefined Cartesian SRS: scene pixel coordinates
     pyogrio.write_dataframe(
-        frame, tmp, layer=layer, driver="GPKG", geometry_type="Polygon", layer_options=opts
+        frame, tmp, layer=layer, driver="GPKG", geometry_type="Polygon",
+        layer_options=opts,
+        dataset_options=gpkg.DATASET_OPTIONS,
     )
 
 
@@ -55,7 +57,12 @@ def write_detections_gpkg(
     if tiles is not None:
         _tiles_layer(tmp, tiles, pixel_mode, styles)
     pyogrio.write_dataframe(
-        runs, tmp, layer="run", driver="GPKG", layer_options={"DESCRIPTION": "run metadata (rsvg-desktop)"}
+        runs,
+        tmp,
+        layer="run",
+        driver="GPKG",
+        layer_options={"DESCRIPTION": "run metadata (rsvg-desktop)"},
+        dataset_options=gpkg.DATASET_OPTIONS,
     )
     write_layer_styles(tmp, styles)
     _describe_columns(tmp, "detections")

@@ -12,7 +12,7 @@ Why it survives ``kill -9``
     the next open repairs a cut-off last line and appends the rows whose ``store_seq`` is past the last
     one logged. So every stored answer is logged exactly once, and a logged answer is always stored.
 
-Layout (GeoPackage 1.4; QGIS and GDAL read it as it is being written)
+Layout (GeoPackage 1.2; QGIS and GDAL read it as it is being written)
     ``detections``            merged detections of georeferenced inputs (output CRS), per (run, input)
     ``tile_detections``       every box of every answered tile, before merging (output CRS)
     ``tile_footprints``       tile windows of georeferenced inputs: answered, or skipped as nodata

@@ -203,6 +203,7 @@ def create_store(path: Path) -> None:
                 layer=name,
                 driver="GPKG",
                 layer_options={"DESCRIPTION": f"rsvg batch: {name}"},
+                dataset_options=gpkg.DATASET_OPTIONS,
             )
         con = gpkg.connect(tmp)
         try:
