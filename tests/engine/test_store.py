@@ -312,3 +312,28 @@ def test_many_detections_stay_fast_and_consistent(tmp_path):
     assert con.execute("SELECT count(*) FROM rtree_tile_detections_geom").fetchone()[0] == 20_000
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     con.close()
+
+
+def test_a_store_of_an_earlier_version_is_brought_to_geopackage_1_2(tmp_path):
+    """Stores written before issue 24 declared GeoPackage 1.4 and wrote microseconds in
+    ``layer_styles.update_time``: opening one declares 1.2 and cuts the times to milliseconds."""
+    store = _open(tmp_path, crs_wkt=UTM)
+    _fill(store)
+    store.close()
+    path = tmp_path / "run.gpkg"
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 10200
+    (count,) = con.execute("SELECT count(*) FROM layer_styles").fetchone()
+    assert count > 0
+    with con:
+        con.execute("PRAGMA user_version = 10400")
+        con.execute("UPDATE layer_styles SET update_time = '2026-01-02T03:04:05.123456Z'")
+    con.close()
+    _open(tmp_path).close()
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 10200
+        times = {r[0] for r in con.execute("SELECT update_time FROM layer_styles")}
+        assert times == {"2026-01-02T03:04:05.123Z"}
+    finally:
+        con.close()

@@ -24,9 +24,11 @@ from rsvg_desktop.core.answers import utc_now_iso
 
 __all__ = [
     "DATASET_OPTIONS",
+    "GPKG_USER_VERSION",
     "PIXEL_SRS_ID",
     "RTREE_EXTENSION",
     "connect",
+    "conform_to_version",
     "create_feature_table",
     "describe_columns",
     "ensure_srs",
@@ -42,6 +44,7 @@ RTREE_EXTENSION = "http://www.geopackage.org/spec120/#extension_rtree"
 #: content needs (1.2, ``user_version`` 10200: nothing of 1.3/1.4 is used). Newer GDALs declare 1.4
 #: by default, which the GDAL 3.6 of Debian's QGIS 3.22 reads with a warning.
 DATASET_OPTIONS = {"VERSION": "1.2"}
+GPKG_USER_VERSION = 10200
 
 _HEADER = struct.Struct("<2sBBi4d")  # magic, version, flags (LE, XY envelope), srs_id, minx maxx miny maxy
 _ENVELOPE_DOUBLES = {0: 0, 1: 4, 2: 6, 3: 6, 4: 8}
@@ -133,6 +136,19 @@ def connect(path: Path) -> sqlite3.Connection:
     con.execute("PRAGMA journal_mode = DELETE")
     con.execute("PRAGMA synchronous = FULL")
     return con
+
+
+def conform_to_version(con: sqlite3.Connection) -> None:
+    """Bring a GeoPackage written by an earlier version of this tool to what it writes now: declared
+    GeoPackage 1.2 (it declared the 1.4 of GDAL's default; the content is the same) and the spec's
+    millisecond datetimes in ``layer_styles.update_time`` (it wrote microseconds)."""
+    if con.execute("PRAGMA user_version").fetchone()[0] > GPKG_USER_VERSION:
+        con.execute(f"PRAGMA user_version = {GPKG_USER_VERSION}")
+    if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'layer_styles'").fetchone():
+        con.execute(
+            "UPDATE layer_styles SET update_time = substr(update_time, 1, 23) || 'Z' "
+            "WHERE update_time GLOB '????-??-??T??:??:??.??????Z'"
+        )
 
 
 def create_feature_table(

@@ -229,13 +229,15 @@ def create_store(path: Path) -> None:
 
 
 def add_later_columns(con: sqlite3.Connection) -> None:
-    """Bring a store written by an earlier version up to date (columns and indexes added since)."""
+    """Bring a store written by an earlier version up to date (columns and indexes added since, the
+    GeoPackage version it declares and its datetimes)."""
     for table, column, kind in LATER_COLUMNS:
         have = {r[1] for r in con.execute(f'PRAGMA table_info("{table}")')}
         if column not in have:
             con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {kind}')
     for sql in INDEXES:
         con.execute(sql)
+    gpkg.conform_to_version(con)
     if con.in_transaction:
         con.commit()
 
