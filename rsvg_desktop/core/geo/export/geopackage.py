@@ -35,7 +35,11 @@ def _polygon_layer(
     if pixel_mode:
         opts["SRID"] = "-1"  # undefined Cartesian SRS: scene pixel coordinates
     pyogrio.write_dataframe(
-        frame, tmp, layer=layer, driver="GPKG", geometry_type="Polygon",
+        frame,
+        tmp,
+        layer=layer,
+        driver="GPKG",
+        geometry_type="Polygon",
         layer_options=opts,
         dataset_options=gpkg.DATASET_OPTIONS,
     )
