@@ -24,9 +24,6 @@ from rsvg_desktop.engine.events import (
 
 log = logging.getLogger("rsvg_desktop.cli")
 
-#: The exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
-EXIT_INTERRUPTED = 130
-
 TASK_CHOICES = ("grounding", "refer", "identify", "classify", "vqa", "chat")
 
 
@@ -388,24 +385,36 @@ class _DetectView:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from rsvg_desktop.cli.interrupts import first_interrupt_stops
+    from rsvg_desktop.cli.interrupts import exit_status, first_interrupt_stops
+    from rsvg_desktop.cli.progress_json import current
     from rsvg_desktop.engine.model_jobs import detect, resolve_model_dir
 
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     spec = ModelSpec(
         str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
     )
-    view = _DetectView(quiet=args.quiet)
+    writer = current()
+    view = _DetectView(quiet=args.quiet or writer is not None)
     events = detect(_run_config(args), spec)
     with first_interrupt_stops():  # a second Ctrl-C cannot cut short the writing of what finished
         try:
             for event in events:
                 view.show(event)
-        except KeyboardInterrupt:
+                if writer is not None:
+                    writer.engine_event(event)
+        except KeyboardInterrupt as exc:
             view.finish_bar()
             events.close()  # the job writes what finished before returning
-            print(view.interrupted(args.output), file=sys.stderr)
-            return EXIT_INTERRUPTED
+            text = view.interrupted(args.output)
+            print(text, file=sys.stderr)
+            if writer is not None:
+                writer.error(text.removeprefix("rsvg: "), exit_status(exc))
+            return exit_status(exc)
+    return _detect_result(view, writer)
+
+
+def _detect_result(view: _DetectView, writer: Any) -> int:
+    """The last lines of a detect run that went to its end; the exit status."""
     finished = view.finished
     view.finish_bar(finished.done if finished is not None else None)  # a stopped run stays where it got
     if finished is None:
@@ -425,5 +434,18 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if problems:
         message = " ".join("; ".join(problems).split())
         print(f"rsvg: error: {message}", file=sys.stderr)
+        if writer is not None:
+            writer.error(message, EXIT_USAGE)
         return EXIT_USAGE
+    if writer is not None:
+        writer.finished(
+            EXIT_OK,
+            output=finished.output,
+            answer_log=finished.answer_log,
+            done=finished.done,
+            total=finished.total,
+            detections=finished.detections,
+            raw_detections=finished.raw_detections,
+            seconds=round(finished.seconds, 3),
+        )
     return EXIT_OK
