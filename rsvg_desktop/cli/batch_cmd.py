@@ -30,7 +30,7 @@ from rsvg_desktop.cli._common import (
     Progress,
     notice,
 )
-from rsvg_desktop.cli.interrupts import EXIT_INTERRUPTED, first_interrupt_stops
+from rsvg_desktop.cli.interrupts import EXIT_INTERRUPTED, exit_status, first_interrupt_stops
 from rsvg_desktop.cli.model_cmds import (
     TASK_CHOICES,
     add_model_run_options,
@@ -342,6 +342,8 @@ def _report(args: argparse.Namespace, finished: BatchSummary, workers: list[dict
     from rsvg_desktop.engine.batch import summary_json
 
     code = _EXIT_FOR_STATUS.get(finished.status, EXIT_INTERNAL)
+    if code == EXIT_INTERRUPTED:
+        code = exit_status()  # 143 when SIGTERM stopped it
     extra: dict[str, Any] = {"exit_code": code}
     if workers is not None:
         extra["workers"] = workers
@@ -355,8 +357,8 @@ def _report(args: argparse.Namespace, finished: BatchSummary, workers: list[dict
     if finished.status == "aborted":
         print(f"rsvg: error: {finished.message}", file=sys.stderr)
     writer = current()
-    if writer is not None and finished.status == "aborted":
-        writer.error(finished.message, code)
+    if writer is not None and code not in (EXIT_OK, EXIT_FAILED_INPUTS):
+        writer.error(finished.message or finished.status, code)
     elif writer is not None:
         writer.finished(
             code,

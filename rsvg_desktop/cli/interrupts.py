@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import NoReturn
 
 #: The exit status of a run stopped by Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED = 128 + signal.SIGINT
@@ -21,12 +22,22 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: the run stops as on Ctrl-C."""
+    """SIGTERM arrived: the run stops as on Ctrl-C. Its text says which signal it was."""
+
+    def __init__(self) -> None:
+        super().__init__("terminated (SIGTERM)")
 
 
-def exit_status(exc: BaseException) -> int:
-    """The exit status for a run stopped by ``exc`` (a :class:`KeyboardInterrupt`)."""
-    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+#: The signal that stopped the last run (``None``: none did).
+_received: int | None = None
+
+
+def exit_status(exc: BaseException | None = None) -> int:
+    """The exit status for a run stopped by ``exc`` (a :class:`KeyboardInterrupt`), or, without one, by
+    the last signal :func:`first_interrupt_stops` received (where the engine caught the exception)."""
+    if exc is not None:
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    return EXIT_TERMINATED if _received == signal.SIGTERM else EXIT_INTERRUPTED
 
 
 @contextmanager
@@ -37,14 +48,18 @@ def first_interrupt_stops() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _received
+    _received = None
     seen = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal seen
+        global _received
         if seen:
             print("rsvg: still writing the finished results; please wait", file=sys.stderr, flush=True)
             return
         seen = True
+        _received = signum
         raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
     previous_int = signal.signal(signal.SIGINT, on_signal)
@@ -54,3 +69,22 @@ def first_interrupt_stops() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous_term)
+
+
+def exit_at_once(code: int) -> NoReturn:
+    """End the process now with ``code``, once the standard streams are flushed, logging shut down and
+    the ``atexit`` handlers run: the interpreter's own teardown (about a second once torch has run a
+    model) is skipped, so that a run stopped by SIGTERM exits within a second. Only for the ``rsvg``
+    process itself, after the finished results are written."""
+    import atexit
+    import logging
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # pragma: no cover - a closed stream
+            pass
+    logging.shutdown()
+    atexit._run_exitfuncs()
+    os._exit(code)

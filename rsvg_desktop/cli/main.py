@@ -18,6 +18,7 @@ from rsvg_desktop import __version__
 from rsvg_desktop.cli._common import EXIT_OK, run_guarded, setup_logging
 from rsvg_desktop.cli.batch_cmd import add_batch_command
 from rsvg_desktop.cli.bench_cmd import add_bench_commands
+from rsvg_desktop.cli.interrupts import EXIT_TERMINATED, exit_at_once
 from rsvg_desktop.cli.model_cmds import add_model_commands
 from rsvg_desktop.cli.progress_json import (
     PROGRESS_COMMANDS,
@@ -358,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = run_guarded(lambda: args.func(args), debug=args.debug)
         if writer is not None:
             end_of_command(writer, code)
+    if code == EXIT_TERMINATED and argv is None:  # the rsvg process itself, not a caller of main()
+        exit_at_once(code)
     return code
 
 
