@@ -77,14 +77,13 @@ def exit_at_once(code: int) -> NoReturn:
     model) is skipped, so that a run stopped by SIGTERM exits within a second. Only for the ``rsvg``
     process itself, after the finished results are written."""
     import atexit
+    import contextlib
     import logging
     import os
 
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed stream
             stream.flush()
-        except (OSError, ValueError):  # pragma: no cover - a closed stream
-            pass
     logging.shutdown()
     atexit._run_exitfuncs()
     os._exit(code)
