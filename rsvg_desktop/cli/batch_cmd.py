@@ -4,9 +4,8 @@ Argument parsing and output only; the work is :func:`rsvg_desktop.engine.batch.b
 
 Exit status: 0 every input done; 3 some inputs failed (listed in the summary; rerun to retry them);
 2 bad arguments or bad input (nothing run; a model that cannot be found or loaded included); 1 the
-run stopped early (the model kept failing, the
-store could not be written, or an internal error); 130 interrupted. Rerunning the same command
-resumes in every case.
+run stopped early (the model kept failing, the store could not be written, or an internal error);
+130 interrupted; 143 stopped by SIGTERM. Rerunning the same command resumes in every case.
 """
 
 from __future__ import annotations
@@ -72,7 +71,7 @@ def add_batch_command(
         description="Run GeoChat over scenes, folders of scenes or pre-cut tiles (searched recursively) "
         "and globs. Results go into a GeoPackage run store tile by tile; rerunning the same "
         "command resumes where it stopped. Exit status: 0 all done, 3 some inputs failed, "
-        "2 bad arguments, 1 stopped early, 130 interrupted.",
+        "2 bad arguments, 1 stopped early, 130 interrupted, 143 stopped by SIGTERM.",
     )
     p.add_argument(
         "inputs",
