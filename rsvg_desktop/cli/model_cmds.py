@@ -6,9 +6,9 @@ import argparse
 import logging
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsvg_desktop.cli._common import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Progress, notice, notice_warning
 from rsvg_desktop.core.precisions import PRECISIONS
@@ -21,6 +21,9 @@ from rsvg_desktop.engine.events import (
     RunStarted,
     TileDone,
 )
+
+if TYPE_CHECKING:
+    from rsvg_desktop.engine.model_jobs import KnownModelStatus
 
 log = logging.getLogger("rsvg_desktop.cli")
 
@@ -218,23 +221,33 @@ def cmd_model_list(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from rsvg_desktop.engine.model_jobs import checked_against, list_models
+    from rsvg_desktop.engine.model_jobs import list_models
 
     models = list_models()
     if args.json:
         print(json.dumps([asdict(m) for m in models], indent=2))
         return EXIT_OK
+    for line in model_list_lines(models):
+        print(line)
+    return EXIT_OK
+
+
+def model_list_lines(models: Sequence[KnownModelStatus]) -> list[str]:
+    """``rsvg model list``'s text (``rsvg doctor`` shows it too)."""
+    from rsvg_desktop.engine.model_jobs import checked_against
+
     if not models:
-        print("no known models (manifests live in models/)")
+        return ["no known models (manifests live in models/)"]
+    lines = []
     for m in models:
         size = f"≈{m.size_hint / 1e9:.1f} GB" if m.size_hint else "size unknown"
         state = "downloaded" if m.downloaded else ("partly downloaded" if m.partial else "not downloaded")
-        print(f"{m.id}: {m.name} ({size}) — {state}: {m.download_dir}")
+        lines.append(f"{m.id}: {m.name} ({size}) — {state}: {m.download_dir}")
         conv = f"converted: {m.converted_dir}" if m.converted else "not converted"
         cached = ", ".join(m.cached_precisions) or "none"
-        print(f"    {conv}; cached precisions: {cached}")
-        print(f"    checked against: {checked_against(m)}")
-    return EXIT_OK
+        lines.append(f"    {conv}; cached precisions: {cached}")
+        lines.append(f"    checked against: {checked_against(m)}")
+    return lines
 
 
 def cmd_model_verify(args: argparse.Namespace) -> int:
