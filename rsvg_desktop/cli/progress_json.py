@@ -149,7 +149,7 @@ class json_progress:
     def __exit__(self, *exc: object) -> None:
         global _current
         if self.writer is not None:
-            sys.stdout = self._saved  # type: ignore[assignment]
+            sys.stdout = self._saved
             _current = None
 
 

@@ -67,11 +67,12 @@ def diagnose(*, kernels: bool = True) -> DoctorReport:
     from rsvg_desktop.engine.model_files import data_dir
     from rsvg_desktop.engine.model_jobs import list_models
 
+    torch: Any = None
+    torch_problem: str | None = None
     try:
         import torch
     except ImportError as exc:
-        torch = None
-        torch_problem: str | None = f"torch cannot be imported: {exc}"
+        torch_problem = f"torch cannot be imported: {exc}"
     gpus: tuple[GpuInfo, ...] = ()
     if torch is not None:
         gpus, torch_problem = _gpus(torch)
