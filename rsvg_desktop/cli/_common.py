@@ -159,33 +159,43 @@ def _flushed(func: Callable[[], int]) -> Callable[[], int]:
     return run
 
 
+def _failed(line: str, message: str, code: int) -> int:
+    """``line`` on stderr and, with ``--progress json``, an ``error`` event of ``message``; ``code``."""
+    from rsvg_desktop.cli.progress_json import current
+
+    print(line, file=sys.stderr)
+    writer = current()
+    if writer is not None:
+        writer.error(message, code)
+    return code
+
+
 def run_guarded(func: Callable[[], int], *, debug: bool = False) -> int:
     """Run a command; turn errors into one line on stderr and an exit status (no traceback). A closed
-    stdout (its reader went away) ends the command quietly with :data:`EXIT_BROKEN_PIPE`."""
+    stdout (its reader went away) ends the command quietly with :data:`EXIT_BROKEN_PIPE`. With
+    ``--progress json`` the line is also an ``error`` event (:mod:`~rsvg_desktop.cli.progress_json`)."""
     try:
         return _flushed(func)()
     except RsvgError as exc:
         message = " ".join(str(exc).split())  # one line, whatever a library put in the message
-        print(f"rsvg: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("rsvg: interrupted; finished results are kept", file=sys.stderr)
-        return 130
+        return _failed(f"rsvg: error: {message}", message, EXIT_USAGE)
+    except KeyboardInterrupt as exc:
+        from rsvg_desktop.cli.interrupts import exit_status
+
+        message = "interrupted; finished results are kept"
+        return _failed(f"rsvg: {message}", message, exit_status(exc))
     except Exception as exc:
         if isinstance(exc, BrokenPipeError) and _closed_output():
             return EXIT_BROKEN_PIPE
         if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
             # what the machine refused (no permission, a read-only or full disk), not a bug
             where = f"{exc.filename}: " if exc.filename else ""
-            print(f"rsvg: error: {where}{exc.strerror or exc}", file=sys.stderr)
-            return EXIT_USAGE
+            message = f"{where}{exc.strerror or exc}"
+            return _failed(f"rsvg: error: {message}", message, EXIT_USAGE)
         if debug:
             raise
-        print(
-            f"rsvg: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        return _failed(f"rsvg: {message} (rerun with --debug for details)", message, EXIT_INTERNAL)
 
 
 class Progress:

@@ -4,14 +4,14 @@ Argument parsing and output only; the work is :func:`rsvg_desktop.engine.batch.b
 
 Exit status: 0 every input done; 3 some inputs failed (listed in the summary; rerun to retry them);
 2 bad arguments or bad input (nothing run; a model that cannot be found or loaded included); 1 the
-run stopped early (the model kept failing, the
-store could not be written, or an internal error); 130 interrupted. Rerunning the same command
-resumes in every case.
+run stopped early (the model kept failing, the store could not be written, or an internal error);
+130 interrupted; 143 stopped by SIGTERM. Rerunning the same command resumes in every case.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -29,13 +29,13 @@ from rsvg_desktop.cli._common import (
     Progress,
     notice,
 )
-from rsvg_desktop.cli.interrupts import first_interrupt_stops
+from rsvg_desktop.cli.interrupts import EXIT_INTERRUPTED, exit_status, first_interrupt_stops
 from rsvg_desktop.cli.model_cmds import (
-    EXIT_INTERRUPTED,
     TASK_CHOICES,
     add_model_run_options,
     report_model_loaded,
 )
+from rsvg_desktop.cli.progress_json import current
 from rsvg_desktop.engine.events import (
     BatchFinished,
     BatchProgress,
@@ -71,7 +71,7 @@ def add_batch_command(
         description="Run GeoChat over scenes, folders of scenes or pre-cut tiles (searched recursively) "
         "and globs. Results go into a GeoPackage run store tile by tile; rerunning the same "
         "command resumes where it stopped. Exit status: 0 all done, 3 some inputs failed, "
-        "2 bad arguments, 1 stopped early, 130 interrupted.",
+        "2 bad arguments, 1 stopped early, 130 interrupted, 143 stopped by SIGTERM.",
     )
     p.add_argument(
         "inputs",
@@ -176,11 +176,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
         str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
     )
     events = _batch_events(args, config, spec)
-    view = _BatchView(quiet=args.quiet)
+    writer = current()
+    view = _BatchView(quiet=args.quiet or writer is not None)
     with first_interrupt_stops():  # a second Ctrl-C cannot cut short the recording of what finished
         try:
             for event in events:
                 view.show(event)
+                if writer is not None:
+                    writer.engine_event(event)
         except KeyboardInterrupt:
             view.stop()
             events.close()  # finished batches are in the store; the session is recorded as cancelled
@@ -324,8 +327,13 @@ def _stopped_early(exc: RsvgError) -> int:
     # would fail the same way, so it is suggested only once the model is fixed.
     loading = isinstance(exc, ModelError) and not isinstance(exc, GenerationError)
     then = "once the model loads, the same command resumes" if loading else "rerun the same command to resume"
-    print(f"rsvg: error: {exc} (finished results are kept; {then})", file=sys.stderr)
-    return EXIT_USAGE if loading else EXIT_INTERNAL
+    message = f"{exc} (finished results are kept; {then})"
+    print(f"rsvg: error: {message}", file=sys.stderr)
+    code = EXIT_USAGE if loading else EXIT_INTERNAL
+    writer = current()
+    if writer is not None:
+        writer.error(message, code)
+    return code
 
 
 def _report(args: argparse.Namespace, finished: BatchSummary, workers: list[dict[str, Any]] | None) -> int:
@@ -333,6 +341,8 @@ def _report(args: argparse.Namespace, finished: BatchSummary, workers: list[dict
     from rsvg_desktop.engine.batch import summary_json
 
     code = _EXIT_FOR_STATUS.get(finished.status, EXIT_INTERNAL)
+    if code == EXIT_INTERRUPTED:
+        code = exit_status()  # 143 when SIGTERM stopped it
     extra: dict[str, Any] = {"exit_code": code}
     if workers is not None:
         extra["workers"] = workers
@@ -345,6 +355,18 @@ def _report(args: argparse.Namespace, finished: BatchSummary, workers: list[dict
         _print_summary(finished)
     if finished.status == "aborted":
         print(f"rsvg: error: {finished.message}", file=sys.stderr)
+    writer = current()
+    if writer is not None and code not in (EXIT_OK, EXIT_FAILED_INPUTS):
+        writer.error(finished.message or finished.status, code)
+    elif writer is not None:
+        writer.finished(
+            code,
+            output=finished.output,
+            answer_log=finished.answer_log,
+            summary=args.summary,
+            status=finished.status,
+            report=json.loads(text),
+        )
     return code
 
 

@@ -1,7 +1,8 @@
 """``rsvg``: the command line. Argument parsing and output only; each command calls one engine function.
 
 Exit status: 0 success; 2 bad arguments or bad input (one line on stderr, no traceback); 3 some inputs
-of a batch failed; 1 an internal error.
+of a batch failed; 1 an internal error; 130 interrupted (Ctrl-C), 143 stopped by SIGTERM (detect, batch).
+``--progress json``: the run as JSON Lines events on stdout (:mod:`~rsvg_desktop.cli.progress_json`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from rsvg_desktop import __version__
 from rsvg_desktop.cli._common import EXIT_OK, run_guarded, setup_logging
 from rsvg_desktop.cli.batch_cmd import add_batch_command
 from rsvg_desktop.cli.bench_cmd import add_bench_commands
+from rsvg_desktop.cli.doctor_cmd import add_doctor_command
+from rsvg_desktop.cli.interrupts import EXIT_TERMINATED, exit_at_once
 from rsvg_desktop.cli.model_cmds import add_model_commands
+from rsvg_desktop.cli.progress_json import (
+    PROGRESS_COMMANDS,
+    add_progress_option,
+    current,
+    end_of_command,
+    json_progress,
+    writer_for,
+)
 from rsvg_desktop.engine.events import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
 if TYPE_CHECKING:
@@ -165,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(sub, _add_grid_options)
     add_batch_command(sub, _add_grid_options)
     add_bench_commands(sub)
+    add_doctor_command(sub)
+    for name in PROGRESS_COMMANDS:
+        add_progress_option(sub.choices[name])
     for command in _commands(parser):
         _add_output_options(command, after_command=True)
     return parser
@@ -277,6 +291,9 @@ def cmd_tiles(args: argparse.Namespace) -> int:
 
     _check_grid_options(args)
     check_output_file(args.output, overwrite=args.overwrite)
+    writer = current()
+    if writer is not None:
+        writer.started(None, scene=args.scene, output=args.output)
     summary, result = write_tile_grid(
         args.scene,
         args.output,
@@ -293,6 +310,11 @@ def cmd_tiles(args: argparse.Namespace) -> int:
         f"wrote {plan.n_tiles} tile footprints ({plan.n_kept} kept, {plan.n_skipped} skipped as nodata) "
         f"to {result.path}"
     )
+    writer = current()
+    if writer is not None:
+        writer.finished(
+            EXIT_OK, output=str(result.path), tiles=plan.n_tiles, kept=plan.n_kept, skipped=plan.n_skipped
+        )
     return EXIT_OK
 
 
@@ -301,6 +323,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rsvg_desktop.engine.results import export_answer_log
 
     merge = None if args.no_merge else MergeConfig(iou_threshold=args.iou, ios_threshold=args.ios)
+    writer = current()
+    if writer is not None:
+        writer.started(None, answer_log=args.answers, output=args.output)
     summary = export_answer_log(
         args.answers,
         args.output,
@@ -314,6 +339,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"{summary.records} answered tiles, {summary.raw_detections} boxes, "
         f"{summary.detections} after merging → {summary.result.path}"
     )
+    writer = current()
+    if writer is not None:
+        writer.finished(
+            EXIT_OK,
+            output=str(summary.result.path),
+            answer_log=args.answers,
+            records=summary.records,
+            raw_detections=summary.raw_detections,
+            detections=summary.detections,
+        )
     return EXIT_OK
 
 
@@ -322,7 +357,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _merge_output_options(args)
     setup_logging(-1 if args.quiet else args.verbose)
-    return run_guarded(lambda: args.func(args), debug=args.debug)
+    writer = writer_for(args.command, getattr(args, "progress", None))
+    with json_progress(writer):
+        code = run_guarded(lambda: args.func(args), debug=args.debug)
+        if writer is not None:
+            end_of_command(writer, code)
+    if code == EXIT_TERMINATED and argv is None:  # the rsvg process itself, not a caller of main()
+        exit_at_once(code)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,9 +6,9 @@ import argparse
 import logging
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsvg_desktop.cli._common import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Progress, notice, notice_warning
 from rsvg_desktop.core.precisions import PRECISIONS
@@ -22,10 +22,10 @@ from rsvg_desktop.engine.events import (
     TileDone,
 )
 
-log = logging.getLogger("rsvg_desktop.cli")
+if TYPE_CHECKING:
+    from rsvg_desktop.engine.model_jobs import KnownModelStatus
 
-#: The exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
-EXIT_INTERRUPTED = 130
+log = logging.getLogger("rsvg_desktop.cli")
 
 TASK_CHOICES = ("grounding", "refer", "identify", "classify", "vqa", "chat")
 
@@ -221,23 +221,33 @@ def cmd_model_list(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from rsvg_desktop.engine.model_jobs import checked_against, list_models
+    from rsvg_desktop.engine.model_jobs import list_models
 
     models = list_models()
     if args.json:
         print(json.dumps([asdict(m) for m in models], indent=2))
         return EXIT_OK
+    for line in model_list_lines(models):
+        print(line)
+    return EXIT_OK
+
+
+def model_list_lines(models: Sequence[KnownModelStatus]) -> list[str]:
+    """``rsvg model list``'s text (``rsvg doctor`` shows it too)."""
+    from rsvg_desktop.engine.model_jobs import checked_against
+
     if not models:
-        print("no known models (manifests live in models/)")
+        return ["no known models (manifests live in models/)"]
+    lines = []
     for m in models:
         size = f"≈{m.size_hint / 1e9:.1f} GB" if m.size_hint else "size unknown"
         state = "downloaded" if m.downloaded else ("partly downloaded" if m.partial else "not downloaded")
-        print(f"{m.id}: {m.name} ({size}) — {state}: {m.download_dir}")
+        lines.append(f"{m.id}: {m.name} ({size}) — {state}: {m.download_dir}")
         conv = f"converted: {m.converted_dir}" if m.converted else "not converted"
         cached = ", ".join(m.cached_precisions) or "none"
-        print(f"    {conv}; cached precisions: {cached}")
-        print(f"    checked against: {checked_against(m)}")
-    return EXIT_OK
+        lines.append(f"    {conv}; cached precisions: {cached}")
+        lines.append(f"    checked against: {checked_against(m)}")
+    return lines
 
 
 def cmd_model_verify(args: argparse.Namespace) -> int:
@@ -388,24 +398,36 @@ class _DetectView:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from rsvg_desktop.cli.interrupts import first_interrupt_stops
+    from rsvg_desktop.cli.interrupts import exit_status, first_interrupt_stops
+    from rsvg_desktop.cli.progress_json import current
     from rsvg_desktop.engine.model_jobs import detect, resolve_model_dir
 
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     spec = ModelSpec(
         str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
     )
-    view = _DetectView(quiet=args.quiet)
+    writer = current()
+    view = _DetectView(quiet=args.quiet or writer is not None)
     events = detect(_run_config(args), spec)
     with first_interrupt_stops():  # a second Ctrl-C cannot cut short the writing of what finished
         try:
             for event in events:
                 view.show(event)
-        except KeyboardInterrupt:
+                if writer is not None:
+                    writer.engine_event(event)
+        except KeyboardInterrupt as exc:
             view.finish_bar()
             events.close()  # the job writes what finished before returning
-            print(view.interrupted(args.output), file=sys.stderr)
-            return EXIT_INTERRUPTED
+            text = view.interrupted(args.output)
+            print(text, file=sys.stderr)
+            if writer is not None:
+                writer.error(text.removeprefix("rsvg: "), exit_status(exc))
+            return exit_status(exc)
+    return _detect_result(view, writer)
+
+
+def _detect_result(view: _DetectView, writer: Any) -> int:
+    """The last lines of a detect run that went to its end; the exit status."""
     finished = view.finished
     view.finish_bar(finished.done if finished is not None else None)  # a stopped run stays where it got
     if finished is None:
@@ -425,5 +447,18 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if problems:
         message = " ".join("; ".join(problems).split())
         print(f"rsvg: error: {message}", file=sys.stderr)
+        if writer is not None:
+            writer.error(message, EXIT_USAGE)
         return EXIT_USAGE
+    if writer is not None:
+        writer.finished(
+            EXIT_OK,
+            output=finished.output,
+            answer_log=finished.answer_log,
+            done=finished.done,
+            total=finished.total,
+            detections=finished.detections,
+            raw_detections=finished.raw_detections,
+            seconds=round(finished.seconds, 3),
+        )
     return EXIT_OK

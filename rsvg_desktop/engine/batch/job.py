@@ -124,8 +124,8 @@ class BatchJob:
             status, message = yield from self._answer_all(producer, generator, cancel)
         except BatchAborted as exc:
             status, message = "aborted", str(exc)
-        except KeyboardInterrupt:
-            status, message = "interrupted", "interrupted (Ctrl-C)"
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (its exception says so)
+            status, message = "interrupted", str(exc) or "interrupted (Ctrl-C)"
         except GeneratorExit:
             producer.close()
             closed = batch_summary(self._ctx, "cancelled", "closed", time.monotonic() - started)

@@ -1,0 +1,101 @@
+"""SIGTERM (what a QGIS Cancel or ``kill`` sends) stops ``detect`` and ``batch`` as Ctrl-C does: within a
+second, keeping what finished, with exit status 143 (128 + SIGTERM)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rsvg_desktop.cli.interrupts import EXIT_TERMINATED
+
+_MODEL = ("--smoke", "--precision", "fp32", "--device", "cpu", "--max-new-tokens", "4")
+
+
+def _terminate_after_first_tile(args: list[str]) -> tuple[int, float, list[dict], str]:
+    """Run ``rsvg ARGS --progress json``, send SIGTERM once a tile is done; (exit status, seconds from the
+    signal to the exit, the events, stderr)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rsvg_desktop.cli.main", *args, "--progress", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    events = []
+    try:
+        for line in proc.stdout:
+            events.append(json.loads(line))
+            if events[-1]["event"] == "progress" and events[-1]["done"] >= 1:
+                break
+        else:
+            pytest.fail(f"no tile was done: {proc.stderr.read() if proc.stderr else ''}")
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        seconds = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events += [json.loads(line) for line in proc.stdout]
+    stderr = proc.stderr.read() if proc.stderr else ""
+    return code, seconds, events, stderr
+
+
+@pytest.mark.usefixtures("test_model_dir")
+def test_sigterm_stops_detect_within_a_second(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d.gpkg"
+    args = [
+        "detect",
+        str(data_dir / "cogeo.tif"),
+        "--query",
+        "cars",
+        *_MODEL,
+        "--tile-size",
+        "128",
+        "-o",
+        str(out),
+    ]
+    code, seconds, events, stderr = _terminate_after_first_tile(args)
+    assert code == EXIT_TERMINATED == 143, stderr
+    assert seconds < 1.0, f"{seconds:.2f} s from SIGTERM to the exit"
+    assert events[-1]["event"] == "error" and events[-1]["exit_code"] == 143
+    assert "interrupted after" in events[-1]["message"]
+    done = max(e["done"] for e in events if e["event"] == "progress")
+    answers = (tmp_path / "d.answers.jsonl").read_text().splitlines()
+    assert len(answers) >= done >= 1  # the finished tiles are kept
+    assert out.exists()
+    assert os.path.getsize(out) > 0
+
+
+@pytest.mark.usefixtures("test_model_dir")
+def test_sigterm_stops_batch_within_a_second(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b.gpkg"
+    args = [
+        "batch",
+        str(data_dir / "cogeo.tif"),
+        "--query",
+        "cars",
+        *_MODEL,
+        "--tile-size",
+        "128",
+        "-o",
+        str(out),
+    ]
+    code, seconds, events, stderr = _terminate_after_first_tile(args)
+    assert code == EXIT_TERMINATED, stderr
+    assert seconds < 1.0, f"{seconds:.2f} s from SIGTERM to the exit"
+    assert events[-1] == {
+        "event": "error",
+        "command": "batch",
+        "message": "terminated (SIGTERM)",
+        "exit_code": 143,
+    }
+    assert "interrupted: " in stderr and "tiles answered" in stderr  # the summary, on stderr
+    assert out.exists() and (tmp_path / "b.answers.jsonl").read_text().strip()
