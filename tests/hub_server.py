@@ -122,27 +122,37 @@ def _write_body(handler: BaseHTTPRequestHandler, state: HubState) -> None:
         handler.close_connection = True
 
 
+class _HeadGetHandler(BaseHTTPRequestHandler):
+    """Quiet HTTP/1.1 handler whose HEAD and GET both go to ``_answer``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+    def do_HEAD(self) -> None:
+        self._answer(head=True)
+
+    def do_GET(self) -> None:
+        self._answer(head=False)
+
+    def _answer(self, head: bool) -> None:
+        raise NotImplementedError
+
+    def _not_found(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
 def _hub_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:  # quiet
-            pass
-
-        def do_HEAD(self) -> None:
-            self._answer(head=True)
-
-        def do_GET(self) -> None:
-            self._answer(head=False)
-
+    class Handler(_HeadGetHandler):
         def _answer(self, head: bool) -> None:
             state.requests.append((self.path, self.headers.get("Range")))
             state.auth.append(("hub", self.headers.get("Authorization")))
             found = state.find(self.path)
             if found is None:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self._not_found()
                 return
             commit, path = found
             data = path.read_bytes()
@@ -173,26 +183,13 @@ def _hub_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
 
 
 def _cdn_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:  # quiet
-            pass
-
-        def do_HEAD(self) -> None:
-            self._answer(head=True)
-
-        def do_GET(self) -> None:
-            self._answer(head=False)
-
+    class Handler(_HeadGetHandler):
         def _answer(self, head: bool) -> None:
             state.cdn_requests.append((self.path, self.headers.get("Range")))
             state.auth.append(("cdn", self.headers.get("Authorization")))
             path = state._blobs.get(self.path.rpartition("/")[2].partition("?")[0])
             if path is None:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self._not_found()
                 return
             data = path.read_bytes()
             if state.cdn_corrupt:

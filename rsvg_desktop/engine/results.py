@@ -184,7 +184,6 @@ def export_answer_log(
     exclude: Iterable[DetectionKey] = (),
     merge: MergeConfig | None = MergeConfig(),
     angle_convention: str | None = None,
-    to_crs: Any | None = None,
     allow_remote: bool = False,
 ) -> ExportSummary:
     """Rebuild polygons from an answer log and write them merged to ``output`` (.gpkg/.geojson/.shp).

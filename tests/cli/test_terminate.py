@@ -20,6 +20,21 @@ from rsvg_desktop.cli.interrupts import EXIT_TERMINATED
 _MODEL = ("--smoke", "--precision", "fp32", "--device", "cpu", "--max-new-tokens", "4")
 
 
+def _run_args(command: str, data_dir: Path, out: Path) -> list[str]:
+    """``command`` on a scene of many 128 px tiles with the test model, into ``out``."""
+    return [
+        command,
+        str(data_dir / "cogeo.tif"),
+        "--query",
+        "cars",
+        *_MODEL,
+        "--tile-size",
+        "128",
+        "-o",
+        str(out),
+    ]
+
+
 def _terminate_after_first_tile(args: list[str]) -> tuple[int, float, list[dict], str]:
     """Run ``rsvg ARGS --progress json``, send SIGTERM once a tile is done; (exit status, seconds from the
     signal to the exit, the events, stderr)."""
@@ -53,18 +68,7 @@ def _terminate_after_first_tile(args: list[str]) -> tuple[int, float, list[dict]
 @pytest.mark.usefixtures("test_model_dir")
 def test_sigterm_stops_detect_and_keeps_what_finished(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "d.gpkg"
-    args = [
-        "detect",
-        str(data_dir / "cogeo.tif"),
-        "--query",
-        "cars",
-        *_MODEL,
-        "--tile-size",
-        "128",
-        "-o",
-        str(out),
-    ]
-    code, _seconds, events, stderr = _terminate_after_first_tile(args)
+    code, _seconds, events, stderr = _terminate_after_first_tile(_run_args("detect", data_dir, out))
     assert code == EXIT_TERMINATED == 143, stderr
     assert events[-1]["event"] == "error" and events[-1]["exit_code"] == 143
     assert "interrupted after" in events[-1]["message"]
@@ -80,18 +84,7 @@ def test_sigterm_stops_detect_and_keeps_what_finished(data_dir: Path, tmp_path: 
 @pytest.mark.usefixtures("test_model_dir")
 def test_sigterm_stops_batch_and_keeps_what_finished(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "b.gpkg"
-    args = [
-        "batch",
-        str(data_dir / "cogeo.tif"),
-        "--query",
-        "cars",
-        *_MODEL,
-        "--tile-size",
-        "128",
-        "-o",
-        str(out),
-    ]
-    code, _seconds, events, stderr = _terminate_after_first_tile(args)
+    code, _seconds, events, stderr = _terminate_after_first_tile(_run_args("batch", data_dir, out))
     assert code == EXIT_TERMINATED, stderr
     assert events[-1] == {
         "event": "error",
