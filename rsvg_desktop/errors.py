@@ -47,6 +47,11 @@ class ConfigError(RsvgError, ValueError):
 
 
 # --- outputs ----------------------------------------------------------------------------------
+class ChangeInputError(ConfigError):
+    """Two scenes that cannot be compared (no overlap, a CRS on one side only, two answer logs of different
+    questions): one line naming the files, exit status 2."""
+
+
 class OutputExistsError(RsvgError, FileExistsError):
     """The output exists and overwriting was not requested."""
 
