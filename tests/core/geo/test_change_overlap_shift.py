@@ -94,6 +94,14 @@ def test_no_pixel_valid_on_both_dates(rgb, tmp_path):
     assert isinstance(err.value, ConfigError)
 
 
+def test_no_valid_pixel_in_16_bit_data(data_dir, tmp_path):
+    """16-bit dates need a stretch before reading; one without any valid pixel is the same refusal."""
+    source = data_dir / "spacenet_uint16.tif"
+    empty = second_date(source, tmp_path / "empty.tif", patches=[((0, 0, 900, 900), 0)])
+    with on_one_grid(source, empty) as (b, a), pytest.raises(ChangeInputError, match="no pixel is valid"):
+        common_area(b, a)
+
+
 def test_scenes_must_share_the_grid(rgb, tmp_path):
     after = second_date(rgb, tmp_path / "after.tif", crs="EPSG:32617")
     with open_scene(rgb) as b, open_scene(after) as a, pytest.raises(ValueError, match="not on one grid"):
