@@ -97,6 +97,10 @@ def test_same_grid_reads_the_file_itself(data_dir):
         assert scene.info == plain and not scene.info.warped
         assert isinstance(scene._ds, rasterio.io.DatasetReader)
     assert same_grid(plain, scene_grid(plain))
+    a, b, c, d, e, f = plain.transform
+    nearly = dataclasses.replace(scene_grid(plain), transform=(a, b, c + 1e-5, d, e, f))  # 3e-8 px
+    with open_scene(path, warp_to=nearly) as scene:
+        assert not scene.info.warped and scene.info.transform == nearly.transform
     moved = dataclasses.replace(
         scene_grid(plain), transform=(300.0, 0, plain.transform[2] + 1, 0, -300.0, plain.transform[5])
     )

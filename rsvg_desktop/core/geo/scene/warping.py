@@ -150,16 +150,16 @@ def _refuse_other_kind(info: SceneInfo, grid: TargetGrid) -> None:
 def warped_dataset(
     ds: rasterio.io.DatasetReader, info: SceneInfo, grid: TargetGrid
 ) -> tuple[rasterio.io.DatasetReader | WarpedVRT, SceneInfo]:
-    """The dataset to read ``info``'s scene on ``grid`` and the :class:`SceneInfo` that describes it:
-    ``ds`` itself when the scene is on the grid already or both are in pixel mode (then with the grid's
-    transform), else a ``WarpedVRT`` over ``ds`` (the caller closes both). The info keeps the source's
-    path, driver, display bands and user nodata; it takes the grid's CRS, transform and size, the VRT's
-    validity kind, blocks and overviews, and ``warped=True``."""
+    """The dataset to read ``info``'s scene on ``grid`` and the :class:`SceneInfo` that describes it.
+
+    ``ds`` itself, placed with the grid's exact transform, when the scene is on the grid already (to a
+    millionth of a pixel) or both are in pixel mode; else a ``WarpedVRT`` over ``ds`` (the caller closes
+    both). The info keeps the source's path, driver, display bands and user nodata; it takes the grid's
+    CRS, transform and size, the VRT's validity kind, blocks and overviews, and ``warped=True``."""
     _refuse_other_kind(info, grid)
-    if same_grid(info, grid):
-        return ds, info
-    if grid.crs_wkt is None:
-        return ds, dataclasses.replace(info, transform=as_transform6(grid.transform))
+    if grid.crs_wkt is None or same_grid(info, grid):  # read as it is, placed exactly on the grid
+        transform = as_transform6(grid.transform)
+        return ds, info if info.transform == transform else dataclasses.replace(info, transform=transform)
     vrt, described = _warped_vrt(ds, info, grid)
     warped = dataclasses.replace(
         described,
