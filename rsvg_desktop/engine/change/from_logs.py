@@ -60,7 +60,9 @@ class _Date:
 def _read_date(path: Path, output: Path, which: str, other: Path) -> _Date:
     records = latest_answer_records(path, [output])
     if not records:
-        raise ChangeInputError(f"{path}: the {which} answer log holds no records: nothing to compare with {other}")
+        raise ChangeInputError(
+            f"{path}: the {which} answer log holds no records: nothing to compare with {other}"
+        )
     rebuilt = rebuild_answer_log(path, records)
     table = merged_table(rebuilt.table)
     footprint = shapely.union_all([r.geometry for r in rebuilt.tile_records()])
@@ -90,7 +92,9 @@ def _in_crs(after: _Date, before: _Date) -> _Date:
         footprint = _reprojected(np.asarray([after.footprint], dtype=object), after.crs, before.crs)[0]
     except ConfigError as exc:
         raise ChangeInputError(f"{after.log} cannot be compared with {before.log}: {exc}") from exc
-    log.info("%s: reprojected from %s to %s (the before log's CRS)", after.log, after.crs.name, before.crs.name)
+    log.info(
+        "%s: reprojected from %s to %s (the before log's CRS)", after.log, after.crs.name, before.crs.name
+    )
     table = dataclasses.replace(after.table, geometry=geoms)
     return dataclasses.replace(after, table=table, footprint=footprint, crs=before.crs)
 
@@ -114,7 +118,9 @@ def _compared_only(matches: Matches, before: _Date, after: _Date, compared: Base
     )
 
 
-def _run_facts(before: _Date, after: _Date, match_iou: float, compared: BaseGeometry, outside: int) -> dict[str, Any]:
+def _run_facts(
+    before: _Date, after: _Date, match_iou: float, compared: BaseGeometry, outside: int
+) -> dict[str, Any]:
     """The ``run`` table's row of a comparison from answer logs."""
     union = shapely.union(before.footprint, after.footprint)
     return {
@@ -161,10 +167,16 @@ def change_from_logs(
     after = _in_crs(_read_date(a_path, out, "after", b_path), before)
     compared = shapely.intersection(before.footprint, after.footprint)
     if compared.is_empty or compared.area <= 0:
-        raise ChangeInputError(f"the tiles of {b_path} and {a_path} do not overlap: there is nothing to compare")
+        raise ChangeInputError(
+            f"the tiles of {b_path} and {a_path} do not overlap: there is nothing to compare"
+        )
     unknown = shapely.symmetric_difference(before.footprint, after.footprint)
     found = match_objects(
-        before.table.geometry, before.table.phrase, after.table.geometry, after.table.phrase, min_iou=match_iou
+        before.table.geometry,
+        before.table.phrase,
+        after.table.geometry,
+        after.table.phrase,
+        min_iou=match_iou,
     )
     matches = _compared_only(found, before, after, compared)
     outside = len(found.appeared) + len(found.disappeared) - len(matches.appeared) - len(matches.disappeared)
