@@ -1,0 +1,101 @@
+"""The events a two-date comparison yields besides the scene job's own (see :func:`run_change`).
+
+The sequence: :class:`ChangeStarted`; then per date a :class:`DateStarted` followed by that date's scene
+job events (``RunStarted`` … ``RunFinished``, :mod:`rsvg_desktop.engine.events`); then, when verifying,
+:class:`VerifyStarted` and a :class:`VerifyProgress` per batch; :class:`ChangeWarning` where something
+lowers the result's quality; :class:`ChangeFinished` last. Small frozen values: they cross the worker's
+process boundary like the scene job's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DATES = ("before", "after")
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeStarted:
+    """The two scenes are on one grid: whose grid, what they share and how far apart they are."""
+
+    before: str
+    after: str
+    grid: str  # "before" or "after": whose pixel grid both are read on
+    crs_wkt: str | None
+    width: int
+    height: int
+    compared_fraction: float  # of the grid's extent, valid on both dates
+    shift_dx: float  # residual shift of after against before, grid pixels
+    shift_dy: float
+    shift_confidence: float
+    output: str
+    answer_logs: tuple[str, str]  # before's, after's
+    verify_log: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DateStarted:
+    """The scene job's events that follow (up to its ``RunFinished``) are this date's."""
+
+    date: str  # "before" or "after"
+    scene: str
+    answer_log: str
+    index: int  # 0 for before, 1 for after
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeWarning:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyStarted:
+    """Unmatched objects whose place is now asked of the other date (``total`` questions)."""
+
+    total: int
+    reused: int = 0  # answered by an earlier, interrupted run (not asked again)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyProgress:
+    done: int
+    total: int
+    confirmed: int  # of the ``done`` questions, how many the other date confirmed
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeFinished:
+    """What the comparison found and wrote. Counts are after verification: ``persisting`` includes the
+    ``verified`` objects (unmatched candidates the other date confirmed, ``verification_removed`` in
+    all). ``cancelled``/``error``: the run stopped early; what finished is in the answer logs and
+    ``files`` is empty."""
+
+    output: str
+    files: tuple[str, ...]
+    appeared: int
+    disappeared: int
+    persisting: int
+    verified: int
+    verification_removed: int
+    before_objects: int
+    after_objects: int
+    outside_compared: int  # objects dropped because they lie outside the area both dates cover
+    shift_px: float
+    compared_fraction: float
+    seconds: float
+    answer_logs: tuple[str, str]
+    verify_log: str | None = None
+    cancelled: bool = False
+    error: str | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["files"] = list(self.files)
+        d["answer_logs"] = list(self.answer_logs)
+        d["warnings"] = list(self.warnings)
+        return d
+
+
+ChangeEvent = ChangeStarted | DateStarted | ChangeWarning | VerifyStarted | VerifyProgress | ChangeFinished
