@@ -92,6 +92,7 @@ __all__ = [
     "edge_scores",
     "merge_boxes",
     "merge_detections",
+    "normalise_phrase",
     "phrase_groups",
     "priority_order",
     "stitched_geometry",
@@ -174,7 +175,9 @@ def _singular(word: str) -> str:
     return word
 
 
-def _norm_phrase(p: Any) -> Any:
+def normalise_phrase(p: Any) -> str | None:
+    """A phrase as merging and matching compare it: trimmed, whitespace collapsed, case-folded, the last
+    word made singular ("Tennis  Courts" → "tennis court"); ``None`` stays ``None``."""
     if p is None:
         return None
     words = str(p).casefold().split()
@@ -186,13 +189,13 @@ def _norm_phrase(p: Any) -> Any:
 def phrase_groups(phrases: Sequence[Any] | np.ndarray) -> np.ndarray:
     """Group id per phrase (normalised: trimmed, whitespace collapsed, case-folded, the last word made
     singular; ``None`` apart)."""
-    ids: dict[Any, int] = {}
+    ids: dict[str | None, int] = {}
     raw: dict[Any, int] = {}  # memo per raw value: phrases repeat a lot
     out = np.empty(len(phrases), dtype=np.int64)
     for i, p in enumerate(phrases):
         code = raw.get(p)
         if code is None:
-            code = raw[p] = ids.setdefault(_norm_phrase(p), len(ids))
+            code = raw[p] = ids.setdefault(normalise_phrase(p), len(ids))
         out[i] = code
     return out
 
