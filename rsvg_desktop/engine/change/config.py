@@ -87,7 +87,12 @@ def check_change(config: ChangeConfig) -> None:
     if config.grid not in GRIDS:
         raise ConfigError(f"--grid must be before or after, got {config.grid!r}")
     iou = config.match_iou
-    if isinstance(iou, bool) or not isinstance(iou, int | float) or not math.isfinite(iou) or not 0 < iou <= 1:
+    if (
+        isinstance(iou, bool)
+        or not isinstance(iou, int | float)
+        or not math.isfinite(iou)
+        or not 0 < iou <= 1
+    ):
         raise ConfigError(f"--match-iou must be a number in (0, 1], got {iou!r}")
     if not config.query.strip():
         raise ConfigError("--query must not be empty")

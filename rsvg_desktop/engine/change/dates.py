@@ -58,7 +58,9 @@ def compared_window(grid: TargetGrid, compared: BaseGeometry) -> tuple[int, int,
     return (c0, r0, max(1, c1 - c0), max(1, r1 - r0))
 
 
-def date_run_config(config: ChangeConfig, date: str, grid: TargetGrid, scope: tuple[int, int, int, int]) -> RunConfig:
+def date_run_config(
+    config: ChangeConfig, date: str, grid: TargetGrid, scope: tuple[int, int, int, int]
+) -> RunConfig:
     """The scene job's settings for one date: ``rsvg detect``'s, on the grid, resuming, no export."""
     return RunConfig(
         scene=scene_of(config, date),
@@ -90,7 +92,9 @@ class DateObjects:
     outside: int
 
 
-def _records_of_run(records: Iterable[AnswerRecord], run: RunConfig, grid: TargetGrid, model: str, precision: str) -> list[AnswerRecord]:
+def _records_of_run(
+    records: Iterable[AnswerRecord], run: RunConfig, grid: TargetGrid, model: str, precision: str
+) -> list[AnswerRecord]:
     """The latest answer per window of this question, model and grid (the log may hold others)."""
     latest: dict[tuple[int, int, int, int, int], AnswerRecord] = {}
     for rec in records:
@@ -117,9 +121,15 @@ def date_objects(
     run = date_run_config(config, date, grid, (0, 0, grid.width, grid.height))
     convention = AngleConvention(config.angle_convention)
     log_path = date_answer_log(config.output, date)
-    records = _records_of_run(read_answer_log(log_path), run, grid, model, precision) if Path(log_path).is_file() else []
+    records = (
+        _records_of_run(read_answer_log(log_path), run, grid, model, precision)
+        if Path(log_path).is_file()
+        else []
+    )
     georef = Georef(grid.transform, grid.crs_wkt)
-    tables = [detections_for_answer(r, parse_answer(r.answer), georef, convention=convention) for r in records]
+    tables = [
+        detections_for_answer(r, parse_answer(r.answer), georef, convention=convention) for r in records
+    ]
     table = DetectionTable.concat(tables) if tables else DetectionTable.empty(convention)
     if not len(table):
         return DateObjects(table, 0)

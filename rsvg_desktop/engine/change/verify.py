@@ -88,7 +88,16 @@ def questions(
             phrase = table.phrase[row]
             query = phrase if isinstance(phrase, str) and phrase.strip() else config.query
             target = table.geometry[row]
-            out.append(Question(own, int(row), asked, query, neighbourhood(grid, target, config.tile_size, len(out)), target))
+            out.append(
+                Question(
+                    own,
+                    int(row),
+                    asked,
+                    query,
+                    neighbourhood(grid, target, config.tile_size, len(out)),
+                    target,
+                )
+            )
     return out
 
 
@@ -144,7 +153,9 @@ class _Asker:
 
     def confirms(self, question: Question, record: AnswerRecord) -> bool:
         """Whether a box of the answer overlaps the object with IoU ≥ ``match_iou``."""
-        found = detections_for_answer(record, parse_answer(record.answer), self.georef, convention=self.convention)
+        found = detections_for_answer(
+            record, parse_answer(record.answer), self.georef, convention=self.convention
+        )
         if not len(found):
             return False
         target = question.target
@@ -170,7 +181,11 @@ def verify(
     todo = questions(config, grid, tables, matches)
     asker = _Asker(config, grid, facts)
     earlier = asker.earlier()
-    answered = {i: earlier[k] for i, q in enumerate(todo) if (k := _key(scene_of(config, q.asked), q.tile, q.query)) in earlier}
+    answered = {
+        i: earlier[k]
+        for i, q in enumerate(todo)
+        if (k := _key(scene_of(config, q.asked), q.tile, q.query)) in earlier
+    }
     outcome.reused = len(answered)
     yield VerifyStarted(total=len(todo), reused=len(answered))
     for i, rec in answered.items():
@@ -194,7 +209,12 @@ def verify(
                     done += len(chunk)
                     outcome.asked += len(chunk)
                     yield VerifyProgress(done, len(todo), sum(len(v) for v in outcome.confirmed.values()))
-    log.info("verification: %d questions (%d reused), %d confirmed", len(todo), outcome.reused, sum(len(v) for v in outcome.confirmed.values()))
+    log.info(
+        "verification: %d questions (%d reused), %d confirmed",
+        len(todo),
+        outcome.reused,
+        sum(len(v) for v in outcome.confirmed.values()),
+    )
 
 
 def _settle(asker: _Asker, question: Question, record: AnswerRecord, outcome: Verification) -> None:

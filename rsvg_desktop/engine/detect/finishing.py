@@ -86,7 +86,14 @@ def write_export(plan: RunPlan, tally: RunTally) -> Exported:
     run = _run_info(plan, tally)
     output = plan.output
     if not plan.config.export:  # the answer log alone (a comparison's date): nothing more to write
-        log.info("run %s: %d/%d tiles, %d boxes, %d after merging", plan.run_id, tally.done, len(plan.todo), len(table), len(kept))
+        log.info(
+            "run %s: %d/%d tiles, %d boxes, %d after merging",
+            plan.run_id,
+            tally.done,
+            len(plan.todo),
+            len(table),
+            len(kept),
+        )
         return Exported(raw=len(table), kept=len(kept))
     try:
         export_detections(output, kept, crs=plan.info.crs_wkt, tiles=tiles, run=run, overwrite=True)

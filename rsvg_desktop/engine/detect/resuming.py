@@ -78,5 +78,11 @@ def resumed_plan(plan: RunPlan) -> tuple[RunPlan, list[DetectionTable]]:
         )
         for t in reused
     ]
-    log.info("%s: %d tiles already answered in %s, %d to ask", plan.info.path, len(reused), plan.answer_log, len(todo))
+    log.info(
+        "%s: %d tiles already answered in %s, %d to ask",
+        plan.info.path,
+        len(reused),
+        plan.answer_log,
+        len(todo),
+    )
     return dataclasses.replace(plan, todo=todo, reused=reused), tables
