@@ -4,7 +4,8 @@ One path serves live runs and re-exports: an :class:`~rsvg_desktop.core.answers.
 tile window plus the model's raw text) is parsed, its boxes become polygons in the scene CRS, and
 duplicates across tile seams are merged per (scene, task, query). ``rsvg export`` and the GUI's export
 dialog call :func:`export_answer_log`; a detect run calls :func:`detections_for_answer` per tile and
-:func:`merged_table` at the end.
+:func:`merged_table` at the end; ``rsvg change --logs`` reads each date with :func:`latest_answer_records`
+and :func:`rebuild_answer_log`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pyproj import CRS
 
 from rsvg_desktop.core.answers import AnswerRecord, check_crs, read_answer_log
 from rsvg_desktop.core.geo.boxes import AngleConvention
-from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, tile_records
+from rsvg_desktop.core.geo.detections import DetectionTable, RunInfo, TileRecord, tile_records
 from rsvg_desktop.core.geo.export import ExportResult, export_detections, format_for_path
 from rsvg_desktop.core.geo.merge import MergeConfig, merge_detections, stitched_geometry, stitched_groups
 from rsvg_desktop.core.geo.scene import open_scene
@@ -198,8 +199,10 @@ def export_answer_log(
     """
     log_path = Path(answer_log)
     records = _records_to_export(log_path, output, fmt)
-    convention = _one_convention(log_path, records, angle_convention)
-    table, keys, tiles, out_crs = _rebuild(log_path, records, convention, allow_remote=allow_remote)
+    rebuilt = rebuild_answer_log(
+        log_path, records, angle_convention=angle_convention, allow_remote=allow_remote
+    )
+    table, keys, out_crs = rebuilt.table, rebuilt.keys, rebuilt.crs
     raw = len(table)
     excluded = set(exclude)
     if excluded:
@@ -209,10 +212,8 @@ def export_answer_log(
     if merge is not None:
         table = merged_table(table, merge)
 
-    tile_recs = []
-    for tile, georef in tiles.values():
-        tile_recs.extend(tile_records([tile], georef.transform, georef.crs_wkt, out_crs))
-    runs = _run_infos(records, convention, out_crs)
+    tile_recs = rebuilt.tile_records()
+    runs = _run_infos(records, rebuilt.convention, out_crs)
     result = export_detections(
         output, table, crs=out_crs, tiles=tile_recs, run=runs, overwrite=overwrite, fmt=fmt
     )
@@ -233,8 +234,16 @@ def _records_to_export(log_path: Path, output: str | os.PathLike[str], fmt: str 
     format is known, every CRS is readable, and there is at least one record."""
     refuse_same_file([output], [log_path])
     format_for_path(output, fmt)  # fail on a bad extension before reading anything
+    return latest_answer_records(log_path, [output])
+
+
+def latest_answer_records(
+    log_path: Path, outputs: Sequence[str | os.PathLike[str]] = ()
+) -> list[AnswerRecord]:
+    """The latest record of each tile of the answer log ``log_path``, checked: ``outputs`` replace no
+    scene of the log, every CRS is readable, and there is at least one record."""
     records = _latest_per_tile(read_answer_log(log_path))
-    refuse_same_file([output], {r.scene for r in records})
+    refuse_same_file(outputs, {r.scene for r in records})
     for rec in records:  # a CRS PROJ cannot read fails here, naming the log and the record
         if rec.crs is not None:
             try:
@@ -259,6 +268,39 @@ def _one_convention(
             "choose one with the angle-convention option"
         )
     return AngleConvention(conventions.pop())
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RebuiltLog:
+    """An answer log's records rebuilt as polygons, not merged: the angle convention, the table, each
+    detection's key, each tile with its georeferencing, and the CRS (``None``: pixel mode)."""
+
+    convention: AngleConvention
+    table: DetectionTable
+    keys: list[DetectionKey]
+    tiles: dict[_TileKey, tuple[Tile, Georef]]
+    crs: CRS | None
+
+    def tile_records(self) -> list[TileRecord]:
+        """The footprints of the log's tiles, in :attr:`crs`."""
+        recs: list[TileRecord] = []
+        for tile, georef in self.tiles.values():
+            recs.extend(tile_records([tile], georef.transform, georef.crs_wkt, self.crs))
+        return recs
+
+
+def rebuild_answer_log(
+    log_path: Path,
+    records: Sequence[AnswerRecord],
+    *,
+    angle_convention: str | None = None,
+    allow_remote: bool = False,
+) -> RebuiltLog:
+    """``records`` of the answer log ``log_path`` (see :func:`latest_answer_records`) as polygons in the
+    first scene's CRS; ``angle_convention`` overrides the one they record (ConfigError for a mix)."""
+    convention = _one_convention(log_path, records, angle_convention)
+    table, keys, tiles, crs = _rebuild(log_path, records, convention, allow_remote=allow_remote)
+    return RebuiltLog(convention, table, keys, tiles, crs)
 
 
 def _rebuild(

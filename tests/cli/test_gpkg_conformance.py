@@ -8,19 +8,15 @@ writes the spec's datetimes (``YYYY-MM-DDTHH:MM:SS.SSSZ``: milliseconds, Z).
 
 from __future__ import annotations
 
-import re
-import shutil
-import sqlite3
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from cli_runner import run_rsvg
+from gpkg_checks import assert_reads_cleanly
 from rasterio.transform import from_origin
 
-_DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 _RUN = ("--smoke", "--query", "planes", "--tile-size", "64", "--overlap", "0", "--max-new-tokens", "4")
 
 
@@ -33,39 +29,6 @@ def _scene(folder: Path, name: str = "geo.tif") -> Path:
     ) as dst:  # fmt: skip
         dst.write(np.full((3, 128, 128), 100, dtype="uint8"))
     return path
-
-
-def _ogrinfo(*args: str) -> str:
-    """stdout and stderr of the system ``ogrinfo`` (it must be installed: ``make sysdeps``)."""
-    ogrinfo = shutil.which("ogrinfo")
-    if ogrinfo is None:
-        pytest.fail("ogrinfo is not installed: run `make sysdeps` (Debian package gdal-bin)")
-    proc = subprocess.run([ogrinfo, *args], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, (proc.stdout, proc.stderr)
-    return proc.stdout + proc.stderr
-
-
-def assert_reads_cleanly(path: Path, *, styles: bool = True) -> None:
-    """No warning from ``ogrinfo`` on ``path`` (its layers, and every row of ``layer_styles``), version
-    1.2 declared, and the spec's datetimes in ``gpkg_contents`` and ``layer_styles``."""
-    assert path.is_file(), path
-    for args in (("-al", "-so"), ("-al",)):  # the summary, then every feature of every layer
-        text = _ogrinfo(*args, str(path))
-        assert "Warning" not in text, text
-    con = sqlite3.connect(path)
-    try:
-        assert con.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47  # "GPKG"
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 10200
-        times = [r[0] for r in con.execute("SELECT last_change FROM gpkg_contents")]
-        if styles:
-            times += [r[0] for r in con.execute("SELECT update_time FROM layer_styles")]
-    finally:
-        con.close()
-    assert times and all(_DATETIME.match(t) for t in times), times
-    if styles:
-        text = _ogrinfo(str(path), "layer_styles")
-        assert "Warning" not in text, text
-        assert "Feature Count: 0" not in text, text
 
 
 def test_tiles(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@
 * ``tiles``: thin grey outlines; tiles that were skipped (all nodata) dashed red. The rule reads the
   boolean ``skipped`` field.
 
+Other polygon layers (the change layers of ``rsvg change``) reuse the detections' style with their own
+:class:`PolygonLook`: outline colour and width, fill opacity and QGIS fill style, labels on or off.
+
 QML is QGIS's native style format (what QGIS writes with "Save Style"); an SLD 1.1 equivalent is stored
 next to it for other clients. QGIS uses the row of ``layer_styles`` whose ``useAsDefault`` is true when
 a GeoPackage layer is added.
@@ -15,12 +18,15 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from rsvg_desktop.core.answers import utc_now_iso
 
 __all__ = [
+    "DETECTIONS_LOOK",
+    "PolygonLook",
     "detections_qml",
     "detections_sld",
     "tiles_qml",
@@ -34,6 +40,24 @@ DETECTION_COLOR = (255, 221, 0)
 TILE_COLOR = (128, 128, 128)
 SKIPPED_COLOR = (220, 30, 30)
 _QGIS_VERSION = "3.34.0-Prizren"
+
+
+@dataclass(frozen=True, slots=True)
+class PolygonLook:
+    """How a polygon layer is drawn: outline ``color`` (RGB) and width, fill of that colour at
+    ``fill_opacity`` (0–1) in QGIS's SimpleFill ``fill_style`` (``solid``, ``no``, ``b_diagonal``…; SLD
+    draws any style but ``no`` as a plain fill) and labels by the label field when ``labels``."""
+
+    color: tuple[int, int, int] = DETECTION_COLOR
+    fill_opacity: float = 0.15
+    fill_style: str = "solid"
+    width_mm: float = 0.6
+    outline_style: str = "solid"
+    labels: bool = True
+
+
+#: The detections layer's look: a yellow outline over a faint translucent fill, labelled.
+DETECTIONS_LOOK = PolygonLook()
 
 
 def _opt(name: str, value: str) -> str:
@@ -82,23 +106,9 @@ def _aliases(aliases: Mapping[str, str]) -> str:
     return f"<aliases>{items}</aliases>" if items else ""
 
 
-def detections_qml(label_field: str = "phrase", aliases: Mapping[str, str] | None = None) -> str:
-    """QML for the detections layer: outlined, translucent fill, labelled by ``label_field``; ``aliases``
-    (field → the name QGIS shows for it) are added with the ``Fields`` style category."""
-    symbol = _fill_symbol(
-        "0",
-        fill=_rgba(DETECTION_COLOR, 38),
-        fill_style="solid",
-        outline=_rgba(DETECTION_COLOR, 255),
-        outline_style="solid",
-        width_mm=0.6,
-    )
-    categories = "Symbology|Labeling|Fields" if aliases else "Symbology|Labeling"
+def _qml_labels(label_field: str) -> str:
+    """QGIS simple labelling by ``label_field``: bold white text with a dark halo, inside the polygon."""
     return (
-        _HEAD + f'<qgis version="{_QGIS_VERSION}" styleCategories="{categories}" labelsEnabled="1">'
-        '<renderer-v2 type="singleSymbol" forceraster="0" symbollevels="0" enableorderby="0"'
-        ' referencescale="-1">'
-        f"<symbols>{symbol}</symbols><rotation/><sizescale/></renderer-v2>"
         '<labeling type="simple"><settings calloutType="simple">'
         f'<text-style fieldName={quoteattr(label_field)} isExpression="0" fontFamily="Sans Serif"'
         ' fontSize="9" fontSizeUnit="Point" fontWeight="75" namedStyle="Bold" textColor="255,255,255,255"'
@@ -117,6 +127,33 @@ def detections_qml(label_field: str = "phrase", aliases: Mapping[str, str] | Non
         ' fontMaxPixelSize="10000" fontLimitPixelSize="0" upsidedownLabels="0" labelPerPart="0"'
         ' mergeLines="0" displayAll="0" limitNumLabels="0" maxNumLabels="2000" zIndex="0"/>'
         "</settings></labeling>"
+    )
+
+
+def detections_qml(
+    label_field: str = "phrase",
+    aliases: Mapping[str, str] | None = None,
+    look: PolygonLook = DETECTIONS_LOOK,
+) -> str:
+    """QML for the detections layer (or another polygon layer drawn with ``look``): outlined,
+    translucent fill, labelled by ``label_field`` (unless ``look.labels`` is false); ``aliases``
+    (field → the name QGIS shows for it) are added with the ``Fields`` style category."""
+    symbol = _fill_symbol(
+        "0",
+        fill=_rgba(look.color, round(look.fill_opacity * 255)),
+        fill_style=look.fill_style,
+        outline=_rgba(look.color, 255),
+        outline_style=look.outline_style,
+        width_mm=look.width_mm,
+    )
+    categories = "Symbology|Labeling|Fields" if aliases else "Symbology|Labeling"
+    return (
+        _HEAD + f'<qgis version="{_QGIS_VERSION}" styleCategories="{categories}"'
+        f' labelsEnabled="{int(look.labels)}">'
+        '<renderer-v2 type="singleSymbol" forceraster="0" symbollevels="0" enableorderby="0"'
+        ' referencescale="-1">'
+        f"<symbols>{symbol}</symbols><rotation/><sizescale/></renderer-v2>"
+        f"{_qml_labels(label_field) if look.labels else ''}"
         f"{_aliases(aliases or {})}"
         "<layerGeometryType>2</layerGeometryType>"
         "</qgis>\n"
@@ -182,14 +219,9 @@ def _sld_polygon(fill: str | None, fill_opacity: float, stroke: str, width_px: f
     )
 
 
-def detections_sld(layer: str = "detections", label_field: str = "phrase") -> str:
-    """SLD 1.1 equivalent of :func:`detections_qml`."""
-    name = escape(layer)
+def _sld_label(label_field: str) -> str:
     return (
-        _SLD_HEAD + f"<NamedLayer><se:Name>{name}</se:Name><UserStyle><se:Name>{name}</se:Name>"
-        "<se:FeatureTypeStyle><se:Rule><se:Name>detection</se:Name>"
-        + _sld_polygon(_hex(DETECTION_COLOR), 0.15, _hex(DETECTION_COLOR), 2)
-        + "<se:TextSymbolizer><se:Label>"
+        "<se:TextSymbolizer><se:Label>"
         f"<ogc:PropertyName>{escape(label_field)}</ogc:PropertyName></se:Label>"
         '<se:Font><se:SvgParameter name="font-family">Sans Serif</se:SvgParameter>'
         '<se:SvgParameter name="font-size">12</se:SvgParameter>'
@@ -197,7 +229,23 @@ def detections_sld(layer: str = "detections", label_field: str = "phrase") -> st
         '<se:Halo><se:Radius>1.5</se:Radius><se:Fill><se:SvgParameter name="fill">#000000</se:SvgParameter>'
         "</se:Fill></se:Halo>"
         '<se:Fill><se:SvgParameter name="fill">#ffffff</se:SvgParameter></se:Fill>'
-        "</se:TextSymbolizer></se:Rule></se:FeatureTypeStyle></UserStyle></NamedLayer>"
+        "</se:TextSymbolizer>"
+    )
+
+
+def detections_sld(
+    layer: str = "detections", label_field: str = "phrase", look: PolygonLook = DETECTIONS_LOOK
+) -> str:
+    """SLD 1.1 equivalent of :func:`detections_qml`."""
+    name = escape(layer)
+    fill = None if look.fill_style == "no" else _hex(look.color)
+    dash = "4 2" if look.outline_style == "dash" else ""
+    return (
+        _SLD_HEAD + f"<NamedLayer><se:Name>{name}</se:Name><UserStyle><se:Name>{name}</se:Name>"
+        "<se:FeatureTypeStyle><se:Rule><se:Name>detection</se:Name>"
+        + _sld_polygon(fill, look.fill_opacity, _hex(look.color), look.width_mm / 0.3, dash)
+        + (_sld_label(label_field) if look.labels else "")
+        + "</se:Rule></se:FeatureTypeStyle></UserStyle></NamedLayer>"
         "</StyledLayerDescriptor>\n"
     )
 

@@ -28,6 +28,7 @@ __all__ = [
     "DETECTION_FIELDS",
     "FIELD_ALIASES",
     "FIELD_DESCRIPTIONS",
+    "area_column",
     "as_table",
     "crs_or_none",
     "crs_text",
@@ -110,7 +111,8 @@ def _check_polygons(geoms: np.ndarray, what: str) -> None:
         raise ConfigError(f"{what}: {len(bad)} geometries are not Polygons (row {bad[0]} is {kind})")
 
 
-def _areas(geoms: np.ndarray, crs: CRS | None) -> tuple[str, np.ndarray]:
+def area_column(geoms: np.ndarray, crs: CRS | None) -> tuple[str, np.ndarray]:
+    """The area column of ``geoms``: ``area_m2`` (geodesic) in a CRS, ``area_px`` in pixel mode."""
     if crs is None:
         return "area_px", shapely.area(geoms) if len(geoms) else np.empty(0)
     return "area_m2", ground_areas(geoms, crs)
@@ -129,7 +131,7 @@ def detections_frame(
     geoms = np.asarray(table.geometry, dtype=object)
     _check_polygons(geoms, "detections")
     n = len(table)
-    area_name, areas = _areas(geoms, crs_obj)
+    area_name, areas = area_column(geoms, crs_obj)
     rows, cols = table.tile_row.astype(np.int64), table.tile_col.astype(np.int64)
     data: dict[str, Any] = {
         "det_id": np.arange(n, dtype=np.int64),

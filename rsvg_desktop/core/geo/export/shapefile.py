@@ -15,7 +15,7 @@ import pyogrio
 
 from rsvg_desktop.core.geo.export.files import quiet_pixel_mode
 from rsvg_desktop.core.geo.export.frames import FIELD_ALIASES
-from rsvg_desktop.core.geo.styles import detections_qml, tiles_qml
+from rsvg_desktop.core.geo.styles import DETECTIONS_LOOK, PolygonLook, detections_qml, tiles_qml
 from rsvg_desktop.errors import ExportError
 
 __all__ = [
@@ -89,9 +89,12 @@ def _write_polygons(tmpdir: Path, stem: str, frame: gpd.GeoDataFrame, qml: str) 
     (tmpdir / f"{stem}.qml").write_text(qml, encoding="utf-8")
 
 
-def write_detections_shapefile(tmpdir: Path, stem: str, det: gpd.GeoDataFrame, path: Path) -> None:
+def write_detections_shapefile(
+    tmpdir: Path, stem: str, det: gpd.GeoDataFrame, path: Path, *, look: PolygonLook = DETECTIONS_LOOK
+) -> None:
     """The detections as ``tmpdir/stem.shp`` with :data:`SHAPEFILE_FIELDS` names (``path``: the final
-    name, for messages)."""
+    name, for messages), drawn with ``look`` by its ``.qml``; other columns keep their names (they must
+    be short enough)."""
     shp = det.rename(columns=dict(SHAPEFILE_FIELDS))
     names = [c for c in shp.columns if c != shp.geometry.name]
     too_long = [c for c in names if len(c) > 10]
@@ -99,7 +102,7 @@ def write_detections_shapefile(tmpdir: Path, stem: str, det: gpd.GeoDataFrame, p
         raise ExportError(f"bad Shapefile field names {too_long or names}")  # pragma: no cover - guarded
     shp = _truncate_text(shp, path)
     aliases = {SHAPEFILE_FIELDS[name]: alias for name, alias in FIELD_ALIASES.items() if name in det.columns}
-    _write_polygons(tmpdir, stem, shp, detections_qml(SHAPEFILE_FIELDS["phrase"], aliases))
+    _write_polygons(tmpdir, stem, shp, detections_qml(SHAPEFILE_FIELDS["phrase"], aliases, look))
 
 
 def write_tiles_shapefile(tmpdir: Path, stem: str, frame: gpd.GeoDataFrame, path: Path) -> None:
