@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from rsvg_desktop.cli._common import EXIT_OK, EXIT_USAGE, Progress, notice, notice_warning
@@ -206,25 +204,34 @@ def _interrupted(config: Any) -> str:
 
 
 def _change_result(finished: Any, args: argparse.Namespace, writer: Any) -> int:
+    """The last lines of a comparison that went to its end; the exit status."""
     if finished is None:
         raise ConfigError("the comparison ended without a result")
-    if finished.error is not None or finished.cancelled:
+    if finished.summary is None:
         message = finished.error or "the comparison was cancelled; rerun the same command to go on"
-        print(f"rsvg: error: {' '.join(message.split())}", file=sys.stderr)
+        message = " ".join(message.split())
+        print(f"rsvg: error: {message}", file=sys.stderr)
         if writer is not None:
             writer.error(message, EXIT_USAGE)
         return EXIT_USAGE
-    summary = finished.to_dict()
-    if args.json:
-        print(json.dumps(summary, indent=2, allow_nan=False, default=str))
-    else:
-        print(
-            f"{finished.appeared} appeared, {finished.disappeared} disappeared, "
-            f"{finished.persisting} persisting (verification removed {finished.verification_removed} candidates) → {', '.join(finished.files)}"
-        )
+    data = finished.to_dict()
+    _print_summary(data, as_json=args.json)
     if writer is not None:
-        writer.finished(EXIT_OK, **summary)
+        writer.finished(EXIT_OK, **data)
     return EXIT_OK
+
+
+def _print_summary(data: dict[str, Any], *, as_json: bool) -> None:
+    """``--json``: the summary as JSON; else one line of counts and the files written."""
+    if as_json:
+        print(json.dumps(data, indent=2, allow_nan=False, default=str))
+        return
+    removed = data.get("verification_removed")
+    verified = f" (verification removed {removed} candidates)" if removed else ""
+    print(
+        f"{data['appeared']} appeared, {data['disappeared']} disappeared, {data['persisting']} persisting"
+        f"{verified} → {', '.join(data['outputs'])}"
+    )
 
 
 def _change_from_logs(args: argparse.Namespace) -> int:
@@ -240,12 +247,8 @@ def _change_from_logs(args: argparse.Namespace) -> int:
     summary = change_from_logs(
         before_log, after_log, args.output, match_iou=_match_iou(args.match_iou), overwrite=args.overwrite
     )
-    data = summary.to_dict() if hasattr(summary, "to_dict") else dataclasses.asdict(summary)
-    if args.json:
-        print(json.dumps(data, indent=2, allow_nan=False, default=str))
-    else:
-        counts = ", ".join(f"{data[k]} {k}" for k in ("appeared", "disappeared", "persisting") if k in data)
-        print(f"{counts} → {Path(args.output)}")
+    data = summary.as_dict()
+    _print_summary(data, as_json=args.json)
     if writer is not None:
         writer.finished(EXIT_OK, **data)
     return EXIT_OK

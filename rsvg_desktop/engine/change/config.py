@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsvg_desktop.core.geo.export import format_for_path
+from rsvg_desktop.core.geo.export.change import check_change_output
 from rsvg_desktop.core.paths import refuse_same_file
 from rsvg_desktop.engine import preflight
 from rsvg_desktop.engine.detect import answer_log_path
@@ -104,7 +104,6 @@ def check_change(config: ChangeConfig) -> None:
     )
     preflight.check_run_numbers(batch_size=config.batch_size, max_new_tokens=config.max_new_tokens)
     preflight.check_output_name(config.output)
-    format_for_path(config.output)
     logs = [date_answer_log(config.output, d) for d in GRIDS] + [verify_log_path(config.output)]
     refuse_same_file([config.output, *logs], [config.before, config.after])
-    preflight.check_output_file(config.output, overwrite=config.overwrite)
+    check_change_output(config.output, overwrite=config.overwrite)

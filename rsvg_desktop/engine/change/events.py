@@ -9,8 +9,10 @@ process boundary like the scene job's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+from rsvg_desktop.engine.change.summary import ChangeSummary
 
 DATES = ("before", "after")
 
@@ -66,24 +68,16 @@ class VerifyProgress:
 
 @dataclass(frozen=True, slots=True)
 class ChangeFinished:
-    """What the comparison found and wrote. Counts are after verification: ``persisting`` includes the
-    ``verified`` objects (unmatched candidates the other date confirmed, ``verification_removed`` in
-    all). ``cancelled``/``error``: the run stopped early; what finished is in the answer logs and
-    ``files`` is empty."""
+    """How the comparison ended. ``summary``: what it found and the files it wrote (its counts are after
+    verification: ``persisting`` includes the ``verified`` objects); ``None`` when it stopped before
+    writing (``cancelled``, or ``error``): what finished is in the answer logs, and the same command
+    goes on from them. ``outside_compared``: objects dropped because they lie outside the area both dates
+    cover."""
 
     output: str
-    files: tuple[str, ...]
-    appeared: int
-    disappeared: int
-    persisting: int
-    verified: int
-    verification_removed: int
-    before_objects: int
-    after_objects: int
-    outside_compared: int  # objects dropped because they lie outside the area both dates cover
-    shift_px: float
+    summary: ChangeSummary | None
+    outside_compared: int
     compared_fraction: float
-    seconds: float
     answer_logs: tuple[str, str]
     verify_log: str | None = None
     cancelled: bool = False
@@ -91,11 +85,19 @@ class ChangeFinished:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["files"] = list(self.files)
-        d["answer_logs"] = list(self.answer_logs)
-        d["warnings"] = list(self.warnings)
-        return d
+        """The summary's fields, then the run's: JSON-ready (``rsvg change --json``)."""
+        out: dict[str, Any] = self.summary.as_dict() if self.summary is not None else {}
+        out.update(
+            output=self.output,
+            outside_compared=self.outside_compared,
+            compared_fraction=self.compared_fraction,
+            answer_logs=list(self.answer_logs),
+            verify_log=self.verify_log,
+            cancelled=self.cancelled,
+            error=self.error,
+            warnings=list(self.warnings),
+        )
+        return out
 
 
 ChangeEvent = ChangeStarted | DateStarted | ChangeWarning | VerifyStarted | VerifyProgress | ChangeFinished

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rsvg_desktop.core.geo.change import ChangeSet, match_objects
+from rsvg_desktop.core.geo.change import ChangeSet, Matches, match_objects
+from rsvg_desktop.core.geo.export.change import write_change
 from rsvg_desktop.engine.change.config import (
     ChangeConfig,
     check_change,
@@ -32,6 +33,7 @@ from rsvg_desktop.engine.change.events import (
     DateStarted,
 )
 from rsvg_desktop.engine.change.placing import Placement, place_dates
+from rsvg_desktop.engine.change.summary import ChangeSummary
 from rsvg_desktop.engine.change.verify import Verification, verify
 from rsvg_desktop.engine.detect import AnswerGenerator, run_scene
 from rsvg_desktop.engine.detect.planning import new_run_id
@@ -58,27 +60,18 @@ class _Run:
             str(date_answer_log(self.config.output, "after")),
         )
 
-    def stopped(self, *, cancelled: bool, error: str | None = None) -> ChangeFinished:
-        """The last event of a run that stopped before writing its output (its logs keep what finished)."""
+    def finished(self, summary: ChangeSummary | None, outside: int = 0, **how: Any) -> ChangeFinished:
+        """The last event: written (``summary``), or stopped before writing (``cancelled``/``error``)."""
+        config = self.config
         return ChangeFinished(
-            output=self.config.output,
-            files=(),
-            appeared=0,
-            disappeared=0,
-            persisting=0,
-            verified=0,
-            verification_removed=0,
-            before_objects=0,
-            after_objects=0,
-            outside_compared=0,
-            shift_px=self.placement.shift.magnitude,
+            output=config.output,
+            summary=summary,
+            outside_compared=outside,
             compared_fraction=self.placement.area.compared_fraction,
-            seconds=time.monotonic() - self.started,
             answer_logs=self.logs,
-            verify_log=str(verify_log_path(self.config.output)) if self.config.verify else None,
-            cancelled=cancelled,
-            error=error,
+            verify_log=str(verify_log_path(config.output)) if config.verify else None,
             warnings=tuple(self.warnings),
+            **how,
         )
 
 
@@ -115,7 +108,7 @@ def run_change(
         yield DateStarted(date, scene_of(config, date), str(date_answer_log(config.output, date)), index)
         ended = yield from _run_date(config, date, placement, scope, generator, facts, random_weights, cancel)
         if ended is not None:
-            yield run.stopped(cancelled=ended == "", error=ended or None)
+            yield run.finished(None, cancelled=ended == "", error=ended or None)
             return
 
     objects = {
@@ -142,7 +135,7 @@ def run_change(
         except CancelledError:  # the generator stopped inside a batch: that batch is dropped
             outcome.cancelled = True
         if outcome.cancelled:
-            yield run.stopped(cancelled=True)
+            yield run.finished(None, cancelled=True)
             return
     yield _write(run, objects, matches, outcome)
 
@@ -228,53 +221,32 @@ def _shift_warning(config: ChangeConfig, placement: Placement) -> str | None:
     )
 
 
-def _write(run: _Run, objects: dict[str, DateObjects], matches: Any, outcome: Verification) -> ChangeFinished:
+def _write(
+    run: _Run, objects: dict[str, DateObjects], matches: Matches, outcome: Verification
+) -> ChangeFinished:
     """Build the change set, write it (``write_change``) and say what it holds."""
-    from rsvg_desktop.core.geo.export.change import write_change
-
     config, placement = run.config, run.placement
-    verified_d = tuple(sorted(outcome.confirmed["before"]))
-    verified_a = tuple(sorted(outcome.confirmed["after"]))
-    appeared = len(matches.appeared) - len(verified_a)
-    disappeared = len(matches.disappeared) - len(verified_d)
-    persisting = len(matches.pairs) + len(verified_a) + len(verified_d)
+    verified = (tuple(sorted(outcome.confirmed["before"])), tuple(sorted(outcome.confirmed["after"])))
     outside = objects["before"].outside + objects["after"].outside
-    counts = {
-        "appeared": appeared,
-        "disappeared": disappeared,
-        "persisting": persisting,
-        "verified": len(verified_a) + len(verified_d),
-        "verification_removed": len(verified_a) + len(verified_d),
-        "before_objects": len(objects["before"].table),
-        "after_objects": len(objects["after"].table),
-        "outside_compared": outside,
-    }
     changeset = ChangeSet(
         before=objects["before"].table,
         after=objects["after"].table,
         matches=matches,
-        verified_disappeared=verified_d,
-        verified_appeared=verified_a,
+        verified_disappeared=verified[0],
+        verified_appeared=verified[1],
         unknown_area=placement.area.unknown,
         crs_wkt=placement.grid.crs_wkt,
-        run=run_facts(run, counts),
+        run=run_facts(run, verification_removed=len(verified[0]) + len(verified[1]), outside=outside),
     )
     files = write_change(config.output, changeset, overwrite=config.overwrite)
-    log.info("change: %s → %s", counts, ", ".join(map(str, files)))
-    return ChangeFinished(
-        output=config.output,
-        files=tuple(str(f) for f in files),
-        shift_px=placement.shift.magnitude,
-        compared_fraction=placement.area.compared_fraction,
-        seconds=time.monotonic() - run.started,
-        answer_logs=run.logs,
-        verify_log=str(verify_log_path(config.output)) if config.verify else None,
-        warnings=tuple(run.warnings),
-        **counts,
+    summary = ChangeSummary.from_changeset(
+        changeset, files, shift=placement.shift, seconds=time.monotonic() - run.started
     )
+    log.info("change: %s → %s", summary, ", ".join(map(str, files)))
+    return run.finished(summary, outside)
 
 
-def run_facts(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
+def run_facts(run: _Run, *, verification_removed: int, outside: int) -> dict[str, Any]:
     """The ``run`` layer's row: both scenes, the grid used, the residual shift, model, precision,
     thresholds and counts."""
     config, placement = run.config, run.placement
@@ -301,5 +273,6 @@ def run_facts(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
         "verify": config.verify,
         "tile_size": config.tile_size,
         "overlap": config.overlap,
-        **counts,
+        "verification_removed": verification_removed,
+        "outside_compared": outside,
     }
