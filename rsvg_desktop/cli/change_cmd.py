@@ -162,18 +162,19 @@ def cmd_change(args: argparse.Namespace) -> int:
         return _change_from_logs(args)
     from rsvg_desktop.cli.interrupts import exit_status, first_interrupt_stops
     from rsvg_desktop.cli.progress_json import current
-    from rsvg_desktop.engine.change import change, check_change
+    from rsvg_desktop.engine.change import change, check_change, place_dates
     from rsvg_desktop.engine.model_jobs import resolve_model_dir
 
     config = _change_config(args)
-    check_change(config)  # bad settings fail before a model is looked for
+    check_change(config)  # bad settings and scenes that cannot be compared fail before a model is looked for
+    placement = place_dates(config)
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     spec = ModelSpec(
         str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
     )
     writer = current()
     view = _ChangeView(quiet=args.quiet or writer is not None)
-    events = change(config, spec)
+    events = change(config, spec, placement=placement)
     with first_interrupt_stops():  # a second Ctrl-C cannot cut short the writing of what finished
         try:
             for event in events:

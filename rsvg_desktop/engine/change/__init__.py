@@ -17,6 +17,7 @@ from rsvg_desktop.engine.change.events import (
 )
 from rsvg_desktop.engine.change.job import run_change
 from rsvg_desktop.engine.change.model_job import change
+from rsvg_desktop.engine.change.placing import Placement, place_dates
 
 __all__ = [
     "ChangeConfig",
@@ -24,11 +25,13 @@ __all__ = [
     "ChangeStarted",
     "ChangeWarning",
     "DateStarted",
+    "Placement",
     "VerifyProgress",
     "VerifyStarted",
     "change",
     "check_change",
     "date_answer_log",
+    "place_dates",
     "run_change",
     "verify_log_path",
 ]

@@ -84,6 +84,7 @@ def run_change(
     device: str = "",
     random_weights: bool = False,
     cancel: Callable[[], bool] | None = None,
+    placement: Placement | None = None,
 ) -> Iterator[Event | ChangeEvent]:
     """Compare two dates of one place; yields :mod:`~rsvg_desktop.engine.change.events` and, between a
     :class:`DateStarted` and that date's ``RunFinished``, the scene job's own events.
@@ -91,9 +92,11 @@ def run_change(
     Every yield is a cancellation point (``cancel()`` is checked between batches): a cancelled run ends
     with ``ChangeFinished(cancelled=True)`` and keeps every answer in the answer logs; the same call
     again resumes from them. Bad input raises :class:`~rsvg_desktop.errors.ChangeInputError` or
-    another :class:`~rsvg_desktop.errors.ConfigError` before anything is written."""
+    another :class:`~rsvg_desktop.errors.ConfigError` before anything is written. ``placement``: the
+    dates' grid, common area and shift when the caller has found them already (:func:`place_dates`)."""
     check_change(config)
-    placement = place_dates(config)
+    if placement is None:
+        placement = place_dates(config)
     facts = {"run_id": new_run_id(), "model": model, "precision": precision, "device": device}
     run = _Run(config, placement, facts)
     _make_room(config)
