@@ -82,7 +82,7 @@ def make_pair(
 
     after = np.maximum(base[:, :, :after_width], 1)  # 0 is the after scene's nodata
     _paint(after, after_objects)
-    placed = transform * Affine.translation(*shift)
+    placed = transform @ Affine.translation(*shift)
     h, w = after.shape[1:]
     out_crs = after_crs or crs
     dst_transform, width, height = calculate_default_transform(
@@ -145,7 +145,7 @@ def find_squares(image: np.ndarray) -> str:
     img = image.astype(np.int32)
     r, g, b = img[..., 0], img[..., 1], img[..., 2]
     strength = r + b - 2 * g
-    labels, n = ndimage.label((r > 140) & (b > 140) & (g < 120))
+    labels, _count = ndimage.label((r > 140) & (b > 140) & (g < 120))
     h, w = labels.shape
     boxes = []
     for i, (sy, sx) in enumerate(ndimage.find_objects(labels), start=1):
