@@ -10,7 +10,7 @@ import pyogrio
 import pytest
 import rasterio
 import shapely
-from change_scenes import A1, D1, P1, P2, P3_STRONG, U1, SquareFinder, Square, make_pair
+from change_scenes import A1, D1, P1, P2, P3_STRONG, U1, Square, SquareFinder, make_pair
 
 from rsvg_desktop.core.answers import read_answer_log
 from rsvg_desktop.engine.change import (
@@ -60,7 +60,7 @@ def test_appeared_disappeared_persisting_with_verification(pair, tmp_path):
     """Exact counts: P1, P2 persist; P3 is missed on the before date (faint, small) and recovered by
     verification; D1 disappeared, A1 appeared; U1 lies where the after scene has no pixels: no change."""
     out = tmp_path / "change.gpkg"
-    events, finder = _run(_config(pair, out))
+    events, _finder = _run(_config(pair, out))
     started = events[0]
     assert isinstance(started, ChangeStarted) and started.grid == "before"
     assert 0.5 < started.compared_fraction < 0.85  # the after scene covers columns 0-650 of 800
@@ -74,7 +74,7 @@ def test_appeared_disappeared_persisting_with_verification(pair, tmp_path):
     assert finished.outside_compared == 1  # U1
     assert not any(isinstance(e, ChangeWarning) for e in events)  # 0.5 px of shift: under the limit
 
-    assert LAYERS <= set(pyogrio.list_layers(out)[:, 0])
+    assert set(pyogrio.list_layers(out)[:, 0]) >= LAYERS
     before_path = pair[0]
     for layer, square in (("appeared", A1), ("disappeared", D1)):
         (geom,) = pyogrio.read_dataframe(out, layer=layer).geometry
@@ -138,7 +138,7 @@ def test_rerun_of_a_finished_comparison_is_refused_and_overwrite_starts_over(pai
     _run(_config(pair, out))
     with pytest.raises(OutputExistsError):
         _run(_config(pair, out))
-    events, finder = _run(_config(pair, out, overwrite=True))
+    events, _finder = _run(_config(pair, out, overwrite=True))
     assert [e.reused for e in events if isinstance(e, RunStarted)] == [0, 0]
     assert events[-1].summary.persisting == 3
     assert len(list(read_answer_log(verify_log_path(out)))) == 3  # the old questions are gone
