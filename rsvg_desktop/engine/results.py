@@ -234,14 +234,17 @@ def _records_to_export(log_path: Path, output: str | os.PathLike[str], fmt: str 
     format is known, every CRS is readable, and there is at least one record."""
     refuse_same_file([output], [log_path])
     format_for_path(output, fmt)  # fail on a bad extension before reading anything
-    return latest_answer_records(log_path, [output])
+    records = latest_answer_records(log_path, [output])
+    if not records:
+        raise AnswerLogError(f"{log_path}: the answer log holds no records")
+    return records
 
 
 def latest_answer_records(
     log_path: Path, outputs: Sequence[str | os.PathLike[str]] = ()
 ) -> list[AnswerRecord]:
-    """The latest record of each tile of the answer log ``log_path``, checked: ``outputs`` replace no
-    scene of the log, every CRS is readable, and there is at least one record."""
+    """The latest record of each tile of the answer log ``log_path`` (none for an empty log), checked:
+    ``outputs`` replace no scene of the log and every CRS is readable."""
     records = _latest_per_tile(read_answer_log(log_path))
     refuse_same_file(outputs, {r.scene for r in records})
     for rec in records:  # a CRS PROJ cannot read fails here, naming the log and the record
@@ -252,8 +255,6 @@ def latest_answer_records(
                 raise AnswerLogError(
                     f"{log_path}: record of {rec.scene} window {rec.window}: {exc}"
                 ) from None
-    if not records:
-        raise AnswerLogError(f"{log_path}: the answer log holds no records")
     return records
 
 

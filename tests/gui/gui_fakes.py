@@ -1,9 +1,9 @@
 """An in-process stand-in for the engine's ``ModelWorker``: the same methods and messages, no model.
 
 A run is the engine's real scene job (:func:`~rsvg_desktop.engine.detect.run_scene`: tile grid, tile
-reads, answer log, parsing, polygons, seam merge, export) driven with a :class:`ScriptedGenerator` in
-place of the model, which answers each tile with a scripted GeoChat-like answer; only the model and the
-process boundary are stood in for. Messages are released by ``poll``
+reads, answer log, parsing, polygons, seam merge, export) driven with scripted answers in place of the
+model (:func:`scripted_scene.scripted_scene`), which answer each tile with a scripted GeoChat-like
+answer; only the model and the process boundary are stood in for. Messages are released by ``poll``
 one tile per ``tile_seconds``, so tests are deterministic and need no process.
 """
 
@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from rsvg_desktop.core.model.generate import GenerationResult
-from rsvg_desktop.core.prompt.parser import parse_answer
+from scripted_scene import scripted_scene
+
 from rsvg_desktop.core.types import Tile
-from rsvg_desktop.engine.detect import run_scene
 from rsvg_desktop.engine.events import (
     ModelInfo,
     ModelLoaded,
     ModelSpec,
     RunConfig,
-    TileStarted,
 )
 from rsvg_desktop.engine.protocol import ModelLoading, ModelUnloaded, WorkerDied, WorkerError, WorkerReady
 from rsvg_desktop.errors import RsvgError, is_fatal
@@ -171,60 +169,18 @@ class FakeWorker:
 
     # the job: the engine's own scene job, with the model's answers scripted
     def _job(self, config: RunConfig) -> Iterator[object]:
-        generator = ScriptedGenerator(self.answer, config)
         try:
-            events = run_scene(
+            yield from scripted_scene(
                 config,
-                generator,
+                self.answer,
                 model="fake",
                 precision="fp32",
                 device="CPU",
                 random_weights=self.random_weights,
                 cancel=lambda: self._cancel,
             )
-            for event in events:
-                if isinstance(event, TileStarted):
-                    generator.tiles = list(event.tiles)  # the tiles of the batch about to be answered
-                yield event
         except RsvgError as exc:  # as the real worker reports a run that cannot start
             yield WorkerError(str(exc), fatal=is_fatal(exc))
-
-
-class ScriptedGenerator:
-    """The model's side of :func:`~rsvg_desktop.engine.detect.run_scene` with scripted answers: the
-    job announces each batch's tiles (``TileStarted``) before it asks for their answers, so
-    ``answer(config, tile)`` can answer per tile. Everything else (tile reads, answer log, parsing,
-    polygons, seam merge, export) is the engine's real code."""
-
-    def __init__(self, answer: Callable[[RunConfig, Tile], str], config: RunConfig) -> None:
-        self.answer = answer
-        self.config = config
-        self.tiles: list[Tile] = []
-        self.calls = 0
-
-    def generate(
-        self, requests: Sequence[Any], *, max_new_tokens: int, batch_size: int | None
-    ) -> list[GenerationResult]:
-        assert len(requests) == len(self.tiles), "a batch without its TileStarted"
-        self.calls += 1
-        out = []
-        for i, (request, tile) in enumerate(zip(requests, self.tiles, strict=True)):
-            assert request.image.shape == (tile.size, tile.size, 3)
-            text = self.answer(self.config, tile)
-            out.append(
-                GenerationResult(
-                    index=i,
-                    answer=text,
-                    parsed=parse_answer(text),
-                    input_tokens=10,
-                    output_tokens=len(text.split()),
-                    finish_reason="stop",
-                    seconds=0.001,
-                    batch_size=len(requests),
-                    prompt=request.query,
-                )
-            )
-        return out
 
 
 class LagProbe:
