@@ -1,7 +1,8 @@
 """``rsvg``: the command line. Argument parsing and output only; each command calls one engine function.
 
 Exit status: 0 success; 2 bad arguments or bad input (one line on stderr, no traceback); 3 some inputs
-of a batch failed; 1 an internal error; 130 interrupted (Ctrl-C), 143 stopped by SIGTERM (detect, batch).
+of a batch failed; 1 an internal error; 130 interrupted (Ctrl-C), 143 stopped by SIGTERM (detect,
+batch, change).
 ``--progress json``: the run as JSON Lines events on stdout (:mod:`~rsvg_desktop.cli.progress_json`).
 """
 
