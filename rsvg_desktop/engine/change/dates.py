@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -36,7 +37,7 @@ def scene_of(config: ChangeConfig, date: str) -> str:
 
 def open_on_grid(config: ChangeConfig, date: str, grid: TargetGrid) -> Scene:
     """A date's scene read on the grid: as is when it is its own, else warped onto it."""
-    warp = {} if grid.source == date else {"warp_to": grid}
+    warp: dict[str, Any] = {} if grid.source == date else {"warp_to": grid}
     return open_scene(scene_of(config, date), pixel_mode=config.pixel_mode, nodata=config.nodata, **warp)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,7 +120,7 @@ def run_change(
     }
     tables = {d: objects[d].table for d in DATES}
     b, a = tables["before"], tables["after"]
-    matches = match_objects(b.geometry, b.phrase, a.geometry, a.phrase, min_iou=config.match_iou)
+    matches = match_objects(b.geometry, list(b.phrase), a.geometry, list(a.phrase), min_iou=config.match_iou)
     outcome = Verification()
     if config.verify and (matches.appeared or matches.disappeared):
         try:
@@ -152,7 +152,7 @@ def _run_date(
     facts: dict[str, Any],
     random_weights: bool,
     cancel: Callable[[], bool] | None,
-) -> Iterator[Event]:
+) -> Generator[Event, None, str | None]:
     """One date's scene job; returns ``None`` when it answered every tile, ``""`` when cancelled, else
     its error."""
     finished: RunFinished | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -46,12 +47,13 @@ def run_scene(
     started = time.monotonic()
     facts = ModelFacts(model, precision, device, random_weights)
 
+    warp: dict[str, Any] = {} if config.warp_to is None else {"warp_to": config.warp_to}
     with open_scene(
         config.scene,
         pixel_mode=config.pixel_mode,
         bands=config.bands,
         nodata=config.nodata,
-        **({"warp_to": config.warp_to} if config.warp_to is not None else {}),  # TODO(chcore merge)
+        **warp,
     ) as scene:
         plan = plan_run(scene, config, run_id=run_id, outputs=outputs, convention=convention, facts=facts)
         make_room(plan)
