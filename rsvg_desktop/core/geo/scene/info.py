@@ -43,6 +43,8 @@ class SceneInfo:
     ``per_dataset`` (an internal/external mask band) or ``alpha``. Equality treats NaN nodata as equal.
     ``nodata_given``: ``nodata`` is the user's (``--nodata``), not the file's: a pixel equal to it in
     every display band is nodata, whatever the file's own nodata or mask says (``mask_kind`` ``nodata``).
+    ``warped``: the scene is read through a warp onto another scene's grid (``open_scene(warp_to=...)``):
+    CRS, transform, size, blocks and overviews are the grid's, ``path`` and ``driver`` the source file's.
     """
 
     path: str
@@ -65,6 +67,7 @@ class SceneInfo:
     block_shape: tuple[int, int]
     gsd_unit: str | None = None
     nodata_given: bool = False
+    warped: bool = False
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SceneInfo):

@@ -11,6 +11,7 @@ import os
 import stat
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -19,8 +20,12 @@ from rasterio.errors import CRSError, NotGeoreferencedWarning
 from rsvg_desktop.core.geo.scene.gdal_errors import GDAL_ERRORS, one_line, route_gdal_messages
 from rsvg_desktop.core.geo.scene.info import SceneInfo, describe_dataset
 from rsvg_desktop.core.geo.scene.reading import Scene
+from rsvg_desktop.core.geo.scene.warping import warped_dataset
 from rsvg_desktop.core.geo.stretch import DEFAULT_PERCENTILES, Stretch
 from rsvg_desktop.errors import ConfigError, NotARasterError, SceneNotFoundError
+
+if TYPE_CHECKING:  # the change package imports the scene package, not the other way round
+    from rsvg_desktop.core.geo.change.types import TargetGrid
 
 __all__ = ["check_input_file", "open_scene"]
 
@@ -87,6 +92,7 @@ def open_scene(
     stretch: Stretch | None = None,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     nodata: float | None = None,
+    warp_to: TargetGrid | None = None,
 ) -> Scene:
     """Open a raster for windowed reading; use it as a context manager (``with open_scene(p) as s:``).
 
@@ -95,11 +101,16 @@ def open_scene(
     (e.g. one recorded by an earlier run) instead of computing it from ``percentiles`` on first use.
     ``nodata`` (``--nodata``) overrides the file's validity: a pixel equal to it in every display band
     is nodata (skipped tiles, padding colour, the stretch); the file's own nodata and mask are then not
-    used. Opening reads no pixels.
+    used. ``warp_to`` reads the scene on another grid (the other date's, to compare two dates) through a
+    warped VRT made on the fly (``warping.py``; nothing is written): the scene's info then describes the
+    grid (size, transform, CRS, ``warped=True``) and still names ``path``; pixels the source does not
+    cover are invalid. A scene already on the grid is read as it is. Opening reads no pixels.
 
     Raises :class:`SceneNotFoundError` (a :class:`NotARasterError` and ``FileNotFoundError``) for a
     missing file, :class:`NotARasterError` for anything GDAL cannot open as a raster,
-    :class:`NoCRSError`, :class:`BandSelectionError`, and :class:`ConfigError` for bad percentiles.
+    :class:`NoCRSError`, :class:`BandSelectionError`, :class:`ConfigError` for bad percentiles, and
+    :class:`ChangeInputError` when ``warp_to`` has a CRS and the scene none (or the other way round), or
+    both are in pixel mode with different sizes.
     """
     route_gdal_messages()
     p = _as_str_path(path)
@@ -124,9 +135,19 @@ def open_scene(
         raise
     if nodata is not None:
         info = _with_given_nodata(info, nodata)
+    source = None
+    if warp_to is not None:
+        try:
+            reader, info = warped_dataset(ds, info, warp_to)
+        except BaseException:
+            ds.close()
+            raise
+        if reader is not ds:
+            source, ds = ds, reader
     logger.debug(
-        "opened %s: %dx%d, %d band(s) %s, %s, display bands %s, mask %s",
+        "opened %s%s: %dx%d, %d band(s) %s, %s, display bands %s, mask %s",
         p,
+        " (warped)" if info.warped else "",
         info.width,
         info.height,
         info.count,
@@ -135,4 +156,4 @@ def open_scene(
         info.display_bands,
         info.mask_kind,
     )
-    return Scene(ds, info, stretch=stretch, percentiles=percentiles)
+    return Scene(ds, info, stretch=stretch, percentiles=percentiles, source=source)

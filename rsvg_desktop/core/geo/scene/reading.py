@@ -43,7 +43,8 @@ class Preview(NamedTuple):
 class Scene:
     """An open scene: its :class:`SceneInfo` and windowed reads of 8-bit RGB images with validity masks.
 
-    Create it with :func:`open_scene`; close it (or use ``with``) to release the file.
+    Create it with :func:`open_scene`; close it (or use ``with``) to release the file. ``source`` is the
+    file's dataset behind a warped ``dataset`` (``open_scene(warp_to=...)``), closed with it.
     """
 
     def __init__(
@@ -53,8 +54,10 @@ class Scene:
         *,
         stretch: Stretch | None = None,
         percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        source: rasterio.io.DatasetReader | None = None,
     ) -> None:
         self._ds = dataset
+        self._source = source
         self.info = info
         self._percentiles = percentiles
         self._stretch = stretch
@@ -79,6 +82,8 @@ class Scene:
     def close(self) -> None:
         """Release the dataset (idempotent)."""
         self._ds.close()
+        if self._source is not None:
+            self._source.close()
 
     def __enter__(self) -> Scene:
         return self

@@ -1,0 +1,133 @@
+"""Reading a scene on another scene's pixel grid, on the fly: GDAL's warped VRT (rasterio's ``WarpedVRT``),
+never a warped copy on disk. Used to compare two dates (``rsvg change``) on one grid.
+
+The warped dataset covers the target grid exactly (its CRS, transform and size). Pixels of the grid
+that the source does not cover, or covers with invalid pixels, are invalid on the warped dataset:
+
+* a source whose validity is its nodata value keeps it (``src_nodata`` = ``nodata`` = the value, the
+  user's ``--nodata`` included): the warp fills the outside with it;
+* a source with an alpha band keeps it (GDAL warps the alpha band as the validity);
+* any other source (a mask band, or no mask at all) gets an alpha band added to the VRT, which GDAL's
+  warper sets from the source's validity (its mask band honoured), so the outside reads as invalid.
+
+Continuous data is resampled bilinearly; palette (colour table) data by nearest neighbour, as its
+values are class codes. A target grid without CRS (both dates in pixel mode, of one size) is read
+pixel for pixel, without warping: the scene then takes the grid's transform.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import CRSError
+from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
+
+from rsvg_desktop.core.geo.scene.gdal_errors import GDAL_ERRORS, one_line
+from rsvg_desktop.core.geo.scene.info import SceneInfo, describe_dataset
+from rsvg_desktop.core.geo.transform import as_transform6, pixel_size
+from rsvg_desktop.errors import ChangeInputError
+
+if TYPE_CHECKING:  # at run time only the grid's attributes are used (no import of the change package)
+    from rsvg_desktop.core.geo.change.types import TargetGrid
+
+__all__ = ["grid_resampling", "same_grid", "warped_dataset"]
+
+#: Transform coefficients closer than this share of a pixel count as equal.
+_GRID_TOLERANCE = 1e-6
+
+
+def _same_crs(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a == b or CRS.from_wkt(a) == CRS.from_wkt(b)
+
+
+def same_grid(info: SceneInfo, grid: TargetGrid) -> bool:
+    """Whether the scene already lies on ``grid`` (same CRS, size and transform to a millionth of a
+    pixel): then it is read as it is, without a warp."""
+    if (info.width, info.height) != (grid.width, grid.height) or not _same_crs(info.crs_wkt, grid.crs_wkt):
+        return False
+    step = max(min(pixel_size(grid.transform)), 1e-300)
+    return all(
+        math.isclose(u, v, rel_tol=0, abs_tol=_GRID_TOLERANCE * (step if k in (2, 5) else 1))
+        for k, (u, v) in enumerate(zip(info.transform, grid.transform, strict=True))
+    )
+
+
+def grid_resampling(info: SceneInfo) -> Resampling:
+    """Nearest neighbour for palette (colour table) data, whose values are class codes; else bilinear."""
+    first = info.display_bands[0] - 1
+    palette = first < len(info.colorinterp) and info.colorinterp[first] == "palette"
+    return Resampling.nearest if palette else Resampling.bilinear
+
+
+def _validity_options(info: SceneInfo) -> dict[str, Any]:
+    """The WarpedVRT options that carry the source's validity over (see the module's doc)."""
+    if info.mask_kind == "nodata" and info.nodata is not None:
+        return {"src_nodata": info.nodata, "nodata": info.nodata}
+    if info.mask_kind == "alpha":
+        return {}
+    return {"add_alpha": True}
+
+
+def _refuse_other_kind(info: SceneInfo, grid: TargetGrid) -> None:
+    if (info.crs_wkt is None) == (grid.crs_wkt is None):
+        if info.crs_wkt is None and (info.width, info.height) != (grid.width, grid.height):
+            raise ChangeInputError(
+                f"{info.path}: {info.width}x{info.height} pixels in pixel mode cannot be read on the "
+                f"other date's {grid.width}x{grid.height} pixel grid (pixel mode needs one size)"
+            )
+        return
+    side = "has no CRS" if info.crs_wkt is None else "has a CRS"
+    raise ChangeInputError(
+        f"{info.path} {side} and the other date does not: both need a CRS, or both pixel mode and one size"
+    )
+
+
+def warped_dataset(
+    ds: rasterio.io.DatasetReader, info: SceneInfo, grid: TargetGrid
+) -> tuple[rasterio.io.DatasetReader | WarpedVRT, SceneInfo]:
+    """The dataset to read ``info``'s scene on ``grid`` and the :class:`SceneInfo` that describes it:
+    ``ds`` itself when the scene is on the grid already or both are in pixel mode (then with the grid's
+    transform), else a ``WarpedVRT`` over ``ds`` (the caller closes both). The info keeps the source's
+    path, driver, display bands and user nodata; it takes the grid's CRS, transform and size, the VRT's
+    validity kind, blocks and overviews, and ``warped=True``."""
+    _refuse_other_kind(info, grid)
+    if same_grid(info, grid):
+        return ds, info
+    if grid.crs_wkt is None:
+        return ds, dataclasses.replace(info, transform=as_transform6(grid.transform))
+    try:
+        vrt = WarpedVRT(
+            ds,
+            crs=CRS.from_wkt(grid.crs_wkt),
+            transform=Affine(*grid.transform),
+            width=grid.width,
+            height=grid.height,
+            resampling=grid_resampling(info),
+            **_validity_options(info),
+        )
+    except (*GDAL_ERRORS, CRSError) as err:
+        raise ChangeInputError(
+            f"{info.path}: cannot be warped onto the other date's grid ({one_line(err)})"
+        ) from err
+    try:
+        described = describe_dataset(vrt, info.path, False, info.display_bands)
+    except BaseException:
+        vrt.close()
+        raise
+    warped = dataclasses.replace(
+        described,
+        driver=info.driver,
+        nodata=info.nodata if info.nodata_given else described.nodata,
+        nodata_given=info.nodata_given,
+        mask_kind="nodata" if info.nodata_given else described.mask_kind,
+        warped=True,
+    )
+    return vrt, warped
