@@ -13,7 +13,6 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import shapely
@@ -37,8 +36,12 @@ def scene_of(config: ChangeConfig, date: str) -> str:
 
 def open_on_grid(config: ChangeConfig, date: str, grid: TargetGrid) -> Scene:
     """A date's scene read on the grid: as is when it is its own, else warped onto it."""
-    warp: dict[str, Any] = {} if grid.source == date else {"warp_to": grid}
-    return open_scene(scene_of(config, date), pixel_mode=config.pixel_mode, nodata=config.nodata, **warp)
+    return open_scene(
+        scene_of(config, date),
+        pixel_mode=config.pixel_mode,
+        nodata=config.nodata,
+        warp_to=None if grid.source == date else grid,
+    )
 
 
 def to_grid_pixels(grid: TargetGrid, geometry: BaseGeometry) -> BaseGeometry:

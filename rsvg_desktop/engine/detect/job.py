@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 
@@ -47,13 +46,12 @@ def run_scene(
     started = time.monotonic()
     facts = ModelFacts(model, precision, device, random_weights)
 
-    warp: dict[str, Any] = {} if config.warp_to is None else {"warp_to": config.warp_to}
     with open_scene(
         config.scene,
         pixel_mode=config.pixel_mode,
         bands=config.bands,
         nodata=config.nodata,
-        **warp,
+        warp_to=config.warp_to,
     ) as scene:
         plan = plan_run(scene, config, run_id=run_id, outputs=outputs, convention=convention, facts=facts)
         make_room(plan)
