@@ -89,6 +89,17 @@ def test_appeared_disappeared_persisting_with_verification(pair, tmp_path):
         for geom in pyogrio.read_dataframe(out, layer=layer).geometry:
             assert not unknown.contains(geom.centroid)
 
+    (run,) = pyogrio.read_dataframe(out, layer="run").to_dict("records")
+    assert (run["grid"], run["model"], run["precision"], run["match_iou"]) == (
+        "before",
+        "scripted",
+        "fp32",
+        0.3,
+    )
+    assert (run["before"], run["after"]) == tuple(map(str, pair))
+    assert abs(run["shift_dx"] - 0.4) < 0.15 and abs(run["shift_dy"] - 0.3) < 0.15  # the known shift
+    assert (run["verification_removed"], run["outside_compared"]) == (1, 1)
+
     verify_records = list(read_answer_log(verify_log_path(out)))
     assert len(verify_records) == 3  # one per unmatched object: P3 (after), A1 (after), D1 (before)
     assert {r.extra["verifies"].split(":")[0] for r in verify_records} == {"before", "after"}
@@ -172,3 +183,20 @@ def test_scenes_that_do_not_overlap_are_refused(pair, data_dir, tmp_path):
     with pytest.raises(ChangeInputError):
         _run(config)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_verification_resumes_from_its_log(pair, tmp_path):
+    """Cancelled after the first verification question: the rerun asks no tile again and only the
+    verification questions left."""
+    out = tmp_path / "v.gpkg"
+    config = _config(pair, out, batch_size=1)
+    events, fresh = _run(_config(pair, tmp_path / "fresh.gpkg", batch_size=1))
+    tiles = sum(1 for e in events if isinstance(e, TileDone))
+    questions = len(fresh.requests) - tiles
+    first = SquareFinder()
+    events, _ = _run(config, first, cancel=lambda: len(first.requests) >= tiles + 1)
+    assert events[-1].cancelled and any(isinstance(e, VerifyStarted) for e in events)
+    events, second = _run(config)
+    assert [e.reused for e in events if isinstance(e, VerifyStarted)] == [1]
+    assert len(second.requests) == questions - 1
+    assert events[-1].summary.verification_removed == 1
