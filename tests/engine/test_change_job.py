@@ -71,6 +71,7 @@ def test_appeared_disappeared_persisting_with_verification(pair, tmp_path):
     s = finished.summary
     assert (s.appeared, s.disappeared, s.persisting) == (1, 1, 3)
     assert (s.verified, s.verification_removed) == (1, 1)
+    assert (s.before, s.after) == (4, 4)  # P3 missed on before; U1 stays in the before layer
     assert finished.outside_compared == 1  # U1
     assert not any(isinstance(e, ChangeWarning) for e in events)  # 0.5 px of shift: under the limit
 
