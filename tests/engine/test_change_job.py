@@ -201,3 +201,25 @@ def test_interrupted_verification_resumes_from_its_log(pair, tmp_path):
     assert [e.reused for e in events if isinstance(e, VerifyStarted)] == [1]
     assert len(second.requests) == questions - 1
     assert events[-1].summary.verification_removed == 1
+
+
+def _without_crs(path, out):
+    with rasterio.open(path) as ds:
+        data = ds.read()
+    with rasterio.open(
+        out, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=3, dtype="uint8"
+    ) as dst:
+        dst.write(data)
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_two_scenes_without_a_crs_compare_in_pixel_mode(data_dir, tmp_path):
+    """No CRS on either side, one size: the comparison runs in scene pixels (no warp)."""
+    before, after = make_pair(data_dir, tmp_path, shift=(0.0, 0.0), after_crs=None, after_width=800)
+    pair = (_without_crs(before, tmp_path / "b.tif"), _without_crs(after, tmp_path / "a.tif"))
+    events, _ = _run(_config(pair, tmp_path / "px.gpkg", pixel_mode=True))
+    assert events[0].crs_wkt is None
+    s = events[-1].summary
+    # U1 is inside the after scene now: it is seen on the before date only, so it disappeared
+    assert (s.appeared, s.disappeared, s.persisting, s.verified) == (1, 2, 3, 1)
