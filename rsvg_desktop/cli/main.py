@@ -1,7 +1,8 @@
 """``rsvg``: the command line. Argument parsing and output only; each command calls one engine function.
 
 Exit status: 0 success; 2 bad arguments or bad input (one line on stderr, no traceback); 3 some inputs
-of a batch failed; 1 an internal error; 130 interrupted (Ctrl-C), 143 stopped by SIGTERM (detect, batch).
+of a batch failed; 1 an internal error; 130 interrupted (Ctrl-C), 143 stopped by SIGTERM (detect,
+batch, change).
 ``--progress json``: the run as JSON Lines events on stdout (:mod:`~rsvg_desktop.cli.progress_json`).
 """
 
@@ -19,6 +20,7 @@ from rsvg_desktop import __version__
 from rsvg_desktop.cli._common import EXIT_OK, run_guarded, setup_logging
 from rsvg_desktop.cli.batch_cmd import add_batch_command
 from rsvg_desktop.cli.bench_cmd import add_bench_commands
+from rsvg_desktop.cli.change_cmd import add_change_command
 from rsvg_desktop.cli.doctor_cmd import add_doctor_command
 from rsvg_desktop.cli.interrupts import EXIT_TERMINATED, exit_at_once
 from rsvg_desktop.cli.model_cmds import add_model_commands
@@ -175,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_commands(sub, _add_grid_options)
     add_batch_command(sub, _add_grid_options)
+    add_change_command(sub, _add_grid_options)
     add_bench_commands(sub)
     add_doctor_command(sub)
     for name in PROGRESS_COMMANDS:

@@ -44,6 +44,8 @@ class EventWriter:
         self.stream = stream
         self.ended = False
         self._progress = RunProgress()
+        self._stage = ""  # rsvg change: the part now counted (before, after, verify)
+        self._reused = 0
 
     def emit(self, event: str, **fields: Any) -> None:
         """One line ``{"event": event, "command": ..., **fields}``; nothing after a final event."""
@@ -87,6 +89,8 @@ class EventWriter:
             self._progress.restart_clock()  # the load is not tiles' time
             if event.info.random_weights:
                 self.warning("model: RANDOM WEIGHTS (test model): answers are noise")
+        elif self.command == "change" and self._change_event(event):
+            return
         elif isinstance(event, RunStarted):
             self.started(
                 event.total,
@@ -119,6 +123,45 @@ class EventWriter:
             self.warning(f"{event.path} failed ({event.stage}): {event.reason}")
         elif isinstance(event, BatchFinished) and event.summary.message:
             self.warning(event.summary.message)
+
+    def _change_event(self, event: object) -> bool:
+        """``rsvg change``'s events: one ``started`` for the comparison, then ``progress`` lines whose
+        ``stage`` says which part they count (``before``, ``after``: that date's tiles; ``verify``: the
+        verification's questions); ``done``/``total`` start again at each stage. False: not one of them."""
+        from rsvg_desktop.engine import change as ch
+
+        if isinstance(event, ch.ChangeStarted):
+            self.started(
+                None,
+                before=event.before,
+                after=event.after,
+                grid=event.grid,
+                compared_fraction=_number(event.compared_fraction, 4),
+                shift_dx=_number(event.shift_dx),
+                shift_dy=_number(event.shift_dy),
+                output=event.output,
+                answer_logs=list(event.answer_logs),
+            )
+        elif isinstance(event, ch.DateStarted):
+            self._stage = event.date
+        elif isinstance(event, RunStarted):
+            self._reused = event.reused
+            self._progress.start(event.total + event.reused, done=event.reused)
+            self.progress(event.reused, event.total + event.reused, stage=self._stage, reused=event.reused)
+        elif isinstance(event, TileDone):
+            total = event.total + self._reused
+            self.progress(self._reused + event.done, total, stage=self._stage, tile=event.tile.id)
+        elif isinstance(event, ch.VerifyStarted):
+            self._stage = "verify"
+            self._progress.start(event.total, done=event.reused)
+            self.progress(event.reused, event.total, stage="verify", reused=event.reused)
+        elif isinstance(event, ch.VerifyProgress):
+            self.progress(event.done, event.total, stage="verify", confirmed=event.confirmed)
+        elif isinstance(event, ch.ChangeWarning):
+            self.warning(event.message)
+        else:
+            return isinstance(event, ch.ChangeFinished)
+        return True
 
 
 #: The writer of the command now running with ``--progress json`` (``None``: not in that mode).
@@ -159,7 +202,7 @@ def writer_for(command: str, mode: str | None) -> EventWriter | None:
 
 
 #: The commands that take ``--progress json``.
-PROGRESS_COMMANDS = ("detect", "batch", "export", "tiles")
+PROGRESS_COMMANDS = ("detect", "batch", "export", "tiles", "change")
 
 
 def add_progress_option(p: argparse.ArgumentParser) -> None:

@@ -8,10 +8,13 @@ picklable value so it can cross a process boundary (multiprocessing queues).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsvg_desktop.core.precisions import DEFAULT_INT4_GROUP_SIZE
 from rsvg_desktop.core.types import GridBox, Tile
+
+if TYPE_CHECKING:  # the events stay light to import (no shapely for the GUI's and worker's queues)
+    from rsvg_desktop.core.geo.change.types import TargetGrid
 
 DEFAULT_TILE_SIZE = 504
 DEFAULT_OVERLAP = 64
@@ -70,6 +73,9 @@ class RunConfig:
     run_id: str | None = None
     tile: Tile | None = None
     nodata: float | None = None
+    warp_to: TargetGrid | None = None
+    resume: bool = False
+    export: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,7 @@ class RunStarted:
     crs_wkt: str | None = None
     transform: tuple[float, float, float, float, float, float] | None = None
     answer_log: str | None = None
+    reused: int = 0  # tiles answered by an earlier, interrupted run (``RunConfig.resume``), not asked
 
 
 @dataclass(frozen=True, slots=True)

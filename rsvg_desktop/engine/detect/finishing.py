@@ -43,9 +43,9 @@ class Exported:
 
 def _tile_footprints(plan: RunPlan, done: int) -> list[TileRecord]:
     """The footprints of the tiles answered so far and of the tiles skipped as nodata."""
-    answered = {(t.row, t.col) for t in plan.todo[:done]}
+    answered = {(t.row, t.col) for t in plan.todo[:done]} | {(t.row, t.col) for t in plan.reused}
     return tile_records(
-        [t for t in plan.todo if (t.row, t.col) in answered] + list(plan.skipped),
+        [t for t in (*plan.reused, *plan.todo) if (t.row, t.col) in answered] + list(plan.skipped),
         plan.georef.transform,
         plan.info.crs_wkt,
         skipped={(t.row, t.col): "nodata" for t in plan.skipped},
@@ -70,8 +70,8 @@ def _run_info(plan: RunPlan, tally: RunTally) -> RunInfo:
         task=config.task,
         query=config.query,
         extra=(
-            ("tiles_done", tally.done),
-            ("tiles_total", len(plan.todo)),
+            ("tiles_done", tally.done + len(plan.reused)),
+            ("tiles_total", len(plan.todo) + len(plan.reused)),
             ("cancelled", tally.cancelled),
             *nodata_extras(config.nodata).items(),
         ),
@@ -85,6 +85,16 @@ def write_export(plan: RunPlan, tally: RunTally) -> Exported:
     tiles = _tile_footprints(plan, tally.done)
     run = _run_info(plan, tally)
     output = plan.output
+    if not plan.config.export:  # the answer log alone (a comparison's date): nothing more to write
+        log.info(
+            "run %s: %d/%d tiles, %d boxes, %d after merging",
+            plan.run_id,
+            tally.done,
+            len(plan.todo),
+            len(table),
+            len(kept),
+        )
+        return Exported(raw=len(table), kept=len(kept))
     try:
         export_detections(output, kept, crs=plan.info.crs_wkt, tiles=tiles, run=run, overwrite=True)
     except RsvgError as exc:  # the answer log still holds everything: `rsvg export` rebuilds it
@@ -121,7 +131,7 @@ def finished_event(plan: RunPlan, tally: RunTally, exported: Exported, seconds: 
         raw_detections=exported.raw,
         seconds=seconds,
         cancelled=tally.cancelled,
-        output=str(plan.output),
+        output=str(plan.output) if plan.config.export else None,
         answer_log=str(plan.answer_log),
         errors=tuple(tally.errors),
         export_error=tally.export_error,

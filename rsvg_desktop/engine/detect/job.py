@@ -23,6 +23,7 @@ from rsvg_desktop.engine.detect.planning import (
     plan_run,
 )
 from rsvg_desktop.engine.detect.recording import AnswerRecorder
+from rsvg_desktop.engine.detect.resuming import resumed_plan
 from rsvg_desktop.engine.events import Event, RunConfig, RunFailed, TileStarted
 from rsvg_desktop.engine.prefetch import Prefetch
 from rsvg_desktop.errors import CancelledError, RsvgError, is_fatal
@@ -46,15 +47,20 @@ def run_scene(
     facts = ModelFacts(model, precision, device, random_weights)
 
     with open_scene(
-        config.scene, pixel_mode=config.pixel_mode, bands=config.bands, nodata=config.nodata
+        config.scene,
+        pixel_mode=config.pixel_mode,
+        bands=config.bands,
+        nodata=config.nodata,
+        warp_to=config.warp_to,
     ) as scene:
         plan = plan_run(scene, config, run_id=run_id, outputs=outputs, convention=convention, facts=facts)
         make_room(plan)
+        plan, reused_tables = resumed_plan(plan)
         yield plan.started()
 
         question = TileQuestion(generator, config)
         recorder = AnswerRecorder(plan)
-        tally = RunTally()
+        tally = RunTally(tables=reused_tables)
         # Tiles are read one batch ahead in a background thread, overlapping reads with the model.
         images = Prefetch(iter_tile_images(scene, plan.todo), depth=plan.batch_size)
         try:

@@ -54,7 +54,8 @@ def new_run_id() -> str:
 
 def checked_outputs(config: RunConfig) -> tuple[Path, Path]:
     """The run's output and its answer log; refused when the output is missing or of an unknown format,
-    when either would replace the scene, or when either exists and ``config.overwrite`` is not set."""
+    when either would replace the scene, or when either exists and ``config.overwrite`` is not set (a
+    run that writes no export may find its output there; a resumed run, its answer log)."""
     if config.output is None:
         raise ConfigError("a run needs an output file (.gpkg, .geojson or .shp)")
     check_output_name(config.output)  # ".": no answer log can be named after it
@@ -62,7 +63,8 @@ def checked_outputs(config: RunConfig) -> tuple[Path, Path]:
     format_for_path(output)
     log_path = answer_log_path(output)
     refuse_same_file([output, log_path], [config.scene])
-    for path in (output, log_path):
+    written = ([output] if config.export else []) + ([] if config.resume else [log_path])
+    for path in written:
         if path.exists() and not config.overwrite:
             raise OutputExistsError(f"{path} exists (use --overwrite to replace the run's outputs)")
     return output, log_path
@@ -92,6 +94,7 @@ class RunPlan:
     todo: tuple[Tile, ...]  # the tiles asked about, in reading order
     skipped: tuple[Tile, ...]  # tiles in scope skipped as nodata
     georef: Georef
+    reused: tuple[Tile, ...] = ()  # tiles a resumed run's answer log already answers (not asked)
 
     @property
     def batch_size(self) -> int:
@@ -110,6 +113,7 @@ class RunPlan:
             crs_wkt=info.crs_wkt,
             transform=info.transform,
             answer_log=str(self.answer_log),
+            reused=len(self.reused),
         )
 
 
