@@ -2,7 +2,7 @@
 process. It imports only QGIS, Qt and the standard library: no torch inside QGIS (docs/qgis.md)."""
 
 
-def classFactory(iface):  # noqa: N802 - the name QGIS calls
+def classFactory(iface):
     from .plugin import RsvgPlugin
 
     return RsvgPlugin(iface)

@@ -74,14 +74,29 @@ class RsvgAlgorithm(QgsProcessingAlgorithm):
     def name(self) -> str:
         return self.NAME
 
-    def displayName(self) -> str:  # noqa: N802 - QGIS API
+    def displayName(self) -> str:
         return self.TITLE
 
-    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+    def shortHelpString(self) -> str:
         return self.HELP
 
-    def createInstance(self) -> RsvgAlgorithm:  # noqa: N802 - QGIS API
+    def createInstance(self) -> RsvgAlgorithm:
         return type(self)()
+
+    def checkParameterValues(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        """QGIS's checks, except that an INPUT file QGIS cannot open as a raster goes to the engine, whose
+        one-line reason (not a raster, corrupt, no CRS) is then the error."""
+        ok, message = super().checkParameterValues(parameters, context)
+        value = parameters.get("INPUT")
+        if ok or not isinstance(value, str) or not os.path.isfile(value.split("|", 1)[0]):
+            return ok, message
+        for definition in self.parameterDefinitions():
+            name = definition.name()
+            if name != "INPUT" and not definition.checkValueIsAcceptable(parameters.get(name), context):
+                return False, f"Incorrect parameter value for {name}"
+        return True, ""
 
     def engine_arguments(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -89,7 +104,7 @@ class RsvgAlgorithm(QgsProcessingAlgorithm):
         """The engine's arguments (after the program) and the results to return when it went through."""
         raise NotImplementedError
 
-    def processAlgorithm(  # noqa: N802 - QGIS API
+    def processAlgorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         program = engine_program()

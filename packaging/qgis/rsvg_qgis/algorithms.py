@@ -10,7 +10,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProcessingOutputFile,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
@@ -99,7 +98,9 @@ def _scene(algorithm: RsvgAlgorithm, parameters: Params, context: QgsProcessingC
             return value, None
         raise QgsProcessingException(f"INPUT: {value} is not a raster layer")
     extent = None
-    if parameters.get("EXTENT") is not None and "EXTENT" in [p.name() for p in algorithm.parameterDefinitions()]:
+    if parameters.get("EXTENT") is not None and "EXTENT" in [
+        p.name() for p in algorithm.parameterDefinitions()
+    ]:
         extent = algorithm.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
     return scene_for_layer(layer, extent, context, feedback)
 
@@ -114,13 +115,15 @@ class DetectAlgorithm(_ModelRunAlgorithm):
         "stops the engine within a second and keeps the finished tiles."
     )
 
-    def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802 - QGIS API
+    def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
         self.add_question_parameters()
         self.add_model_parameters()
         self.addParameter(_integer("TILE_SIZE", "Tile size (pixels)", 504, 32))
         self.addParameter(_integer("OVERLAP", "Overlap (pixels)", 64, 0))
-        self.addParameter(QgsProcessingParameterExtent("EXTENT", "Only tiles that meet this extent", optional=True))
+        self.addParameter(
+            QgsProcessingParameterExtent("EXTENT", "Only tiles that meet this extent", optional=True)
+        )
         self.addParameter(
             QgsProcessingParameterVectorDestination(
                 "OUTPUT", "Detections", QgsProcessing.TypeVectorPolygon, createByDefault=True
@@ -150,7 +153,7 @@ class BatchAlgorithm(_ModelRunAlgorithm):
         "Running it again with the same inputs, question and OUTPUT resumes where it stopped."
     )
 
-    def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802 - QGIS API
+    def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(
             QgsProcessingParameterMultipleLayers("INPUTS", "Rasters and folders", QgsProcessing.TypeFile)
         )
@@ -186,7 +189,7 @@ class ExportAlgorithm(RsvgAlgorithm):
     TITLE = "Rebuild the layer from an answer log (export)"
     HELP = "Runs rsvg export: the detections layer rebuilt from an answer log, with no model."
 
-    def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802 - QGIS API
+    def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(QgsProcessingParameterFile("ANSWER_LOG", "Answer log", extension="jsonl"))
         self.addParameter(
             QgsProcessingParameterVectorDestination(
@@ -205,7 +208,7 @@ class TilesAlgorithm(RsvgAlgorithm):
     TITLE = "Tile grid of a raster (tiles)"
     HELP = "Runs rsvg tiles: the tile grid a detect run would use, kept and skipped (nodata) tiles."
 
-    def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802 - QGIS API
+    def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
         self.addParameter(_integer("TILE_SIZE", "Tile size (pixels)", 504, 32))
         self.addParameter(_integer("OVERLAP", "Overlap (pixels)", 64, 0))
@@ -228,4 +231,9 @@ class TilesAlgorithm(RsvgAlgorithm):
 
 
 #: Every algorithm the provider offers (``rsvg:change`` joins when the engine has ``rsvg change``).
-ALGORITHMS: tuple[type[RsvgAlgorithm], ...] = (DetectAlgorithm, BatchAlgorithm, ExportAlgorithm, TilesAlgorithm)
+ALGORITHMS: tuple[type[RsvgAlgorithm], ...] = (
+    DetectAlgorithm,
+    BatchAlgorithm,
+    ExportAlgorithm,
+    TilesAlgorithm,
+)

@@ -28,7 +28,9 @@ PRECISIONS = ("nf4", "int8", "bf16", "fp16", "fp32", "fp4", "int8wo", "int4wo", 
 VECTOR_EXTENSIONS = ("gpkg", "geojson", "shp")
 
 # What QGIS puts in its own environment that must not reach the engine's Python, GDAL or PROJ.
-_DROPPED_NAMES = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "QT_PLUGIN_PATH"})
+_DROPPED_NAMES = frozenset(
+    {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "QT_PLUGIN_PATH"}
+)
 _DROPPED_PREFIXES = ("GDAL_", "PROJ_", "QGIS_", "OGR_", "CPL_", "DYLD_", "GRASS_", "OSGEO4W_", "SAGA_")
 _QGIS_LIBRARY_DIR = re.compile(r"qgis|grass|osgeo4w", re.IGNORECASE)
 

@@ -20,12 +20,12 @@ class RsvgPlugin:
         self.action: QAction | None = None
         self.dialog: Any = None
 
-    def initProcessing(self) -> None:  # noqa: N802 - QGIS API (qgis_process calls it too)
+    def initProcessing(self) -> None:
         if self.provider is None:
             self.provider = RsvgProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
 
-    def initGui(self) -> None:  # noqa: N802 - QGIS API
+    def initGui(self) -> None:
         self.initProcessing()
         if self.iface is None:
             return

@@ -22,7 +22,7 @@ class RsvgProvider(QgsProcessingProvider):
     def name(self) -> str:
         return "rsvg"
 
-    def longName(self) -> str:  # noqa: N802 - QGIS API
+    def longName(self) -> str:
         return "rsvg — GeoChat on imagery (runs the rsvg engine)"
 
     def icon(self) -> QIcon:
@@ -46,12 +46,15 @@ class RsvgProvider(QgsProcessingProvider):
     def unload(self) -> None:
         ProcessingConfig.removeSetting(ENGINE_SETTING)
 
-    def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API
+    def loadAlgorithms(self) -> None:
         for algorithm in ALGORITHMS:
             self.addAlgorithm(algorithm())
 
-    def supportedOutputVectorLayerExtensions(self) -> list[str]:  # noqa: N802 - QGIS API
+    def supportedOutputVectorLayerExtensions(self) -> list[str]:
         return list(VECTOR_EXTENSIONS)
 
-    def defaultVectorFileExtension(self, hasGeometry: bool = True) -> str:  # noqa: N802, N803 - QGIS API
+    def supportsNonFileBasedOutput(self) -> bool:
+        return False  # the engine writes files
+
+    def defaultVectorFileExtension(self, hasGeometry: bool = True) -> str:
         return "gpkg"

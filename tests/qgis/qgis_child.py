@@ -1,0 +1,97 @@
+"""Run by QGIS's own Python (``/usr/bin/python3``), not the project's: init QGIS and Processing headless,
+register the plugin from a folder, run one algorithm and print what the test checks as one JSON line
+(``RESULT {...}``). Imports only QGIS and the standard library, as the plugin does.
+
+Usage: ``python3 qgis_child.py JOB.json`` with ``{"plugin_dir", "engine", "algorithm", "parameters",
+"cancel_after_progress", "layer"}``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _layer_facts(uri: str) -> dict:
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(uri, "out", "ogr")
+    return {
+        "valid": layer.isValid(),
+        "fields": [f.name() for f in layer.fields()],
+        "count": layer.featureCount(),
+        "wkt": sorted(f.geometry().asWkt(3) for f in layer.getFeatures()),
+        "labels": layer.labelsEnabled(),
+        "renderer": layer.renderer().type() if layer.renderer() else None,
+    }
+
+
+def main() -> int:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        job = json.load(f)
+    from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback
+
+    app = QgsApplication([], False)
+    app.initQgis()
+    sys.path.append("/usr/share/qgis/python/plugins")
+    sys.path.insert(0, job["plugin_dir"])
+    import processing
+    from processing.core.Processing import Processing
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    Processing.initialize()
+    import rsvg_qgis
+
+    plugin = rsvg_qgis.classFactory(None)
+    plugin.initGui()
+    ProcessingConfig.setSettingValue("RSVG_ENGINE", job.get("engine", ""))
+    lines: list[str] = []
+
+    class Feedback(QgsProcessingFeedback):
+        def setProgress(self, percent):
+            super().setProgress(percent)
+            if job.get("cancel_after_progress") and percent > 0:
+                self.cancel()
+
+        def pushInfo(self, text):
+            lines.append(f"info: {text}")
+
+        def pushWarning(self, text):
+            lines.append(f"warning: {text}")
+
+        def pushConsoleInfo(self, text):
+            lines.append(f"console: {text}")
+
+    result: dict = {}
+    try:
+        result["results"] = processing.run(job["algorithm"], job["parameters"], feedback=Feedback())
+    except QgsProcessingException as exc:
+        result["exception"] = str(exc)
+    result["log"] = lines
+    result["children"] = _children(os.getpid())
+    pids = [int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("info: engine process ")]
+    result["engine_alive"] = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+    if job.get("layer") and "results" in result:
+        result["layer"] = _layer_facts(job["layer"].format(**result["results"]))
+    print("RESULT " + json.dumps(result), flush=True)
+    plugin.unload()
+    app.exitQgis()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
