@@ -3,7 +3,8 @@ register the plugin from a folder, run one algorithm and print what the test che
 (``RESULT {...}``). Imports only QGIS and the standard library, as the plugin does.
 
 Usage: ``python3 qgis_child.py JOB.json`` with ``{"plugin_dir", "engine", "algorithm", "parameters",
-"cancel_after_progress", "layer"}``."""
+"cancel_after_progress", "layer", "layers"}``: ``layers`` maps a name to ``[uri, provider]`` of a raster
+layer added to the project, which a parameter value ``"@name"`` stands for."""
 
 from __future__ import annotations
 
@@ -60,6 +61,17 @@ def main() -> int:
     plugin.initGui()
     ProcessingConfig.setSettingValue("RSVG_ENGINE", job.get("engine", ""))
     lines: list[str] = []
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    for key, (uri, provider) in job.get("layers", {}).items():  # project layers, named "@key" in parameters
+        layer = QgsRasterLayer(uri, key, provider)
+        if not layer.isValid():
+            print("RESULT " + json.dumps({"exception": f"test layer {key} is not valid: {uri}"}), flush=True)
+            return 1
+        QgsProject.instance().addMapLayer(layer)
+        for name, value in job["parameters"].items():
+            if value == f"@{key}":
+                job["parameters"][name] = layer.id()
 
     class Feedback(QgsProcessingFeedback):
         def setProgress(self, percent):

@@ -222,3 +222,65 @@ def test_built_zip_installs_into_a_fresh_profile_and_runs_from_qgis_process(
     assert results["OUTPUT"] == str(out) and Path(results["ANSWER_LOG"]).exists()
     with sqlite3.connect(out) as db:
         assert db.execute("SELECT count(*) FROM tiles").fetchone()[0] == 4
+
+
+def test_a_layer_that_is_not_a_local_file_goes_through_a_temporary_geotiff(
+    data_dir, tmp_path, qgis_env, engine
+):
+    """A layer GDAL reads through a virtual file system (as a WMS or XYZ layer, not a file the engine can
+    open) is written to a temporary GeoTIFF at its native resolution first, and the feedback says so."""
+    archive = tmp_path / "scene.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(data_dir / "RGB.byte.tif", "RGB.byte.tif")
+    job = {
+        "engine": str(engine),
+        "algorithm": "rsvg:tiles",
+        "parameters": {"INPUT": "@zipped", "OUTPUT": str(tmp_path / "t.gpkg")},
+        "layers": {"zipped": [f"/vsizip/{archive}/RGB.byte.tif", "gdal"]},
+    }
+    result = run_in_qgis(job, qgis_env, tmp_path)
+    assert "exception" not in result, result
+    assert any("is not a local file" in line and "791 x 718" in line for line in result["log"]), result["log"]
+    with sqlite3.connect(tmp_path / "t.gpkg") as db:
+        assert db.execute("SELECT count(*) FROM tiles").fetchone()[0] == 4
+
+
+@pytest.mark.usefixtures("test_model_dir")
+def test_an_xyz_layer_is_written_at_its_native_resolution_for_the_extent(
+    data_dir, tmp_path, qgis_env, engine
+):
+    """An XYZ tile layer (here tiles on disk, read by the same provider as a web one) becomes a temporary
+    GeoTIFF of EXTENT at the finest zoom's resolution; the whole world at that resolution is refused."""
+    tiles = tmp_path / "xyz"
+    made = subprocess.run(
+        ["gdal2tiles.py", "-q", "--xyz", "-z", "7-8", str(data_dir / "RGB.byte.tif"), str(tiles)],
+        capture_output=True,
+        text=True,
+        env=qgis_env,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"gdal2tiles.py (python3-gdal) could not make the tiles: {made.stderr[-200:]}")
+    layers = {"xyz": [f"type=xyz&url=file://{tiles}/{{z}}/{{x}}/{{y}}.png&zmin=7&zmax=8", "wms"]}
+    whole = {"INPUT": "@xyz", "OUTPUT": str(tmp_path / "t.gpkg")}
+    refused = run_in_qgis(
+        {"engine": str(engine), "algorithm": "rsvg:tiles", "parameters": whole, "layers": layers},
+        qgis_env,
+        tmp_path,
+    )
+    assert "65536 x 65536 pixels: choose a smaller EXTENT" in refused["exception"]
+    params = {
+        "INPUT": "@xyz",
+        **_MODEL,
+        "EXTENT": "150000,250000,2650000,2750000 [EPSG:32618]",
+        "OUTPUT": str(tmp_path / "d.gpkg"),
+    }
+    result = run_in_qgis(
+        {"engine": str(engine), "algorithm": "rsvg:detect", "parameters": params, "layers": layers},
+        qgis_env,
+        tmp_path,
+    )
+    assert "exception" not in result, result
+    notes = [line for line in result["log"] if "is not a local file (wms)" in line]
+    assert notes and "native resolution" in notes[0], result["log"]
+    records = _answers(result["results"]["ANSWER_LOG"])
+    assert records and all(r["scene"].endswith(".tif") and r["scene"] in notes[0] for r in records)
