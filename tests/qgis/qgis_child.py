@@ -89,6 +89,11 @@ def main() -> int:
             lines.append(f"console: {text}")
 
     result: dict = {}
+    if job.get("diagnostics"):
+        from rsvg_qgis.diagnostics import doctor_text
+
+        print("RESULT " + json.dumps({"diagnostics": doctor_text()}), flush=True)
+        return 0
     try:
         result["results"] = processing.run(job["algorithm"], job["parameters"], feedback=Feedback())
     except QgsProcessingException as exc:

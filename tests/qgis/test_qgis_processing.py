@@ -284,3 +284,9 @@ def test_an_xyz_layer_is_written_at_its_native_resolution_for_the_extent(
     assert notes and "native resolution" in notes[0], result["log"]
     records = _answers(result["results"]["ANSWER_LOG"])
     assert records and all(r["scene"].endswith(".tif") and r["scene"] in notes[0] for r in records)
+
+
+def test_diagnostics_show_rsvg_doctor(tmp_path, qgis_env, engine):
+    result = run_in_qgis({"engine": str(engine), "diagnostics": True}, qgis_env, tmp_path)
+    text = result["diagnostics"]
+    assert text.startswith(f"engine: {engine}") and "torch" in text and "data folder" in text.lower()
