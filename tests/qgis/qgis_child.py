@@ -3,8 +3,9 @@ register the plugin from a folder, run one algorithm and print what the test che
 (``RESULT {...}``). Imports only QGIS and the standard library, as the plugin does.
 
 Usage: ``python3 qgis_child.py JOB.json`` with ``{"plugin_dir", "engine", "algorithm", "parameters",
-"cancel_after_progress", "layer", "layers"}``: ``layers`` maps a name to ``[uri, provider]`` of a raster
-layer added to the project, which a parameter value ``"@name"`` stands for."""
+"cancel_after_progress", "layer", "layers", "load", "diagnostics"}``. ``layers`` maps a name to
+``[uri, provider]`` of a raster layer added to the project, which a parameter value ``"@name"`` stands
+for; ``load`` runs with ``processing.runAndLoadResults``, as the toolbox does."""
 
 from __future__ import annotations
 
@@ -95,13 +96,19 @@ def main() -> int:
         print("RESULT " + json.dumps({"diagnostics": doctor_text()}), flush=True)
         return 0
     try:
-        result["results"] = processing.run(job["algorithm"], job["parameters"], feedback=Feedback())
+        run = processing.runAndLoadResults if job.get("load") else processing.run
+        result["results"] = run(job["algorithm"], job["parameters"], feedback=Feedback())
     except QgsProcessingException as exc:
         result["exception"] = str(exc)
     result["log"] = lines
     result["children"] = _children(os.getpid())
     pids = [int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("info: engine process ")]
     result["engine_alive"] = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+    result["project"] = [
+        {"source": layer.source(), "labels": layer.labelsEnabled()}
+        for layer in QgsProject.instance().mapLayers().values()
+        if layer.type() == layer.VectorLayer
+    ]
     if job.get("layer") and "results" in result:
         result["layer"] = _layer_facts(job["layer"].format(**result["results"]))
     print("RESULT " + json.dumps(result), flush=True)

@@ -32,6 +32,7 @@ def test_detect_gives_the_projects_layer_and_export_rebuilds_it(data_dir, tmp_pa
         "algorithm": "rsvg:detect",
         "parameters": {"INPUT": str(data_dir / "RGB.byte.tif"), **_MODEL, "OUTPUT": str(out)},
         "layer": "{OUTPUT}|layername=detections",
+        "load": True,
     }
     detect = run_in_qgis(job, qgis_env, tmp_path)
     assert "exception" not in detect, detect
@@ -46,6 +47,8 @@ def test_detect_gives_the_projects_layer_and_export_rebuilds_it(data_dir, tmp_pa
     assert len(_answers(detect["results"]["ANSWER_LOG"])) == 4  # the 2 x 2 tiles of 504 px
     assert any("RANDOM WEIGHTS" in line for line in detect["log"] if line.startswith("warning:"))
     assert not detect["children"]
+    # What the toolbox loads on completion is the detections layer, with its stored style.
+    assert detect["project"] == [{"source": f"{out}|layername=detections", "labels": True}]
 
     rebuilt = tmp_path / "rebuilt.gpkg"
     job = {
@@ -290,3 +293,20 @@ def test_diagnostics_show_rsvg_doctor(tmp_path, qgis_env, engine):
     result = run_in_qgis({"engine": str(engine), "diagnostics": True}, qgis_env, tmp_path)
     text = result["diagnostics"]
     assert text.startswith(f"engine: {engine}") and "torch" in text and "data folder" in text.lower()
+
+
+@pytest.mark.usefixtures("test_model_dir")
+def test_batch_writes_a_run_store_and_resumes(data_dir, tmp_path, qgis_env, engine):
+    store = tmp_path / "store.gpkg"
+    params = {"INPUTS": [str(data_dir / "RGB.byte.tif")], **_MODEL, "OUTPUT": str(store)}
+    job = {"engine": str(engine), "algorithm": "rsvg:batch", "parameters": params}
+    first = run_in_qgis(job, qgis_env, tmp_path)
+    assert "exception" not in first, first
+    assert first["results"]["OUTPUT"] == str(store)
+    log = Path(first["results"]["ANSWER_LOG"])
+    answered = len(_answers(log))
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT count(*) FROM tiles WHERE status = 'done'").fetchone()[0] == answered == 4
+    again = run_in_qgis(job, qgis_env, tmp_path)  # the same run: resumed, nothing asked twice
+    assert "exception" not in again, again
+    assert len(_answers(log)) == answered

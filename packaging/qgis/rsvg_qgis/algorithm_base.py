@@ -15,7 +15,9 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingUtils,
+    QgsVectorLayer,
 )
 
 from .engine_cli import EngineNotFoundError, clean_environment, find_engine, has_vector_extension
@@ -61,6 +63,27 @@ class _FeedbackBridge:
             self.feedback.pushWarning(line)
         else:
             self.feedback.pushConsoleInfo(line)
+
+
+class StoredStyle(QgsProcessingLayerPostProcessorInterface):
+    """Gives a loaded result the default style stored in its GeoPackage (``layer_styles``: outlines and
+    phrase labels). Processing loads results without their default style, then calls this."""
+
+    instance: StoredStyle | None = None
+
+    def postProcessLayer(
+        self, layer: Any, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        if isinstance(layer, QgsVectorLayer):
+            message, ok = layer.loadDefaultStyle()
+            if not ok:
+                feedback.pushInfo(f"{layer.name()}: no stored style ({message})")
+            layer.triggerRepaint()
+
+    @staticmethod
+    def create() -> StoredStyle:
+        StoredStyle.instance = StoredStyle()  # Processing keeps no reference: this one does
+        return StoredStyle.instance
 
 
 class RsvgAlgorithm(QgsProcessingAlgorithm):
@@ -158,5 +181,6 @@ class RsvgAlgorithm(QgsProcessingAlgorithm):
             details = layers.pop(chosen)
             context.setLayersToLoadOnCompletion(layers)
             uri = f"{path}|layername={layer_name}" if path.lower().endswith(".gpkg") else path
+            details.setPostProcessor(StoredStyle.create())
             context.addLayerToLoadOnCompletion(uri, details)
         return path

@@ -24,7 +24,7 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from .algorithm_base import RsvgAlgorithm
+from .algorithm_base import RsvgAlgorithm, StoredStyle
 from .engine_cli import PRECISIONS, TASKS, answer_log_of, batch_args, detect_args, export_args, tiles_args
 from .raster_source import scene_for_layer
 
@@ -180,6 +180,7 @@ class BatchAlgorithm(_ModelRunAlgorithm):
             layers = context.layersToLoadOnCompletion()
             details = layers.pop(output)
             context.setLayersToLoadOnCompletion(layers)
+            details.setPostProcessor(StoredStyle.create())
             context.addLayerToLoadOnCompletion(f"{output}|layername=detections", details)
         return args, {"OUTPUT": output, "ANSWER_LOG": answer_log_of(output)}
 
