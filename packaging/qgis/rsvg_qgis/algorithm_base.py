@@ -130,6 +130,7 @@ class RsvgAlgorithm(QgsProcessingAlgorithm):
     def processAlgorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
+        feedback = feedback or QgsProcessingFeedback()  # a caller may pass none
         program = engine_program()
         args, results = self.engine_arguments(parameters, context, feedback)
         run = self.run_engine([program, *args], feedback)

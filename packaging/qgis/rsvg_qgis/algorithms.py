@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingFeedback,
     QgsProcessingOutputFile,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
@@ -88,21 +89,26 @@ class _ModelRunAlgorithm(RsvgAlgorithm):
         }
 
 
-def _scene(algorithm: RsvgAlgorithm, parameters: Params, context: QgsProcessingContext, feedback: Any) -> Any:
-    """INPUT as (file, pixel window of EXTENT): a file that QGIS cannot open as a raster goes to the
-    engine as it is, so its one-line reason is the error."""
+def _scene(
+    algorithm: RsvgAlgorithm,
+    parameters: Params,
+    context: QgsProcessingContext,
+    feedback: QgsProcessingFeedback,
+    *,
+    extent: bool,
+) -> tuple[str, tuple[int, int, int, int] | None]:
+    """INPUT as (file, pixel window of EXTENT when ``extent``): a file that QGIS cannot open as a raster
+    goes to the engine as it is, so that the engine's one-line reason is the error."""
     layer = algorithm.parameterAsRasterLayer(parameters, "INPUT", context)
     if layer is None:
         value = algorithm.parameterAsString(parameters, "INPUT", context)
         if value and os.path.isfile(value):
             return value, None
         raise QgsProcessingException(f"INPUT: {value} is not a raster layer")
-    extent = None
-    if parameters.get("EXTENT") is not None and "EXTENT" in [
-        p.name() for p in algorithm.parameterDefinitions()
-    ]:
-        extent = algorithm.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
-    return scene_for_layer(layer, extent, context, feedback)
+    area = None
+    if extent and parameters.get("EXTENT") is not None:
+        area = algorithm.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
+    return scene_for_layer(layer, area, context, feedback)
 
 
 class DetectAlgorithm(_ModelRunAlgorithm):
@@ -132,7 +138,7 @@ class DetectAlgorithm(_ModelRunAlgorithm):
         self.addOutput(QgsProcessingOutputFile("ANSWER_LOG", "Answer log"))
 
     def engine_arguments(self, parameters: Params, context: QgsProcessingContext, feedback: Any) -> Any:
-        scene, window = _scene(self, parameters, context, feedback)
+        scene, window = _scene(self, parameters, context, feedback, extent=True)
         output = self.vector_output(parameters, "OUTPUT", "detections", context)
         args = detect_args(
             scene,
@@ -220,7 +226,7 @@ class TilesAlgorithm(RsvgAlgorithm):
         )
 
     def engine_arguments(self, parameters: Params, context: QgsProcessingContext, feedback: Any) -> Any:
-        scene, _ = _scene(self, parameters, context, feedback)
+        scene, _ = _scene(self, parameters, context, feedback, extent=False)
         output = self.vector_output(parameters, "OUTPUT", "tiles", context)
         args = tiles_args(
             scene,
