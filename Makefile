@@ -39,7 +39,7 @@ sysdeps:
 	@# QGIS 3.22+ and its Python bindings for the plugin's tests (tests/qgis, docs/qgis.md).
 	@/usr/bin/python3 -c "import qgis.core" 2>/dev/null || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
-	  apt-get install -y -qq qgis python3-qgis >/dev/null; } || \
+	  apt-get install -y -qq qgis python3-qgis python3-gdal >/dev/null; } || \
 	echo "warning: install qgis and python3-qgis (Debian) for the QGIS plugin's tests"
 	@# WordNet 3.0 for rsvg bench's METEOR (Debian wordnet-base, /usr/share/wordnet).
 	@test -f /usr/share/wordnet/data.noun || \
