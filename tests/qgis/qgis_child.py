@@ -42,12 +42,47 @@ def _layer_facts(uri: str) -> dict:
     }
 
 
+class _Iface:
+    """The part of QGIS's ``iface`` the plugin uses, recording the Plugins menu."""
+
+    def __init__(self) -> None:
+        from qgis.PyQt.QtWidgets import QMainWindow
+
+        self.window = QMainWindow()
+        self.menu: list[tuple[str, str]] = []
+
+    def mainWindow(self):
+        return self.window
+
+    def addPluginToMenu(self, menu, action):
+        self.menu.append((menu, action))
+
+    def removePluginMenu(self, menu, action):
+        self.menu.remove((menu, action))
+
+
+def _diagnostics(plugin, iface: _Iface) -> int:
+    """Trigger Plugins ▸ rsvg ▸ Diagnostics; report the menu and the window it opened."""
+    entries = [(menu, action.text()) for menu, action in iface.menu]
+    iface.menu[0][1].trigger()
+    dialog = plugin.dialog
+    shown = {
+        "menu": entries,
+        "window": type(dialog).__name__,
+        "visible": dialog.isVisible(),
+        "text": dialog.text,
+    }
+    plugin.unload()
+    print("RESULT " + json.dumps({**shown, "menu_after_unload": len(iface.menu)}), flush=True)
+    return 0
+
+
 def main() -> int:
     with open(sys.argv[1], encoding="utf-8") as f:
         job = json.load(f)
     from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback
 
-    app = QgsApplication([], False)
+    app = QgsApplication([], bool(job.get("diagnostics")))  # the Diagnostics window needs widgets
     app.initQgis()
     sys.path.append("/usr/share/qgis/python/plugins")
     sys.path.insert(0, job["plugin_dir"])
@@ -58,9 +93,12 @@ def main() -> int:
     Processing.initialize()
     import rsvg_qgis
 
-    plugin = rsvg_qgis.classFactory(None)
+    iface = _Iface() if job.get("diagnostics") else None
+    plugin = rsvg_qgis.classFactory(iface)
     plugin.initGui()
     ProcessingConfig.setSettingValue("RSVG_ENGINE", job.get("engine", ""))
+    if iface is not None:
+        return _diagnostics(plugin, iface)
     lines: list[str] = []
     from qgis.core import QgsProject, QgsRasterLayer
 
@@ -90,11 +128,6 @@ def main() -> int:
             lines.append(f"console: {text}")
 
     result: dict = {}
-    if job.get("diagnostics"):
-        from rsvg_qgis.diagnostics import doctor_text
-
-        print("RESULT " + json.dumps({"diagnostics": doctor_text()}), flush=True)
-        return 0
     try:
         run = processing.runAndLoadResults if job.get("load") else processing.run
         result["results"] = run(job["algorithm"], job["parameters"], feedback=Feedback())

@@ -289,10 +289,13 @@ def test_an_xyz_layer_is_written_at_its_native_resolution_for_the_extent(
     assert records and all(r["scene"].endswith(".tif") and r["scene"] in notes[0] for r in records)
 
 
-def test_diagnostics_show_rsvg_doctor(tmp_path, qgis_env, engine):
+def test_diagnostics_menu_entry_shows_rsvg_doctor(tmp_path, qgis_env, engine):
     result = run_in_qgis({"engine": str(engine), "diagnostics": True}, qgis_env, tmp_path)
-    text = result["diagnostics"]
+    assert result["menu"] == [["&rsvg", "Diagnostics (rsvg doctor)…"]]
+    assert result["window"] == "DiagnosticsDialog" and result["visible"]
+    text = result["text"]
     assert text.startswith(f"engine: {engine}") and "torch" in text and "data folder" in text.lower()
+    assert result["menu_after_unload"] == 0
 
 
 @pytest.mark.usefixtures("test_model_dir")
