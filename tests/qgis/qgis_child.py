@@ -72,6 +72,10 @@ def _diagnostics(plugin, iface: _Iface) -> int:
         "visible": dialog.isVisible(),
         "text": dialog.text,
     }
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    setting = ProcessingConfig.settings["RSVG_ENGINE"]  # Processing ▸ Options ▸ Providers ▸ rsvg
+    shown["setting"] = {"group": setting.group, "value": setting.value}
     plugin.unload()
     print("RESULT " + json.dumps({**shown, "menu_after_unload": len(iface.menu)}), flush=True)
     return 0

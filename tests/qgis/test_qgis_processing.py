@@ -296,6 +296,7 @@ def test_diagnostics_menu_entry_shows_rsvg_doctor(tmp_path, qgis_env, engine):
     text = result["text"]
     assert text.startswith(f"engine: {engine}") and "torch" in text and "data folder" in text.lower()
     assert result["menu_after_unload"] == 0
+    assert result["setting"] == {"group": "rsvg", "value": str(engine)}
 
 
 @pytest.mark.usefixtures("test_model_dir")
