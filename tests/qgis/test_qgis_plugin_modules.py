@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PLUGIN_DIR
+from qgis_harness import PLUGIN_DIR
 from rsvg_qgis import engine_cli
 from rsvg_qgis.engine_cli import Box, EngineNotFoundError, clean_environment, find_engine, pixel_window
 from rsvg_qgis.engine_run import run_engine

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import PLUGIN_DIR, ROOT, run_in_qgis
+from qgis_harness import PLUGIN_DIR, ROOT, run_in_qgis
 
 from rsvg_desktop.core.geo.export import DETECTION_FIELDS
 
