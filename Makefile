@@ -9,7 +9,7 @@ LOCK := requirements/constraints.txt
 TORCH := 2.13.0
 PIP := $(BIN)/python -m pip install --quiet --constraint $(LOCK)
 
-.PHONY: venv sysdeps test test-fast test-package lint run sample bench package lock clean
+.PHONY: venv sysdeps test test-fast test-package lint run sample bench package qgis-plugin lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,11 @@ sysdeps:
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
 	  apt-get install -y -qq desktop-file-utils appstream gdal-bin >/dev/null; } || \
 	echo "warning: install desktop-file-utils, appstream and gdal-bin (Debian) for the tests"
+	@# QGIS 3.22+ and its Python bindings for the plugin's tests (tests/qgis, docs/qgis.md).
+	@/usr/bin/python3 -c "import qgis.core" 2>/dev/null || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	  apt-get install -y -qq qgis python3-qgis python3-gdal >/dev/null; } || \
+	echo "warning: install qgis and python3-qgis (Debian) for the QGIS plugin's tests"
 	@# WordNet 3.0 for rsvg bench's METEOR (Debian wordnet-base, /usr/share/wordnet).
 	@test -f /usr/share/wordnet/data.noun || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
@@ -91,6 +96,10 @@ $(PACKAGE): $(STAMP) $(PACKAGE_INPUTS)
 		packaging/rsvg-desktop.spec
 	ln -sfn rsvg-desktop dist/rsvg-desktop/rsvg
 	touch $@
+
+# The QGIS plugin (packaging/qgis/rsvg_qgis, docs/qgis.md) as dist/rsvg_qgis.zip: Plugins ▸ Install from ZIP.
+qgis-plugin:
+	$(PY) packaging/qgis/build.py -o dist/rsvg_qgis.zip
 
 # Re-resolve every dependency as of today into $(LOCK), in a fresh venv. Then run `make test test-package`
 # and commit the new lock only when both pass: until then a fresh clone keeps installing the old one.

@@ -21,6 +21,7 @@ from rsvg_desktop.engine.events import (
     RunStarted,
     TileDone,
 )
+from rsvg_desktop.errors import ConfigError
 
 if TYPE_CHECKING:
     from rsvg_desktop.engine.model_jobs import KnownModelStatus
@@ -153,6 +154,15 @@ def add_model_commands(
     p.add_argument("-o", "--output", required=True, metavar="OUT", help=".gpkg, .geojson or .shp")
     p.add_argument("--overwrite", action="store_true")
     grid_options(p)
+    p.add_argument(
+        "--window",
+        type=int,
+        nargs=4,
+        default=None,
+        metavar=("COL", "ROW", "WIDTH", "HEIGHT"),
+        help="ask only about the tiles that meet this pixel window of the scene (the grid stays the "
+        "whole scene's; default: every tile)",
+    )
     p.set_defaults(func=cmd_detect)
 
 
@@ -325,6 +335,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         max_new_tokens=args.max_new_tokens,
         classes=classes,
         angle_convention=args.angle_convention,
+        scope=tuple(args.window) if args.window else None,
     )
 
 
@@ -402,6 +413,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from rsvg_desktop.cli.progress_json import current
     from rsvg_desktop.engine.model_jobs import detect, resolve_model_dir
 
+    if args.window is not None and min(args.window[2:]) <= 0:
+        raise ConfigError(
+            f"--window: width and height must be positive, got {args.window[2]} x {args.window[3]}"
+        )
     model_dir = resolve_model_dir(args.model, smoke=args.smoke)
     spec = ModelSpec(
         str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
