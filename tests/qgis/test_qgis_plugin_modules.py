@@ -255,3 +255,40 @@ def test_the_plugin_imports_only_qgis_qt_processing_and_the_standard_library():
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
     assert "qgis" not in sys.modules  # engine_cli, engine_run and events run without QGIS
+
+
+def test_change_arguments_resume_unless_the_output_exists():
+    args = engine_cli.change_args(
+        "b.tif",
+        "a.tif",
+        "c.gpkg",
+        query="ships",
+        task="grounding",
+        test_model=True,
+        precision="fp32",
+        device="cpu",
+        grid="after",
+        match_iou=0.25,
+        verify=False,
+        tile_size=256,
+        overlap=0,
+    )
+    assert args[:3] == ["change", "b.tif", "a.tif"]
+    text = " ".join(args)
+    for part in (
+        "--query ships",
+        "--task grounding",
+        "--smoke",
+        "--precision fp32",
+        "--device cpu",
+        "--grid after",
+        "--match-iou 0.25",
+        "--no-verify",
+        "--tile-size 256 --overlap 0",
+        "-o c.gpkg --progress json",
+    ):
+        assert part in text
+    # An interrupted comparison (no output yet) resumes from its answer logs; a finished one is replaced.
+    assert "--overwrite" not in args
+    replaced = engine_cli.change_args("b.tif", "a.tif", "c.gpkg", query="q", replace=True)
+    assert "--overwrite" in replaced and "--no-verify" not in replaced and "--smoke" not in replaced

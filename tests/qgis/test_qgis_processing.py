@@ -314,3 +314,38 @@ def test_batch_writes_a_run_store_and_resumes(data_dir, tmp_path, qgis_env, engi
     again = run_in_qgis(job, qgis_env, tmp_path)  # the same run: resumed, nothing asked twice
     assert "exception" not in again, again
     assert len(_answers(log)) == answered
+
+
+@pytest.mark.usefixtures("test_model_dir")
+def test_change_writes_the_change_geopackage_and_loads_its_three_layers(data_dir, tmp_path, qgis_env, engine):
+    from change_pairs import second_date
+
+    after = second_date(data_dir / "RGB.byte.tif", tmp_path / "after.tif", shift=(0.5, -0.5), crs="EPSG:3857")
+    out = tmp_path / "change.gpkg"
+    job = {
+        "engine": str(engine),
+        "algorithm": "rsvg:change",
+        "parameters": {
+            "BEFORE": str(data_dir / "RGB.byte.tif"),
+            "AFTER": str(after),
+            **_MODEL,
+            "OUTPUT": str(out),
+        },
+        "load": True,
+    }
+    result = run_in_qgis(job, qgis_env, tmp_path)
+    assert "exception" not in result, result
+    results = result["results"]
+    assert results["OUTPUT"] == str(out)
+    assert results["BEFORE_ANSWER_LOG"] == str(tmp_path / "change.before.answers.jsonl")
+    assert len(_answers(results["AFTER_ANSWER_LOG"])) >= 1
+    with sqlite3.connect(out) as db:
+        tables = {row[0] for row in db.execute("SELECT table_name FROM gpkg_contents")}
+        (grid,) = db.execute("SELECT grid FROM run").fetchone()
+        styled = {row[0] for row in db.execute("SELECT f_table_name FROM layer_styles WHERE useAsDefault")}
+    layers = ("appeared", "disappeared", "persisting")
+    assert {*layers, "before", "after", "unknown_area", "run"} <= tables
+    assert grid == "before" and set(layers) <= styled
+    loaded = {entry["source"] for entry in result["project"]}
+    assert {f"{out}|layername={name}" for name in layers} <= loaded
+    assert not result["children"]

@@ -69,7 +69,9 @@ class StoredStyle(QgsProcessingLayerPostProcessorInterface):
     """Gives a loaded result the default style stored in its GeoPackage (``layer_styles``: outlines and
     phrase labels). Processing loads results without their default style, then calls this."""
 
-    instance: StoredStyle | None = None
+    #: The post-processors handed to Processing, kept alive here (Processing keeps no Python reference).
+    #: Each layer gets its own: a layer's details delete theirs, so one shared by several is freed twice.
+    _alive: list[StoredStyle] = []
 
     def postProcessLayer(
         self, layer: Any, context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -82,8 +84,10 @@ class StoredStyle(QgsProcessingLayerPostProcessorInterface):
 
     @staticmethod
     def create() -> StoredStyle:
-        StoredStyle.instance = StoredStyle()  # Processing keeps no reference: this one does
-        return StoredStyle.instance
+        """A new post-processor for one layer."""
+        style = StoredStyle()
+        StoredStyle._alive.append(style)
+        return style
 
 
 class RsvgAlgorithm(QgsProcessingAlgorithm):
@@ -93,6 +97,8 @@ class RsvgAlgorithm(QgsProcessingAlgorithm):
     NAME = ""
     TITLE = ""
     HELP = ""
+    #: Raster parameters whose file goes to the engine even when QGIS cannot open it (see below).
+    RASTER_PARAMETERS: tuple[str, ...] = ("INPUT",)
 
     def name(self) -> str:
         return self.NAME
@@ -109,15 +115,22 @@ class RsvgAlgorithm(QgsProcessingAlgorithm):
     def checkParameterValues(
         self, parameters: dict[str, Any], context: QgsProcessingContext
     ) -> tuple[bool, str]:
-        """QGIS's checks, except that an INPUT file QGIS cannot open as a raster goes to the engine, whose
-        one-line reason (not a raster, corrupt, no CRS) is then the error."""
+        """QGIS's checks, except that a raster parameter (``RASTER_PARAMETERS``) given a file QGIS cannot
+        open as a raster goes to the engine, whose one-line reason (not a raster, corrupt, no CRS) is
+        then the error."""
         ok, message = super().checkParameterValues(parameters, context)
-        value = parameters.get("INPUT")
-        if ok or not isinstance(value, str) or not os.path.isfile(value.split("|", 1)[0]):
+        if ok:
+            return ok, message
+        passed = {
+            name
+            for name in self.RASTER_PARAMETERS
+            if isinstance(parameters.get(name), str) and os.path.isfile(parameters[name].split("|", 1)[0])
+        }
+        if not passed:
             return ok, message
         for definition in self.parameterDefinitions():
             name = definition.name()
-            if name != "INPUT" and not definition.checkValueIsAcceptable(parameters.get(name), context):
+            if name not in passed and not definition.checkValueIsAcceptable(parameters.get(name), context):
                 return False, f"Incorrect parameter value for {name}"
         return True, ""
 

@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputFile,
+    QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
@@ -26,7 +27,17 @@ from qgis.core import (
 )
 
 from .algorithm_base import RsvgAlgorithm, StoredStyle
-from .engine_cli import PRECISIONS, TASKS, answer_log_of, batch_args, detect_args, export_args, tiles_args
+from .engine_cli import (
+    CHANGE_TASKS,
+    PRECISIONS,
+    TASKS,
+    answer_log_of,
+    batch_args,
+    change_args,
+    detect_args,
+    export_args,
+    tiles_args,
+)
 from .raster_source import scene_for_layer
 
 Params = dict[str, Any]
@@ -237,10 +248,104 @@ class TilesAlgorithm(RsvgAlgorithm):
         return args, {"OUTPUT": output}
 
 
-#: Every algorithm the provider offers (``rsvg:change`` joins when the engine has ``rsvg change``).
+def _raster_file(
+    algorithm: RsvgAlgorithm,
+    parameters: Params,
+    name: str,
+    context: QgsProcessingContext,
+    feedback: QgsProcessingFeedback,
+) -> str:
+    """The raster parameter ``name`` as a file for the engine: its own file, a temporary GeoTIFF of a
+    layer that is not a local file, or a file QGIS cannot open as it is (the engine's line says why)."""
+    layer = algorithm.parameterAsRasterLayer(parameters, name, context)
+    if layer is not None:
+        return scene_for_layer(layer, None, context, feedback)[0]
+    value = algorithm.parameterAsString(parameters, name, context)
+    if value and os.path.isfile(value):
+        return value
+    raise QgsProcessingException(f"{name}: {value} is not a raster layer")
+
+
+class ChangeAlgorithm(_ModelRunAlgorithm):
+    NAME = "change"
+    TITLE = "Compare two dates of one place (change)"
+    HELP = (
+        "Runs rsvg change: the same question on both dates (the after date read on the before date's grid, "
+        "or the other way round with GRID), objects matched one to one by rotated IoU, unmatched ones "
+        "checked on the other date (VERIFY), and the change GeoPackage written to OUTPUT with the layers "
+        "appeared (green), disappeared (red), persisting (grey), before, after, unknown_area and run. "
+        "A comparison stopped before its output was written resumes from its answer logs when run again "
+        "with the same OUTPUT; an existing OUTPUT is replaced."
+    )
+    LAYERS = ("appeared", "disappeared", "persisting")
+    RASTER_PARAMETERS = ("BEFORE", "AFTER")
+
+    def initAlgorithm(self, config: Any = None) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer("BEFORE", "Before (the earlier date)"))
+        self.addParameter(QgsProcessingParameterRasterLayer("AFTER", "After (the later date)"))
+        self.addParameter(_enum("TASK", "Task", CHANGE_TASKS, CHANGE_TASKS[0]))
+        self.addParameter(QgsProcessingParameterString("QUERY", "Object description"))
+        self.add_model_parameters()
+        self.addParameter(_enum("GRID", "Grid both dates are read on", ("before", "after"), "before"))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "MATCH_IOU",
+                "Same object at rotated IoU of at least",
+                QgsProcessingParameterNumber.Double,
+                defaultValue=0.3,
+                minValue=0.01,
+                maxValue=1.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean("VERIFY", "Ask the other date about unmatched objects", True)
+        )
+        self.addParameter(_integer("TILE_SIZE", "Tile size (pixels)", 504, 32))
+        self.addParameter(_integer("OVERLAP", "Overlap (pixels)", 64, 0))
+        self.addParameter(
+            QgsProcessingParameterFileDestination("OUTPUT", "Change GeoPackage", "GeoPackage (*.gpkg *.GPKG)")
+        )
+        for layer in self.LAYERS:
+            self.addOutput(QgsProcessingOutputVectorLayer(layer.upper(), layer.capitalize()))
+        self.addOutput(QgsProcessingOutputFile("BEFORE_ANSWER_LOG", "Before date's answer log"))
+        self.addOutput(QgsProcessingOutputFile("AFTER_ANSWER_LOG", "After date's answer log"))
+
+    def engine_arguments(self, parameters: Params, context: QgsProcessingContext, feedback: Any) -> Any:
+        question = self.question(parameters, context)
+        question.pop("classes")
+        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        if not output.lower().endswith(".gpkg"):
+            output = QgsProcessingUtils.generateTempFilename("change.gpkg")
+        args = change_args(
+            _raster_file(self, parameters, "BEFORE", context, feedback),
+            _raster_file(self, parameters, "AFTER", context, feedback),
+            output,
+            **question,
+            grid=self.parameterAsString(parameters, "GRID", context) or "before",
+            match_iou=self.parameterAsDouble(parameters, "MATCH_IOU", context),
+            verify=self.parameterAsBoolean(parameters, "VERIFY", context),
+            tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
+            overlap=self.parameterAsInt(parameters, "OVERLAP", context),
+            replace=os.path.exists(output),
+        )
+        results: dict[str, Any] = {"OUTPUT": output}
+        for layer in self.LAYERS:
+            uri = f"{output}|layername={layer}"
+            results[layer.upper()] = uri
+            details = QgsProcessingContext.LayerDetails(layer, context.project(), layer.upper())
+            details.setPostProcessor(StoredStyle.create())
+            context.addLayerToLoadOnCompletion(uri, details)
+        stem = output[: -len(".gpkg")]
+        results["BEFORE_ANSWER_LOG"] = f"{stem}.before.answers.jsonl"
+        results["AFTER_ANSWER_LOG"] = f"{stem}.after.answers.jsonl"
+        return args, results
+
+
+#: Every algorithm the provider offers.
 ALGORITHMS: tuple[type[RsvgAlgorithm], ...] = (
     DetectAlgorithm,
     BatchAlgorithm,
     ExportAlgorithm,
     TilesAlgorithm,
+    ChangeAlgorithm,
 )

@@ -22,6 +22,8 @@ INSTALL_HINT = (
 
 #: Tasks the algorithms offer (the engine's names), the first the engine's default.
 TASKS = ("refer", "grounding", "classify", "vqa")
+#: The tasks ``rsvg change`` asks of both dates (those that find objects).
+CHANGE_TASKS = ("refer", "grounding")
 #: The engine's precisions (``rsvg detect --help``), its default first.
 PRECISIONS = ("nf4", "int8", "bf16", "fp16", "fp32", "fp4", "int8wo", "int4wo", "fp8", "q4cal")
 #: Output formats the engine writes, by extension.
@@ -197,6 +199,37 @@ def batch_args(
     args = ["batch", *inputs, "--query", query, "--task", task, *_classes_option(classes)]
     args += _model_options(model, test_model, precision, device)
     return [*args, "-o", output, "--progress", "json"]
+
+
+def change_args(
+    before: str,
+    after: str,
+    output: str,
+    *,
+    query: str,
+    task: str = "refer",
+    model: str | None = None,
+    test_model: bool = False,
+    precision: str = "nf4",
+    device: str = "auto",
+    grid: str = "before",
+    match_iou: float = 0.3,
+    verify: bool = True,
+    tile_size: int = 504,
+    overlap: int = 64,
+    replace: bool = False,
+) -> list[str]:
+    """``rsvg change``'s arguments for two dates into the change GeoPackage ``output``. ``--overwrite``
+    only with ``replace`` (the output exists: a finished comparison is replaced), so that a comparison
+    stopped before its output was written resumes from its answer logs."""
+    args = ["change", before, after, "--query", query, "--task", task]
+    args += _model_options(model, test_model, precision, device)
+    args += ["--grid", grid, "--match-iou", repr(float(match_iou))]
+    args += ["--tile-size", str(tile_size), "--overlap", str(overlap)]
+    if not verify:
+        args.append("--no-verify")
+    args += ["-o", output, *(["--overwrite"] if replace else []), "--progress", "json"]
+    return args
 
 
 def export_args(answer_log: str, output: str) -> list[str]:
