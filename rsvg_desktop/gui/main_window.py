@@ -29,6 +29,7 @@ from rsvg_desktop import __version__
 from rsvg_desktop.core.geo.grid import TilePlan
 from rsvg_desktop.core.geo.scene import SceneInfo
 from rsvg_desktop.errors import ConfigError
+from rsvg_desktop.gui.compare_controller import CompareController
 from rsvg_desktop.gui.export_dialog import ExportDialog
 from rsvg_desktop.gui.logic.coords import CursorFormatter
 from rsvg_desktop.gui.logic.messages import app_message
@@ -144,6 +145,9 @@ class MainWindow(QMainWindow):
 
         self._build_actions()
         self._connect()
+        self.compare = CompareController(self)  # File ▸ Compare with another date… (two dates, one grid)
+        self.compare.runningChanged.connect(self._running_changed)
+        self.compare.progressChanged.connect(self._progress)
         self.models.restore()
         self.query_panel.set_grid(settings.tile_size, settings.overlap)
         self._update_can_run()
@@ -542,6 +546,8 @@ class MainWindow(QMainWindow):
 
     # --- runs --------------------------------------------------------------------------------
     def start_run(self, request: QueryRequest) -> bool:
+        if self.compare.takes(request):  # comparison mode: a task that finds objects asks both dates
+            return self.compare.start(request)
         try:
             self.runs.start(request)
         except ConfigError as exc:
@@ -571,7 +577,7 @@ class MainWindow(QMainWindow):
 
     def _progress(self, done: int, total: int, text: str) -> None:
         self.query_panel.set_progress(done, total, text)
-        self.progress_label.setText(text if self.runs.running else "")
+        self.progress_label.setText(text if self.runs.running or self.compare.running else "")
 
     def _update_can_run(self) -> None:
         reason = self.runs.why_not()
