@@ -177,7 +177,6 @@ class WorkerServer:
         ):
             self._events.put(event)
 
-
     def _run_change(self, config: ChangeConfig) -> None:
         """A two-date comparison with the loaded model: :func:`run_change`'s events, the same cancel flag
         as a scene job (answers kept in both dates' answer logs; the same command again resumes)."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QPointF, Qt, Signal
@@ -23,7 +25,7 @@ from rsvg_desktop.engine.change.summary import ChangeSummary
 from rsvg_desktop.errors import OverlayError
 from rsvg_desktop.gui.map_layers import LayerItem, cosmetic_pen
 
-__all__ = ["CHANGE_KINDS", "ChangeMapLayer", "ChangePanel", "ChangeParts", "read_change"]
+__all__ = ["CHANGE_KINDS", "ChangeMapLayer", "ChangePanel", "ChangeParts", "export_change", "read_change"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,15 @@ def read_change(output: str | os.PathLike[str], info: SceneInfo) -> ChangeParts:
             continue
         out[name] = [(p.kind, p.xy) for p in overlay.parts]
     return out
+
+
+def export_change(output: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Copy the comparison's GeoPackage ``output`` to ``path`` (``.gpkg`` added when it has another
+    suffix); returns where it was written. Raises ``OSError``."""
+    target = Path(path) if Path(path).suffix.lower() == ".gpkg" else Path(f"{os.fspath(path)}.gpkg")
+    if target.resolve() != Path(output).resolve():
+        shutil.copyfile(output, target)
+    return target
 
 
 class ChangeMapLayer(LayerItem):

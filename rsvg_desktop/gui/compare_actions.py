@@ -31,7 +31,9 @@ class CompareActions(QObject):
         file_menu, view_menu = _menu(window, "File"), _menu(window, "View")
         self.compare = QAction("&Compare with another date…", self)
         self.compare.setObjectName("compareAction")
-        self.compare.setToolTip("Ask the same question of another scene of the same place and see what changed")
+        self.compare.setToolTip(
+            "Ask the same question of another scene of the same place and see what changed"
+        )
         self.export = QAction("Export &change…", self)
         self.export.setToolTip("Write the comparison's change GeoPackage")
         self.stop = QAction("Stop co&mparing", self)

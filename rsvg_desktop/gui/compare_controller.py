@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ from rsvg_desktop.engine.change import (
     check_change,
 )
 from rsvg_desktop.errors import ConfigError
-from rsvg_desktop.gui.change_layers import ChangeMapLayer, ChangePanel, read_change
+from rsvg_desktop.gui.change_layers import ChangeMapLayer, ChangePanel, export_change, read_change
 from rsvg_desktop.gui.compare_actions import CompareActions
 from rsvg_desktop.gui.compare_dates import ComparedDates, open_dates
 from rsvg_desktop.gui.logic.compare import DATE_LABELS, ChangeProgress, ResumeBook, change_config, compares
@@ -50,8 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["CompareController"]
 
 log = logging.getLogger(__name__)
-
-SCENE_FILTER = "Rasters (*.tif *.tiff *.vrt *.img *.jp2 *.png *.jpg *.ecw *.sid);;All files (*)"
 
 
 class CompareController(QObject):
@@ -108,10 +105,10 @@ class CompareController(QObject):
         self.panel.exportRequested.connect(self.choose_export)
         bridge.changeEvent.connect(self._on_change_event)
         bridge.changeFinished.connect(self._on_change_finished)
-        bridge.runStarted.connect(self._on_run_started)
-        bridge.tileDone.connect(self._on_tile_done)
+        bridge.runStarted.connect(self._on_date_event)
+        bridge.tileDone.connect(self._on_date_event)
         bridge.runFinished.connect(self._on_date_finished)
-        bridge.error.connect(self._on_error)
+        bridge.error.connect(lambda message, _fatal: self._stopped(message))
         bridge.workerDied.connect(lambda code: self._stopped(f"the model worker stopped (exit code {code})"))
         bridge.stateChanged.connect(self.refresh)
         self.win.sceneOpened.connect(self._scene_opened)
@@ -130,6 +127,8 @@ class CompareController(QObject):
         )
 
     def choose(self) -> None:
+        from rsvg_desktop.gui.main_window import SCENE_FILTER  # the window imports this module
+
         path, _ = QFileDialog.getOpenFileName(
             self.win, "Compare with another date", self.win.settings.last_dir, SCENE_FILTER
         )
@@ -264,8 +263,8 @@ class CompareController(QObject):
         if resumed is not None:
             config = dataclasses.replace(config, output=resumed)
         try:
-            check_change(config)
             Path(config.output).parent.mkdir(parents=True, exist_ok=True)
+            check_change(config)
             win.bridge.run_change(config)
         except (ConfigError, OSError, RuntimeError) as exc:
             win.show_status(f"The comparison could not start: {app_message(str(exc))}")
@@ -312,14 +311,10 @@ class CompareController(QObject):
             self.progress.on_verify(event)
         self._emit_progress()
 
-    def _on_run_started(self, event: Any) -> None:
+    def _on_date_event(self, event: Any) -> None:
+        """A date's ``RunStarted`` (no ``done``) or ``TileDone``: that date's progress."""
         if self.running and self.win.bridge.comparing:
-            self.progress.on_run_started(event.total)
-            self._emit_progress()
-
-    def _on_tile_done(self, event: Any) -> None:
-        if self.running and self.win.bridge.comparing:
-            self.progress.on_tile(event.done, event.total)
+            self.progress.on_tile(getattr(event, "done", 0), event.total)
             self._emit_progress()
 
     def _on_date_finished(self, event: Any) -> None:
@@ -361,9 +356,6 @@ class CompareController(QObject):
             self.progressChanged.emit(0, 1, "Comparison stopped")
             self.refresh()
 
-    def _on_error(self, message: str, _fatal: bool) -> None:
-        self._stopped(message)
-
     # --- results -----------------------------------------------------------------------------
     def _show_layers(self, event: ChangeFinished) -> None:
         info = self.dates.before.info if self.dates is not None else None
@@ -397,14 +389,10 @@ class CompareController(QObject):
         """Write the finished comparison's change GeoPackage to ``path`` (a copy of its output)."""
         if self.finished is None:
             return None
-        target = Path(path) if Path(path).suffix.lower() == ".gpkg" else Path(f"{os.fspath(path)}.gpkg")
-        source = Path(self.finished.output)
         try:
-            if target.resolve() != source.resolve():
-                shutil.copyfile(source, target)
+            target = export_change(self.finished.output, path)
         except OSError as exc:
-            self.win.show_status(f"Cannot export to {target}: {exc}")
+            self.win.show_status(f"Cannot export to {path}: {exc}")
             return None
         self.win.show_status(f"Exported the change layers to {target}")
         return target
-

@@ -13,11 +13,11 @@ Messages → signals: ``WorkerReady`` → :attr:`workerReady`, ``ModelLoaded(inf
 name, the comparison's ``ChangeStarted``/``DateStarted``/``ChangeWarning``/``VerifyStarted``/
 ``VerifyProgress`` → :attr:`changeEvent` and ``ChangeFinished`` → :attr:`changeFinished` (during a
 comparison, :meth:`run_change`, each date's ``RunFinished`` leaves the worker ``running``: the
-comparison ends with ``ChangeFinished``), ``WorkerError(message, fatal)`` → :attr:`error`, ``WorkerDied(exitcode)`` → :attr:`workerDied`
-(also emitted when the process is found dead without having said so). A ``WorkerError`` during a run
-ends that run (the worker's run loop has stopped); :attr:`error` is emitted after the state change. A
-failed load whose error says ``model_kept`` (refused before the loaded model was dropped) goes back to
-``ready`` with that model.
+comparison ends with ``ChangeFinished``), ``WorkerError(message, fatal)`` → :attr:`error`,
+``WorkerDied(exitcode)`` → :attr:`workerDied` (also emitted when the process is found dead without
+having said so). A ``WorkerError`` during a run ends that run (the worker's run loop has stopped);
+:attr:`error` is emitted after the state change. A failed load whose error says ``model_kept``
+(refused before the loaded model was dropped) goes back to ``ready`` with that model.
 Messages are the typed values of :mod:`rsvg_desktop.engine.protocol`, dispatched by type.
 
 :attr:`state` is one of ``stopped`` (no process), ``starting``, ``idle`` (process, no model),

@@ -58,7 +58,9 @@ def test_enter_switch_dates_keep_the_view_and_stop(qtbot, comparing: MainWindow,
     before_info = window.info
     assert window.map.raster.info is before_info
     assert compare.indicator.isVisible()
-    assert "before.tif (before)" in compare.indicator.text() and "after.tif (after)" in compare.indicator.text()
+    assert (
+        "before.tif (before)" in compare.indicator.text() and "after.tif (after)" in compare.indicator.text()
+    )
     titles = [window.transcript_model.item(r).text() for r in range(window.transcript_model.rowCount())]
     assert titles[-1] == "Comparison 1: before.tif ↔ after.tif"
     window.map.zoom_by(2.0)
@@ -116,7 +118,7 @@ def test_a_comparison_shows_the_change_layers_counts_and_exports(
     assert config.before == window.info.path and config.grid == "before" and config.query == "car"
     output = Path(finished.output)
     assert output.parent == Path(window.settings.runs_dir) / "before" and output.name.endswith("-change.gpkg")
-    assert not window.query_panel.cancel_button.isVisible() and window.query_panel.run_button.isEnabled()
+    assert not window.query_panel.cancel_button.isEnabled() and window.query_panel.run_button.isEnabled()
 
     panel = compare.panel
     assert panel.isVisible()
@@ -125,7 +127,9 @@ def test_a_comparison_shows_the_change_layers_counts_and_exports(
     for name in ("appeared", "disappeared", "persisting"):
         assert compare.layer.is_visible(name)
     panel.boxes["disappeared"].setChecked(False)
-    assert not compare.layer.is_visible("disappeared") and not compare.actions.layers["disappeared"].isChecked()
+    assert (
+        not compare.layer.is_visible("disappeared") and not compare.actions.layers["disappeared"].isChecked()
+    )
     compare.actions.layers["disappeared"].setChecked(True)
     assert compare.layer.is_visible("disappeared") and panel.boxes["disappeared"].isChecked()
     assert any("Appeared 1, disappeared 1, persisting 3" in t for t in transcript_texts(window))
@@ -153,9 +157,13 @@ def test_cancel_keeps_the_answers_and_a_rerun_resumes(qtbot, comparing: MainWind
     worker.tile_seconds = 0.3
     with qtbot.waitSignal(compare.runningChanged, timeout=5000):
         panel.run_button.click()
-    assert panel.cancel_button.isVisible() and "Before" in window.progress_label.text() + panel.status_label.text()
+    assert panel.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: panel.progress_label.text().startswith("Before 0/"), timeout=10000)
+    assert "After 0/" in panel.progress_label.text() and window.progress_label.text().startswith("Before")
     before_log = date_answer_log(worker.change_configs[0].output, "before")
-    qtbot.waitUntil(lambda: before_log.is_file() and len(list(read_answer_log(before_log))) >= 1, timeout=20000)
+    qtbot.waitUntil(
+        lambda: before_log.is_file() and len(list(read_answer_log(before_log))) >= 1, timeout=20000
+    )
     with qtbot.waitSignal(compare.runningChanged, timeout=5000) as blocker:
         panel.cancel_button.click()
     assert blocker.args == [False] and compare.finished is None
@@ -167,5 +175,6 @@ def test_cancel_keeps_the_answers_and_a_rerun_resumes(qtbot, comparing: MainWind
     ask_both(qtbot, window)
     first, second = worker.change_configs
     assert second.output == first.output  # the same comparison again goes on from its answer logs
+    assert any("resuming" in t for t in transcript_texts(window))
     assert len(list(read_answer_log(before_log))) >= kept
     assert compare.panel.count("appeared") == 1

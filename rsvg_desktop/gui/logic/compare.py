@@ -103,11 +103,6 @@ class ChangeProgress:
     def on_date(self, event: DateStarted) -> None:
         self.date = event.date
 
-    def on_run_started(self, total: int) -> None:
-        if self.date is not None:
-            self.totals[self.date] = total
-            self.done[self.date] = 0
-
     def on_tile(self, done: int, total: int) -> None:
         if self.date is not None:
             self.done[self.date], self.totals[self.date] = done, total
