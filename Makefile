@@ -72,6 +72,8 @@ sample: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tiling.py
 	$(BIN)/python benchmarks/bench_boxes.py
+	$(BIN)/python benchmarks/bench_change_match.py
+	$(BIN)/python benchmarks/bench_change_warp.py
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_model.py
 	$(BIN)/python benchmarks/bench_batch.py

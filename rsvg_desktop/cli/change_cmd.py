@@ -135,7 +135,7 @@ class _ChangeView:
         elif isinstance(event, RunStarted):
             reused = f", {event.reused} already answered" if event.reused else ""
             notice(
-                f"{self.date} {event.scene}: {event.total} tiles to answer{reused}; "
+                f"{self.date} date ({event.scene}): {event.total} tiles to answer{reused}; "
                 f"answer log {event.answer_log}"
             )
             self._reused = event.reused

@@ -165,14 +165,16 @@ def test_refusals(tmp_path, cogeo, data_dir):
     assert (summary.appeared, summary.disappeared, summary.persisting) == (0, 0, 1)
 
 
+def _first_tile(answer: str) -> Answer:
+    """``answer`` on the first tile, nothing elsewhere."""
+    return lambda config, tile: answer if (tile.row, tile.col) == (0, 0) else ""
+
+
 def test_two_pixel_mode_logs(tmp_path, data_dir):
     scene = data_dir / "geochat_demo_tiles" / "04133.png"
-    before = _run(scene, tmp_path / "b.gpkg", lambda config, tile: "{<10><10><20><20>|<0>}", pixel_mode=True)
+    before = _run(scene, tmp_path / "b.gpkg", _first_tile("{<10><10><20><20>|<0>}"), pixel_mode=True)
     after = _run(
-        scene,
-        tmp_path / "a.gpkg",
-        lambda config, tile: "{<11><10><21><20>|<0>}{<50><50><60><60>|<0>}",
-        pixel_mode=True,
+        scene, tmp_path / "a.gpkg", _first_tile("{<11><10><21><20>}{<50><50><60><60>}"), pixel_mode=True
     )
     summary = change_from_logs(before, after, tmp_path / "c.gpkg")
     assert (summary.appeared, summary.disappeared, summary.persisting) == (1, 0, 1)

@@ -71,6 +71,7 @@ def test_appeared_disappeared_persisting_with_verification(pair, tmp_path):
     s = finished.summary
     assert (s.appeared, s.disappeared, s.persisting) == (1, 1, 3)
     assert (s.verified, s.verification_removed) == (1, 1)
+    assert (s.before, s.after) == (4, 4)  # P3 missed on before; U1 stays in the before layer
     assert finished.outside_compared == 1  # U1
     assert not any(isinstance(e, ChangeWarning) for e in events)  # 0.5 px of shift: under the limit
 
@@ -88,6 +89,17 @@ def test_appeared_disappeared_persisting_with_verification(pair, tmp_path):
     for layer in ("appeared", "disappeared", "persisting"):
         for geom in pyogrio.read_dataframe(out, layer=layer).geometry:
             assert not unknown.contains(geom.centroid)
+
+    (run,) = pyogrio.read_dataframe(out, layer="run").to_dict("records")
+    assert (run["grid"], run["model"], run["precision"], run["match_iou"]) == (
+        "before",
+        "scripted",
+        "fp32",
+        0.3,
+    )
+    assert (run["before"], run["after"]) == tuple(map(str, pair))
+    assert abs(run["shift_dx"] - 0.4) < 0.15 and abs(run["shift_dy"] - 0.3) < 0.15  # the known shift
+    assert (run["verification_removed"], run["outside_compared"]) == (1, 1)
 
     verify_records = list(read_answer_log(verify_log_path(out)))
     assert len(verify_records) == 3  # one per unmatched object: P3 (after), A1 (after), D1 (before)
@@ -172,3 +184,42 @@ def test_scenes_that_do_not_overlap_are_refused(pair, data_dir, tmp_path):
     with pytest.raises(ChangeInputError):
         _run(config)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_verification_resumes_from_its_log(pair, tmp_path):
+    """Cancelled after the first verification question: the rerun asks no tile again and only the
+    verification questions left."""
+    out = tmp_path / "v.gpkg"
+    config = _config(pair, out, batch_size=1)
+    events, fresh = _run(_config(pair, tmp_path / "fresh.gpkg", batch_size=1))
+    tiles = sum(1 for e in events if isinstance(e, TileDone))
+    questions = len(fresh.requests) - tiles
+    first = SquareFinder()
+    events, _ = _run(config, first, cancel=lambda: len(first.requests) >= tiles + 1)
+    assert events[-1].cancelled and any(isinstance(e, VerifyStarted) for e in events)
+    events, second = _run(config)
+    assert [e.reused for e in events if isinstance(e, VerifyStarted)] == [1]
+    assert len(second.requests) == questions - 1
+    assert events[-1].summary.verification_removed == 1
+
+
+def _without_crs(path, out):
+    with rasterio.open(path) as ds:
+        data = ds.read()
+    with rasterio.open(
+        out, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=3, dtype="uint8"
+    ) as dst:
+        dst.write(data)
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_two_scenes_without_a_crs_compare_in_pixel_mode(data_dir, tmp_path):
+    """No CRS on either side, one size: the comparison runs in scene pixels (no warp)."""
+    before, after = make_pair(data_dir, tmp_path, shift=(0.0, 0.0), after_crs=None, after_width=800)
+    pair = (_without_crs(before, tmp_path / "b.tif"), _without_crs(after, tmp_path / "a.tif"))
+    events, _ = _run(_config(pair, tmp_path / "px.gpkg", pixel_mode=True))
+    assert events[0].crs_wkt is None
+    s = events[-1].summary
+    # U1 is inside the after scene now: it is seen on the before date only, so it disappeared
+    assert (s.appeared, s.disappeared, s.persisting, s.verified) == (1, 2, 3, 1)

@@ -4,14 +4,13 @@ Each date runs the very scene job of ``rsvg detect`` (:func:`~rsvg_desktop.engin
 the comparison grid (the date whose grid it is read as is, the other warped onto it), over the tiles that
 meet the compared area, resuming from its answer log and writing no export of its own. Its objects are
 then rebuilt from that log (the tiles answered now and those an interrupted run answered alike), their
-seams merged, and those outside the compared area dropped.
+seams merged. Unmatched objects outside the compared area are no change (:func:`compared_only`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 
 from rsvg_desktop.core.answers import AnswerRecord, read_answer_log
 from rsvg_desktop.core.geo.boxes import AngleConvention
-from rsvg_desktop.core.geo.change.types import TargetGrid
+from rsvg_desktop.core.geo.change.types import Matches, TargetGrid
 from rsvg_desktop.core.geo.detections import DetectionTable
 from rsvg_desktop.core.geo.scene import Scene, open_scene
 from rsvg_desktop.core.prompt.parser import parse_answer
@@ -88,14 +87,6 @@ def date_run_config(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class DateObjects:
-    """A date's merged objects inside the compared area, and how many were dropped outside it."""
-
-    table: DetectionTable
-    outside: int
-
-
 def _records_of_run(
     records: Iterable[AnswerRecord], run: RunConfig, grid: TargetGrid, model: str, precision: str
 ) -> list[AnswerRecord]:
@@ -118,10 +109,10 @@ def _records_of_run(
 
 
 def date_objects(
-    config: ChangeConfig, date: str, grid: TargetGrid, compared: BaseGeometry, *, model: str, precision: str
-) -> DateObjects:
-    """The date's objects: its answer log's boxes as polygons on the grid, seams merged, those whose
-    centre lies outside ``compared`` dropped."""
+    config: ChangeConfig, date: str, grid: TargetGrid, *, model: str, precision: str
+) -> DetectionTable:
+    """The date's objects: its answer log's boxes of this question, model and grid as polygons on the
+    grid, seams merged."""
     run = date_run_config(config, date, grid, (0, 0, grid.width, grid.height))
     convention = AngleConvention(config.angle_convention)
     log_path = date_answer_log(config.output, date)
@@ -135,10 +126,26 @@ def date_objects(
         detections_for_answer(r, parse_answer(r.answer), georef, convention=convention) for r in records
     ]
     table = DetectionTable.concat(tables) if tables else DetectionTable.empty(convention)
-    if not len(table):
-        return DateObjects(table, 0)
-    merged = merged_table(table)
-    centres = shapely.point_on_surface(merged.geometry)
-    shapely.prepare(compared)
-    inside = np.asarray(shapely.covers(compared, centres), dtype=bool)
-    return DateObjects(merged.take(np.flatnonzero(inside)), int((~inside).sum()))
+    return merged_table(table) if len(table) else table
+
+
+def _inside(table: DetectionTable, rows: tuple[int, ...], compared: BaseGeometry) -> tuple[int, ...]:
+    """The ``rows`` of ``table`` whose representative point lies in ``compared``."""
+    if not rows:
+        return ()
+    keep = shapely.covers(compared, shapely.point_on_surface(table.geometry[list(rows)]))
+    return tuple(r for r, k in zip(rows, np.asarray(keep, dtype=bool).tolist(), strict=True) if k)
+
+
+def compared_only(
+    matches: Matches, before: DetectionTable, after: DetectionTable, compared: BaseGeometry
+) -> tuple[Matches, int]:
+    """``matches`` without the unmatched objects outside the compared area (no change is reported where
+    only one date has pixels: they stay in their date's layer), and how many were left out."""
+    kept = Matches(
+        pairs=matches.pairs,
+        appeared=_inside(after, matches.appeared, compared),
+        disappeared=_inside(before, matches.disappeared, compared),
+    )
+    left_out = len(matches.appeared) + len(matches.disappeared) - len(kept.appeared) - len(kept.disappeared)
+    return kept, left_out

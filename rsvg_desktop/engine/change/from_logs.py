@@ -173,9 +173,9 @@ def change_from_logs(
     unknown = shapely.symmetric_difference(before.footprint, after.footprint)
     found = match_objects(
         before.table.geometry,
-        before.table.phrase,
+        before.table.phrase.tolist(),
         after.table.geometry,
-        after.table.phrase,
+        after.table.phrase.tolist(),
         min_iou=match_iou,
     )
     matches = _compared_only(found, before, after, compared)

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rsvg_desktop.core.geo.change import ChangeSet, Matches, match_objects
+from rsvg_desktop.core.geo.detections import DetectionTable
 from rsvg_desktop.core.geo.export.change import write_change
+from rsvg_desktop.core.geo.merge import MergeConfig
 from rsvg_desktop.engine.change.config import (
     ChangeConfig,
     check_change,
@@ -18,7 +20,7 @@ from rsvg_desktop.engine.change.config import (
     verify_log_path,
 )
 from rsvg_desktop.engine.change.dates import (
-    DateObjects,
+    compared_only,
     compared_window,
     date_objects,
     date_run_config,
@@ -114,13 +116,10 @@ def run_change(
             yield run.finished(None, cancelled=ended == "", error=ended or None)
             return
 
-    objects = {
-        d: date_objects(config, d, placement.grid, placement.area.compared, model=model, precision=precision)
-        for d in DATES
-    }
-    tables = {d: objects[d].table for d in DATES}
+    tables = {d: date_objects(config, d, placement.grid, model=model, precision=precision) for d in DATES}
     b, a = tables["before"], tables["after"]
-    matches = match_objects(b.geometry, list(b.phrase), a.geometry, list(a.phrase), min_iou=config.match_iou)
+    found = match_objects(b.geometry, list(b.phrase), a.geometry, list(a.phrase), min_iou=config.match_iou)
+    matches, outside = compared_only(found, b, a, placement.area.compared)
     outcome = Verification()
     if config.verify and (matches.appeared or matches.disappeared):
         try:
@@ -140,7 +139,7 @@ def run_change(
         if outcome.cancelled:
             yield run.finished(None, cancelled=True)
             return
-    yield _write(run, objects, matches, outcome)
+    yield _write(run, tables, matches, outcome, outside)
 
 
 def _run_date(
@@ -225,15 +224,14 @@ def _shift_warning(config: ChangeConfig, placement: Placement) -> str | None:
 
 
 def _write(
-    run: _Run, objects: dict[str, DateObjects], matches: Matches, outcome: Verification
+    run: _Run, tables: dict[str, DetectionTable], matches: Matches, outcome: Verification, outside: int
 ) -> ChangeFinished:
     """Build the change set, write it (``write_change``) and say what it holds."""
     config, placement = run.config, run.placement
     verified = (tuple(sorted(outcome.confirmed["before"])), tuple(sorted(outcome.confirmed["after"])))
-    outside = objects["before"].outside + objects["after"].outside
     changeset = ChangeSet(
-        before=objects["before"].table,
-        after=objects["after"].table,
+        before=tables["before"],
+        after=tables["after"],
         matches=matches,
         verified_disappeared=verified[0],
         verified_appeared=verified[1],
@@ -273,6 +271,7 @@ def run_facts(run: _Run, *, verification_removed: int, outside: int) -> dict[str
         "precision": run.facts["precision"],
         "device": run.facts["device"],
         "match_iou": config.match_iou,
+        "merge_iou": MergeConfig().iou_threshold,
         "verify": config.verify,
         "tile_size": config.tile_size,
         "overlap": config.overlap,

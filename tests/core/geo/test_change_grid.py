@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -96,6 +97,10 @@ def test_same_grid_reads_the_file_itself(data_dir):
         assert scene.info == plain and not scene.info.warped
         assert isinstance(scene._ds, rasterio.io.DatasetReader)
     assert same_grid(plain, scene_grid(plain))
+    a, b, c, d, e, f = plain.transform
+    nearly = dataclasses.replace(scene_grid(plain), transform=(a, b, c + 1e-5, d, e, f))  # 3e-8 px
+    with open_scene(path, warp_to=nearly) as scene:
+        assert not scene.info.warped and scene.info.transform == nearly.transform
     moved = dataclasses.replace(
         scene_grid(plain), transform=(300.0, 0, plain.transform[2] + 1, 0, -300.0, plain.transform[5])
     )
@@ -228,3 +233,38 @@ def test_pixel_mode_grid(data_dir, tmp_path):
             pixel_mode=True,
             warp_to=grid_in(data_dir / "RGB.byte.tif", "EPSG:4326"),
         )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "count", "kind", "nodata"),
+    [
+        ("uint8", 1, "alpha", None),  # GDAL reads the added alpha band as the mask
+        ("uint16", 3, "alpha", None),
+        ("uint16", 5, "nodata", 65535.0),  # an alpha band after 5 bands is not a mask: nodata instead
+        ("int16", 3, "nodata", -32768.0),
+        ("float32", 1, "nodata", math.nan),
+    ],
+)
+def test_outside_is_invalid_for_every_type(tmp_path, dtype, count, kind, nodata):
+    """A source without nodata or mask, warped onto a turned grid: the grid's corners outside it are
+    invalid (and their tiles skipped), whatever its type and number of bands; its own pixels stay valid."""
+    path = tmp_path / f"{dtype}_{count}.tif"
+    data = (np.random.default_rng(0).random((count, 100, 100)) * 200 + 1).astype(dtype)
+    profile = dict(driver="GTiff", width=100, height=100, count=count, dtype=dtype, crs="EPSG:32618",
+                   transform=Affine(10, 0, 500_000, 0, -10, 4_000_000))  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    assert info_of(path).mask_kind == "all_valid"
+    grid = grid_in(path, "EPSG:3995")  # polar stereographic: the grid turns by about 75°
+    with open_scene(path, warp_to=grid) as scene:
+        assert scene.info.mask_kind == kind
+        if nodata is not None:
+            assert scene.info.nodata == nodata or (math.isnan(nodata) and math.isnan(scene.info.nodata))
+        _, valid = scene.read_window((0, 0, grid.width, grid.height))
+        assert not valid[0, 0] and not valid[-1, -1]
+        assert valid[
+            grid.height // 2 - 20 : grid.height // 2 + 20, grid.width // 2 - 20 : grid.width // 2 + 20
+        ].all()
+        assert 0.4 < valid.mean() < 0.9
+        plan = plan_tiles(scene, tile_size=16, overlap=0)
+        assert plan.n_skipped > 0

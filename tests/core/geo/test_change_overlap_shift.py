@@ -94,6 +94,14 @@ def test_no_pixel_valid_on_both_dates(rgb, tmp_path):
     assert isinstance(err.value, ConfigError)
 
 
+def test_no_valid_pixel_in_16_bit_data(data_dir, tmp_path):
+    """16-bit dates need a stretch before reading; one without any valid pixel is the same refusal."""
+    source = data_dir / "spacenet_uint16.tif"
+    empty = second_date(source, tmp_path / "empty.tif", patches=[((0, 0, 900, 900), 0)])
+    with on_one_grid(source, empty) as (b, a), pytest.raises(ChangeInputError, match="no pixel is valid"):
+        common_area(b, a)
+
+
 def test_scenes_must_share_the_grid(rgb, tmp_path):
     after = second_date(rgb, tmp_path / "after.tif", crs="EPSG:32617")
     with open_scene(rgb) as b, open_scene(after) as a, pytest.raises(ValueError, match="not on one grid"):
@@ -160,14 +168,18 @@ def test_shift_on_the_after_grid(rgb, tmp_path):
     assert (estimate.dx, estimate.dy) == pytest.approx((2.0, 1.0), abs=0.05)
 
 
-def test_thin_common_area_falls_back_to_coarse(rgb, tmp_path):
+def test_thin_common_area_falls_back_to_coarse(rgb, tmp_path, monkeypatch):
     """A common area too thin for any fine window still gets the decimated estimate."""
+    from rsvg_desktop.core.geo.change import shift as shift_module
+
     after = second_date(
         rgb,
         tmp_path / "after.tif",
         shift=(1.0, 0.0),
         patches=[((0, 0, 791, 330), 0), ((0, 390, 791, 718), 0)],
     )
+    monkeypatch.setattr(shift_module, "COARSE_SIZE", 300)
+    monkeypatch.setattr(shift_module, "_fine", None)  # never called: no window fits
     with on_one_grid(rgb, after) as (b, a):
         area = common_area(b, a)
         estimate = estimate_shift(b, a, area)
@@ -179,3 +191,20 @@ def test_shift_warning_threshold():
     assert shift_warning_px() == pytest.approx(504 / 300)
     assert 1.6 < shift_warning_px(504) < 1.7
     assert shift_warning_px(336) == pytest.approx(1.12)
+
+
+def test_decimated_coarse_step(rgb, tmp_path, monkeypatch):
+    """With the coarse read decimated 4× the coarse estimate is within a decimated pixel or so, and
+    the full-resolution window still brings it to a fraction of a pixel."""
+    from rsvg_desktop.core.geo.change import shift as shift_module
+
+    after = second_date(rgb, tmp_path / "after.tif", shift=(-12.4, 7.7), crs="EPSG:32617")
+    monkeypatch.setattr(shift_module, "COARSE_SIZE", 200)
+    with on_one_grid(rgb, after) as (b, a):
+        area = common_area(b, a)
+        estimate = estimate_shift(b, a, area)
+        assert (estimate.dx, estimate.dy) == pytest.approx((-12.4, 7.7), abs=0.2)
+        monkeypatch.setattr(shift_module, "MIN_PEAK", 1.01)  # no fine peak is clear enough: coarse only
+        coarse = estimate_shift(b, a, area)
+    assert (coarse.dx, coarse.dy) == pytest.approx((-12.4, 7.7), abs=2.0)
+    assert (coarse.dx, coarse.dy) != (estimate.dx, estimate.dy)

@@ -23,7 +23,7 @@ from shapely.geometry import Polygon, shape
 from rsvg_desktop.core.geo.change.types import CommonArea
 from rsvg_desktop.core.geo.scene.reading import Scene
 from rsvg_desktop.core.geo.transform import pixel_to_map, scale_transform
-from rsvg_desktop.errors import ChangeInputError
+from rsvg_desktop.errors import ChangeInputError, EmptySceneError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "common_area", "decimated_size", "grid_extent", "same_grid_or_raise"]
 
@@ -72,11 +72,13 @@ def common_area(before: Scene, after: Scene, *, max_pixels: int = DEFAULT_MAX_PI
     same_grid_or_raise(before, after)
     info = before.info
     out_w, out_h = decimated_size(info.width, info.height, max_pixels)
-    mask = both_valid(before, after, (out_w, out_h))
+    nothing = f"{before.path} and {after.path}: no pixel is valid on both dates, there is nothing to compare"
+    try:
+        mask = both_valid(before, after, (out_w, out_h))
+    except EmptySceneError as err:  # one date has no valid pixel on the grid (no stretch to compute)
+        raise ChangeInputError(nothing) from err
     if not mask.any():
-        raise ChangeInputError(
-            f"{before.path} and {after.path}: no pixel is valid on both dates, there is nothing to compare"
-        )
+        raise ChangeInputError(nothing)
     transform = scale_transform(info.transform, info.width / out_w, info.height / out_h)
     polygons = [
         shape(geom)

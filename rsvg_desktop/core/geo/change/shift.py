@@ -8,10 +8,12 @@ channels; each date's own stretch does not matter, phase correlation ignores con
    pixels), both dates masked by where both are valid; any shift up to a quarter of the area;
 2. **fine**: a full-resolution window (``FINE_SIZE`` square, smaller where the common area is thin)
    where both dates are valid, nearest the common area's centre; the after window is moved by the
-   coarse shift rounded, so only the remainder is measured, to a few hundredths of a pixel.
+   coarse shift rounded, so only the remainder is measured, to a few hundredths of a pixel. A common
+   area small enough to be read at full resolution in step 1 needs no step 2.
 
 The fine step replaces the coarse one when it finds a clear peak (height at least ``MIN_PEAK``) within
-a pixel and a half of the coarse estimate; else the coarse estimate stands. The shift matters for
+the coarse estimate's error (a pixel and a half, or two decimated pixels); else the coarse estimate
+stands. The shift matters for
 matching: a box drawn on GeoChat's 0–100 grid is placed to a cell of ``tile_size / 100`` pixels, so a
 shift above a third of a cell (:func:`shift_warning_px`) costs IoU to every persisting object.
 """
@@ -108,9 +110,12 @@ def _fine_window(
     return None
 
 
-def _fine(before: Scene, after: Scene, window: Window, coarse: Translation) -> Translation | None:
+def _fine(
+    before: Scene, after: Scene, window: Window, coarse: Translation, scale: float
+) -> Translation | None:
     """The shift measured at full resolution in ``window``, the after window moved by the coarse shift
-    rounded; ``None`` when the peak is unclear or far from the coarse estimate."""
+    rounded; ``None`` when the peak is unclear or farther from the coarse estimate than its error can be
+    (a pixel and a half, or two decimated pixels)."""
     ox, oy = round(coarse.dx), round(coarse.dy)
     c0, r0, w, h = window
     grey_b, valid_b = _grey(before, window, (w, h))
@@ -119,7 +124,7 @@ def _fine(before: Scene, after: Scene, window: Window, coarse: Translation) -> T
     if both.mean() < 0.5:
         return None
     t = phase_correlate(prepare(grey_b, both), prepare(grey_a, both))
-    if t.peak < MIN_PEAK or math.hypot(t.dx, t.dy) > 1.5:
+    if t.peak < MIN_PEAK or math.hypot(t.dx, t.dy) > max(1.5, 2 * scale):
         log.debug("fine shift rejected: %s (coarse %s)", t, coarse)
         return None
     return Translation(ox + t.dx, oy + t.dy, t.peak)
@@ -132,15 +137,16 @@ def estimate_shift(before: Scene, after: Scene, area: CommonArea) -> ShiftEstima
     window = _area_window(before, area)
     coarse, both, scale = _coarse(before, after, window)
     found = None
-    fine_window = _fine_window(both, scale, window, area, before)
-    if fine_window is not None:
-        found = _fine(before, after, fine_window, coarse)
+    if scale > 1:  # else the first step read the whole common area at full resolution already
+        fine_window = _fine_window(both, scale, window, area, before)
+        if fine_window is not None:
+            found = _fine(before, after, fine_window, coarse, scale)
     best = found or coarse
     log.info(
         "residual shift after vs before: dx %.2f px, dy %.2f px (%s; peak %.2f; coarse %.2f, %.2f)",
         best.dx,
         best.dy,
-        "full resolution" if found else "decimated",
+        "full-resolution window" if found else f"common area decimated {scale:.1f}x",
         best.peak,
         coarse.dx,
         coarse.dy,

@@ -9,6 +9,11 @@ that the source does not cover, or covers with invalid pixels, are invalid on th
 * a source with an alpha band keeps it (GDAL warps the alpha band as the validity);
 * any other source (a mask band, or no mask at all) gets an alpha band added to the VRT, which GDAL's
   warper sets from the source's validity (its mask band honoured), so the outside reads as invalid.
+  GDAL reads an alpha band as the mask only for 8- and 16-bit unsigned data of 1 or 3 bands; for any
+  other source the VRT gets a nodata value instead, which the warp writes wherever no valid source
+  pixel lands: NaN for floating-point data, else the type's extreme (the minimum of a signed type, the
+  maximum of an unsigned one), so a source pixel holding that value in every display band reads as
+  invalid too.
 
 Continuous data is resampled bilinearly; palette (colour table) data by nearest neighbour, as its
 values are class codes. A target grid without CRS (both dates in pixel mode, of one size) is read
@@ -21,6 +26,7 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
@@ -36,7 +42,7 @@ from rsvg_desktop.errors import ChangeInputError
 if TYPE_CHECKING:  # at run time only the grid's attributes are used (no import of the change package)
     from rsvg_desktop.core.geo.change.types import TargetGrid
 
-__all__ = ["grid_resampling", "same_grid", "warped_dataset"]
+__all__ = ["fill_value", "grid_resampling", "same_grid", "warped_dataset"]
 
 #: Transform coefficients closer than this share of a pixel count as equal.
 _GRID_TOLERANCE = 1e-6
@@ -76,6 +82,57 @@ def _validity_options(info: SceneInfo) -> dict[str, Any]:
     return {"add_alpha": True}
 
 
+def fill_value(dtype: str) -> float:
+    """The nodata value a warp writes outside the source when an alpha band cannot serve as the mask."""
+    kind = np.dtype(dtype)
+    if kind.kind == "f":
+        return math.nan
+    limits = np.iinfo(kind)
+    return float(limits.min if kind.kind == "i" else limits.max)
+
+
+def _open_vrt(
+    ds: rasterio.io.DatasetReader, info: SceneInfo, grid: TargetGrid, options: dict[str, Any]
+) -> WarpedVRT:
+    assert grid.crs_wkt is not None
+    try:
+        return WarpedVRT(
+            ds,
+            crs=CRS.from_wkt(grid.crs_wkt),
+            transform=Affine(*grid.transform),
+            width=grid.width,
+            height=grid.height,
+            resampling=grid_resampling(info),
+            **options,
+        )
+    except (*GDAL_ERRORS, CRSError) as err:
+        raise ChangeInputError(
+            f"{info.path}: cannot be warped onto the other date's grid ({one_line(err)})"
+        ) from err
+
+
+def _described(vrt: WarpedVRT, info: SceneInfo) -> SceneInfo:
+    try:
+        return describe_dataset(vrt, info.path, False, info.display_bands)
+    except BaseException:
+        vrt.close()
+        raise
+
+
+def _warped_vrt(
+    ds: rasterio.io.DatasetReader, info: SceneInfo, grid: TargetGrid
+) -> tuple[WarpedVRT, SceneInfo]:
+    """The warped VRT and its description, with a validity GDAL reads as a mask (module's doc)."""
+    options = _validity_options(info)
+    vrt = _open_vrt(ds, info, grid, options)
+    described = _described(vrt, info)
+    if options.get("add_alpha") and described.mask_kind != "alpha":  # GDAL ignores this alpha band
+        vrt.close()
+        vrt = _open_vrt(ds, info, grid, {"nodata": fill_value(info.dtype)})
+        described = _described(vrt, info)
+    return vrt, described
+
+
 def _refuse_other_kind(info: SceneInfo, grid: TargetGrid) -> None:
     if (info.crs_wkt is None) == (grid.crs_wkt is None):
         if info.crs_wkt is None and (info.width, info.height) != (grid.width, grid.height):
@@ -93,35 +150,17 @@ def _refuse_other_kind(info: SceneInfo, grid: TargetGrid) -> None:
 def warped_dataset(
     ds: rasterio.io.DatasetReader, info: SceneInfo, grid: TargetGrid
 ) -> tuple[rasterio.io.DatasetReader | WarpedVRT, SceneInfo]:
-    """The dataset to read ``info``'s scene on ``grid`` and the :class:`SceneInfo` that describes it:
-    ``ds`` itself when the scene is on the grid already or both are in pixel mode (then with the grid's
-    transform), else a ``WarpedVRT`` over ``ds`` (the caller closes both). The info keeps the source's
-    path, driver, display bands and user nodata; it takes the grid's CRS, transform and size, the VRT's
-    validity kind, blocks and overviews, and ``warped=True``."""
+    """The dataset to read ``info``'s scene on ``grid`` and the :class:`SceneInfo` that describes it.
+
+    ``ds`` itself, placed with the grid's exact transform, when the scene is on the grid already (to a
+    millionth of a pixel) or both are in pixel mode; else a ``WarpedVRT`` over ``ds`` (the caller closes
+    both). The info keeps the source's path, driver, display bands and user nodata; it takes the grid's
+    CRS, transform and size, the VRT's validity kind, blocks and overviews, and ``warped=True``."""
     _refuse_other_kind(info, grid)
-    if same_grid(info, grid):
-        return ds, info
-    if grid.crs_wkt is None:
-        return ds, dataclasses.replace(info, transform=as_transform6(grid.transform))
-    try:
-        vrt = WarpedVRT(
-            ds,
-            crs=CRS.from_wkt(grid.crs_wkt),
-            transform=Affine(*grid.transform),
-            width=grid.width,
-            height=grid.height,
-            resampling=grid_resampling(info),
-            **_validity_options(info),
-        )
-    except (*GDAL_ERRORS, CRSError) as err:
-        raise ChangeInputError(
-            f"{info.path}: cannot be warped onto the other date's grid ({one_line(err)})"
-        ) from err
-    try:
-        described = describe_dataset(vrt, info.path, False, info.display_bands)
-    except BaseException:
-        vrt.close()
-        raise
+    if grid.crs_wkt is None or same_grid(info, grid):  # read as it is, placed exactly on the grid
+        transform = as_transform6(grid.transform)
+        return ds, info if info.transform == transform else dataclasses.replace(info, transform=transform)
+    vrt, described = _warped_vrt(ds, info, grid)
     warped = dataclasses.replace(
         described,
         driver=info.driver,
