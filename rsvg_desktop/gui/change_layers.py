@@ -1,6 +1,7 @@
 """What a finished comparison shows: its three change layers on the map (appeared green, disappeared red,
-persisting grey, each toggled on its own) and, in the Results panel, a count per layer with the same
-toggles and the Export button of the change GeoPackage.
+persisting grey, each toggled on its own), the objects found on the date shown (dashed white, a toggle
+of their own) and, in the Results panel, a count per layer with the same toggles and the Export button
+of the change GeoPackage.
 
 The layers are read back from the comparison's GeoPackage (:func:`read_change`) and placed on the open
 scene's pixels (the comparison's grid).
@@ -25,7 +26,16 @@ from rsvg_desktop.engine.change.summary import ChangeSummary
 from rsvg_desktop.errors import OverlayError
 from rsvg_desktop.gui.map_layers import LayerItem, cosmetic_pen
 
-__all__ = ["CHANGE_KINDS", "ChangeMapLayer", "ChangePanel", "ChangeParts", "export_change", "read_change"]
+__all__ = [
+    "CHANGE_KINDS",
+    "DATE_LAYERS",
+    "SHOWN_DATE",
+    "ChangeMapLayer",
+    "ChangePanel",
+    "ChangeParts",
+    "export_change",
+    "read_change",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +46,21 @@ CHANGE_KINDS: dict[str, tuple[str, str]] = {
     "persisting": ("Persisting", "#b0b0b0"),
 }
 
+#: The dates' own objects (layers ``before`` and ``after``): the shown date's are drawn.
+DATE_LAYERS = ("before", "after")
+#: The toggle of the shown date's objects.
+SHOWN_DATE = "dates"
+
 #: A layer's parts in scene pixels: ``(kind, (n, 2) array)`` as :mod:`rsvg_desktop.core.geo.overlay` gives.
 Parts = list[tuple[str, np.ndarray]]
 ChangeParts = dict[str, Parts]
 
 
 def read_change(output: str | os.PathLike[str], info: SceneInfo) -> ChangeParts:
-    """The change layers of ``output`` placed on ``info``'s pixels (an empty layer: no parts)."""
+    """The change layers and both dates' objects of ``output`` placed on ``info``'s pixels (an empty
+    layer: no parts)."""
     out: ChangeParts = {}
-    for name in CHANGE_KINDS:
+    for name in (*CHANGE_KINDS, *DATE_LAYERS):
         try:
             overlay = read_overlay(output, crs_wkt=info.crs_wkt, transform=info.transform, layer=name)
         except OverlayError as exc:  # an empty layer may carry no geometry type
@@ -71,6 +87,8 @@ class ChangeMapLayer(LayerItem):
         super().__init__(z)
         self.paths: dict[str, QGraphicsPathItem] = {}
         self.parts: dict[str, int] = {}
+        self.shown_date = "before"
+        self.dates_visible = True
 
     def set_layers(self, layers: ChangeParts) -> None:
         """Show ``layers`` (replacing what was shown); each keeps its visibility."""
@@ -78,18 +96,36 @@ class ChangeMapLayer(LayerItem):
         self.clear()
         for name, parts in layers.items():
             item = QGraphicsPathItem(_path(parts), self)
+            item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+            self.paths[name] = item
+            self.parts[name] = len(parts)
+            if name in DATE_LAYERS:
+                item.setPen(cosmetic_pen("#ffffff", 1.0, Qt.PenStyle.DashLine))
+                item.setToolTip(f"Objects found on the {name} date")
+                item.setZValue(-1)
+                continue
             color = QColor(CHANGE_KINDS[name][1])
             item.setPen(cosmetic_pen(color, 2.0))
             fill = QColor(color)
             fill.setAlpha(60)
             item.setBrush(QBrush(fill))
-            item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
             item.setToolTip(CHANGE_KINDS[name][0])
             item.setVisible(visible.get(name, True))
-            self.paths[name] = item
-            self.parts[name] = len(parts)
+        self.show_date(self.shown_date)
+
+    def show_date(self, date: str) -> None:
+        """Draw the objects of ``date`` (the date on the map), not the other date's."""
+        self.shown_date = date
+        for name in DATE_LAYERS:
+            if name in self.paths:
+                self.paths[name].setVisible(self.dates_visible and name == date)
 
     def set_visible(self, name: str, visible: bool) -> None:
+        """Show or hide a change layer, or (``SHOWN_DATE``) the shown date's objects."""
+        if name == SHOWN_DATE:
+            self.dates_visible = visible
+            self.show_date(self.shown_date)
+            return
         item = self.paths.get(name)
         if item is not None:
             item.setVisible(visible)
@@ -141,6 +177,12 @@ class ChangePanel(QWidget):
             box.toggled.connect(lambda on, n=name: self.visibilityChanged.emit(n, on))
             layout.addWidget(box)
             self.boxes[name] = box
+        self.dates_box = QCheckBox("Objects of the shown date", self)
+        self.dates_box.setObjectName("change_dates")
+        self.dates_box.setChecked(True)
+        self.dates_box.setToolTip("Each date's own objects, dashed white, for the date on the map")
+        self.dates_box.toggled.connect(lambda on: self.visibilityChanged.emit(SHOWN_DATE, on))
+        layout.addWidget(self.dates_box)
         self.note = QLabel(self)
         layout.addWidget(self.note, 1)
         self.export_button = QPushButton("Export change…", self)
@@ -155,6 +197,7 @@ class ChangePanel(QWidget):
             count = None if summary is None else getattr(summary, name)
             self.boxes[name].setText(label if count is None else f"{label}: {count}")
             self.boxes[name].setEnabled(summary is not None)
+        self.dates_box.setEnabled(summary is not None)
         if summary is not None and not note:
             note = f"({summary.before} before, {summary.after} after; {summary.verified} verified)"
         self.note.setText(note)

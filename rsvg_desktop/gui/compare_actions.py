@@ -1,12 +1,13 @@
 """The menu entries of comparison mode: File ▸ Compare with another date… / Export change… / Stop
 comparing, View ▸ Date ▸ Before / After (one checked; ``D`` switches) and View ▸ Change layers (a toggle
-per layer, kept in step with the Results panel's check boxes)."""
+per layer, kept in step with the Results panel's check boxes); and the status bar's indicator naming
+both dates."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import QMainWindow, QMenu
+from PySide6.QtWidgets import QLabel, QMainWindow, QMenu
 
 from rsvg_desktop.gui.change_layers import CHANGE_KINDS
 from rsvg_desktop.gui.logic.compare import DATE_LABELS
@@ -66,6 +67,11 @@ class CompareActions(QObject):
         view_menu.insertMenu(first, self.date_menu)
         view_menu.insertMenu(first, self.layers_menu)
         view_menu.insertSeparator(first)
+        self.indicator = QLabel(window)
+        self.indicator.setObjectName("compareIndicator")
+        self.indicator.setStyleSheet("font-weight: bold;")
+        window.statusBar().insertPermanentWidget(0, self.indicator)  # messages do not hide it
+        self.indicator.hide()
         self.set_mode(comparing=False, running=False, can_start=False, finished=False)
 
     def set_mode(self, *, comparing: bool, running: bool, can_start: bool, finished: bool) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QFileDialog, QLabel, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from rsvg_desktop.core.prompt.templates import TASKS
 from rsvg_desktop.engine.change import (
@@ -82,11 +82,7 @@ class CompareController(QObject):
         self.panel = ChangePanel(window.results_table)
         window.results_table.layout().insertWidget(0, self.panel)  # type: ignore[union-attr]
         self.panel.hide()
-        self.indicator = QLabel(window)
-        self.indicator.setObjectName("compareIndicator")
-        self.indicator.setStyleSheet("font-weight: bold;")
-        window.statusBar().insertPermanentWidget(0, self.indicator)  # messages do not hide it
-        self.indicator.hide()
+        self.indicator = self.actions.indicator
         self._connect()
         self.refresh()
 
@@ -198,6 +194,7 @@ class CompareController(QObject):
     def _leave(self) -> None:
         self.dates, self.finished, self.shown = None, None, "before"
         self.layer.clear()
+        self.layer.show_date("before")
         self.panel.hide()
         self.indicator.hide()
         self.refresh()
@@ -219,6 +216,7 @@ class CompareController(QObject):
             self.win.map.replace_raster(image.info, image.preview, image.stretch)
         self.shown = date
         self.actions.show_date(date)
+        self.layer.show_date(date)
         names = {d: Path(self.dates.date(d).info.path).name for d in DATE_LABELS}
         self.indicator.setText(
             f"  Comparing {names['before']} (before) ↔ {names['after']} (after) · showing "

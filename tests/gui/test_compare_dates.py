@@ -123,9 +123,17 @@ def test_a_comparison_shows_the_change_layers_counts_and_exports(
     panel = compare.panel
     assert panel.isVisible()
     assert (panel.count("appeared"), panel.count("disappeared"), panel.count("persisting")) == (1, 1, 3)
-    assert compare.layer.parts == {"appeared": 1, "disappeared": 1, "persisting": 3}
+    assert compare.layer.parts == {"appeared": 1, "disappeared": 1, "persisting": 3, "before": 4, "after": 4}
     for name in ("appeared", "disappeared", "persisting"):
         assert compare.layer.is_visible(name)
+    # the objects of the date shown, and only those
+    assert compare.layer.is_visible("before") and not compare.layer.is_visible("after")
+    compare.actions.switch.trigger()
+    assert compare.layer.is_visible("after") and not compare.layer.is_visible("before")
+    panel.dates_box.setChecked(False)
+    assert not compare.layer.is_visible("after") and not compare.layer.is_visible("before")
+    compare.actions.switch.trigger()
+    assert not compare.layer.is_visible("before")
     panel.boxes["disappeared"].setChecked(False)
     assert (
         not compare.layer.is_visible("disappeared") and not compare.actions.layers["disappeared"].isChecked()
