@@ -1,14 +1,8 @@
-"""Comparison mode: the open scene and another date of the same place (File ▸ Compare with another date…).
-
-Entering it opens the other scene in the background on the open scene's grid (refusals — no overlap, a
-CRS on one side only — are one message, and nothing changes); then the status bar names both dates, the
-map switches between them (View ▸ Date, ``D``), and the Ask panel's tasks that find objects (refer,
-grounding) run on both dates as one comparison in the model worker (:func:`~rsvg_desktop.engine.change.
-run_change`, written to ``<runs>/<scene stem>/<time>-change.gpkg``); the other tasks ask the shown scene
-as before (the transcript says so). Cancel keeps both dates' answer logs; asking the same question again
-resumes from them. A finished comparison's change layers show on the map and in the Results panel with
-their counts and toggles; Export copies its GeoPackage. File ▸ Stop comparing returns to the scene alone.
-"""
+"""Comparison mode (File ▸ Compare with another date…): the other scene opened on the open scene's grid
+(refused in one line when the two cannot be compared), the map switching between the dates, refer and
+grounding questions run on both dates in the model worker (``<runs>/<scene>/<time>-change.gpkg``; a
+cancelled one resumes when asked again), the change layers with their counts and toggles, Export, and
+Stop comparing. docs/app.md, "Comparing two dates", describes it as the analyst sees it."""
 
 from __future__ import annotations
 
@@ -36,7 +30,7 @@ from rsvg_desktop.engine.change import (
 from rsvg_desktop.errors import ConfigError
 from rsvg_desktop.gui.change_layers import ChangeMapLayer, ChangePanel, export_change, read_change
 from rsvg_desktop.gui.compare_actions import CompareActions
-from rsvg_desktop.gui.compare_dates import ComparedDates, open_dates
+from rsvg_desktop.gui.compare_dates import ComparedDates, DateImage, open_dates
 from rsvg_desktop.gui.logic.compare import DATE_LABELS, ChangeProgress, ResumeBook, change_config, compares
 from rsvg_desktop.gui.logic.messages import app_message
 from rsvg_desktop.gui.logic.runplan import QueryRequest
@@ -108,6 +102,7 @@ class CompareController(QObject):
         bridge.workerDied.connect(lambda code: self._stopped(f"the model worker stopped (exit code {code})"))
         bridge.stateChanged.connect(self.refresh)
         self.win.sceneOpened.connect(self._scene_opened)
+        self.win.loader.reread_done.connect(self._reread)
         self.win.runs.runningChanged.connect(self.refresh)
         self.win.query_panel.cancelRequested.connect(self.cancel)
 
@@ -153,8 +148,7 @@ class CompareController(QObject):
     def _refuse(self, message: str) -> None:
         message = app_message(message).splitlines()[0]
         self.win.show_status(message)
-        box = QMessageBox(QMessageBox.Icon.Warning, "Cannot compare", message, QMessageBox.StandardButton.Ok)
-        box.setParent(self.win, box.windowFlags())
+        box = QMessageBox(QMessageBox.Icon.Warning, "Cannot compare", message, parent=self.win)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         box.open()
         self.refused.emit(message)
@@ -205,6 +199,13 @@ class CompareController(QObject):
             self._leave()
             self.modeChanged.emit(False)
         self.refresh()
+
+    def _reread(self, opened: Any) -> None:
+        """The open scene was read again (another nodata value): the before date follows it."""
+        if self.dates is not None and self.win.info is opened.info:
+            before = DateImage(opened.info, opened.preview, opened.stretch)
+            self.dates = dataclasses.replace(self.dates, before=before)
+            self.show_date(self.shown)
 
     # --- dates -------------------------------------------------------------------------------
     def show_date(self, date: str) -> None:

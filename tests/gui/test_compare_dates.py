@@ -186,3 +186,31 @@ def test_cancel_keeps_the_answers_and_a_rerun_resumes(qtbot, comparing: MainWind
     assert any("resuming" in t for t in transcript_texts(window))
     assert len(list(read_answer_log(before_log))) >= kept
     assert compare.panel.count("appeared") == 1
+
+
+def test_the_worker_dying_mid_comparison_is_reported(qtbot, comparing: MainWindow, fake_workers) -> None:
+    window, compare, worker = comparing, comparing.compare, fake_workers[0]
+    worker.hold = True  # the first tile "takes forever"
+    panel = window.query_panel
+    panel.set_task("refer")
+    panel.query_edit.setText("car")
+    with qtbot.waitSignal(compare.runningChanged, timeout=5000):
+        panel.run_button.click()
+    with qtbot.waitSignal(compare.runningChanged, timeout=10000) as blocker:
+        worker.kill()
+    assert blocker.args == [False] and not compare.running and compare.finished is None
+    assert any("model worker stopped" in t for t in transcript_texts(window, "error"))
+    assert compare.active and compare.actions.stop.isEnabled()
+
+
+def test_a_new_nodata_value_keeps_comparison_mode(qtbot, comparing: MainWindow) -> None:
+    """The open scene read again (another nodata value): the before date follows, the date shown stays."""
+    window, compare = comparing, comparing.compare
+    compare.show_date("after")
+    old = window.info
+    with qtbot.waitSignal(window.loader.reread_done, timeout=20000):
+        window.scene_nodata.apply("0")
+    assert window.info is not old and compare.dates.before.info is window.info
+    assert compare.shown == "after" and window.map.raster.info is compare.dates.after.info
+    compare.show_date("before")
+    assert window.map.raster.info is window.info
