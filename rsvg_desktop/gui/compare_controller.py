@@ -39,6 +39,7 @@ from rsvg_desktop.gui.tasks import run_in_background
 
 if TYPE_CHECKING:
     from rsvg_desktop.gui.main_window import MainWindow
+    from rsvg_desktop.gui.scene_loader import OpenedScene
 
 __all__ = ["CompareController"]
 
@@ -200,7 +201,7 @@ class CompareController(QObject):
             self.modeChanged.emit(False)
         self.refresh()
 
-    def _reread(self, opened: Any) -> None:
+    def _reread(self, opened: OpenedScene) -> None:
         """The open scene was read again (another nodata value): the before date follows it."""
         if self.dates is not None and self.win.info is opened.info:
             before = DateImage(opened.info, opened.preview, opened.stretch)
