@@ -145,9 +145,6 @@ class MainWindow(QMainWindow):
 
         self._build_actions()
         self._connect()
-        self.compare = CompareController(self)  # File ▸ Compare with another date… (two dates, one grid)
-        self.compare.runningChanged.connect(self._running_changed)
-        self.compare.progressChanged.connect(self._progress)
         self.models.restore()
         self.query_panel.set_grid(settings.tile_size, settings.overlap)
         self._update_can_run()
@@ -340,6 +337,9 @@ class MainWindow(QMainWindow):
         self.results_table.exportRequested.connect(self.open_export_dialog)
         self.transcript.tileSelected.connect(lambda tile: self.map.highlight_tile(tile, center=True))
         self.transcript.followUpRequested.connect(self.ask_follow_up)
+        self.compare = CompareController(self)  # File ▸ Compare with another date… (two dates, one grid)
+        self.compare.runningChanged.connect(self._running_changed)
+        self.compare.progressChanged.connect(self._progress)
 
     # --- scenes ------------------------------------------------------------------------------
     def open_scene(self, path: str | os.PathLike[str], *, pixel_mode: bool = False) -> None:
