@@ -345,7 +345,7 @@ class MainWindow(QMainWindow):
     def open_scene(self, path: str | os.PathLike[str], *, pixel_mode: bool = False) -> None:
         """Open a scene (in the background; :attr:`sceneOpened` or :attr:`sceneFailed` follows)."""
         path = os.fspath(path)
-        if self.runs.running:
+        if self.runs.running or self.compare.running:
             self.show_status("Cancel the run before opening another scene.")
             return
         self.show_status(f"Opening {path}…")
@@ -683,7 +683,7 @@ class MainWindow(QMainWindow):
         self.close()
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.runs.running and not self.ask_question(
+        if (self.runs.running or self.compare.running) and not self.ask_question(
             "Quit during a run?",
             "A run is in progress. Quit anyway? The finished tiles are kept in the run's answer log; "
             "the tiles not yet answered are not.",

@@ -214,3 +214,27 @@ def test_a_new_nodata_value_keeps_comparison_mode(qtbot, comparing: MainWindow) 
     assert compare.shown == "after" and window.map.raster.info is compare.dates.after.info
     compare.show_date("before")
     assert window.map.raster.info is window.info
+
+
+def test_during_a_comparison_no_other_scene_opens_and_quitting_asks(
+    qtbot, comparing: MainWindow, fake_workers, sample_scene: Path
+) -> None:
+    window, compare, worker = comparing, comparing.compare, fake_workers[0]
+    worker.hold = True
+    panel = window.query_panel
+    panel.set_task("refer")
+    panel.query_edit.setText("car")
+    with qtbot.waitSignal(compare.runningChanged, timeout=5000):
+        panel.run_button.click()
+    info = window.info
+    window.open_scene(sample_scene)
+    assert window.info is info and compare.active
+    assert not compare.actions.stop.isEnabled() and not compare.actions.compare.isEnabled()
+    questions: list[str] = []
+    window.ask_question = lambda title, text: questions.append(title) is not None  # "No"
+    window.close()
+    assert questions == ["Quit during a run?"] and window.isVisible()
+    worker.hold = False
+    with qtbot.waitSignal(compare.changeShown, timeout=60000):
+        pass
+    window.ask_question = lambda title, text: True
