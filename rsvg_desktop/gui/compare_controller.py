@@ -165,7 +165,7 @@ class CompareController(QObject):
         self.win.transcript_model.add_note(
             self._key,
             f"Before: {dates.before.info.path}; after: {dates.after.info.path}, read on the before scene's "
-            "grid. Refer and grounding questions run on both dates; other tasks ask the shown scene only. "
+            "grid. Refer and grounding questions run on both dates; other tasks ask the before scene only. "
             "D switches the date shown.",
         )
         self.panel.show_summary(None, "Ask a refer or grounding question to compare the dates.")
@@ -232,14 +232,14 @@ class CompareController(QObject):
     # --- runs --------------------------------------------------------------------------------
     def takes(self, request: QueryRequest) -> bool:
         """Whether the Ask panel's ``request`` runs on both dates (comparison mode, a task that finds
-        objects); other requests ask the shown scene as usual (said in the transcript)."""
+        objects); other requests ask the open scene, the before date, as usual (the map shows it, and the
+        transcript says so)."""
         if not self.active:
             return False
         if compares(request.task):
             return True
-        self.win.transcript_model.add_note(
-            self._key, f"{request.task}: asked of the shown scene only ({self.shown} date's file)."
-        )
+        self.show_date("before")
+        self._note(f"{request.task}: asked of the open scene (the before date) only.")
         return False
 
     def start(self, request: QueryRequest) -> bool:

@@ -149,12 +149,14 @@ def test_a_comparison_shows_the_change_layers_counts_and_exports(
     assert len(pyogrio.read_dataframe(exported, layer="appeared")) == 1
 
 
-def test_other_tasks_ask_the_shown_scene(qtbot, comparing: MainWindow, fake_workers) -> None:
+def test_other_tasks_ask_the_open_scene_and_show_it(qtbot, comparing: MainWindow, fake_workers) -> None:
     from test_main_window import run_query
 
+    comparing.compare.show_date("after")
     run = run_query(qtbot, comparing, "classify")
     assert run.config.scene == comparing.info.path and not fake_workers[0].change_configs
-    assert any("shown scene only" in t for t in transcript_texts(comparing))
+    assert any("the before date) only" in t for t in transcript_texts(comparing))
+    assert comparing.compare.shown == "before" and comparing.map.raster.info is comparing.info
 
 
 def test_cancel_keeps_the_answers_and_a_rerun_resumes(qtbot, comparing: MainWindow, fake_workers) -> None:
