@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 CHANGE_KINDS: dict[str, tuple[str, str]] = {
     "appeared": ("Appeared", "#2ecc40"),
     "disappeared": ("Disappeared", "#ff4136"),
-    "persisting": ("Persisting", "#b0b0b0"),
+    "persisting": ("Persisting", "#8a8a8a"),
 }
 
 #: The dates' own objects (layers ``before`` and ``after``): the shown date's are drawn.
