@@ -4,9 +4,12 @@ Commands go to the worker, messages come back; both are small frozen values that
 process boundary, and both sides dispatch on their *types* (``match`` / a dict keyed by class), never
 on names or message text.
 
-Commands: :class:`LoadModel`, :class:`UnloadModel`, :class:`RunJob`, :class:`StopWorker`.
+Commands: :class:`LoadModel`, :class:`UnloadModel`, :class:`RunJob`, :class:`RunChangeJob`,
+:class:`StopWorker`.
 Messages: :class:`WorkerReady`, :class:`ModelLoading`, ``ModelLoaded``, :class:`ModelUnloaded`, the run
-events of :mod:`rsvg_desktop.engine.events`, :class:`WorkerError` and :class:`WorkerDied`.
+events of :mod:`rsvg_desktop.engine.events` (a two-date comparison adds those of
+:mod:`rsvg_desktop.engine.change.events`, ending with ``ChangeFinished``), :class:`WorkerError` and
+:class:`WorkerDied`.
 
 :class:`WorkerClient` is what the app needs from a worker handle; the real
 :class:`~rsvg_desktop.engine.worker.ModelWorker` and the tests' in-process fake both implement it.
@@ -23,6 +26,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from rsvg_desktop.engine.change.config import ChangeConfig
+from rsvg_desktop.engine.change.events import (
+    ChangeFinished,
+    ChangeStarted,
+    ChangeWarning,
+    DateStarted,
+    VerifyProgress,
+    VerifyStarted,
+)
 from rsvg_desktop.engine.events import (
     ModelLoaded,
     ModelSpec,
@@ -39,6 +51,7 @@ __all__ = [
     "LoadModel",
     "ModelLoading",
     "ModelUnloaded",
+    "RunChangeJob",
     "RunJob",
     "StopWorker",
     "UnloadModel",
@@ -67,11 +80,18 @@ class RunJob:
 
 
 @dataclass(frozen=True, slots=True)
+class RunChangeJob:
+    """Compare two dates (:func:`~rsvg_desktop.engine.change.run_change`) with the loaded model."""
+
+    config: ChangeConfig
+
+
+@dataclass(frozen=True, slots=True)
 class StopWorker:
     pass
 
 
-Command = LoadModel | UnloadModel | RunJob | StopWorker
+Command = LoadModel | UnloadModel | RunJob | RunChangeJob | StopWorker
 
 
 # --- messages (worker → client) -------------------------------------------------------------------
@@ -120,6 +140,12 @@ WorkerMessage = (
     | TileDone
     | RunFinished
     | RunFailed
+    | ChangeStarted
+    | DateStarted
+    | ChangeWarning
+    | VerifyStarted
+    | VerifyProgress
+    | ChangeFinished
     | WorkerError
     | WorkerDied
 )
@@ -149,6 +175,8 @@ class WorkerClient(Protocol):
     def unload(self) -> None: ...
 
     def run(self, config: RunConfig) -> None: ...
+
+    def run_change(self, config: ChangeConfig) -> None: ...
 
     def cancel(self) -> None: ...
 

@@ -8,6 +8,7 @@ Client API (all non-blocking except :meth:`ModelWorker.stop`)::
     worker = ModelWorker(); worker.start()
     worker.load(ModelSpec(model_dir, precision="nf4"))
     worker.run(RunConfig(scene, query, task="refer", output="out.gpkg"))
+    worker.run_change(ChangeConfig(before, after, query, output="change.gpkg"))  # two dates
     for msg in worker.poll(0.05): ...       # run events, ModelLoaded, WorkerError, WorkerDied...
     worker.cancel()                          # the run stops within about a second, finished tiles kept
 
@@ -29,6 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from rsvg_desktop.engine.change.config import ChangeConfig
+from rsvg_desktop.engine.change.events import ChangeFinished
 from rsvg_desktop.engine.events import ModelLoaded, ModelSpec, RunConfig, RunFailed
 from rsvg_desktop.engine.lifeline import watch_parent
 from rsvg_desktop.engine.protocol import (
@@ -36,6 +39,7 @@ from rsvg_desktop.engine.protocol import (
     LoadModel,
     ModelLoading,
     ModelUnloaded,
+    RunChangeJob,
     RunJob,
     StopWorker,
     UnloadModel,
@@ -119,6 +123,8 @@ class WorkerServer:
                 self._events.put(ModelUnloaded())
             case RunJob(config=config):
                 self._run(config)
+            case RunChangeJob(config=change):
+                self._run_change(change)
             case _:
                 raise TypeError(f"unknown worker command {cmd!r}")
 
@@ -170,6 +176,43 @@ class WorkerServer:
             cancel=self._cancel,
         ):
             self._events.put(event)
+
+    def _run_change(self, config: ChangeConfig) -> None:
+        """A two-date comparison with the loaded model: :func:`run_change`'s events, the same cancel flag
+        as a scene job (answers kept in both dates' answer logs; the same command again resumes)."""
+        from rsvg_desktop.engine.change import run_change
+        from rsvg_desktop.engine.model_jobs import check_question
+
+        loaded, generator = self._loaded, self._generator
+        if loaded is None or generator is None:
+            self._events.put(_change_refused(config, "no model is loaded: load one first"))
+            return
+        check_question(
+            loaded.spec.model_dir, task=config.task, query=config.query, max_new_tokens=config.max_new_tokens
+        )
+        generator.should_stop = self._cancel
+        self.running = True
+        try:
+            for event in run_change(
+                config,
+                generator,
+                model=str(loaded.spec.model_dir),
+                precision=str(loaded.precision),
+                device=loaded.device_name,
+                random_weights=loaded.random_weights,
+                cancel=self._cancel,
+            ):
+                self._events.put(event)
+        finally:
+            self.running = False
+
+
+def _change_refused(config: ChangeConfig, message: str) -> ChangeFinished:
+    """The last event of a comparison that could not start."""
+    from rsvg_desktop.engine.change import date_answer_log
+
+    logs = (str(date_answer_log(config.output, "before")), str(date_answer_log(config.output, "after")))
+    return ChangeFinished(config.output, None, 0, 0.0, logs, error=message)
 
 
 def _load_real(spec: ModelSpec, progress: Callable[[str, float], None]) -> tuple[Any, Any]:
@@ -302,6 +345,11 @@ class ModelWorker:
         if self._cancel is not None:
             self._cancel.clear()
         self._send(RunJob(config))
+
+    def run_change(self, config: ChangeConfig) -> None:
+        if self._cancel is not None:
+            self._cancel.clear()
+        self._send(RunChangeJob(config))
 
     def cancel(self) -> None:
         if self._cancel is not None:

@@ -29,6 +29,7 @@ from rsvg_desktop import __version__
 from rsvg_desktop.core.geo.grid import TilePlan
 from rsvg_desktop.core.geo.scene import SceneInfo
 from rsvg_desktop.errors import ConfigError
+from rsvg_desktop.gui.compare_controller import CompareController
 from rsvg_desktop.gui.export_dialog import ExportDialog
 from rsvg_desktop.gui.logic.coords import CursorFormatter
 from rsvg_desktop.gui.logic.messages import app_message
@@ -336,12 +337,15 @@ class MainWindow(QMainWindow):
         self.results_table.exportRequested.connect(self.open_export_dialog)
         self.transcript.tileSelected.connect(lambda tile: self.map.highlight_tile(tile, center=True))
         self.transcript.followUpRequested.connect(self.ask_follow_up)
+        self.compare = CompareController(self)  # File ▸ Compare with another date… (two dates, one grid)
+        self.compare.runningChanged.connect(self._running_changed)
+        self.compare.progressChanged.connect(self._progress)
 
     # --- scenes ------------------------------------------------------------------------------
     def open_scene(self, path: str | os.PathLike[str], *, pixel_mode: bool = False) -> None:
         """Open a scene (in the background; :attr:`sceneOpened` or :attr:`sceneFailed` follows)."""
         path = os.fspath(path)
-        if self.runs.running:
+        if self.runs.running or self.compare.running:
             self.show_status("Cancel the run before opening another scene.")
             return
         self.show_status(f"Opening {path}…")
@@ -542,6 +546,8 @@ class MainWindow(QMainWindow):
 
     # --- runs --------------------------------------------------------------------------------
     def start_run(self, request: QueryRequest) -> bool:
+        if self.compare.takes(request):  # comparison mode: a task that finds objects asks both dates
+            return self.compare.start(request)
         try:
             self.runs.start(request)
         except ConfigError as exc:
@@ -571,7 +577,7 @@ class MainWindow(QMainWindow):
 
     def _progress(self, done: int, total: int, text: str) -> None:
         self.query_panel.set_progress(done, total, text)
-        self.progress_label.setText(text if self.runs.running else "")
+        self.progress_label.setText(text if self.runs.running or self.compare.running else "")
 
     def _update_can_run(self) -> None:
         reason = self.runs.why_not()
@@ -677,7 +683,7 @@ class MainWindow(QMainWindow):
         self.close()
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.runs.running and not self.ask_question(
+        if (self.runs.running or self.compare.running) and not self.ask_question(
             "Quit during a run?",
             "A run is in progress. Quit anyway? The finished tiles are kept in the run's answer log; "
             "the tiles not yet answered are not.",

@@ -28,11 +28,12 @@ from PySide6.QtCore import QObject, QRectF, Signal
 from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QGraphicsObject, QStyleOptionGraphicsItem, QWidget
 
+from rsvg_desktop.core.geo.change.types import TargetGrid
 from rsvg_desktop.core.geo.scene import Scene, SceneInfo, open_scene
 from rsvg_desktop.core.geo.stretch import Stretch
 from rsvg_desktop.gui.logic.nodata import given_nodata
 
-__all__ = ["TILE_PX", "RasterLayer", "ScenePool", "rgba_image"]
+__all__ = ["TILE_PX", "RasterLayer", "ScenePool", "rgba_image", "warp_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,17 @@ def rgba_image(image: np.ndarray, valid: np.ndarray | None = None) -> QImage:
     return qimg.copy()  # own the pixels: ``rgba`` goes away
 
 
+def warp_grid(info: SceneInfo) -> TargetGrid | None:
+    """The grid a warped scene (``info.warped``: another date shown on the open scene's grid) is read
+    on: its info describes that grid. ``None`` for a scene read as it is."""
+    if not info.warped:
+        return None
+    return TargetGrid(crs_wkt=info.crs_wkt, transform=info.transform, width=info.width, height=info.height)
+
+
 class ScenePool:
-    """Open scenes for background reads: a ``Scene`` is not thread-safe, so each read borrows one."""
+    """Open scenes for background reads: a ``Scene`` is not thread-safe, so each read borrows one. A
+    warped scene is reopened on the same grid."""
 
     def __init__(self, info: SceneInfo, stretch: Stretch | None) -> None:
         self.info = info
@@ -76,6 +86,7 @@ class ScenePool:
                 bands=self.info.display_bands,
                 stretch=self.stretch,
                 nodata=given_nodata(self.info),
+                warp_to=warp_grid(self.info),
             )
             with self._lock:
                 self._all.append(scene)

@@ -10,11 +10,14 @@ stall the interface.
 Messages → signals: ``WorkerReady`` → :attr:`workerReady`, ``ModelLoaded(info)`` → :attr:`modelLoaded`,
 ``ModelLoading(stage, fraction)`` → :attr:`modelLoading`, ``ModelUnloaded`` → :attr:`modelUnloaded`,
 ``RunStarted``/``TileStarted``/``TileDone``/``RunFinished``/``RunFailed`` → the signals of the same
-name, ``WorkerError(message, fatal)`` → :attr:`error`, ``WorkerDied(exitcode)`` → :attr:`workerDied`
-(also emitted when the process is found dead without having said so). A ``WorkerError`` during a run
-ends that run (the worker's run loop has stopped); :attr:`error` is emitted after the state change. A
-failed load whose error says ``model_kept`` (refused before the loaded model was dropped) goes back to
-``ready`` with that model.
+name, the comparison's ``ChangeStarted``/``DateStarted``/``ChangeWarning``/``VerifyStarted``/
+``VerifyProgress`` → :attr:`changeEvent` and ``ChangeFinished`` → :attr:`changeFinished` (during a
+comparison, :meth:`run_change`, each date's ``RunFinished`` leaves the worker ``running``: the
+comparison ends with ``ChangeFinished``), ``WorkerError(message, fatal)`` → :attr:`error`,
+``WorkerDied(exitcode)`` → :attr:`workerDied` (also emitted when the process is found dead without
+having said so). A ``WorkerError`` during a run ends that run (the worker's run loop has stopped);
+:attr:`error` is emitted after the state change. A failed load whose error says ``model_kept``
+(refused before the loaded model was dropped) goes back to ``ready`` with that model.
 Messages are the typed values of :mod:`rsvg_desktop.engine.protocol`, dispatched by type.
 
 :attr:`state` is one of ``stopped`` (no process), ``starting``, ``idle`` (process, no model),
@@ -31,6 +34,15 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from rsvg_desktop.engine.change import (
+    ChangeConfig,
+    ChangeFinished,
+    ChangeStarted,
+    ChangeWarning,
+    DateStarted,
+    VerifyProgress,
+    VerifyStarted,
+)
 from rsvg_desktop.engine.events import (
     ModelLoaded,
     ModelSpec,
@@ -74,6 +86,8 @@ class WorkerBridge(QObject):
     tileDone = Signal(object)
     runFinished = Signal(object)
     runFailed = Signal(object)
+    changeEvent = Signal(object)  # ChangeStarted, DateStarted, ChangeWarning, VerifyStarted, VerifyProgress
+    changeFinished = Signal(object)  # ChangeFinished
     workerDied = Signal(object)  # exit code (int) or None
     error = Signal(str, bool)  # message, fatal
     stateChanged = Signal(str)
@@ -93,6 +107,7 @@ class WorkerBridge(QObject):
         self._model_info: Any = None
         self._spec: ModelSpec | None = None
         self._kept: tuple[Any, ModelSpec | None] | None = None  # the model loaded when a load began
+        self._comparing = False  # the run in progress is a two-date comparison
         self._pending: deque[object] = deque()
         self._budget = budget_ms / 1000.0
         self._last_alive_check = 0.0
@@ -109,6 +124,12 @@ class WorkerBridge(QObject):
             TileDone: self.tileDone.emit,
             RunFinished: self._on_run_finished,
             RunFailed: self._on_run_failed,
+            ChangeStarted: self.changeEvent.emit,
+            DateStarted: self.changeEvent.emit,
+            ChangeWarning: self.changeEvent.emit,
+            VerifyStarted: self.changeEvent.emit,
+            VerifyProgress: self.changeEvent.emit,
+            ChangeFinished: self._on_change_finished,
             WorkerError: self._on_error,
             WorkerDied: self._on_died,
         }
@@ -192,6 +213,19 @@ class WorkerBridge(QObject):
             raise RuntimeError("load a model before running a query")
         self._worker.run(config)
         self._set_state("running")
+
+    def run_change(self, config: ChangeConfig) -> None:
+        """Compare two dates with the loaded model; the run ends with :attr:`changeFinished`."""
+        if not self.loaded or self._state != "ready" or self._worker is None:
+            raise RuntimeError("load a model before comparing two dates")
+        self._worker.run_change(config)
+        self._comparing = True
+        self._set_state("running")
+
+    @property
+    def comparing(self) -> bool:
+        """Whether the run in progress is a two-date comparison."""
+        return self._comparing and self.running
 
     def cancel(self) -> None:
         """Ask the worker to stop the run (it keeps the tiles that finished)."""
@@ -286,15 +320,22 @@ class WorkerBridge(QObject):
         self.runStarted.emit(msg)
 
     def _after_run(self) -> None:
+        self._comparing = False
         self._set_state("ready" if self._model_info is not None else "idle")
 
     def _on_run_finished(self, msg: Any) -> None:
-        self._after_run()
+        if not self._comparing:  # a comparison's date ended: its ChangeFinished ends the run
+            self._after_run()
         self.runFinished.emit(msg)
 
     def _on_run_failed(self, msg: Any) -> None:
-        self._after_run()
+        if not self._comparing:
+            self._after_run()
         self.runFailed.emit(msg)
+
+    def _on_change_finished(self, msg: ChangeFinished) -> None:
+        self._after_run()
+        self.changeFinished.emit(msg)
 
     def _on_error(self, msg: WorkerError) -> None:
         message, fatal = msg.message, msg.fatal
@@ -315,6 +356,7 @@ class WorkerBridge(QObject):
         self._timer.stop()
         self._pending.clear()
         self._model_info = None
+        self._comparing = False
         code = msg.exitcode
         log.error("the model worker died (exit code %s)", code)
         if worker is not None:

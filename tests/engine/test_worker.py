@@ -102,3 +102,38 @@ def test_run_without_model_and_bad_model_dir_are_reported(worker, tmp_path, data
     assert "nowhere" in err.message and not err.fatal
     assert worker.alive
     _ = RunStarted  # the run events are plain values shared with the GUI
+
+
+def test_a_comparison_in_the_worker_process_and_its_cancel(worker, test_model_dir, data_dir, tmp_path):
+    """RunChangeJob in the real process with the tiny model: both dates run and the change GeoPackage is
+    written; a second comparison cancelled during its first date ends with ChangeFinished(cancelled)
+    within seconds, its answers kept."""
+    import pyogrio
+    from change_scenes import make_pair
+
+    from rsvg_desktop.engine.change import ChangeConfig, ChangeFinished, DateStarted, date_answer_log
+
+    before, after = make_pair(data_dir, tmp_path)
+    _wait_for(worker, WorkerReady)
+    worker.load(ModelSpec(str(test_model_dir), "fp32", "cpu"))
+    _wait_for(worker, ModelLoaded)
+
+    out = tmp_path / "change.gpkg"
+    config = ChangeConfig(str(before), str(after), "car", str(out), max_new_tokens=4, batch_size=2)
+    worker.run_change(config)
+    finished, seen = _wait_for(worker, ChangeFinished, timeout=300)
+    assert finished.summary is not None and finished.error is None, finished
+    assert [m.date for m in seen if isinstance(m, DateStarted)] == ["before", "after"]
+    assert {"appeared", "disappeared", "persisting", "run"} <= set(pyogrio.list_layers(out)[:, 0])
+
+    out2 = tmp_path / "cancelled.gpkg"
+    worker.run_change(
+        ChangeConfig(str(before), str(after), "car", str(out2), max_new_tokens=16, batch_size=1)
+    )
+    _wait_for(worker, TileDone, timeout=120)
+    t0 = time.monotonic()
+    worker.cancel()
+    finished, _ = _wait_for(worker, ChangeFinished)
+    assert time.monotonic() - t0 < 5.0
+    assert finished.cancelled and finished.summary is None and not out2.exists()
+    assert date_answer_log(out2, "before").stat().st_size > 0

@@ -131,3 +131,69 @@ def test_a_load_on_a_missing_device_keeps_the_loaded_model(monkeypatch) -> None:
     server.handle(UnloadModel())
     server.handle(LoadModel(ModelSpec("model", "fp32", "cpu")))
     assert loads == ["cpu", "cpu"]
+
+
+def _change_server(monkeypatch, events: queue.Queue, cancel=lambda: False) -> WorkerServer:
+    """A server whose "model" is the comparison tests' square finder (no weights, no tokenizer)."""
+    from types import SimpleNamespace
+
+    from change_scenes import SquareFinder
+
+    import rsvg_desktop.engine.model_jobs as model_jobs
+    import rsvg_desktop.engine.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "_model_info", lambda loaded: "square finder")
+    monkeypatch.setattr(model_jobs, "check_question", lambda *a, **kw: 10)
+
+    def load(spec: ModelSpec, progress: object) -> tuple[object, object]:
+        loaded = SimpleNamespace(spec=spec, precision="fp32", device_name="CPU", random_weights=False)
+        return loaded, SquareFinder()
+
+    return WorkerServer(events, cancel, load=load)
+
+
+def test_a_change_job_runs_both_dates_with_the_loaded_model(monkeypatch, tmp_path, data_dir) -> None:
+    """RunChangeJob runs run_change with the worker's model: both dates' scene jobs, then the change
+    GeoPackage; ChangeFinished is the last message."""
+    from change_scenes import make_pair
+
+    from rsvg_desktop.engine.change import ChangeConfig, ChangeFinished, DateStarted, date_answer_log
+    from rsvg_desktop.engine.protocol import RunChangeJob
+
+    before, after = make_pair(data_dir, tmp_path)
+    out = tmp_path / "change.gpkg"
+    config = ChangeConfig(str(before), str(after), "car", str(out), batch_size=2)
+    events: queue.Queue = queue.Queue()
+    server = _change_server(monkeypatch, events)
+    server.handle(LoadModel(ModelSpec("model", "fp32", "cpu")))
+    server.handle(RunChangeJob(config))
+    msgs = _drain(events)
+    assert [m.date for m in msgs if isinstance(m, DateStarted)] == ["before", "after"]
+    finished = msgs[-1]
+    assert isinstance(finished, ChangeFinished) and finished.summary is not None
+    assert (finished.summary.appeared, finished.summary.disappeared, finished.summary.persisting) == (1, 1, 3)
+    assert out.is_file() and date_answer_log(out, "after").is_file()
+    assert not server.running
+
+
+def test_a_change_job_without_a_model_is_refused(tmp_path) -> None:
+    from rsvg_desktop.engine.change import ChangeConfig, ChangeFinished
+    from rsvg_desktop.engine.protocol import RunChangeJob
+
+    events: queue.Queue = queue.Queue()
+    config = ChangeConfig("a.tif", "b.tif", "car", str(tmp_path / "c.gpkg"))
+    WorkerServer(events, lambda: False).handle(RunChangeJob(config))
+    (msg,) = _drain(events)
+    assert isinstance(msg, ChangeFinished) and msg.summary is None and "no model" in (msg.error or "")
+
+
+def test_the_worker_handle_sends_a_change_job(monkeypatch) -> None:
+    from rsvg_desktop.engine.change import ChangeConfig
+    from rsvg_desktop.engine.protocol import RunChangeJob
+
+    worker = ModelWorker()
+    sent: list[object] = []
+    monkeypatch.setattr(worker, "_send", sent.append)
+    config = ChangeConfig("a.tif", "b.tif", "car", "c.gpkg")
+    worker.run_change(config)
+    assert sent == [RunChangeJob(config)]

@@ -5,6 +5,10 @@ reads, answer log, parsing, polygons, seam merge, export) driven with scripted a
 model (:func:`scripted_scene.scripted_scene`), which answer each tile with a scripted GeoChat-like
 answer; only the model and the process boundary are stood in for. Messages are released by ``poll``
 one tile per ``tile_seconds``, so tests are deterministic and need no process.
+
+A two-date comparison (``run_change``) is the engine's real :func:`~rsvg_desktop.engine.change.run_change`
+(grid, warp, both dates' scene jobs, matching, verification, the change GeoPackage) with a stand-in
+detector in place of the model (``change_generator()``, default :class:`change_scenes.SquareFinder`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from change_scenes import SquareFinder
 from scripted_scene import scripted_scene
 
 from rsvg_desktop.core.types import Tile
+from rsvg_desktop.engine.change import ChangeConfig, run_change
 from rsvg_desktop.engine.events import (
     ModelInfo,
     ModelLoaded,
@@ -54,6 +60,7 @@ class FakeWorker:
         random_weights: bool = True,
         fail_load: str | None = None,
         fail_devices: tuple[str, ...] = (),
+        change_generator: Callable[[], Any] = SquareFinder,
     ) -> None:
         self.tile_seconds = tile_seconds
         self.load_seconds = load_seconds
@@ -61,6 +68,8 @@ class FakeWorker:
         self.random_weights = random_weights
         self.fail_load = fail_load
         self.fail_devices = fail_devices  # loads on these devices fail as on a machine without them
+        self.change_generator = change_generator
+        self.change_configs: list[ChangeConfig] = []
         self.keeps_model = True  # a refused device keeps the loaded model, as the real worker does
         self.loaded: ModelSpec | None = None
         self.alive = False
@@ -143,6 +152,12 @@ class FakeWorker:
         self._run = self._job(config)
         self._next = time.monotonic()
 
+    def run_change(self, config: ChangeConfig) -> None:
+        self.change_configs.append(config)
+        self._cancel = False
+        self._run = self._change_job(config)
+        self._next = time.monotonic()
+
     def cancel(self) -> None:
         self.cancel_calls += 1
         self._cancel = True
@@ -180,6 +195,20 @@ class FakeWorker:
                 cancel=lambda: self._cancel,
             )
         except RsvgError as exc:  # as the real worker reports a run that cannot start
+            yield WorkerError(str(exc), fatal=is_fatal(exc))
+
+    def _change_job(self, config: ChangeConfig) -> Iterator[object]:
+        try:
+            yield from run_change(
+                config,
+                self.change_generator(),
+                model="fake",
+                precision="fp32",
+                device="CPU",
+                random_weights=self.random_weights,
+                cancel=lambda: self._cancel,
+            )
+        except RsvgError as exc:  # as the real worker reports a comparison that cannot start
             yield WorkerError(str(exc), fatal=is_fatal(exc))
 
 

@@ -124,3 +124,25 @@ def test_a_burst_of_messages_is_spread_over_ticks(qtbot, bridge: WorkerBridge) -
     assert 1 <= len(handled) <= 8 and took < 0.03
     bridge._timer.start()
     qtbot.waitUntil(lambda: len(handled) == 60, timeout=10000)
+
+
+def test_a_comparison_ends_with_change_finished_not_a_dates_run(qtbot, bridge, data_dir, tmp_path) -> None:
+    from change_scenes import make_pair
+
+    from rsvg_desktop.engine.change import ChangeConfig, ChangeFinished, DateStarted
+
+    before, after = make_pair(data_dir, tmp_path)
+    with qtbot.waitSignal(bridge.modelLoaded, timeout=5000):
+        bridge.load(ModelSpec("m"))
+    events: list[object] = []
+    bridge.changeEvent.connect(events.append)
+    states_at_date_end: list[str] = []
+    bridge.runFinished.connect(lambda _ev: states_at_date_end.append(bridge.state))
+    config = ChangeConfig(str(before), str(after), "car", str(tmp_path / "c.gpkg"), batch_size=2)
+    with qtbot.waitSignal(bridge.changeFinished, timeout=60000) as finished:
+        bridge.run_change(config)
+        assert bridge.comparing and bridge.state == "running"
+    assert states_at_date_end == ["running", "running"]  # each date's end left the comparison running
+    assert [e.date for e in events if isinstance(e, DateStarted)] == ["before", "after"]
+    assert isinstance(finished.args[0], ChangeFinished) and finished.args[0].summary is not None
+    assert bridge.state == "ready" and not bridge.comparing
