@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Any
+from typing import Any, ClassVar
 
 from qgis.core import (
     QgsProcessingAlgorithm,
@@ -71,7 +71,7 @@ class StoredStyle(QgsProcessingLayerPostProcessorInterface):
 
     #: The post-processors handed to Processing, kept alive here (Processing keeps no Python reference).
     #: Each layer gets its own: a layer's details delete theirs, so one shared by several is freed twice.
-    _alive: list[StoredStyle] = []
+    _alive: ClassVar[list[StoredStyle]] = []
 
     def postProcessLayer(
         self, layer: Any, context: QgsProcessingContext, feedback: QgsProcessingFeedback
