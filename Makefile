@@ -34,17 +34,17 @@ sysdeps:
 	@command -v desktop-file-validate >/dev/null && command -v appstreamcli >/dev/null && \
 	  command -v ogrinfo >/dev/null || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
-	  apt-get install -y -qq desktop-file-utils appstream gdal-bin >/dev/null; } || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq desktop-file-utils appstream gdal-bin >/dev/null; } || \
 	echo "warning: install desktop-file-utils, appstream and gdal-bin (Debian) for the tests"
 	@# QGIS 3.22+ and its Python bindings for the plugin's tests (tests/qgis, docs/qgis.md).
 	@/usr/bin/python3 -c "import qgis.core" 2>/dev/null || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
-	  apt-get install -y -qq qgis python3-qgis python3-gdal >/dev/null; } || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qgis python3-qgis python3-gdal >/dev/null; } || \
 	echo "warning: install qgis and python3-qgis (Debian) for the QGIS plugin's tests"
 	@# WordNet 3.0 for rsvg bench's METEOR (Debian wordnet-base, /usr/share/wordnet).
 	@test -f /usr/share/wordnet/data.noun || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
-	  apt-get install -y -qq wordnet-base >/dev/null; } || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null; } || \
 	echo "warning: install wordnet-base (Debian) for METEOR in rsvg bench"
 
 # pytest workers (pytest-xdist); JOBS=0 runs the tests in one process.
