@@ -21,8 +21,7 @@ from rasterio.transform import Affine, array_bounds
 from rasterio.warp import calculate_default_transform, reproject
 from rasterio.windows import Window
 from scipy import ndimage
-
-from rsvg_desktop.core.prompt.parser import parse_answer
+from scripted_scene import AnswerResult
 
 STRONG = (255, 0, 255)
 FAINT = (205, 75, 205)
@@ -114,15 +113,6 @@ def make_pair(
     return before_path, after_path
 
 
-@dataclass(frozen=True)
-class _Result:
-    answer: str
-    parsed: object
-    input_tokens: int = 10
-    output_tokens: int = 5
-    seconds: float = 0.0
-
-
 class SquareFinder:
     """A test double of GeoChatGenerator that finds magenta squares in each image (see the module docs).
 
@@ -136,7 +126,7 @@ class SquareFinder:
         for r in requests:
             self.requests.append((r.task, r.query))
             text = find_squares(r.image)
-            out.append(_Result(text, parse_answer(text)))
+            out.append(AnswerResult.of(text))
         return out
 
 
