@@ -153,7 +153,7 @@ class _ChangeView:
 def cmd_change(args: argparse.Namespace) -> int:
     if args.logs is not None:
         return _change_from_logs(args)
-    from rsvg_desktop.cli.interrupts import exit_status, first_interrupt_stops
+    from rsvg_desktop.cli.interrupts import show_until_interrupted
     from rsvg_desktop.cli.progress_json import current
     from rsvg_desktop.engine.change import change, check_change, place_dates
 
@@ -164,20 +164,11 @@ def cmd_change(args: argparse.Namespace) -> int:
     writer = current()
     view = _ChangeView(quiet=args.quiet or writer is not None)
     events = change(config, spec, placement=placement)
-    with first_interrupt_stops():  # a second Ctrl-C cannot cut short the writing of what finished
-        try:
-            for event in events:
-                view.show(event)
-                if writer is not None:
-                    writer.engine_event(event)
-        except KeyboardInterrupt as exc:
-            view.end_bar()
-            events.close()
-            text = _interrupted(config)
-            print(text, file=sys.stderr)
-            if writer is not None:
-                writer.error(text.removeprefix("rsvg: "), exit_status(exc))
-            return exit_status(exc)
+    stopped = show_until_interrupted(
+        events, view.show, writer, end_bar=view.end_bar, interrupted=lambda: _interrupted(config)
+    )
+    if stopped is not None:
+        return stopped
     return _change_result(view.finished, args, writer)
 
 

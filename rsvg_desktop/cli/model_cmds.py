@@ -428,7 +428,7 @@ class _DetectView:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from rsvg_desktop.cli.interrupts import exit_status, first_interrupt_stops
+    from rsvg_desktop.cli.interrupts import show_until_interrupted
     from rsvg_desktop.cli.progress_json import current
     from rsvg_desktop.engine.model_jobs import detect
 
@@ -440,20 +440,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
     writer = current()
     view = _DetectView(quiet=args.quiet or writer is not None)
     events = detect(_run_config(args), spec)
-    with first_interrupt_stops():  # a second Ctrl-C cannot cut short the writing of what finished
-        try:
-            for event in events:
-                view.show(event)
-                if writer is not None:
-                    writer.engine_event(event)
-        except KeyboardInterrupt as exc:
-            view.finish_bar()
-            events.close()  # the job writes what finished before returning
-            text = view.interrupted(args.output)
-            print(text, file=sys.stderr)
-            if writer is not None:
-                writer.error(text.removeprefix("rsvg: "), exit_status(exc))
-            return exit_status(exc)
+    stopped = show_until_interrupted(
+        events, view.show, writer, end_bar=view.finish_bar, interrupted=lambda: view.interrupted(args.output)
+    )
+    if stopped is not None:
+        return stopped
     return _detect_result(view, writer)
 
 
