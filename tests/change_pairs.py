@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -46,23 +47,30 @@ def second_date(
         profile.update(transform=placed)
         out_data = data
     else:
-        h, w = data.shape[1:]
-        transform, width, height = calculate_default_transform(
-            src_crs, crs, w, h, *array_bounds(h, w, placed)
-        )
-        out_data = np.full((data.shape[0], height, width), nodata, dtype=data.dtype)
-        reproject(
-            data,
-            out_data,
-            src_transform=placed,
-            src_crs=src_crs,
-            dst_transform=transform,
-            dst_crs=crs,
-            resampling=Resampling.bilinear,
-            src_nodata=nodata,
-            dst_nodata=nodata,
-        )
-        profile.update(crs=crs, transform=transform, width=width, height=height)
+        out_data, transform = reprojected(data, placed, src_crs, crs, nodata)
+        profile.update(crs=crs, transform=transform, width=out_data.shape[2], height=out_data.shape[1])
     with rasterio.open(out, "w", **profile) as dst:
         dst.write(out_data)
     return out
+
+
+def reprojected(
+    data: np.ndarray, placed: Affine, src_crs: Any, crs: Any, nodata: float
+) -> tuple[np.ndarray, Affine]:
+    """``data`` (bands, rows, columns) placed by ``placed`` in ``src_crs``, resampled (bilinear) into
+    ``crs`` on the grid that covers it: the new data (``nodata`` where nothing fell) and its transform."""
+    h, w = data.shape[1:]
+    transform, width, height = calculate_default_transform(src_crs, crs, w, h, *array_bounds(h, w, placed))
+    out_data = np.full((data.shape[0], height, width), nodata, dtype=data.dtype)
+    reproject(
+        data,
+        out_data,
+        src_transform=placed,
+        src_crs=src_crs,
+        dst_transform=transform,
+        dst_crs=crs,
+        resampling=Resampling.bilinear,
+        src_nodata=nodata,
+        dst_nodata=nodata,
+    )
+    return out_data, transform

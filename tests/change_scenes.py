@@ -16,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
-from rasterio.transform import Affine, array_bounds
-from rasterio.warp import calculate_default_transform, reproject
+from change_pairs import reprojected
+from rasterio.transform import Affine
 from rasterio.windows import Window
 from scipy import ndimage
-
-from rsvg_desktop.core.prompt.parser import parse_answer
+from scripted_scene import AnswerResult
 
 STRONG = (255, 0, 255)
 FAINT = (205, 75, 205)
@@ -83,44 +81,20 @@ def make_pair(
     after = np.maximum(base[:, :, :after_width], 1)  # 0 is the after scene's nodata
     _paint(after, after_objects)
     placed = transform @ Affine.translation(*shift)
-    h, w = after.shape[1:]
     out_crs = after_crs or crs
-    dst_transform, width, height = calculate_default_transform(
-        crs, out_crs, w, h, *array_bounds(h, w, placed)
-    )
-    warped = np.zeros((3, height, width), dtype=np.uint8)
-    reproject(
-        after,
-        warped,
-        src_transform=placed,
-        src_crs=crs,
-        dst_transform=dst_transform,
-        dst_crs=out_crs,
-        resampling=Resampling.bilinear,
-        src_nodata=0,
-        dst_nodata=0,
-    )
+    warped, dst_transform = reprojected(after, placed, crs, out_crs, 0)
     after_path = folder / "after.tif"
     with rasterio.open(
         after_path,
         "w",
-        width=width,
-        height=height,
+        width=warped.shape[2],
+        height=warped.shape[1],
         transform=dst_transform,
         nodata=0,
         **{**profile, "crs": out_crs},
     ) as dst:
         dst.write(warped)
     return before_path, after_path
-
-
-@dataclass(frozen=True)
-class _Result:
-    answer: str
-    parsed: object
-    input_tokens: int = 10
-    output_tokens: int = 5
-    seconds: float = 0.0
 
 
 class SquareFinder:
@@ -136,7 +110,7 @@ class SquareFinder:
         for r in requests:
             self.requests.append((r.task, r.query))
             text = find_squares(r.image)
-            out.append(_Result(text, parse_answer(text)))
+            out.append(AnswerResult.of(text))
         return out
 
 

@@ -5,6 +5,7 @@ code. Shared by the GUI's fake worker and the engine tests that need answers wit
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rsvg_desktop.core.model.generate import GenerationResult
@@ -15,6 +16,23 @@ from rsvg_desktop.engine.events import RunConfig, TileStarted
 
 #: Scripts the model: the answer to ``config``'s question on ``tile``.
 Answer = Callable[[RunConfig, Tile], str]
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    """The part of a :class:`GenerationResult` that the scene job reads: what the tests' own generator
+    doubles answer with."""
+
+    answer: str
+    parsed: object
+    input_tokens: int = 10
+    output_tokens: int = 5
+    seconds: float = 0.0
+
+    @classmethod
+    def of(cls, text: str, **counts: Any) -> AnswerResult:
+        """The answer ``text``, parsed as GeoChat's answers are (``counts``: the token counts)."""
+        return cls(text, parse_answer(text), **counts)
 
 
 class ScriptedGenerator:

@@ -33,7 +33,9 @@ from rsvg_desktop.cli.interrupts import EXIT_INTERRUPTED, exit_status, first_int
 from rsvg_desktop.cli.model_cmds import (
     TASK_CHOICES,
     add_model_run_options,
+    model_spec,
     report_model_loaded,
+    run_settings,
 )
 from rsvg_desktop.cli.progress_json import current
 from rsvg_desktop.engine.events import (
@@ -167,14 +169,9 @@ def _write_summary(path: str, text: str) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from rsvg_desktop.engine.model_jobs import resolve_model_dir
-
     _check_batch_args(args)
-    model_dir = resolve_model_dir(args.model, smoke=args.smoke)
+    spec = model_spec(args)
     config = _batch_config(args)
-    spec = ModelSpec(
-        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
-    )
     events = _batch_events(args, config, spec)
     writer = current()
     view = _BatchView(quiet=args.quiet or writer is not None)
@@ -223,17 +220,10 @@ def _batch_config(args: argparse.Namespace) -> BatchConfig:
         queries=_queries(args),
         output=args.output,
         overwrite=args.overwrite,
-        tile_size=args.tile_size,
-        overlap=args.overlap,
-        target_gsd=args.target_gsd,
-        max_nodata_fraction=args.max_nodata,
-        nodata=args.nodata,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        angle_convention=args.angle_convention,
         assume_crs=args.assume_crs,
         crs=args.crs,
         command=shlex.join(["rsvg", *sys.argv[1:]]),
+        **run_settings(args),
     )
 
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rsvg_desktop.cli._common import EXIT_OK, EXIT_USAGE, Progress, notice, notice_warning
-from rsvg_desktop.cli.model_cmds import add_model_run_options, report_model_loaded
-from rsvg_desktop.engine.events import ModelLoaded, ModelSpec, RunStarted, TileDone
+from rsvg_desktop.cli.model_cmds import add_model_run_options, model_spec, report_model_loaded, run_settings
+from rsvg_desktop.engine.events import ModelLoaded, RunStarted, TileDone
 from rsvg_desktop.errors import ConfigError
 
 
@@ -83,15 +83,8 @@ def _change_config(args: argparse.Namespace) -> Any:
         match_iou=_match_iou(args.match_iou),
         verify=not args.no_verify,
         overwrite=args.overwrite,
-        tile_size=args.tile_size,
-        overlap=args.overlap,
-        target_gsd=args.target_gsd,
-        max_nodata_fraction=args.max_nodata,
-        nodata=args.nodata,
         pixel_mode=args.pixel_mode,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        angle_convention=args.angle_convention,
+        **run_settings(args),
     )
 
 
@@ -160,35 +153,22 @@ class _ChangeView:
 def cmd_change(args: argparse.Namespace) -> int:
     if args.logs is not None:
         return _change_from_logs(args)
-    from rsvg_desktop.cli.interrupts import exit_status, first_interrupt_stops
+    from rsvg_desktop.cli.interrupts import show_until_interrupted
     from rsvg_desktop.cli.progress_json import current
     from rsvg_desktop.engine.change import change, check_change, place_dates
-    from rsvg_desktop.engine.model_jobs import resolve_model_dir
 
     config = _change_config(args)
     check_change(config)  # bad settings and scenes that cannot be compared fail before a model is looked for
     placement = place_dates(config)
-    model_dir = resolve_model_dir(args.model, smoke=args.smoke)
-    spec = ModelSpec(
-        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
-    )
+    spec = model_spec(args)
     writer = current()
     view = _ChangeView(quiet=args.quiet or writer is not None)
     events = change(config, spec, placement=placement)
-    with first_interrupt_stops():  # a second Ctrl-C cannot cut short the writing of what finished
-        try:
-            for event in events:
-                view.show(event)
-                if writer is not None:
-                    writer.engine_event(event)
-        except KeyboardInterrupt as exc:
-            view.end_bar()
-            events.close()
-            text = _interrupted(config)
-            print(text, file=sys.stderr)
-            if writer is not None:
-                writer.error(text.removeprefix("rsvg: "), exit_status(exc))
-            return exit_status(exc)
+    stopped = show_until_interrupted(
+        events, view.show, writer, end_bar=view.end_bar, interrupted=lambda: _interrupted(config)
+    )
+    if stopped is not None:
+        return stopped
     return _change_result(view.finished, args, writer)
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 #: The exit status of a run stopped by Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED = 128 + signal.SIGINT
@@ -69,6 +69,35 @@ def first_interrupt_stops() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous_term)
+
+
+def show_until_interrupted(
+    events: Generator[Any, None, None],
+    show: Callable[[Any], None],
+    writer: Any,
+    *,
+    end_bar: Callable[[], None],
+    interrupted: Callable[[], str],
+) -> int | None:
+    """Show every event of a job (``show``, and ``writer``, the ``--progress json`` writer, when there is
+    one) to its end: None. On the first Ctrl-C or SIGTERM the bar ends, the job is closed (it writes what
+    finished before returning), ``interrupted()``'s line is said on stderr and to the writer, and the exit
+    status is returned."""
+    with first_interrupt_stops():  # a second Ctrl-C cannot cut short the writing of what finished
+        try:
+            for event in events:
+                show(event)
+                if writer is not None:
+                    writer.engine_event(event)
+        except KeyboardInterrupt as exc:
+            end_bar()
+            events.close()
+            text = interrupted()
+            print(text, file=sys.stderr)
+            if writer is not None:
+                writer.error(text.removeprefix("rsvg: "), exit_status(exc))
+            return exit_status(exc)
+    return None
 
 
 def exit_at_once(code: int) -> NoReturn:

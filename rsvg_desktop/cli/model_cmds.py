@@ -69,6 +69,32 @@ def add_model_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def model_spec(args: argparse.Namespace) -> ModelSpec:
+    """The model that :func:`add_model_run_options`' options ask for, ``--model``/``--smoke`` resolved to
+    a converted model folder."""
+    from rsvg_desktop.engine.model_jobs import resolve_model_dir
+
+    model_dir = resolve_model_dir(args.model, smoke=args.smoke)
+    return ModelSpec(
+        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
+    )
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The grid options' and :func:`add_model_run_options`' run settings, by the names the engine's
+    configs (``RunConfig``, ``BatchConfig``, ``ChangeConfig``) give them."""
+    return {
+        "tile_size": args.tile_size,
+        "overlap": args.overlap,
+        "target_gsd": args.target_gsd,
+        "max_nodata_fraction": args.max_nodata,
+        "nodata": args.nodata,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "angle_convention": args.angle_convention,
+    }
+
+
 def add_model_commands(
     sub: argparse._SubParsersAction, grid_options: Callable[[argparse.ArgumentParser], None]
 ) -> None:
@@ -325,17 +351,10 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         task=args.task,
         output=args.output,
         overwrite=args.overwrite,
-        tile_size=args.tile_size,
-        overlap=args.overlap,
-        target_gsd=args.target_gsd,
-        max_nodata_fraction=args.max_nodata,
-        nodata=args.nodata,
         pixel_mode=args.pixel_mode,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
         classes=classes,
-        angle_convention=args.angle_convention,
         scope=tuple(args.window) if args.window else None,
+        **run_settings(args),
     )
 
 
@@ -409,35 +428,23 @@ class _DetectView:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from rsvg_desktop.cli.interrupts import exit_status, first_interrupt_stops
+    from rsvg_desktop.cli.interrupts import show_until_interrupted
     from rsvg_desktop.cli.progress_json import current
-    from rsvg_desktop.engine.model_jobs import detect, resolve_model_dir
+    from rsvg_desktop.engine.model_jobs import detect
 
     if args.window is not None and min(args.window[2:]) <= 0:
         raise ConfigError(
             f"--window: width and height must be positive, got {args.window[2]} x {args.window[3]}"
         )
-    model_dir = resolve_model_dir(args.model, smoke=args.smoke)
-    spec = ModelSpec(
-        str(model_dir), args.precision, args.device, group_size=args.group_size, compiled=args.compiled
-    )
+    spec = model_spec(args)
     writer = current()
     view = _DetectView(quiet=args.quiet or writer is not None)
     events = detect(_run_config(args), spec)
-    with first_interrupt_stops():  # a second Ctrl-C cannot cut short the writing of what finished
-        try:
-            for event in events:
-                view.show(event)
-                if writer is not None:
-                    writer.engine_event(event)
-        except KeyboardInterrupt as exc:
-            view.finish_bar()
-            events.close()  # the job writes what finished before returning
-            text = view.interrupted(args.output)
-            print(text, file=sys.stderr)
-            if writer is not None:
-                writer.error(text.removeprefix("rsvg: "), exit_status(exc))
-            return exit_status(exc)
+    stopped = show_until_interrupted(
+        events, view.show, writer, end_bar=view.finish_bar, interrupted=lambda: view.interrupted(args.output)
+    )
+    if stopped is not None:
+        return stopped
     return _detect_result(view, writer)
 
 

@@ -202,13 +202,7 @@ def check_run(config: RunConfig, spec: ModelSpec) -> None:
     from rsvg_desktop.engine.detect import answer_log_path
     from rsvg_desktop.errors import ConfigError
 
-    preflight.check_grid(
-        tile_size=config.tile_size,
-        overlap=config.overlap,
-        target_gsd=config.target_gsd,
-        max_nodata_fraction=config.max_nodata_fraction,
-    )
-    preflight.check_run_numbers(batch_size=config.batch_size, max_new_tokens=config.max_new_tokens)
+    preflight.check_run_settings(config)
     if config.output is None:
         raise ConfigError("a run needs an output file (.gpkg, .geojson or .shp)")
     preflight.check_output_name(config.output)
@@ -286,8 +280,7 @@ def detect(
 ) -> Generator[Any, None, None]:
     """Load the model in this process, then run the scene job; yields :class:`ModelLoaded` first, then
     the job's events (see :func:`rsvg_desktop.engine.detect.run_scene`)."""
-    from rsvg_desktop.core.model.generate import GeoChatGenerator, auto_batch_size
-    from rsvg_desktop.core.model.loader import load_model
+    from rsvg_desktop.core.model.generate import auto_batch_size
     from rsvg_desktop.engine.detect import run_scene
 
     check_run(config, spec)  # a run that cannot succeed fails before the (slow) model load
@@ -300,25 +293,40 @@ def detect(
         history=config.history,
         max_new_tokens=config.max_new_tokens,
     )
+    loaded, generator = yield from load_for_job(spec, cancel)
+    if config.batch_size is None:
+        from dataclasses import replace
+
+        config = replace(config, batch_size=batch_size or auto_batch_size(loaded, config.max_new_tokens))
+    events: Iterator[Event] = run_scene(config, generator, **job_facts(spec, loaded), cancel=cancel)
+    yield from events
+
+
+def load_for_job(
+    spec: ModelSpec, cancel: Callable[[], bool] | None
+) -> Generator[ModelLoaded, None, tuple[Any, Any]]:
+    """Load the model of a job in this process: yields :class:`ModelLoaded`, then returns the loaded
+    model and its generator (stopped by ``cancel`` when given)."""
+    from rsvg_desktop.core.model.generate import GeoChatGenerator
+    from rsvg_desktop.core.model.loader import load_model
+
     loaded = load_model(load_spec(spec))
     yield ModelLoaded(model_info(loaded))
     generator = GeoChatGenerator(loaded, compiled=spec.compiled)
     if cancel is not None:
         generator.should_stop = cancel
-    if config.batch_size is None:
-        from dataclasses import replace
+    return loaded, generator
 
-        config = replace(config, batch_size=batch_size or auto_batch_size(loaded, config.max_new_tokens))
-    events: Iterator[Event] = run_scene(
-        config,
-        generator,
-        model=str(spec.model_dir),
-        precision=loaded.run_precision,
-        device=loaded.device_name,
-        random_weights=loaded.random_weights,
-        cancel=cancel,
-    )
-    yield from events
+
+def job_facts(spec: ModelSpec, loaded: Any) -> dict[str, Any]:
+    """What a job records of the model that answers it (``run_scene``'s and ``run_change``'s
+    ``model``, ``precision``, ``device`` and ``random_weights``)."""
+    return {
+        "model": str(spec.model_dir),
+        "precision": loaded.run_precision,
+        "device": loaded.device_name,
+        "random_weights": loaded.random_weights,
+    }
 
 
 # --- known models (models/*.json) -------------------------------------------------------------------

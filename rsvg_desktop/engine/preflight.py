@@ -4,8 +4,9 @@ block the corrected command.
 
 What is checked, in the order a command needs it:
 
-- numbers (:func:`check_run_numbers`, :func:`check_grid`): tile size (at least :data:`MIN_TILE_SIZE`),
-  overlap, nodata fraction, target GSD, tiles per batch, answer tokens;
+- numbers (:func:`check_run_numbers`, :func:`check_grid`; both on a job's config:
+  :func:`check_run_settings`): tile size (at least :data:`MIN_TILE_SIZE`), overlap, nodata fraction,
+  target GSD, tiles per batch, answer tokens;
 - output names and places (:func:`check_output_file`, :func:`check_output_folder`,
   :func:`check_writable_file`): a file name (not ``.``, not a folder), a format the name and the scene
   allow (GeoJSON needs a CRS: no pixel mode), a folder that exists or can be made and can be written,
@@ -24,6 +25,7 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from rsvg_desktop.core.geo.export import ExportFormat
 from rsvg_desktop.core.geo.export.formats import format_for_path
@@ -37,6 +39,7 @@ __all__ = [
     "check_output_folder",
     "check_output_name",
     "check_run_numbers",
+    "check_run_settings",
     "check_writable_file",
 ]
 
@@ -79,6 +82,34 @@ def check_run_numbers(*, batch_size: int | None, max_new_tokens: int) -> None:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if _integer("--max-new-tokens", max_new_tokens) < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+
+
+class RunSettings(Protocol):
+    """The grid and run numbers of a job's config (``RunConfig``, ``BatchConfig``, ``ChangeConfig``)."""
+
+    @property
+    def tile_size(self) -> int: ...
+    @property
+    def overlap(self) -> int: ...
+    @property
+    def target_gsd(self) -> float | None: ...
+    @property
+    def max_nodata_fraction(self) -> float: ...
+    @property
+    def batch_size(self) -> int | None: ...
+    @property
+    def max_new_tokens(self) -> int: ...
+
+
+def check_run_settings(config: RunSettings) -> None:
+    """:func:`check_grid` and :func:`check_run_numbers` on a job's config."""
+    check_grid(
+        tile_size=config.tile_size,
+        overlap=config.overlap,
+        target_gsd=config.target_gsd,
+        max_nodata_fraction=config.max_nodata_fraction,
+    )
+    check_run_numbers(batch_size=config.batch_size, max_new_tokens=config.max_new_tokens)
 
 
 # --- outputs ----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from rsvg_desktop.engine.change.config import ChangeConfig
+from rsvg_desktop.engine.change.config import ChangeConfig, date_answer_logs
 from rsvg_desktop.engine.change.events import ChangeFinished
 from rsvg_desktop.engine.events import ModelLoaded, ModelSpec, RunConfig, RunFailed
 from rsvg_desktop.engine.lifeline import watch_parent
@@ -166,15 +166,7 @@ class WorkerServer:
     def _run_events(self, config: RunConfig, loaded: Any, generator: Any) -> None:
         from rsvg_desktop.engine.detect import run_scene
 
-        for event in run_scene(
-            config,
-            generator,
-            model=str(loaded.spec.model_dir),
-            precision=str(loaded.precision),
-            device=loaded.device_name,
-            random_weights=loaded.random_weights,
-            cancel=self._cancel,
-        ):
+        for event in run_scene(config, generator, **_model_facts(loaded), cancel=self._cancel):
             self._events.put(event)
 
     def _run_change(self, config: ChangeConfig) -> None:
@@ -193,26 +185,26 @@ class WorkerServer:
         generator.should_stop = self._cancel
         self.running = True
         try:
-            for event in run_change(
-                config,
-                generator,
-                model=str(loaded.spec.model_dir),
-                precision=str(loaded.precision),
-                device=loaded.device_name,
-                random_weights=loaded.random_weights,
-                cancel=self._cancel,
-            ):
+            for event in run_change(config, generator, **_model_facts(loaded), cancel=self._cancel):
                 self._events.put(event)
         finally:
             self.running = False
 
 
+def _model_facts(loaded: Any) -> dict[str, Any]:
+    """What a job records of the worker's loaded model (``run_scene``'s and ``run_change``'s ``model``,
+    ``precision``, ``device`` and ``random_weights``)."""
+    return {
+        "model": str(loaded.spec.model_dir),
+        "precision": str(loaded.precision),
+        "device": loaded.device_name,
+        "random_weights": loaded.random_weights,
+    }
+
+
 def _change_refused(config: ChangeConfig, message: str) -> ChangeFinished:
     """The last event of a comparison that could not start."""
-    from rsvg_desktop.engine.change import date_answer_log
-
-    logs = (str(date_answer_log(config.output, "before")), str(date_answer_log(config.output, "after")))
-    return ChangeFinished(config.output, None, 0, 0.0, logs, error=message)
+    return ChangeFinished(config.output, None, 0, 0.0, date_answer_logs(config.output), error=message)
 
 
 def _load_real(spec: ModelSpec, progress: Callable[[str, float], None]) -> tuple[Any, Any]:

@@ -4,7 +4,7 @@ flow, and a scripted generator (test-only) where the test needs answers with kno
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import fiona
@@ -12,21 +12,12 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from scripted_scene import AnswerResult
 
 from rsvg_desktop.core.answers import read_answer_log
-from rsvg_desktop.core.prompt.parser import parse_answer
 from rsvg_desktop.engine.detect import answer_log_path, run_scene, tiles_in_scope
 from rsvg_desktop.engine.events import RunConfig, RunFailed, RunFinished, RunStarted, TileDone, TileStarted
 from rsvg_desktop.errors import OutputExistsError
-
-
-@dataclass(frozen=True)
-class _Result:
-    answer: str
-    parsed: object
-    input_tokens: int = 10
-    output_tokens: int = 5
-    seconds: float = 0.0
 
 
 class ScriptedGenerator:
@@ -41,7 +32,7 @@ class ScriptedGenerator:
         out = []
         for r in requests:
             text = self.answer_for(r)
-            out.append(_Result(text, parse_answer(text)))
+            out.append(AnswerResult.of(text))
         return out
 
 

@@ -4,21 +4,13 @@ answer log alone."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
+
+from scripted_scene import AnswerResult
 
 from rsvg_desktop.core.answers import read_answer_log
-from rsvg_desktop.core.prompt.parser import parse_answer
 from rsvg_desktop.engine.detect import answer_log_path, run_scene
 from rsvg_desktop.engine.events import RunConfig, RunFinished, RunStarted, TileDone
-
-
-@dataclass(frozen=True)
-class _Result:
-    answer: str
-    parsed: object
-    input_tokens: int = 1
-    output_tokens: int = 1
-    seconds: float = 0.0
 
 
 class _Boxes:
@@ -28,7 +20,7 @@ class _Boxes:
     def generate(self, requests, *, max_new_tokens, batch_size):
         self.asked += len(requests)
         text = "{<25><25><75><75>|<0>}"
-        return [_Result(text, parse_answer(text)) for _ in requests]
+        return [AnswerResult.of(text, input_tokens=1, output_tokens=1) for _ in requests]
 
 
 def _run(config, gen, model="m", stop_after=None):

@@ -183,31 +183,25 @@ class FakeWorker:
         return out
 
     # the job: the engine's own scene job, with the model's answers scripted
+    def _job_arguments(self) -> dict[str, Any]:
+        """The fake model's facts and the cancel flag, as the real worker gives both of its jobs."""
+        return {
+            "model": "fake",
+            "precision": "fp32",
+            "device": "CPU",
+            "random_weights": self.random_weights,
+            "cancel": lambda: self._cancel,
+        }
+
     def _job(self, config: RunConfig) -> Iterator[object]:
         try:
-            yield from scripted_scene(
-                config,
-                self.answer,
-                model="fake",
-                precision="fp32",
-                device="CPU",
-                random_weights=self.random_weights,
-                cancel=lambda: self._cancel,
-            )
+            yield from scripted_scene(config, self.answer, **self._job_arguments())
         except RsvgError as exc:  # as the real worker reports a run that cannot start
             yield WorkerError(str(exc), fatal=is_fatal(exc))
 
     def _change_job(self, config: ChangeConfig) -> Iterator[object]:
         try:
-            yield from run_change(
-                config,
-                self.change_generator(),
-                model="fake",
-                precision="fp32",
-                device="CPU",
-                random_weights=self.random_weights,
-                cancel=lambda: self._cancel,
-            )
+            yield from run_change(config, self.change_generator(), **self._job_arguments())
         except RsvgError as exc:  # as the real worker reports a comparison that cannot start
             yield WorkerError(str(exc), fatal=is_fatal(exc))
 

@@ -56,6 +56,20 @@ def _integer(name: str, title: str, default: int, minimum: int) -> QgsProcessing
     )
 
 
+def _add_grid_parameters(algorithm: RsvgAlgorithm) -> None:
+    """TILE_SIZE and OVERLAP, the tile grid's parameters (``detect``, ``tiles``, ``change``)."""
+    algorithm.addParameter(_integer("TILE_SIZE", "Tile size (pixels)", 504, 32))
+    algorithm.addParameter(_integer("OVERLAP", "Overlap (pixels)", 64, 0))
+
+
+def _grid(algorithm: RsvgAlgorithm, parameters: Params, context: QgsProcessingContext) -> dict[str, Any]:
+    """TILE_SIZE and OVERLAP as the argument builders' ``tile_size`` and ``overlap``."""
+    return {
+        "tile_size": algorithm.parameterAsInt(parameters, "TILE_SIZE", context),
+        "overlap": algorithm.parameterAsInt(parameters, "OVERLAP", context),
+    }
+
+
 class _ModelRunAlgorithm(RsvgAlgorithm):
     """The question and model parameters that ``detect`` and ``batch`` share."""
 
@@ -107,15 +121,17 @@ def _scene(
     feedback: QgsProcessingFeedback,
     *,
     extent: bool,
+    name: str = "INPUT",
 ) -> tuple[str, tuple[int, int, int, int] | None]:
-    """INPUT as (file, pixel window of EXTENT when ``extent``): a file that QGIS cannot open as a raster
-    goes to the engine as it is, so that the engine's one-line reason is the error."""
-    layer = algorithm.parameterAsRasterLayer(parameters, "INPUT", context)
+    """The raster parameter ``name`` as (file, pixel window of EXTENT when ``extent``): its own file, a
+    temporary GeoTIFF of a layer that is not a local file, or a file that QGIS cannot open as a raster
+    as it is, so that the engine's one-line reason is the error."""
+    layer = algorithm.parameterAsRasterLayer(parameters, name, context)
     if layer is None:
-        value = algorithm.parameterAsString(parameters, "INPUT", context)
+        value = algorithm.parameterAsString(parameters, name, context)
         if value and os.path.isfile(value):
             return value, None
-        raise QgsProcessingException(f"INPUT: {value} is not a raster layer")
+        raise QgsProcessingException(f"{name}: {value} is not a raster layer")
     area = None
     if extent and parameters.get("EXTENT") is not None:
         area = algorithm.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
@@ -136,8 +152,7 @@ class DetectAlgorithm(_ModelRunAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
         self.add_question_parameters()
         self.add_model_parameters()
-        self.addParameter(_integer("TILE_SIZE", "Tile size (pixels)", 504, 32))
-        self.addParameter(_integer("OVERLAP", "Overlap (pixels)", 64, 0))
+        _add_grid_parameters(self)
         self.addParameter(
             QgsProcessingParameterExtent("EXTENT", "Only tiles that meet this extent", optional=True)
         )
@@ -155,8 +170,7 @@ class DetectAlgorithm(_ModelRunAlgorithm):
             scene,
             output,
             **self.question(parameters, context),
-            tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
-            overlap=self.parameterAsInt(parameters, "OVERLAP", context),
+            **_grid(self, parameters, context),
             window=window,
         )
         return args, {"OUTPUT": output, "ANSWER_LOG": answer_log_of(output)}
@@ -228,8 +242,7 @@ class TilesAlgorithm(RsvgAlgorithm):
 
     def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
-        self.addParameter(_integer("TILE_SIZE", "Tile size (pixels)", 504, 32))
-        self.addParameter(_integer("OVERLAP", "Overlap (pixels)", 64, 0))
+        _add_grid_parameters(self)
         self.addParameter(
             QgsProcessingParameterVectorDestination(
                 "OUTPUT", "Tiles", QgsProcessing.TypeVectorPolygon, createByDefault=True
@@ -242,28 +255,9 @@ class TilesAlgorithm(RsvgAlgorithm):
         args = tiles_args(
             scene,
             output,
-            tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
-            overlap=self.parameterAsInt(parameters, "OVERLAP", context),
+            **_grid(self, parameters, context),
         )
         return args, {"OUTPUT": output}
-
-
-def _raster_file(
-    algorithm: RsvgAlgorithm,
-    parameters: Params,
-    name: str,
-    context: QgsProcessingContext,
-    feedback: QgsProcessingFeedback,
-) -> str:
-    """The raster parameter ``name`` as a file for the engine: its own file, a temporary GeoTIFF of a
-    layer that is not a local file, or a file QGIS cannot open as it is (the engine's line says why)."""
-    layer = algorithm.parameterAsRasterLayer(parameters, name, context)
-    if layer is not None:
-        return scene_for_layer(layer, None, context, feedback)[0]
-    value = algorithm.parameterAsString(parameters, name, context)
-    if value and os.path.isfile(value):
-        return value
-    raise QgsProcessingException(f"{name}: {value} is not a raster layer")
 
 
 class ChangeAlgorithm(_ModelRunAlgorithm):
@@ -300,8 +294,7 @@ class ChangeAlgorithm(_ModelRunAlgorithm):
         self.addParameter(
             QgsProcessingParameterBoolean("VERIFY", "Ask the other date about unmatched objects", True)
         )
-        self.addParameter(_integer("TILE_SIZE", "Tile size (pixels)", 504, 32))
-        self.addParameter(_integer("OVERLAP", "Overlap (pixels)", 64, 0))
+        _add_grid_parameters(self)
         self.addParameter(
             QgsProcessingParameterFileDestination("OUTPUT", "Change GeoPackage", "GeoPackage (*.gpkg *.GPKG)")
         )
@@ -317,15 +310,14 @@ class ChangeAlgorithm(_ModelRunAlgorithm):
         if not output.lower().endswith(".gpkg"):
             output = QgsProcessingUtils.generateTempFilename("change.gpkg")
         args = change_args(
-            _raster_file(self, parameters, "BEFORE", context, feedback),
-            _raster_file(self, parameters, "AFTER", context, feedback),
+            _scene(self, parameters, context, feedback, extent=False, name="BEFORE")[0],
+            _scene(self, parameters, context, feedback, extent=False, name="AFTER")[0],
             output,
             **question,
             grid=self.parameterAsString(parameters, "GRID", context) or "before",
             match_iou=self.parameterAsDouble(parameters, "MATCH_IOU", context),
             verify=self.parameterAsBoolean(parameters, "VERIFY", context),
-            tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
-            overlap=self.parameterAsInt(parameters, "OVERLAP", context),
+            **_grid(self, parameters, context),
             replace=os.path.exists(output),
         )
         results: dict[str, Any] = {"OUTPUT": output}

@@ -155,6 +155,10 @@ def _model_options(model: str | None, test_model: bool, precision: str, device: 
     return [*args, "--precision", precision, "--device", device or "auto"]
 
 
+def _grid_options(tile_size: int, overlap: int) -> list[str]:
+    return ["--tile-size", str(tile_size), "--overlap", str(overlap)]
+
+
 def _classes_option(classes: str | None) -> list[str]:
     return ["--classes", classes] if classes and classes.strip() else []
 
@@ -177,7 +181,7 @@ def detect_args(
     """``rsvg detect``'s arguments (after the program) for one scene into ``output`` (replaced)."""
     args = ["detect", scene, "--query", query, "--task", task, *_classes_option(classes)]
     args += _model_options(model, test_model, precision, device)
-    args += ["--tile-size", str(tile_size), "--overlap", str(overlap)]
+    args += _grid_options(tile_size, overlap)
     if window is not None:
         args += ["--window", *(str(int(v)) for v in window)]
     return [*args, "-o", output, "--overwrite", "--progress", "json"]
@@ -225,7 +229,7 @@ def change_args(
     args = ["change", before, after, "--query", query, "--task", task]
     args += _model_options(model, test_model, precision, device)
     args += ["--grid", grid, "--match-iou", repr(float(match_iou))]
-    args += ["--tile-size", str(tile_size), "--overlap", str(overlap)]
+    args += _grid_options(tile_size, overlap)
     if not verify:
         args.append("--no-verify")
     args += ["-o", output, *(["--overwrite"] if replace else []), "--progress", "json"]
@@ -237,10 +241,8 @@ def export_args(answer_log: str, output: str) -> list[str]:
 
 
 def tiles_args(scene: str, output: str, *, tile_size: int = 504, overlap: int = 64) -> list[str]:
-    return [
-        "tiles", scene, "--tile-size", str(tile_size), "--overlap", str(overlap),
-        "-o", output, "--overwrite", "--progress", "json",
-    ]  # fmt: skip
+    args = ["tiles", scene, *_grid_options(tile_size, overlap)]
+    return [*args, "-o", output, "--overwrite", "--progress", "json"]
 
 
 def answer_log_of(output: str) -> str:

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -186,16 +186,19 @@ def normalise_phrase(p: Any) -> str | None:
     return " ".join(words)
 
 
-def phrase_groups(phrases: Sequence[Any] | np.ndarray) -> np.ndarray:
-    """Group id per phrase (normalised: trimmed, whitespace collapsed, case-folded, the last word made
-    singular; ``None`` apart)."""
+def phrase_groups(
+    phrases: Sequence[Any] | np.ndarray, key: Callable[[Any], str | None] = normalise_phrase
+) -> np.ndarray:
+    """Group id per phrase, numbered in order of first appearance: phrases of one ``key`` share one
+    (by default normalised: trimmed, whitespace collapsed, case-folded, the last word made singular;
+    ``None`` apart)."""
     ids: dict[str | None, int] = {}
     raw: dict[Any, int] = {}  # memo per raw value: phrases repeat a lot
     out = np.empty(len(phrases), dtype=np.int64)
     for i, p in enumerate(phrases):
         code = raw.get(p)
         if code is None:
-            code = raw[p] = ids.setdefault(normalise_phrase(p), len(ids))
+            code = raw[p] = ids.setdefault(key(p), len(ids))
         out[i] = code
     return out
 

@@ -47,13 +47,7 @@ class BatchConfig:
 
         if not self.queries:
             raise ConfigError("no question: give --query or --queries FILE")
-        preflight.check_grid(
-            tile_size=self.tile_size,
-            overlap=self.overlap,
-            target_gsd=self.target_gsd,
-            max_nodata_fraction=self.max_nodata_fraction,
-        )
-        preflight.check_run_numbers(batch_size=self.batch_size, max_new_tokens=self.max_new_tokens)
+        preflight.check_run_settings(self)
         AngleConvention(self.angle_convention)
         preflight.check_output_file(self.output, overwrite=True, fmt="gpkg")  # a store resumes
 

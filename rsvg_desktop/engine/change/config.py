@@ -71,6 +71,11 @@ def date_answer_log(output: str | Path, date: str) -> Path:
     return answer_log_path(date_output(output, date))
 
 
+def date_answer_logs(output: str | Path) -> tuple[str, str]:
+    """Both dates' answer logs, before first, as text."""
+    return str(date_answer_log(output, "before")), str(date_answer_log(output, "after"))
+
+
 def verify_log_path(output: str | Path) -> Path:
     """``OUT.verify.answers.jsonl``: the verification's questions and answers."""
     out = Path(output)
@@ -96,13 +101,7 @@ def check_change(config: ChangeConfig) -> None:
         raise ConfigError(f"--match-iou must be a number in (0, 1], got {iou!r}")
     if not config.query.strip():
         raise ConfigError("--query must not be empty")
-    preflight.check_grid(
-        tile_size=config.tile_size,
-        overlap=config.overlap,
-        target_gsd=config.target_gsd,
-        max_nodata_fraction=config.max_nodata_fraction,
-    )
-    preflight.check_run_numbers(batch_size=config.batch_size, max_new_tokens=config.max_new_tokens)
+    preflight.check_run_settings(config)
     preflight.check_output_name(config.output)
     logs = [date_answer_log(config.output, d) for d in GRIDS] + [verify_log_path(config.output)]
     refuse_same_file([config.output, *logs], [config.before, config.after])

@@ -17,6 +17,7 @@ from rsvg_desktop.engine.change.config import (
     ChangeConfig,
     check_change,
     date_answer_log,
+    date_answer_logs,
     verify_log_path,
 )
 from rsvg_desktop.engine.change.dates import (
@@ -57,10 +58,7 @@ class _Run:
 
     @property
     def logs(self) -> tuple[str, str]:
-        return (
-            str(date_answer_log(self.config.output, "before")),
-            str(date_answer_log(self.config.output, "after")),
-        )
+        return date_answer_logs(self.config.output)
 
     def finished(self, summary: ChangeSummary | None, outside: int = 0, **how: Any) -> ChangeFinished:
         """The last event: written (``summary``), or stopped before writing (``cancelled``/``error``)."""
@@ -201,10 +199,7 @@ def _started(config: ChangeConfig, placement: Placement) -> ChangeStarted:
         shift_dy=shift.dy,
         shift_confidence=shift.confidence,
         output=config.output,
-        answer_logs=(
-            str(date_answer_log(config.output, "before")),
-            str(date_answer_log(config.output, "after")),
-        ),
+        answer_logs=date_answer_logs(config.output),
         verify_log=str(verify_log_path(config.output)) if config.verify else None,
     )
 

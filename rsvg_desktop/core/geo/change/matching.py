@@ -36,7 +36,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from rsvg_desktop.core.geo.change.types import Matches
-from rsvg_desktop.core.geo.merge import normalise_phrase
+from rsvg_desktop.core.geo.merge import normalise_phrase, phrase_groups
 from rsvg_desktop.errors import ConfigError
 
 __all__ = ["DEFAULT_MIN_IOU", "match_objects", "phrase_key"]
@@ -77,19 +77,8 @@ def _usable(geoms: Sequence[Any] | np.ndarray, n: int, side: str) -> tuple[np.nd
 
 def _key_codes(before: Sequence[Any], after: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes of the phrase keys, shared by both dates."""
-    codes: dict[str, int] = {}
-    memo: dict[Any, int] = {}
-
-    def encode(phrases: Sequence[Any]) -> np.ndarray:
-        out = np.empty(len(phrases), dtype=np.int64)
-        for i, p in enumerate(phrases):
-            code = memo.get(p)
-            if code is None:
-                code = memo[p] = codes.setdefault(phrase_key(p), len(codes))
-            out[i] = code
-        return out
-
-    return encode(before), encode(after)
+    codes = phrase_groups([*before, *after], key=phrase_key)
+    return codes[: len(before)], codes[len(before) :]
 
 
 def _candidate_edges(
