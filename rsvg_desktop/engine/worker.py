@@ -165,15 +165,17 @@ class WorkerServer:
 
     def _run_events(self, config: RunConfig, loaded: Any, generator: Any) -> None:
         from rsvg_desktop.engine.detect import run_scene
+        from rsvg_desktop.engine.model_jobs import job_facts
 
-        for event in run_scene(config, generator, **_model_facts(loaded), cancel=self._cancel):
+        facts = job_facts(loaded.spec, loaded)  # q4cal runs record q4cal@<calibration id>, as detect's do
+        for event in run_scene(config, generator, **facts, cancel=self._cancel):
             self._events.put(event)
 
     def _run_change(self, config: ChangeConfig) -> None:
         """A two-date comparison with the loaded model: :func:`run_change`'s events, the same cancel flag
         as a scene job (answers kept in both dates' answer logs; the same command again resumes)."""
         from rsvg_desktop.engine.change import run_change
-        from rsvg_desktop.engine.model_jobs import check_question
+        from rsvg_desktop.engine.model_jobs import check_question, job_facts
 
         loaded, generator = self._loaded, self._generator
         if loaded is None or generator is None:
@@ -185,21 +187,11 @@ class WorkerServer:
         generator.should_stop = self._cancel
         self.running = True
         try:
-            for event in run_change(config, generator, **_model_facts(loaded), cancel=self._cancel):
+            facts = job_facts(loaded.spec, loaded)
+            for event in run_change(config, generator, **facts, cancel=self._cancel):
                 self._events.put(event)
         finally:
             self.running = False
-
-
-def _model_facts(loaded: Any) -> dict[str, Any]:
-    """What a job records of the worker's loaded model (``run_scene``'s and ``run_change``'s ``model``,
-    ``precision``, ``device`` and ``random_weights``)."""
-    return {
-        "model": str(loaded.spec.model_dir),
-        "precision": str(loaded.precision),
-        "device": loaded.device_name,
-        "random_weights": loaded.random_weights,
-    }
 
 
 def _change_refused(config: ChangeConfig, message: str) -> ChangeFinished:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 
 from rsvg_desktop.engine.events import ModelLoaded, ModelSpec, RunConfig, RunFailed
@@ -146,7 +147,13 @@ def _change_server(monkeypatch, events: queue.Queue, cancel=lambda: False) -> Wo
     monkeypatch.setattr(model_jobs, "check_question", lambda *a, **kw: 10)
 
     def load(spec: ModelSpec, progress: object) -> tuple[object, object]:
-        loaded = SimpleNamespace(spec=spec, precision="fp32", device_name="CPU", random_weights=False)
+        loaded = SimpleNamespace(
+            spec=spec,
+            precision="q4cal",
+            run_precision="q4cal@cal123",  # what a calibrated model records (LoadedModel.run_precision)
+            device_name="CPU",
+            random_weights=False,
+        )
         return loaded, SquareFinder()
 
     return WorkerServer(events, cancel, load=load)
@@ -174,6 +181,9 @@ def test_a_change_job_runs_both_dates_with_the_loaded_model(monkeypatch, tmp_pat
     assert (finished.summary.appeared, finished.summary.disappeared, finished.summary.persisting) == (1, 1, 3)
     assert out.is_file() and date_answer_log(out, "after").is_file()
     assert not server.running
+    # The answers record the calibration a q4cal model was loaded with, as rsvg detect's do.
+    first = json.loads(date_answer_log(out, "before").read_text(encoding="utf-8").splitlines()[0])
+    assert first["precision"] == "q4cal@cal123"
 
 
 def test_a_change_job_without_a_model_is_refused(tmp_path) -> None:
