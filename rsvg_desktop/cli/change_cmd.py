@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rsvg_desktop.cli._common import EXIT_OK, EXIT_USAGE, Progress, notice, notice_warning
@@ -202,6 +203,9 @@ def _change_result(finished: Any, args: argparse.Namespace, writer: Any) -> int:
     return EXIT_OK
 
 
+_SIDECARS = frozenset({".dbf", ".shx", ".prj", ".cpg", ".qml"})
+
+
 def _print_summary(data: dict[str, Any], *, as_json: bool) -> None:
     """``--json``: the summary as JSON; else one line of counts and the files written."""
     if as_json:
@@ -209,9 +213,11 @@ def _print_summary(data: dict[str, Any], *, as_json: bool) -> None:
         return
     removed = data.get("verification_removed")
     verified = f" (verification removed {removed} candidates)" if removed else ""
+    # A Shapefile's sidecars (.dbf, .shx, .prj, .cpg, .qml) are not named: its .shp stands for them.
+    files = [f for f in data["outputs"] if Path(f).suffix.lower() not in _SIDECARS]
     print(
         f"{data['appeared']} appeared, {data['disappeared']} disappeared, {data['persisting']} persisting"
-        f"{verified} → {', '.join(data['outputs'])}"
+        f"{verified} → {', '.join(files)}"
     )
 
 

@@ -4,6 +4,7 @@ command once with the test model (``--progress json``)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyogrio
 import pytest
@@ -71,6 +72,15 @@ def test_logs_of_two_runs_are_compared_without_a_model(pair, tmp_path):
     summary = json.loads(result.stdout)
     assert (summary["appeared"], summary["persisting"]) == (2, 2)
     assert set(pyogrio.list_layers(out)[:, 0]) >= LAYERS
+
+    # A Shapefile per layer; the result line names each .shp (and the run table), not its sidecars.
+    shp = run_rsvg("change", "--logs", *logs, "-o", str(tmp_path / "c.shp"))
+    assert shp.returncode == 0, shp.stderr
+    named = shp.stdout.strip().split(" → ")[1].split(", ")
+    assert sorted(Path(n).name for n in named) == sorted(
+        [f"c.{layer}.shp" for layer in LAYERS - {"run"}] + ["c.run.csv"]
+    )
+    assert (tmp_path / "c.appeared.dbf").is_file()
 
 
 def test_logs_and_scenes_together_are_refused(pair, tmp_path):
