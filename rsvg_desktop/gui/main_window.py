@@ -339,7 +339,7 @@ class MainWindow(QMainWindow):
         self.transcript.followUpRequested.connect(self.ask_follow_up)
         self.compare = CompareController(self)  # File ▸ Compare with another date… (two dates, one grid)
         self.compare.runningChanged.connect(self._running_changed)
-        self.compare.progressChanged.connect(self._progress)
+        self.compare.progressChanged.connect(lambda d, t, text: self._progress(d, t, text, unit="questions"))
 
     # --- scenes ------------------------------------------------------------------------------
     def open_scene(self, path: str | os.PathLike[str], *, pixel_mode: bool = False) -> None:
@@ -575,8 +575,8 @@ class MainWindow(QMainWindow):
         self.open_action.setEnabled(not running)
         self._update_can_run()
 
-    def _progress(self, done: int, total: int, text: str) -> None:
-        self.query_panel.set_progress(done, total, text)
+    def _progress(self, done: int, total: int, text: str, unit: str = "tiles") -> None:
+        self.query_panel.set_progress(done, total, text, unit)
         self.progress_label.setText(text if self.runs.running or self.compare.running else "")
 
     def _update_can_run(self) -> None:

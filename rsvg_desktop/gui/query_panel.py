@@ -241,8 +241,9 @@ class QueryPanel(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress_label.setText(self.progress_label.text() + " · cancelling…")
 
-    def set_progress(self, done: int, total: int, text: str = "") -> None:
-        self.progress.setFormat("%v / %m tiles")
+    def set_progress(self, done: int, total: int, text: str = "", unit: str = "tiles") -> None:
+        """``unit``: what is counted (a comparison: both dates' tiles and its verification questions)."""
+        self.progress.setFormat(f"%v / %m {unit}")
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(min(done, max(1, total)))
         self.progress_label.setText(text)

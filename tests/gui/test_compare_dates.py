@@ -170,6 +170,7 @@ def test_cancel_keeps_the_answers_and_a_rerun_resumes(qtbot, comparing: MainWind
     assert panel.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: panel.progress_label.text().startswith("Before 0/"), timeout=10000)
     assert "After 0/" in panel.progress_label.text() and window.progress_label.text().startswith("Before")
+    assert panel.progress.format().endswith(" questions")  # both dates' tiles and the verification's
     before_log = date_answer_log(worker.change_configs[0].output, "before")
     qtbot.waitUntil(
         lambda: before_log.is_file() and len(list(read_answer_log(before_log))) >= 1, timeout=20000
