@@ -34,6 +34,7 @@ from rasterio.errors import CRSError
 from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 
+from rsvg_desktop.core.geo.scene.coarse_warp import CoarseWarpedVRT
 from rsvg_desktop.core.geo.scene.gdal_errors import GDAL_ERRORS, one_line
 from rsvg_desktop.core.geo.scene.info import SceneInfo, describe_dataset
 from rsvg_desktop.core.geo.transform import as_transform6, pixel_size
@@ -92,23 +93,45 @@ def fill_value(dtype: str) -> float:
 
 
 def _open_vrt(
-    ds: rasterio.io.DatasetReader, info: SceneInfo, grid: TargetGrid, options: dict[str, Any]
+    ds: rasterio.io.DatasetReader,
+    info: SceneInfo,
+    grid: TargetGrid,
+    options: dict[str, Any],
+    *,
+    shape: tuple[Affine, int, int] | None = None,
+    resampling: Resampling | None = None,
 ) -> WarpedVRT:
+    """The VRT of ``ds`` on ``grid`` (or on ``shape``: a coarser grid's transform, width and height)."""
     assert grid.crs_wkt is not None
+    transform, width, height = shape or (Affine(*grid.transform), grid.width, grid.height)
     try:
         return WarpedVRT(
             ds,
             crs=CRS.from_wkt(grid.crs_wkt),
-            transform=Affine(*grid.transform),
-            width=grid.width,
-            height=grid.height,
-            resampling=grid_resampling(info),
+            transform=transform,
+            width=width,
+            height=height,
+            resampling=grid_resampling(info) if resampling is None else resampling,
             **options,
         )
     except (*GDAL_ERRORS, CRSError) as err:
         raise ChangeInputError(
             f"{info.path}: cannot be warped onto the other date's grid ({one_line(err)})"
         ) from err
+
+
+def _with_coarse_reads(
+    vrt: WarpedVRT, ds: rasterio.io.DatasetReader, info: SceneInfo, grid: TargetGrid, options: dict[str, Any]
+) -> CoarseWarpedVRT:
+    """``vrt`` answering decimated reads from coarser VRTs of the same options (``coarse_warp.py``);
+    palette data keeps nearest neighbour at every resolution (its values are class codes)."""
+    palette = grid_resampling(info) == Resampling.nearest
+
+    def coarser(transform: Affine, width: int, height: int, resampling: Resampling) -> WarpedVRT:
+        chosen = Resampling.nearest if palette else resampling
+        return _open_vrt(ds, info, grid, options, shape=(transform, width, height), resampling=chosen)
+
+    return CoarseWarpedVRT(vrt, coarser)
 
 
 def _described(vrt: WarpedVRT, info: SceneInfo) -> SceneInfo:
@@ -121,16 +144,17 @@ def _described(vrt: WarpedVRT, info: SceneInfo) -> SceneInfo:
 
 def _warped_vrt(
     ds: rasterio.io.DatasetReader, info: SceneInfo, grid: TargetGrid
-) -> tuple[WarpedVRT, SceneInfo]:
+) -> tuple[CoarseWarpedVRT, SceneInfo]:
     """The warped VRT and its description, with a validity GDAL reads as a mask (module's doc)."""
     options = _validity_options(info)
     vrt = _open_vrt(ds, info, grid, options)
     described = _described(vrt, info)
     if options.get("add_alpha") and described.mask_kind != "alpha":  # GDAL ignores this alpha band
         vrt.close()
-        vrt = _open_vrt(ds, info, grid, {"nodata": fill_value(info.dtype)})
+        options = {"nodata": fill_value(info.dtype)}
+        vrt = _open_vrt(ds, info, grid, options)
         described = _described(vrt, info)
-    return vrt, described
+    return _with_coarse_reads(vrt, ds, info, grid, options), described
 
 
 def _refuse_other_kind(info: SceneInfo, grid: TargetGrid) -> None:
@@ -149,13 +173,14 @@ def _refuse_other_kind(info: SceneInfo, grid: TargetGrid) -> None:
 
 def warped_dataset(
     ds: rasterio.io.DatasetReader, info: SceneInfo, grid: TargetGrid
-) -> tuple[rasterio.io.DatasetReader | WarpedVRT, SceneInfo]:
+) -> tuple[rasterio.io.DatasetReader | CoarseWarpedVRT, SceneInfo]:
     """The dataset to read ``info``'s scene on ``grid`` and the :class:`SceneInfo` that describes it.
 
     ``ds`` itself, placed with the grid's exact transform, when the scene is on the grid already (to a
     millionth of a pixel) or both are in pixel mode; else a ``WarpedVRT`` over ``ds`` (the caller closes
-    both). The info keeps the source's path, driver, display bands and user nodata; it takes the grid's
-    CRS, transform and size, the VRT's validity kind, blocks and overviews, and ``warped=True``."""
+    both), whose decimated reads go through a coarser VRT (``coarse_warp.py``). The info keeps the
+    source's path, driver, display bands and user nodata; it takes the grid's CRS, transform and size,
+    the VRT's validity kind, blocks and overviews, and ``warped=True``."""
     _refuse_other_kind(info, grid)
     if grid.crs_wkt is None or same_grid(info, grid):  # read as it is, placed exactly on the grid
         transform = as_transform6(grid.transform)
