@@ -26,7 +26,7 @@ from rasterio.enums import Resampling
 from rasterio.transform import Affine, array_bounds
 from rasterio.warp import calculate_default_transform, reproject
 
-from rsvg_desktop.core.geo.change import TargetGrid, choose_grid
+from rsvg_desktop.core.geo.change import TargetGrid, choose_grid, common_area, estimate_shift
 from rsvg_desktop.core.geo.grid import iter_grid
 from rsvg_desktop.core.geo.scene import open_scene
 
@@ -73,6 +73,35 @@ def best(path: Path, grid: TargetGrid | None, repeat: int) -> tuple[float, int]:
     return min(r[0] for r in runs), runs[0][1]
 
 
+def placing_reads(before: Path, after: Path, grid: TargetGrid, *, coarse: bool) -> dict[str, float]:
+    """Seconds of the reads a comparison makes of the warped date before its first tile: the preview
+    (the app), the coarse validity (the tile plan), the common area and the residual shift; ``coarse``
+    False sends every read through the full-resolution warp (how it was before ``coarse_warp.py``)."""
+    import rsvg_desktop.core.geo.scene.coarse_warp as coarse_warp
+
+    factor = coarse_warp.read_factor
+    if not coarse:
+        coarse_warp.read_factor = lambda *_args: 1  # type: ignore[assignment]
+    seconds: dict[str, float] = {}
+    try:
+        with open_scene(before) as b, open_scene(after, warp_to=grid) as a:
+            steps = {
+                "preview": lambda: a.preview(1024),
+                "coarse validity": a.coarse_validity,
+                "common area": lambda: common_area(b, a),
+            }
+            for name, step in steps.items():
+                t0 = time.perf_counter()
+                step()
+                seconds[name] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            estimate_shift(b, a, common_area(b, a))
+            seconds["shift"] = time.perf_counter() - t0 - seconds["common area"]
+    finally:
+        coarse_warp.read_factor = factor
+    return seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=4096, help="side of the before scene in px")
@@ -100,6 +129,11 @@ def main() -> None:
     for name, seconds, n in rows:
         log.info("%-38s %4d tiles  %6.2f s  %6.1f ms/tile", name, n, seconds, 1000 * seconds / n)
     log.info("warp cost: %.2fx the unwarped read per tile", (warped_s / warped_n) / (plain_s / plain_n))
+    full, coarse = (placing_reads(before, after, grid, coarse=c) for c in (False, True))
+    log.info("reads of the warped date before the first tile: full-resolution warp -> coarse VRT")
+    for name in full:
+        log.info("  %-18s %6.2f s -> %5.2f s", name, full[name], coarse[name])
+    log.info("  %-18s %6.2f s -> %5.2f s", "total", sum(full.values()), sum(coarse.values()))
 
 
 if __name__ == "__main__":
