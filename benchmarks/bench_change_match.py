@@ -21,6 +21,8 @@ import numpy as np
 import shapely
 
 from rsvg_desktop.core.geo.change.matching import match_objects
+from rsvg_desktop.core.geo.change.types import TargetGrid
+from rsvg_desktop.engine.change.verify_windows import group_questions
 
 log = logging.getLogger("bench_change_match")
 
@@ -109,6 +111,31 @@ def main() -> None:
         len(m.disappeared),
     )
     log.info("matching: %.3f s (median of %d; min %.3f s)", statistics.median(times), len(times), min(times))
+    questions(m, bg, bp, ag, ap_)
+
+
+def questions(m, bg, bp, ag, ap_) -> None:  # type: ignore[no-untyped-def]
+    """How many questions verification asks about the unmatched objects, with 504 px tiles: one per
+    object, against small neighbours of one phrase sharing one (``engine/change/verify_windows.py``)."""
+    grid = TargetGrid(None, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), SIDE, SIDE)  # pixel grid: coordinates are px
+    t0 = time.perf_counter()
+    asked = [
+        group_questions(grid, 504, own, other, [(int(r), str(phrases[r]), geoms[r]) for r in rows])
+        for own, other, rows, geoms, phrases in (
+            ("before", "after", m.disappeared, bg, bp),
+            ("after", "before", m.appeared, ag, ap_),
+        )
+    ]
+    seconds = time.perf_counter() - t0
+    unmatched = len(m.disappeared) + len(m.appeared)
+    n = sum(len(q) for q in asked)
+    log.info(
+        "verification: %d unmatched objects -> %d questions (%.2f per object; windows placed in %.2f s)",
+        unmatched,
+        n,
+        n / max(unmatched, 1),
+        seconds,
+    )
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
 A detector that finds 70 % of objects on each date sees a persisting object on one date only about 40 %
 of the time, so most unmatched objects are misses, not changes. The rule (docs/change.md): for an object
 seen on one date only, the other date is asked ``[refer] <the object's phrase>`` about the object's
-neighbourhood — a square window centred on the object, of side ``max(tile_size / 2, 2 × the object's
-longest side)`` (kept inside the grid), resampled to the model's input size, so the model sees the place
-larger and centred rather than the same tile again. The object is confirmed when a box of the answer
-overlaps it with rotated-polygon IoU ≥ ``match_iou``; a confirmed object is ``persisting`` (``verified``).
+neighbourhood — a square window around it, resampled to the model's input size, so the model sees the
+place larger rather than the same tile again; small objects of one phrase near one another share one
+question (the windows: ``verify_windows.py``). An object is confirmed when a box of the answer overlaps
+it with rotated-polygon IoU ≥ ``match_iou``; a confirmed object is ``persisting`` (``verified``).
 
 Every question and answer goes to ``OUT.verify.answers.jsonl``; a rerun reuses the answers it holds for
 the same place, phrase, model and precision.
@@ -15,14 +15,12 @@ the same place, phrase, model and precision.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import shapely
-from shapely.geometry.base import BaseGeometry
 
 from rsvg_desktop.core.answers import AnswerLogWriter, AnswerRecord, read_answer_log
 from rsvg_desktop.core.geo.boxes import AngleConvention
@@ -31,26 +29,15 @@ from rsvg_desktop.core.geo.detections import DetectionTable
 from rsvg_desktop.core.prompt.parser import parse_answer
 from rsvg_desktop.core.types import Tile
 from rsvg_desktop.engine.change.config import ChangeConfig, verify_log_path
-from rsvg_desktop.engine.change.dates import open_on_grid, scene_of, to_grid_pixels
+from rsvg_desktop.engine.change.dates import open_on_grid, scene_of
 from rsvg_desktop.engine.change.events import VerifyProgress, VerifyStarted
+from rsvg_desktop.engine.change.verify_windows import Question, group_questions
 from rsvg_desktop.engine.detect.answering import AnswerGenerator
 from rsvg_desktop.engine.results import Georef, detections_for_answer
 
 log = logging.getLogger(__name__)
 
 VERIFY_TASK = "refer"
-
-
-@dataclass(frozen=True, slots=True)
-class Question:
-    """Whether the object ``row`` of ``own`` date's table is on the ``asked`` date too."""
-
-    own: str
-    row: int
-    asked: str
-    query: str
-    tile: Tile  # the neighbourhood window on the grid, resampled to the model's input size
-    target: BaseGeometry  # the object's polygon (grid CRS)
 
 
 @dataclass
@@ -64,40 +51,20 @@ class Verification:
     cancelled: bool = False
 
 
-def neighbourhood(grid: TargetGrid, target: BaseGeometry, tile_size: int, index: int) -> Tile:
-    """The square window centred on ``target`` that verification asks about (see the module docs)."""
-    x0, y0, x1, y1 = to_grid_pixels(grid, target).bounds
-    side = max(tile_size // 2, math.ceil(2 * max(x1 - x0, y1 - y0)))
-
-    def offset(centre: float, extent: int) -> int:
-        start = round(centre - side / 2)
-        return 0 if extent <= side else min(max(start, 0), extent - side)
-
-    col_off, row_off = offset((x0 + x1) / 2, grid.width), offset((y0 + y1) / 2, grid.height)
-    return Tile(0, index, col_off, row_off, side, side, tile_size)
-
-
 def questions(
     config: ChangeConfig, grid: TargetGrid, tables: dict[str, DetectionTable], matches: Matches
 ) -> list[Question]:
-    """One question per unmatched object: disappeared ones asked of after, appeared ones of before."""
+    """The questions about every unmatched object: disappeared ones asked of after, appeared ones of
+    before; small objects of one phrase near one another share one (``verify_windows.py``)."""
     out: list[Question] = []
     for own, asked, rows in (("before", "after", matches.disappeared), ("after", "before", matches.appeared)):
         table = tables[own]
+        objects = []
         for row in rows:
             phrase = table.phrase[row]
             query = phrase if isinstance(phrase, str) and phrase.strip() else config.query
-            target = table.geometry[row]
-            out.append(
-                Question(
-                    own,
-                    int(row),
-                    asked,
-                    query,
-                    neighbourhood(grid, target, config.tile_size, len(out)),
-                    target,
-                )
-            )
+            objects.append((int(row), query, table.geometry[row]))
+        out += group_questions(grid, config.tile_size, own, asked, objects, first_index=len(out))
     return out
 
 
@@ -148,21 +115,23 @@ class _Asker:
             input_tokens=result.input_tokens,
             output_tokens=result.output_tokens,
             seconds=result.seconds,
-            extra={"verifies": f"{question.own}:{question.row}"},
+            extra={"verifies": ",".join(f"{question.own}:{row}" for row in question.rows)},
         )
 
-    def confirms(self, question: Question, record: AnswerRecord) -> bool:
-        """Whether a box of the answer overlaps the object with IoU ≥ ``match_iou``."""
+    def confirmed(self, question: Question, record: AnswerRecord) -> list[int]:
+        """The question's rows that a box of the answer overlaps with IoU ≥ ``match_iou``."""
         found = detections_for_answer(
             record, parse_answer(record.answer), self.georef, convention=self.convention
         )
         if not len(found):
-            return False
-        target = question.target
-        inter = shapely.area(shapely.intersection(found.geometry, target))
-        union = shapely.area(shapely.union(found.geometry, target))
+            return []
+        boxes = np.asarray(found.geometry, dtype=object)[:, None]
+        targets = np.asarray(question.targets, dtype=object)[None, :]
+        inter = shapely.area(shapely.intersection(boxes, targets))
+        union = shapely.area(shapely.union(boxes, targets))
         iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        return bool((iou >= self.config.match_iou).any())
+        hit = (iou >= self.config.match_iou).any(axis=0)
+        return [row for row, yes in zip(question.rows, hit, strict=True) if yes]
 
 
 def verify(
@@ -218,8 +187,7 @@ def verify(
 
 
 def _settle(asker: _Asker, question: Question, record: AnswerRecord, outcome: Verification) -> None:
-    if asker.confirms(question, record):
-        outcome.confirmed[question.own].append(question.row)
+    outcome.confirmed[question.own] += asker.confirmed(question, record)
 
 
 def _ask(generator: AnswerGenerator, scene: Any, chunk: Sequence[Question], max_new_tokens: int) -> list[Any]:
