@@ -11,6 +11,7 @@ run stopped early (the model kept failing, the store could not be written, or an
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -177,14 +178,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     view = _BatchView(quiet=args.quiet or writer is not None)
     with first_interrupt_stops():  # a second Ctrl-C cannot cut short the recording of what finished
         try:
-            for event in events:
-                view.show(event)
-                if writer is not None:
-                    writer.engine_event(event)
-        except KeyboardInterrupt:
-            view.stop()
-            events.close()  # finished batches are in the store; the session is recorded as cancelled
-            raise
+            try:
+                _show_all(events, view, writer)
+            except KeyboardInterrupt as exc:
+                # The signal landed here, between two events: it is handed to the engine, which ends
+                # as when it lands there (the session recorded as interrupted, its BatchFinished last).
+                _show_all(events, view, writer, first=_handed_over(events, view, exc))
         except RsvgError as exc:
             if not view.started:
                 raise  # bad arguments or input: exit status 2
@@ -192,6 +191,25 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if view.finished is None:  # pragma: no cover - the engine always ends with BatchFinished
         return EXIT_INTERNAL
     return _report(args, view.finished, view.workers)
+
+
+def _show_all(events: Generator[Any, None, None], view: Any, writer: Any, first: Any = None) -> None:
+    """Show ``first`` (when given) and every event left (the bar, and the ``--progress json`` lines)."""
+    for event in itertools.chain(() if first is None else (first,), events):
+        view.show(event)
+        if writer is not None:
+            writer.engine_event(event)
+
+
+def _handed_over(events: Generator[Any, None, None], view: Any, exc: KeyboardInterrupt) -> Any:
+    """The engine's next event once ``exc`` is raised inside it. Where it cannot take it (it had not
+    started its session, or has ended), the batch is closed and ``exc`` goes on (exit status 130/143)."""
+    try:
+        return events.throw(exc)
+    except (KeyboardInterrupt, StopIteration):
+        view.stop()
+        events.close()  # finished batches are in the store; the session is recorded as cancelled
+        raise exc from None
 
 
 def _check_batch_args(args: argparse.Namespace) -> None:

@@ -94,3 +94,37 @@ def test_sigterm_stops_batch_and_keeps_what_finished(data_dir: Path, tmp_path: P
     }
     assert "interrupted: " in stderr and "tiles answered" in stderr  # the summary, on stderr
     assert out.exists() and (tmp_path / "b.answers.jsonl").read_text().strip()
+
+
+@pytest.mark.usefixtures("test_model_dir")
+def test_sigterm_between_two_events_ends_the_batch_as_inside_the_engine(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signal may land while the command shows an event (outside the engine's code): the engine is
+    handed the interrupt and ends as when it lands inside it — its session recorded as interrupted, the
+    summary said, the same last event."""
+    from cli_runner import run_rsvg
+
+    import rsvg_desktop.cli.batch_cmd as batch_cmd
+    from rsvg_desktop.engine.events import BatchProgress
+
+    show = batch_cmd._BatchView.show
+
+    def show_then_terminated(view: object, event: object) -> None:
+        show(view, event)
+        if isinstance(event, BatchProgress) and event.tiles_done >= 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled here, in the command's code: it raises Terminated
+
+    monkeypatch.setattr(batch_cmd._BatchView, "show", show_then_terminated)
+    out = tmp_path / "b.gpkg"
+    result = run_rsvg(*_run_args("batch", data_dir, out), "--progress", "json")
+    assert result.returncode == EXIT_TERMINATED, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1] == {
+        "event": "error",
+        "command": "batch",
+        "message": "terminated (SIGTERM)",
+        "exit_code": 143,
+    }
+    assert "interrupted: " in result.stderr and "tiles answered" in result.stderr
+    assert (tmp_path / "b.answers.jsonl").read_text().strip()
