@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -123,21 +123,20 @@ def _write_body(handler: BaseHTTPRequestHandler, state: HubState) -> None:
 
 
 class _HeadGetHandler(BaseHTTPRequestHandler):
-    """Quiet HTTP/1.1 handler whose HEAD and GET both go to ``_answer``."""
+    """Quiet HTTP/1.1 handler whose HEAD and GET both go to ``_answer(head)``, which each server's own
+    handler defines."""
 
     protocol_version = "HTTP/1.1"
+    _answer: Callable[[bool], None]
 
     def log_message(self, *args: object) -> None:  # quiet
         pass
 
     def do_HEAD(self) -> None:
-        self._answer(head=True)
+        self._answer(True)
 
     def do_GET(self) -> None:
-        self._answer(head=False)
-
-    def _answer(self, head: bool) -> None:
-        raise NotImplementedError
+        self._answer(False)
 
     def _not_found(self) -> None:
         self.send_response(404)

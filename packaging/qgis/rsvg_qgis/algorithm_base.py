@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from qgis.core import (
@@ -99,6 +100,11 @@ class RsvgAlgorithm(QgsProcessingAlgorithm):
     HELP = ""
     #: Raster parameters whose file goes to the engine even when QGIS cannot open it (see below).
     RASTER_PARAMETERS: tuple[str, ...] = ("INPUT",)
+    #: Each algorithm's ``engine_arguments(parameters, context, feedback)``: the engine's arguments (after
+    #: the program) and the results to return when the run went through.
+    engine_arguments: Callable[
+        [dict[str, Any], QgsProcessingContext, QgsProcessingFeedback], tuple[list[str], dict[str, Any]]
+    ]
 
     def name(self) -> str:
         return self.NAME
@@ -133,12 +139,6 @@ class RsvgAlgorithm(QgsProcessingAlgorithm):
             if name not in passed and not definition.checkValueIsAcceptable(parameters.get(name), context):
                 return False, f"Incorrect parameter value for {name}"
         return True, ""
-
-    def engine_arguments(
-        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> tuple[list[str], dict[str, Any]]:
-        """The engine's arguments (after the program) and the results to return when it went through."""
-        raise NotImplementedError
 
     def processAlgorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_runner import run_rsvg
@@ -48,6 +49,15 @@ def _component(endpoint: str, **big: object) -> Component:
     return Component(
         HubRef(endpoint, REPO, "main"), (ManifestFile("config.json"), ManifestFile("big.bin", **big))
     )  # type: ignore[arg-type]
+
+
+def _cut_short(url: str, hub: Any, dest: Path) -> None:
+    """A first download into ``dest`` that the hub cuts after 100,000 bytes (OfflineError); the hub
+    serves whole files again afterwards."""
+    hub.cut_after = 100_000
+    with pytest.raises(OfflineError):
+        download_component(_component(url), dest)
+    hub.cut_after = None
 
 
 def test_a_redirected_download_is_checked_against_the_hub_and_pinned(tmp_path: Path, hub_files: Path) -> None:
@@ -125,10 +135,7 @@ def test_a_revision_that_moves_between_two_runs_is_not_mixed_in(tmp_path: Path, 
     with serve_hub(hub_files, REPO) as (url, hub):
         hub.redirect = True
         first = hub.commit
-        hub.cut_after = 100_000
-        with pytest.raises(OfflineError):
-            download_component(_component(url), dest)
-        hub.cut_after = None
+        _cut_short(url, hub, dest)
         second = hub.move(newer)  # someone pushes to main between the two runs
         download_component(_component(url), dest)
         fresh = download_component(_component(url), tmp_path / "fresh")
@@ -146,10 +153,7 @@ def test_a_pinned_commit_the_hub_no_longer_has_is_said(tmp_path: Path, hub_files
     dest = tmp_path / "dl"
     with serve_hub(hub_files, REPO) as (url, hub):
         hub.redirect = True
-        hub.cut_after = 100_000
-        with pytest.raises(OfflineError):
-            download_component(_component(url), dest)
-        hub.cut_after = None
+        _cut_short(url, hub, dest)
         pinned = hub.commit
         hub.commits.pop(pinned)  # history rewritten: the commit is gone
         hub.move(hub_files)
@@ -244,10 +248,7 @@ def test_a_resume_the_server_does_not_continue_starts_the_file_over(
     dest = tmp_path / "dl"
     with serve_hub(hub_files, REPO) as (url, hub):
         hub.redirect = True
-        hub.cut_after = 100_000
-        with pytest.raises(OfflineError):
-            download_component(_component(url), dest)
-        hub.cut_after = None
+        _cut_short(url, hub, dest)
         if misbehaviour == "ignore_range":
             hub.ignore_range = True
         else:
@@ -287,13 +288,10 @@ def test_an_older_record_keeps_the_commit_it_saw(tmp_path: Path, hub_files: Path
     dest = tmp_path / "dl"
     with serve_hub(hub_files, REPO) as (url, hub):
         hub.redirect = True
-        hub.cut_after = 100_000
-        with pytest.raises(OfflineError):
-            download_component(_component(url), dest)
+        _cut_short(url, hub, dest)
         record = json.loads((dest / "rsvg-download.json").read_text())
         first = record.pop("commit")
         (dest / "rsvg-download.json").write_text(json.dumps(record))  # as an earlier version wrote it
-        hub.cut_after = None
         newer = tmp_path / "hub2"
         newer.mkdir()
         (newer / "big.bin").write_bytes(BIG[::-1])
